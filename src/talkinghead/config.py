@@ -1,0 +1,97 @@
+"""Typed configs. Every control lives here once; the CLI exposes each field as --field-name."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import InputError
+
+LOOKAHEAD = 0.12  # s, the motion generator never looks further into the audio than this
+
+
+def _check_range(name: str, value, lo: float, hi: float) -> None:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{flag} must be a number, got {value!r}", f"pass a value between {lo} and {hi}")
+    if not (lo <= float(value) <= hi):  # also rejects NaN
+        raise InputError(f"{flag} must be between {lo} and {hi}, got {value}", f"pass a value between {lo} and {hi}")
+
+
+@dataclass
+class MotionConfig:
+    """The controls users ask for. Defaults give a natural, lively-but-calm speaker."""
+
+    head_motion: float = 1.0  # 0 = still head .. 1 = natural .. 2 = lively
+    blink_rate: float = 20.0  # blinks per minute (0 = never)
+    gaze: str = "camera"  # "camera" (steady) or "wander"
+    mouth_scale: float = 1.0  # 0 = mouth never moves .. 2 = exaggerated
+    smile: float = 0.0  # 0 = neutral .. 1 = broad smile held throughout
+    brows: float = 1.0  # brow lift on emphasis: 0 = never .. 2 = expressive
+    lips_only: bool = False  # only the mouth region moves (no head, blinks, brows or gaze)
+    seed: int = 0  # all randomness (head, blinks, gaze) comes from this seed
+
+    def validate(self) -> "MotionConfig":
+        _check_range("head_motion", self.head_motion, 0.0, 2.0)
+        _check_range("blink_rate", self.blink_rate, 0.0, 60.0)
+        _check_range("mouth_scale", self.mouth_scale, 0.0, 2.0)
+        _check_range("smile", self.smile, 0.0, 1.0)
+        _check_range("brows", self.brows, 0.0, 2.0)
+        if self.gaze not in ("camera", "wander"):
+            raise InputError(f"--gaze must be 'camera' or 'wander', got {self.gaze!r}", "use --gaze camera or --gaze wander")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}", "e.g. --seed 0")
+        return self
+
+
+@dataclass
+class RenderConfig:
+    """Output geometry and timing."""
+
+    fps: float = 25.0
+    size: int = 512  # output side (crop="face") or longest side (crop="full"), pixels
+    crop: str = "face"  # "face": square crop centred on the face; "full": keep the whole frame
+    face_index: int | None = None  # which face when there are several (0 = largest)
+    max_seconds: float = 600.0  # refuse longer audio
+
+    def validate(self) -> "RenderConfig":
+        _check_range("fps", self.fps, 1.0, 60.0)
+        _check_range("size", self.size, 64, 2048)
+        if int(self.size) != self.size:
+            raise InputError(f"--size must be a whole number of pixels, got {self.size}", "e.g. --size 512")
+        self.size = int(self.size)
+        if self.crop not in ("face", "full"):
+            raise InputError(f"--crop must be 'face' or 'full', got {self.crop!r}", "use --crop face or --crop full")
+        if self.face_index is not None and (not isinstance(self.face_index, int) or self.face_index < 0):
+            raise InputError(f"--face-index must be a non-negative integer, got {self.face_index!r}", "0 is the largest face")
+        _check_range("max_seconds", self.max_seconds, 0.1, 24 * 3600)
+        return self
+
+
+@dataclass
+class AnimateConfig:
+    """Everything one render needs besides the inputs."""
+
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+    def validate(self) -> "AnimateConfig":
+        self.motion.validate()
+        self.render.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AnimateConfig":
+        unknown = set(d) - {"motion", "render"}
+        if unknown:
+            raise InputError(f"unknown config section(s): {sorted(unknown)}", "use 'motion' and 'render'")
+        return cls(motion=_from(MotionConfig, d.get("motion", {})), render=_from(RenderConfig, d.get("render", {})))
+
+
+def _from(cls, d: dict):
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise InputError(f"unknown {cls.__name__} field(s): {sorted(unknown)}", f"known fields: {sorted(names)}")
+    return cls(**d)
