@@ -1,0 +1,123 @@
+"""Face landmarks: MediaPipe FaceMesh (478 points with irises) on the portrait, once."""
+from __future__ import annotations
+
+import threading
+import warnings
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+from ..types import FaceAnalysis, Portrait
+
+N_LANDMARKS = 478
+MIN_FACE_WIDTH = 48  # px, in the image as given: smaller faces have too little detail to animate
+DETECT_MAX_SIDE = 1280  # px, detection runs on a copy no larger than this
+
+_lock = threading.Lock()
+_mesh = None
+
+
+def _face_mesh():
+    """One static-image FaceMesh per process; MediaPipe graphs are not thread safe, hence the lock."""
+    global _mesh
+    if _mesh is None:
+        import mediapipe as mp
+
+        _mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=8, refine_landmarks=True, min_detection_confidence=0.5
+        )
+    return _mesh
+
+
+def detect_all(image: np.ndarray) -> list[np.ndarray]:
+    """All faces in an RGB uint8 image, largest first, each (478, 3) float32 in pixels of `image`."""
+    h, w = image.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    with _lock:
+        result = _face_mesh().process(np.ascontiguousarray(small))
+    faces = []
+    for lm in result.multi_face_landmarks or []:
+        pts = np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float32)
+        pts *= np.array([w, h, w], dtype=np.float32)  # normalised -> pixels of the original image
+        faces.append(pts)
+    faces.sort(key=lambda p: -np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
+    return faces
+
+
+def analyze(portrait: Portrait, face_index: int | None = None, warn: bool = True) -> FaceAnalysis:
+    """Landmarks of one face. Several faces -> the largest (or `face_index`), with a warning."""
+    faces = detect_all(portrait.image)
+    name = portrait.source or "the image"
+    if not faces:
+        raise InputError(
+            f"no face found in {name}",
+            "use a photo with one clearly visible, roughly frontal face (eyes and mouth visible, not covered)",
+        )
+    if face_index is not None and face_index >= len(faces):
+        raise InputError(
+            f"--face-index {face_index} asked for, but {name} has {len(faces)} face(s)",
+            f"use a value from 0 (largest) to {len(faces) - 1}",
+        )
+    if len(faces) > 1 and face_index is None and warn:
+        warnings.warn(f"{name} has {len(faces)} faces; animating the largest. Choose another with --face-index N "
+                      f"(0 = largest, 1 = next, ...).", stacklevel=2)
+    pts = faces[face_index or 0]
+    box = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+    fa = FaceAnalysis(landmarks=pts, box=box, image_size=portrait.size, n_faces=len(faces))
+    if fa.face_width < MIN_FACE_WIDTH:
+        raise InputError(
+            f"the face in {name} is too small ({fa.face_width:.0f} px wide; at least {MIN_FACE_WIDTH} px needed)",
+            "use a larger or closer photo of the face",
+        )
+    return fa
+
+
+def crop_box(face: FaceAnalysis, margin: float = 2.1) -> tuple[int, int, int]:
+    """A square (x0, y0, side) centred on the face with `margin` x the landmark box, kept inside the image."""
+    x0, y0, x1, y1 = face.box
+    w, h = face.image_size
+    side = int(round(max(x1 - x0, y1 - y0) * margin))
+    side = min(side, w, h)
+    cx = (x0 + x1) / 2
+    cy = (y0 + y1) / 2 - 0.06 * (y1 - y0)  # a little headroom: landmarks stop at mid-forehead
+    left = int(round(min(max(cx - side / 2, 0), w - side)))
+    top = int(round(min(max(cy - side / 2, 0), h - side)))
+    return left, top, side
+
+
+def prepare(portrait: Portrait, size: int, crop: str = "face", face_index: int | None = None,
+            warn: bool = True) -> tuple[Portrait, FaceAnalysis]:
+    """Crop/scale the portrait to the output geometry and find the landmarks there.
+
+    crop="face": a `size` x `size` square centred on the face. crop="full": the whole frame,
+    longest side `size`, both sides even (H.264 yuv420p needs it).
+    """
+    face = analyze(portrait, face_index=face_index, warn=warn)
+    img = portrait.image
+    if crop == "face":
+        left, top, side = crop_box(face)
+        img = img[top:top + side, left:left + side]
+        out_w = out_h = size - size % 2
+    else:
+        h, w = img.shape[:2]
+        s = size / max(h, w)
+        out_w, out_h = max(2, int(round(w * s)) // 2 * 2), max(2, int(round(h * s)) // 2 * 2)
+    interp = cv2.INTER_AREA if img.shape[1] > out_w else cv2.INTER_CUBIC
+    img = np.ascontiguousarray(cv2.resize(img, (out_w, out_h), interpolation=interp))
+    out = Portrait(img, portrait.source)
+    # Re-detect on the prepared image: landmarks must be exact at render resolution.
+    faces = detect_all(img)
+    if not faces:
+        raise InputError(f"the face in {portrait.source or 'the image'} is too small or unclear to animate at --size {size}",
+                         "use a larger --size or a closer photo of the face")
+    cx, cy = (face.landmarks[:, 0].mean(), face.landmarks[:, 1].mean())
+    if crop == "face":
+        cx, cy = (cx - left) * out_w / side, (cy - top) * out_h / side
+    else:
+        cx, cy = cx * out_w / portrait.size[0], cy * out_h / portrait.size[1]
+    # the face nearest the chosen one's centre
+    pts = min(faces, key=lambda p: (p[:, 0].mean() - cx) ** 2 + (p[:, 1].mean() - cy) ** 2)
+    box = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+    return out, FaceAnalysis(landmarks=pts, box=box, image_size=out.size, n_faces=face.n_faces)

@@ -1,0 +1,178 @@
+"""Command line: `talkinghead animate | say | demo | voices`.
+
+Every MotionConfig/RenderConfig field is an option named after it (`head_motion` -> --head-motion).
+A user mistake prints one message with the fix and exits with code 2, leaving no output file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from ..config import AnimateConfig, MotionConfig, RenderConfig
+from ..errors import InputError, TalkingHeadError
+
+EXIT_USAGE = 2
+DEMO_TEXT = ("Hello! I am a talking head, made from a single photo on your own computer. "
+             "No downloads, no graphics card, just press play.")
+
+_HELP = {
+    "head_motion": "head movement: 0 = still, 1 = natural, 2 = lively",
+    "blink_rate": "blinks per minute (0 = never)",
+    "gaze": "camera (steady) or wander",
+    "mouth_scale": "mouth movement: 0 = none, 1 = natural, 2 = exaggerated",
+    "smile": "smile held throughout, 0..1",
+    "brows": "brow lifts on emphasis, 0 = never .. 2 = expressive",
+    "lips_only": "only the mouth region moves",
+    "seed": "random seed for head motion, blinks and gaze",
+    "fps": "frames per second",
+    "size": "output size in pixels (side of the square face crop, or longest side with --crop full)",
+    "crop": "face (square crop around the face) or full (keep the whole picture)",
+    "face_index": "which face when the picture has several (0 = largest)",
+    "max_seconds": "refuse audio longer than this",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line + the fix, exit 2
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {message}\n  how to fix: see `{self.prog} --help`\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("motion controls")
+    for cls, group in ((MotionConfig, g), (RenderConfig, p.add_argument_group("output"))):
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default if f.default is not MISSING else None
+            if f.type in ("bool", bool):
+                group.add_argument(flag, action="store_true", help=_HELP.get(f.name))
+            elif f.name in ("gaze", "crop"):
+                group.add_argument(flag, default=default, help=f"{_HELP.get(f.name)} (default {default})")
+            else:
+                kind = int if f.name in ("seed", "face_index") else float
+                group.add_argument(flag, type=_number(kind, flag), default=default,
+                                   help=f"{_HELP.get(f.name)} (default {default})")
+
+
+def _number(kind, flag):
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} needs {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {s!r}") from None
+        return v
+    return parse
+
+
+def _config(args) -> AnimateConfig:
+    m = {f.name: getattr(args, f.name) for f in fields(MotionConfig)}
+    r = {f.name: getattr(args, f.name) for f in fields(RenderConfig)}
+    if r["size"] is not None and float(r["size"]).is_integer():
+        r["size"] = int(r["size"])
+    return AnimateConfig(MotionConfig(**m), RenderConfig(**r)).validate()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="talkinghead", description="Portrait + speech -> talking-head video, on a CPU.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    a = sub.add_parser("animate", help="animate a portrait with recorded speech")
+    a.add_argument("--image", required=True, help="portrait photo (jpg, png, webp, ...)")
+    a.add_argument("--audio", required=True, help="speech (wav, mp3, flac, ogg, m4a, or a video's audio)")
+    a.add_argument("--text", help="the words spoken (text or a .txt file): sharper lip-sync for English")
+    _common(a)
+
+    s = sub.add_parser("say", help="speak typed text with espeak-ng and animate a portrait")
+    s.add_argument("text", help="what to say")
+    s.add_argument("--image", required=True, help="portrait photo")
+    s.add_argument("--voice", default="en-us", help="espeak-ng voice / language, e.g. en-us, de, fr, cmn "
+                                                    "(`talkinghead voices` lists them)")
+    _common(s)
+
+    d = sub.add_parser("demo", help="render a demo video from a bundled portrait and generated speech")
+    d.add_argument("-o", "--output", default="demo.mp4", help="output mp4 (default demo.mp4)")
+    d.add_argument("--preview", help="also write a contact sheet of frames (png)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    sub.add_parser("voices", help="list espeak-ng voices for `say --voice`")
+    return p
+
+
+def _common(p) -> None:
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
+    p.add_argument("--preview", help="also write a contact sheet of frames (png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _add_config_options(p)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .. import api
+
+    progress = not getattr(args, "quiet", False)
+    t0 = time.perf_counter()
+    if args.command == "voices":
+        from ..audio.tts import list_voices
+
+        print("\n".join(list_voices()))
+        return 0
+    if args.command == "animate":
+        out = api.animate(args.image, args.audio, args.output, text=args.text, config=_config(args),
+                          preview=args.preview, progress=progress)
+    elif args.command == "say":
+        out = api.say(args.text, args.image, args.output, voice=args.voice, config=_config(args),
+                      preview=args.preview, progress=progress)
+    else:  # demo
+        from ..assets import portrait
+
+        out = api.say(DEMO_TEXT, portrait("astronaut"), args.output, voice="en-us",
+                      preview=args.preview, progress=progress)
+    if progress:
+        _summary(Path(out), time.perf_counter() - t0)
+    return 0
+
+
+def _summary(path: Path, seconds: float) -> None:
+    from ..io import probe
+
+    info = probe(path)
+    dur = info.get("video_duration") or 0.0
+    print(f"wrote {path} ({info['width']}x{info['height']}, {info['n_frames']} frames, {dur:.1f} s) "
+          f"in {seconds:.1f} s — {dur / max(seconds, 1e-9):.1f}x real time", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    warnings.showwarning = _show_warning
+    try:
+        code = run(argv)
+    except InputError as e:
+        sys.stderr.write(f"error: {e}\n")
+        code = EXIT_USAGE
+    except TalkingHeadError as e:
+        sys.stderr.write(f"error: {e}\n")
+        code = 1
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        code = 130
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The `warp` engine: portrait + speech -> frames, on a CPU, streaming.
+
+face.prepare (once) -> MotionGenerator (audio chunks -> MotionFrames, causal + fixed lookahead)
+-> WarpRenderer (MotionFrame -> RGB frame). Batch rendering is the stream fed the whole file.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from ..audio.features import n_frames
+from ..config import AnimateConfig
+from ..face import prepare
+from ..motion import MotionGenerator
+from ..render import WarpRenderer
+from ..types import SAMPLE_RATE, FaceAnalysis, MotionFrame, PhoneSegment, Portrait, Speech
+
+
+class Animator:
+    """Animates one portrait. Build once (face analysis, mesh), then `stream` or `frames` any
+    number of times; each call starts a fresh, seeded motion track."""
+
+    name = "warp"
+
+    def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
+        self.config = (config or AnimateConfig()).validate()
+        r = self.config.render
+        self.portrait, self.face = prepare(portrait, r.size, r.crop, r.face_index, warn=warn)
+        self.renderer = WarpRenderer(self.portrait, self.face)
+
+    @property
+    def fps(self) -> float:
+        return self.config.render.fps
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of every frame."""
+        return self.portrait.size
+
+    def motion(self, phones: list[PhoneSegment] | None = None) -> MotionGenerator:
+        return MotionGenerator(self.config.motion, self.fps, phones)
+
+    def stream(self, audio_chunks: Iterable[np.ndarray], phones: list[PhoneSegment] | None = None
+               ) -> Iterator[np.ndarray]:
+        """Yield (h, w, 3) uint8 frames as 16 kHz mono float32 chunks arrive. A frame is yielded as
+        soon as the audio up to its time + the lookahead is in; the rest when the chunks end."""
+        gen = self.motion(phones)
+        for chunk in audio_chunks:
+            for m in gen.push(chunk):
+                yield self.render(m)
+        for m in gen.finish():
+            yield self.render(m)
+
+    def frames(self, speech: Speech, chunk_seconds: float = 1.0) -> Iterator[np.ndarray]:
+        """All frames of a clip (the stream fed the whole file, chunked to keep memory flat)."""
+        step = max(1, int(chunk_seconds * SAMPLE_RATE))
+        chunks = (speech.samples[i:i + step] for i in range(0, len(speech.samples), step))
+        return self.stream(chunks, speech.phones)
+
+    def render(self, m: MotionFrame) -> np.ndarray:
+        return self.renderer.render(m)
+
+    def n_frames(self, speech: Speech) -> int:
+        return n_frames(speech.duration, self.fps)
+
+    @property
+    def face_analysis(self) -> FaceAnalysis:
+        return self.face

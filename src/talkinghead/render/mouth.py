@@ -1,0 +1,93 @@
+"""Mouth interior: when the lips part, fill the inner-lip polygon with a shaded cavity, tongue and
+teeth whose visibility follows the opening, feathered so no seam shows."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..face import regions as R
+from ..types import FaceAnalysis, MotionFrame
+
+CAVITY = np.array([58, 22, 26], np.float32)  # RGB at nominal skin brightness
+TONGUE = np.array([150, 72, 78], np.float32)
+TEETH = np.array([222, 218, 208], np.float32)
+UPPER_TEETH = 0.10  # IOD, visible height of the upper teeth when open
+LOWER_TEETH = 0.05
+MIN_OPEN = 0.012  # IOD, below this opening nothing is drawn
+SS = 4  # supersampling of the polygon mask (cv2 shift bits = 2)
+
+
+class MouthInterior:
+    def __init__(self, image: np.ndarray, face: FaceAnalysis, rig):
+        self.iod = rig.iod
+        # brightness of the skin under the eyes, to light the interior like the face
+        P = face.landmarks
+        cheeks = P[[50, 280, 205, 425], :2].astype(int)
+        h, w = image.shape[:2]
+        vals = [image[np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)].astype(np.float32) for x, y in cheeks]
+        skin = np.mean(vals, axis=0)
+        self.light = float(np.clip(skin.mean() / 170.0, 0.45, 1.15))
+        self.tint = np.clip(skin / max(skin.mean(), 1.0), 0.8, 1.2).astype(np.float32)
+
+    def draw(self, out: np.ndarray, lm: np.ndarray, m: MotionFrame) -> None:
+        """Composite the interior into `out` in place. `lm`: displaced landmarks (478, 2)."""
+        up = lm[list(R.LIPS_INNER_UPPER)]
+        lo = lm[list(R.LIPS_INNER_LOWER)]
+        opening = float(np.linalg.norm(lo[3:8] - up[3:8], axis=1).mean())  # central lip gap, px
+        if opening < MIN_OPEN * self.iod:
+            return
+        poly = np.concatenate([up, lo[::-1]])
+        h, w = out.shape[:2]
+        pad = 3
+        x0, y0 = np.floor(poly.min(0)).astype(int) - pad
+        x1, y1 = np.ceil(poly.max(0)).astype(int) + pad
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 - x0 < 3 or y1 - y0 < 2:
+            return
+        bw, bh = x1 - x0, y1 - y0
+        local = poly - [x0, y0]
+        mask = _poly_mask(local, bw, bh)
+        yy, xx = np.mgrid[0:bh, 0:bw].astype(np.float32)
+        # horizontal position across the mouth: 0 at centre, 1 at the corners
+        cx = (local[0, 0] + local[10, 0]) / 2
+        half = max(abs(local[10, 0] - local[0, 0]) / 2, 1.0)
+        across = np.clip(np.abs(xx - cx) / half, 0, 1)
+        # distance below the upper lip / above the lower lip along each column
+        up_y = np.interp(xx, *_sorted(local[:11, 0], local[:11, 1]))
+        lo_y = np.interp(xx, *_sorted(local[11:, 0], local[11:, 1]))
+        gap = np.maximum(lo_y - up_y, 1e-3)
+        frac = np.clip((yy - up_y) / gap, 0, 1)  # 0 at the upper lip, 1 at the lower
+        img = np.empty((bh, bw, 3), np.float32)
+        img[:] = CAVITY
+        # tongue: lower part of the cavity, more visible when wide open
+        tongue = np.clip((frac - 0.55) / 0.3, 0, 1)[..., None] * min(1.0, opening / (0.18 * self.iod))
+        img = img * (1 - tongue) + TONGUE * 0.7 * tongue
+        # teeth bands hanging from the upper lip and rising from the lower, tapered at the corners
+        top_h = min(UPPER_TEETH * self.iod, 0.55 * opening)
+        bot_h = min(LOWER_TEETH * self.iod, 0.25 * opening) * float(np.clip(m.jaw * 2.5, 0, 1))
+        taper = np.clip((0.82 - across) / 0.2, 0, 1)
+        upper = np.clip((up_y + top_h - yy) / 1.2, 0, 1) * taper
+        lower = np.clip((yy - (lo_y - bot_h)) / 1.2, 0, 1) * taper
+        teeth = np.maximum(upper, lower)[..., None]
+        shade = 0.85 + 0.15 * (1 - across)  # teeth at the sides sit deeper
+        # the cavity takes the skin's hue, the teeth only its brightness
+        img = img * self.tint * (1 - teeth) + TEETH * shade[..., None] * teeth
+        # depth: darker towards the corners
+        img *= (1.0 - 0.45 * across ** 2)[..., None] * self.light
+        vis = float(np.clip((opening / self.iod - MIN_OPEN) / 0.03, 0, 1))
+        a = (mask * vis)[..., None]
+        roi = out[y0:y1, x0:x1].astype(np.float32)
+        out[y0:y1, x0:x1] = np.clip(roi * (1 - a) + img * a + 0.5, 0, 255).astype(np.uint8)
+
+
+def _poly_mask(poly: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Anti-aliased, slightly feathered polygon mask in [0, 1], (h, w) float32."""
+    m = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(m, [np.round(poly * SS).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
+    m = cv2.GaussianBlur(m, (0, 0), 0.7)
+    return m.astype(np.float32) / 255.0
+
+
+def _sorted(x, y):
+    o = np.argsort(x)
+    return x[o], y[o]

@@ -1,0 +1,221 @@
+"""Motion parameters -> per-landmark displacements (the face rig), in image pixels.
+
+Expression moves landmarks in a face-aligned frame (unit = inter-ocular distance, IOD): jaw,
+lip width/rounding/press, smile, brows, blinks, gaze. The head then rotates rigidly in 3D (MediaPipe
+depth) about a pivot behind the face; hair and neck anchors follow with falloff, the outer ring and
+image border stay put.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..face import regions as R
+from ..types import FaceAnalysis, MotionFrame
+
+# Amplitudes at parameter value 1, in IOD units.
+JAW_OPEN = 0.30  # lower lip/chin travel when wide open
+UPPER_LIP_RAISE = 0.035
+LIP_WIDTH = 0.10  # mouth-corner travel for width = 1
+LIP_ROUND = 0.12  # corner travel inwards for round = 1
+LIP_PROTRUDE = 0.025
+SMILE_CORNER = (0.085, -0.075)  # (outwards, up)
+SMILE_CHEEK = 0.03
+BROW_LIFT = 0.10
+BLINK_MEET = 0.82  # lids meet this fraction of the way from upper to lower lid
+GAZE_SHIFT = (1.0, 1.0)  # scale of gaze_x (eye widths) and gaze_y (eye heights)
+
+HAIR_SCALE = (1.45, 1.65, 1.25)  # hair/ear/neck ring: x, up, down scale of the face oval
+STATIC_SCALE = 2.05  # outer ring that never moves
+HAIR_FOLLOW = 0.92  # share of the head motion the hair ring takes
+NECK_FOLLOW = 0.45  # below the chin the neck follows less
+BORDER_STEP = 48  # px between fixed anchors on the image border
+
+
+def _smoothstep(x):
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+class FaceRig:
+    """Precomputes everything that does not change per frame; `displace(m)` is cheap."""
+
+    def __init__(self, face: FaceAnalysis):
+        P = face.landmarks.astype(np.float64)
+        self.P = P
+        w, h = face.image_size
+        el, er = R.eye_centres(P)
+        self.iod = float(np.linalg.norm(er - el))
+        self.origin = (el + er) / 2
+        ex = (er - el) / self.iod
+        self.ex, self.ey = ex, np.array([-ex[1], ex[0]])
+        uv = (P[:, :2] - self.origin) @ np.stack([self.ex, self.ey], 1) / self.iod  # (478, 2)
+        self.uv = uv
+        self._mouth_weights(uv)
+        self._eye_setup(uv)
+        self._brow_weights(uv)
+        self._anchors(P, w, h)
+
+    # -- precomputation -------------------------------------------------------------------------
+    def _mouth_weights(self, uv):
+        u, v = uv[:, 0], uv[:, 1]
+        inner_up, inner_lo = list(R.LIPS_INNER_UPPER), list(R.LIPS_INNER_LOWER)
+        cl, cr = uv[R.LIPS_INNER_UPPER[0]], uv[R.LIPS_INNER_UPPER[-1]]
+        self.um = (cl[0] + cr[0]) / 2
+        self.vm = (uv[R.LIP_MID_UPPER_INNER, 1] + uv[R.LIP_MID_LOWER_INNER, 1]) / 2
+        self.hw = abs(cr[0] - cl[0]) / 2
+        # the lip line: midway between inner lips, interpolated along u
+        lu = (uv[inner_up, 0] + uv[inner_lo, 0]) / 2
+        lv = (uv[inner_up, 1] + uv[inner_lo, 1]) / 2
+        order = np.argsort(lu)
+        line = np.interp(u, lu[order], lv[order])
+        du = np.abs(u - self.um)
+        below = (v > line).astype(float)
+        below[inner_lo] = 1.0
+        below[inner_up] = 0.0
+        lateral = 1.0 - _smoothstep((du - 0.9 * self.hw) / (1.4 * self.hw))
+        # beside the mouth the jaw weight ramps in below the corners
+        depth = np.where(du < self.hw, 1.0, _smoothstep((v - line) / 0.35))
+        jaw = below * lateral * depth
+        jaw[list(R.MOUTH_CORNERS)] = 0.45
+        self.w_jaw = jaw
+        self.w_upper_lip = ((1 - below) * np.exp(-((du / (1.2 * self.hw)) ** 2) - (((v - self.vm) / 0.18) ** 2)))
+        # radial falloff around the mouth for width/round/smile, normalised to 1 at the corners
+        r = np.sqrt(((u - self.um) / (2.0 * self.hw)) ** 2 + ((v - self.vm) / 0.5) ** 2)
+        g = np.clip(1 - r, 0, 1)
+        g_corner = max(1 - 0.5, 1e-3)
+        self.w_mouth = np.clip(g / g_corner, 0, 1)
+        self.side = np.clip((u - self.um) / self.hw, -1, 1)
+        self.outer_up = list(R.LIPS_OUTER_UPPER[1:-1])
+        self.outer_lo = list(R.LIPS_OUTER_LOWER[1:-1])
+        self.inner_up, self.inner_lo = inner_up[1:-1], inner_lo[1:-1]
+        self.rest_gap = np.maximum(0.0, uv[self.inner_lo, 1] - uv[self.inner_up, 1])
+        cheek = np.exp(-((du - 0.9 * self.hw) / 0.45) ** 2 - ((v - (self.vm - 0.35)) / 0.3) ** 2)
+        self.w_cheek = cheek * (u * 0 + 1)
+
+    def _eye_setup(self, uv):
+        self.eyes = []
+        for up, lo, crease, iris in ((R.RIGHT_EYE_UPPER, R.RIGHT_EYE_LOWER, R.RIGHT_EYE_CREASE, R.RIGHT_IRIS),
+                                     (R.LEFT_EYE_UPPER, R.LEFT_EYE_LOWER, R.LEFT_EYE_CREASE, R.LEFT_IRIS)):
+            up, lo, crease, iris = list(up), list(lo), list(crease), list(iris)
+            gap = uv[lo, 1] - uv[up, 1]  # (9,) positive: lower lid below upper
+            width = float(np.ptp(uv[up + lo, 0]))
+            height = float(max(gap.max(), 0.05))
+            self.eyes.append(dict(up=up, lo=lo, crease=crease, iris=iris, gap=gap, width=width, height=height))
+
+    def _brow_weights(self, uv):
+        brows = list(R.RIGHT_BROW + R.LEFT_BROW)
+        brow_v = uv[brows, 1].mean()
+        v = uv[:, 1]
+        # brows fully, forehead above them partly, fading upwards; the crease ring a little
+        w = np.where(v < brow_v, 0.6 * np.exp(-((brow_v - v) / 0.5) ** 2), 0.0)
+        w[brows] = 1.0
+        for e in self.eyes:
+            w[e["crease"]] = np.maximum(w[e["crease"]], 0.25)
+        self.w_brow = w
+
+    def _anchors(self, P, w, h):
+        oval = P[list(R.FACE_OVAL), :2]
+        c = oval.mean(axis=0)
+        d = oval - c
+        sx, sup, sdown = HAIR_SCALE
+        hair = c + np.stack([d[:, 0] * sx, np.where(d[:, 1] < 0, d[:, 1] * sup, d[:, 1] * sdown)], 1)
+        follow = np.where(d[:, 1] > 0.25 * np.abs(d[:, 1]).max(), NECK_FOLLOW, HAIR_FOLLOW)
+        static = c + d * STATIC_SCALE
+        xs = np.arange(0, w, BORDER_STEP, dtype=np.float64)
+        ys = np.arange(0, h, BORDER_STEP, dtype=np.float64)
+        border = np.concatenate([
+            np.stack([xs, np.zeros_like(xs)], 1), np.stack([xs, np.full_like(xs, h - 1)], 1),
+            np.stack([np.zeros_like(ys), ys], 1), np.stack([np.full_like(ys, w - 1), ys], 1),
+            [[w - 1, h - 1]],
+        ])
+        # keep anchors inside the image, and drop static ones that crowd the hair ring
+        static = static[(static[:, 0] > 2) & (static[:, 0] < w - 3) & (static[:, 1] > 2) & (static[:, 1] < h - 3)]
+        hair_in = (hair[:, 0] > 1) & (hair[:, 0] < w - 2) & (hair[:, 1] > 1) & (hair[:, 1] < h - 2)
+        hair, follow = hair[hair_in], follow[hair_in]
+        self.hair = hair
+        self.hair_follow = follow
+        self.fixed = np.concatenate([static, border])
+        # depth of the hair ring: behind the face surface
+        self.hair_z = np.full(len(hair), float(np.median(P[:, 2]) + 0.15 * (oval[:, 0].max() - oval[:, 0].min())))
+        fw = oval[:, 0].max() - oval[:, 0].min()
+        self.face_width = float(fw)
+        # pivot: between the ears at chin height, behind the face (the neck)
+        self.pivot = np.array([c[0], P[R.CHIN, 1], np.median(P[:, 2]) + 0.6 * fw])
+
+    @property
+    def points(self) -> np.ndarray:
+        """(V, 2) rest positions of every control point: landmarks, hair ring, fixed anchors."""
+        return np.concatenate([self.P[:, :2], self.hair, self.fixed])
+
+    # -- per frame ------------------------------------------------------------------------------
+    def expression(self, m: MotionFrame) -> np.ndarray:
+        """(478, 2) landmark displacement in face units (IOD), before head motion."""
+        uv = self.uv
+        d = np.zeros_like(uv)
+        # jaw
+        d[:, 1] += m.jaw * JAW_OPEN * self.w_jaw - m.jaw * UPPER_LIP_RAISE * self.w_upper_lip
+        # width (spread) and rounding (narrow + protrude)
+        d[:, 0] += (m.width * LIP_WIDTH - m.round * LIP_ROUND) * self.w_mouth * self.side
+        d[self.outer_up, 1] -= m.round * LIP_PROTRUDE
+        d[self.outer_lo, 1] += m.round * LIP_PROTRUDE
+        # press: close any rest gap, thin the lips
+        if m.press > 0:
+            d[self.inner_up, 1] += m.press * (self.rest_gap / 2 + 0.008)
+            d[self.inner_lo, 1] -= m.press * (self.rest_gap / 2 + 0.008)
+            d[self.outer_up, 1] += m.press * 0.015
+            d[self.outer_lo, 1] -= m.press * 0.015
+        # smile
+        if m.smile > 0:
+            d[:, 0] += m.smile * SMILE_CORNER[0] * self.w_mouth * self.side
+            d[:, 1] += m.smile * (SMILE_CORNER[1] * self.w_mouth * np.abs(self.side) - SMILE_CHEEK * self.w_cheek)
+        # brows
+        d[:, 1] -= m.brows * BROW_LIFT * self.w_brow
+        # eyes: gaze moves the irises, a blink brings the upper lid down to meet the lower
+        for e in self.eyes:
+            d[e["iris"], 0] += m.gaze_x * GAZE_SHIFT[0] * e["width"]
+            d[e["iris"], 1] += m.gaze_y * GAZE_SHIFT[1] * e["height"]
+            if m.blink > 0:
+                travel = m.blink * e["gap"]
+                d[e["up"], 1] += travel * BLINK_MEET
+                d[e["lo"], 1] -= travel * (1 - BLINK_MEET)
+                d[e["crease"], 1] += 0.45 * travel * BLINK_MEET
+                # irises squash between the closing lids
+                iu = uv[e["iris"]] + d[e["iris"]]
+                up_v = np.interp(iu[:, 0], *_sorted(uv[e["up"], 0], uv[e["up"], 1]))
+                lo_v = np.interp(iu[:, 0], *_sorted(uv[e["lo"], 0], uv[e["lo"], 1]))
+                gap = np.maximum(lo_v - up_v, 1e-3)
+                t = np.clip((iu[:, 1] - up_v) / gap, 0, 1)
+                new_up = up_v + m.blink * gap * BLINK_MEET
+                new_lo = lo_v - m.blink * gap * (1 - BLINK_MEET)
+                d[e["iris"], 1] = new_up + t * (new_lo - new_up) - uv[e["iris"], 1]
+        return d
+
+    def displace(self, m: MotionFrame) -> np.ndarray:
+        """(V, 2) pixel displacement of every control point (`points`) for frame parameters `m`."""
+        d_face = self.expression(m) * self.iod
+        d_img = d_face[:, :1] * self.ex + d_face[:, 1:] * self.ey  # face frame -> image axes
+        X = self.P.copy()
+        X[:, :2] += d_img
+        rot = _rotation(m.yaw, m.pitch, m.roll)
+        t = np.array([m.tx, m.ty]) * self.face_width
+        moved = (X - self.pivot) @ rot.T + self.pivot
+        d_lm = moved[:, :2] + t - self.P[:, :2]
+        H = np.concatenate([self.hair, self.hair_z[:, None]], 1)
+        moved_h = (H - self.pivot) @ rot.T + self.pivot
+        d_hair = (moved_h[:, :2] + t - self.hair) * self.hair_follow[:, None]
+        return np.concatenate([d_lm, d_hair, np.zeros_like(self.fixed)])
+
+
+def _sorted(x, y):
+    o = np.argsort(x)
+    return x[o], y[o]
+
+
+def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """3x3 rotation, degrees. Image axes: x right, y down, z into the image. +pitch = nod down,
+    +yaw = turn to image right, +roll = clockwise in the image."""
+    a, b, c = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(a), 0, -np.sin(a)], [0, 1, 0], [np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx

@@ -1,0 +1,105 @@
+"""Mesh warp of the portrait: control-point displacements -> dense backward map -> one remap.
+
+The mesh (landmarks + hair ring + fixed anchors, Delaunay) is rasterised once, on a half-resolution
+grid over the moving region's bounding box, into a sparse matrix of barycentric weights. Per frame:
+displacements of the control points -> field (one sparse product) -> inverse by two fixed-point
+steps -> upsample -> one cv2.remap of the region. Pixels outside the region are never touched.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy import sparse
+from scipy.spatial import Delaunay
+
+from ..types import FaceAnalysis, MotionFrame, Portrait
+from .mouth import MouthInterior
+from .rig import FaceRig
+
+FIELD_STRIDE = 2  # px, the displacement field is computed at 1/FIELD_STRIDE resolution
+INVERSE_STEPS = 2  # fixed-point iterations inverting the forward warp
+
+
+class WarpRenderer:
+    """Renders frames of one portrait. Construction does all geometry work once."""
+
+    def __init__(self, portrait: Portrait, face: FaceAnalysis):
+        self.image = np.ascontiguousarray(portrait.image)
+        h, w = self.image.shape[:2]
+        self.rig = FaceRig(face)
+        pts = self.rig.points
+        pts, self.keep = _dedupe(pts)
+        tri = Delaunay(pts)
+        moving = self.rig.P.shape[0] + len(self.rig.hair)  # landmarks + hair ring come first
+        # region: bounding box of every triangle touching a moving point
+        touch = (self.keep < moving)[tri.simplices].any(axis=1)
+        corners = pts[tri.simplices[touch]].reshape(-1, 2)
+        x0, y0 = np.floor(corners.min(0)).astype(int)
+        x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
+        x0, y0 = max(0, x0 - x0 % FIELD_STRIDE), max(0, y0 - y0 % FIELD_STRIDE)
+        x1, y1 = min(w, x1), min(h, y1)
+        x1 -= (x1 - x0) % FIELD_STRIDE
+        y1 -= (y1 - y0) % FIELD_STRIDE
+        self.roi = (x0, y0, x1, y1)
+        # coarse grid over the region; cell i covers pixels [S*i, S*i+S) and sits at its centre, so
+        # cv2.resize by S upsamples it exactly (linear, half-pixel centres)
+        off = (FIELD_STRIDE - 1) / 2
+        gx = np.arange(x0, x1, FIELD_STRIDE, dtype=np.float64) + off
+        gy = np.arange(y0, y1, FIELD_STRIDE, dtype=np.float64) + off
+        self.grid_shape = (len(gy), len(gx))
+        G = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
+        simplex = tri.find_simplex(G)
+        inside = simplex >= 0
+        T = tri.transform[simplex[inside]]  # (n, 3, 2)
+        b = np.einsum("nij,nj->ni", T[:, :2], G[inside] - T[:, 2])
+        bary = np.concatenate([b, 1 - b.sum(1, keepdims=True)], 1)  # (n, 3)
+        verts = tri.simplices[simplex[inside]]  # indices into deduped pts
+        rows = np.repeat(np.nonzero(inside)[0], 3)
+        self.W = sparse.csr_matrix((bary.ravel(), (rows, verts.ravel())), shape=(len(G), len(pts)))
+        # output pixel grid of the region, and its coordinates on the half-res grid
+        ox, oy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+        self.out_xy = (ox, oy)
+        self.off = off
+        gxx, gyy = np.meshgrid(gx.astype(np.float32), gy.astype(np.float32))
+        self.grid_pts = (gxx, gyy)
+        self.mouth = MouthInterior(self.image, face, self.rig)
+
+    def field(self, disp: np.ndarray) -> np.ndarray:
+        """Forward displacement on the half-res grid, (gh, gw, 2) float32."""
+        return (self.W @ disp[self.keep]).astype(np.float32).reshape(*self.grid_shape, 2)
+
+    def backward_map(self, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each output pixel of the region, where to sample the portrait."""
+        d = self.field(disp)
+        x0, y0 = self.roi[:2]
+        gx, gy = self.grid_pts
+        # solve x + d(x) = p for x, starting from x = p - d(p): x <- p - d(x)
+        bx, by = gx - d[..., 0], gy - d[..., 1]
+        for _ in range(INVERSE_STEPS):
+            dd = cv2.remap(d, (bx - x0 - self.off) / FIELD_STRIDE, (by - y0 - self.off) / FIELD_STRIDE,
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            bx, by = gx - dd[..., 0], gy - dd[..., 1]
+        back = np.stack([bx - gx, by - gy], -1)  # backward displacement on the half-res grid
+        full = cv2.resize(back, None, fx=FIELD_STRIDE, fy=FIELD_STRIDE, interpolation=cv2.INTER_LINEAR)
+        return self.out_xy[0] + full[..., 0], self.out_xy[1] + full[..., 1]
+
+    def render(self, m: MotionFrame) -> np.ndarray:
+        """One RGB frame (h, w, 3) uint8."""
+        disp = self.rig.displace(m)
+        x0, y0, x1, y1 = self.roi
+        out = self.image.copy()
+        if np.abs(disp).max() < 1e-3:
+            return out
+        mx, my = self.backward_map(disp)
+        out[y0:y1, x0:x1] = cv2.remap(self.image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        lm = self.rig.P[:, :2] + disp[: self.rig.P.shape[0]]
+        self.mouth.draw(out, lm, m)
+        return out
+
+
+def _dedupe(pts: np.ndarray, tol: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """Drop points closer than `tol` px to an earlier one (Delaunay dislikes duplicates)."""
+    q = np.round(pts / tol).astype(np.int64)
+    _, first = np.unique(q, axis=0, return_index=True)
+    keep = np.sort(first)
+    return pts[keep], keep
