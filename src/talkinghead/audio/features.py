@@ -33,6 +33,7 @@ class FrameFeatures:
     high: np.ndarray
     centroid: np.ndarray  # spectral centroid, Hz (0 when silent)
     f1: np.ndarray  # power centroid of the low band, Hz: a rough first-formant (jaw opening) cue
+    f2: np.ndarray  # power centroid of 900–3000 Hz, Hz: a rough second formant (front/spread vs back/round)
     f0_strength: np.ndarray  # normalised autocorrelation peak in the 70–400 Hz range: voicing, 0..1
 
 
@@ -73,6 +74,9 @@ def compute(windows: np.ndarray) -> FrameFeatures:
     low_sel = (freqs >= _BANDS["low"][0]) & (freqs < _BANDS["low"][1])
     low_pow = spec[:, low_sel]
     f1 = (low_pow * freqs[low_sel]).sum(axis=1) / (low_pow.sum(axis=1) + EPS)
+    f2_sel = (freqs >= 900.0) & (freqs < 3000.0)
+    f2_pow = spec[:, f2_sel]
+    f2 = (f2_pow * freqs[f2_sel]).sum(axis=1) / (f2_pow.sum(axis=1) + EPS)
     total = spec.sum(axis=1)
     centroid = np.where(total > EPS, (spec * freqs).sum(axis=1) / (total + EPS), 0.0)
     # voicing: autocorrelation via the power spectrum, peak in the pitch range
@@ -81,7 +85,7 @@ def compute(windows: np.ndarray) -> FrameFeatures:
     lag_hi = min(lag_hi, win - 1)
     f0s = ac[:, lag_lo:lag_hi].max(axis=1) / (ac[:, 0] + EPS)
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    return FrameFeatures(f32(db), f32(band["low"]), f32(band["mid"]), f32(band["high"]), f32(centroid), f32(f1),
+    return FrameFeatures(f32(db), f32(band["low"]), f32(band["mid"]), f32(band["high"]), f32(centroid), f32(f1), f32(f2),
                          f32(np.clip(f0s, 0, 1)))
 
 

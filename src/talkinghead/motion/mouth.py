@@ -33,14 +33,14 @@ def acoustic_targets(f: FrameFeatures, i: int, loud: float, active: bool) -> tup
     """(jaw, width, round, press) for frame i of `f` from its spectrum alone."""
     if not active:
         return 0.0, 0.0, 0.0, 0.0
-    tilt = float(f.mid[i] - f.low[i])  # dB: high for front vowels (i, e), low for back/rounded (u, o)
     sib = float(np.clip((f.high[i] - f.low[i] + 5.0) / 15.0, 0.0, 1.0))  # s, sh, f, t bursts
-    f1 = float(f.f1[i])
-    openness = float(np.clip((f1 - 300.0) / 400.0, 0.2, 1.0))  # open vowels have a high F1
-    voiced = float(f.f0_strength[i])
+    f1, f2, centroid = float(f.f1[i]), float(f.f2[i]), float(f.centroid[i])
+    openness = float(np.clip((f1 - 250.0) / 350.0, 0.25, 1.0))  # open vowels have a high F1
+    voiced = float(np.clip(f.f0_strength[i] * 2.0, 0.0, 1.0))
+    front = float(np.clip((f2 - 1700.0) / 600.0, -1.0, 1.0))  # i, e: spread lips; o, u: back
     jaw = loud ** 0.8 * openness * (1.0 - 0.7 * sib)
-    width = float(np.clip((tilt + 14.0) / 14.0, -1.0, 1.0)) * 0.4 * voiced + 0.25 * sib
-    rnd = float(np.clip((-tilt - 16.0) / 10.0, 0.0, 1.0)) * voiced * (1.0 - sib)
-    # nasal murmur (m, n): strong low band, little else, low F1 -> lips near closed
-    nasal = float(np.clip((-tilt - 22.0) / 8.0, 0.0, 1.0)) * float(f1 < 350.0) * voiced
+    width = (0.45 * max(front, 0.0) - 0.2 * max(-front, 0.0)) * voiced + 0.25 * sib
+    rnd = float(np.clip((800.0 - centroid) / 300.0, 0, 1) * np.clip((1900.0 - f2) / 500.0, 0, 1)) * voiced * (1 - sib)
+    # nasal murmur (m, n): energy almost only below 500 Hz, low F1 -> lips near closed
+    nasal = float(np.clip((450.0 - centroid) / 150.0, 0.0, 1.0)) * float(f1 < 350.0) * voiced
     return jaw * (1.0 - 0.8 * nasal), width, rnd, 0.5 * nasal

@@ -11,8 +11,9 @@ from ..types import FaceAnalysis, MotionFrame
 CAVITY = np.array([58, 22, 26], np.float32)  # RGB at nominal skin brightness
 TONGUE = np.array([150, 72, 78], np.float32)
 TEETH = np.array([222, 218, 208], np.float32)
-UPPER_TEETH = 0.10  # IOD, visible height of the upper teeth when open
-LOWER_TEETH = 0.05
+UPPER_TEETH = 0.085  # IOD, visible height of the upper teeth when open
+LOWER_TEETH = 0.045
+TOOTH_WIDTH = 0.085  # IOD, spacing of the faint gaps between teeth
 MIN_OPEN = 0.012  # IOD, below this opening nothing is drawn
 SS = 4  # supersampling of the polygon mask (cv2 shift bits = 2)
 
@@ -63,13 +64,17 @@ class MouthInterior:
         tongue = np.clip((frac - 0.55) / 0.3, 0, 1)[..., None] * min(1.0, opening / (0.18 * self.iod))
         img = img * (1 - tongue) + TONGUE * 0.7 * tongue
         # teeth bands hanging from the upper lip and rising from the lower, tapered at the corners
-        top_h = min(UPPER_TEETH * self.iod, 0.55 * opening)
-        bot_h = min(LOWER_TEETH * self.iod, 0.25 * opening) * float(np.clip(m.jaw * 2.5, 0, 1))
-        taper = np.clip((0.82 - across) / 0.2, 0, 1)
-        upper = np.clip((up_y + top_h - yy) / 1.2, 0, 1) * taper
-        lower = np.clip((yy - (lo_y - bot_h)) / 1.2, 0, 1) * taper
+        top_h = min(UPPER_TEETH * self.iod, 0.45 * opening)
+        bot_h = min(LOWER_TEETH * self.iod, 0.22 * opening) * float(np.clip(m.jaw * 2.5, 0, 1))
+        taper = np.clip((0.72 - across) / 0.25, 0, 1)
+        upper = np.clip((up_y + top_h - yy) / 1.5, 0, 1) * taper
+        lower = np.clip((yy - (lo_y - bot_h)) / 1.5, 0, 1) * taper
         teeth = np.maximum(upper, lower)[..., None]
-        shade = 0.85 + 0.15 * (1 - across)  # teeth at the sides sit deeper
+        # shading: lip shadow at the top of the upper teeth, faint gaps between teeth, sides deeper
+        below_lip = np.clip((yy - up_y) / max(top_h, 1.0), 0, 1)
+        phase = (xx - cx) / (TOOTH_WIDTH * self.iod)
+        gaps = 1.0 - 0.22 * np.exp(-(((phase - np.round(phase)) * TOOTH_WIDTH * self.iod / 0.7) ** 2))
+        shade = (0.62 + 0.38 * np.sqrt(below_lip)) * gaps * (0.8 + 0.2 * (1 - across))
         # the cavity takes the skin's hue, the teeth only its brightness
         img = img * self.tint * (1 - teeth) + TEETH * shade[..., None] * teeth
         # depth: darker towards the corners

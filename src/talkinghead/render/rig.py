@@ -18,6 +18,7 @@ UPPER_LIP_RAISE = 0.035
 LIP_WIDTH = 0.10  # mouth-corner travel for width = 1
 LIP_ROUND = 0.12  # corner travel inwards for round = 1
 LIP_PROTRUDE = 0.025
+MAX_REST_GAP = 0.15  # parted lips in the portrait up to this gap are closed for the neutral mouth
 SMILE_CORNER = (0.085, -0.075)  # (outwards, up)
 SMILE_CHEEK = 0.03
 BROW_LIFT = 0.10
@@ -88,7 +89,8 @@ class FaceRig:
         self.outer_up = list(R.LIPS_OUTER_UPPER[1:-1])
         self.outer_lo = list(R.LIPS_OUTER_LOWER[1:-1])
         self.inner_up, self.inner_lo = inner_up[1:-1], inner_lo[1:-1]
-        self.rest_gap = np.maximum(0.0, uv[self.inner_lo, 1] - uv[self.inner_up, 1])
+        # a portrait with parted lips is brought to closed lips as the neutral (silent) mouth
+        self.rest_gap = np.clip(uv[self.inner_lo, 1] - uv[self.inner_up, 1], 0.0, MAX_REST_GAP)
         cheek = np.exp(-((du - 0.9 * self.hw) / 0.45) ** 2 - ((v - (self.vm - 0.35)) / 0.3) ** 2)
         self.w_cheek = cheek * (u * 0 + 1)
 
@@ -158,10 +160,12 @@ class FaceRig:
         d[:, 0] += (m.width * LIP_WIDTH - m.round * LIP_ROUND) * self.w_mouth * self.side
         d[self.outer_up, 1] -= m.round * LIP_PROTRUDE
         d[self.outer_lo, 1] += m.round * LIP_PROTRUDE
-        # press: close any rest gap, thin the lips
+        # neutral = lips together; press thins them a little more
+        g = self.rest_gap[3:6].mean() / 2  # the lips meet halfway; lip bodies and jaw come along
+        d[:, 1] += g * (self.w_upper_lip - self.w_jaw)
+        d[self.inner_up, 1] = self.rest_gap / 2 + m.press * 0.008 - m.jaw * UPPER_LIP_RAISE
+        d[self.inner_lo, 1] = -self.rest_gap / 2 - m.press * 0.008 + m.jaw * JAW_OPEN
         if m.press > 0:
-            d[self.inner_up, 1] += m.press * (self.rest_gap / 2 + 0.008)
-            d[self.inner_lo, 1] -= m.press * (self.rest_gap / 2 + 0.008)
             d[self.outer_up, 1] += m.press * 0.015
             d[self.outer_lo, 1] -= m.press * 0.015
         # smile

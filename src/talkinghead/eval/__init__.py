@@ -1,0 +1,1 @@
+"""Measurements of talking-head videos that need no hub weights."""

@@ -1,0 +1,245 @@
+"""Reading the user's speech: any audio container/codec (or the sound of a video) -> a `Speech`,
+mono float32 at SAMPLE_RATE (16 kHz).
+
+Every bad input gets an `InputError` that says what is wrong and how to fix it. Silence is valid.
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from scipy.signal import resample_poly
+
+from ..errors import InputError
+from ..types import SAMPLE_RATE, Speech
+
+SUPPORTED_AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aac")
+MIN_AUDIO_SECONDS = 0.05  # shorter audio is refused as empty
+_DECODE_TOLERANCE = 0.25  # s past --max-seconds tolerated while decoding (codec padding)
+_FORMATS_HINT = "use a " + ", ".join(SUPPORTED_AUDIO_FORMATS[:-1]) + f" or {SUPPORTED_AUDIO_FORMATS[-1]} file (or a video with sound)"
+_TOO_LONG_HINT = "trim it or raise --max-seconds"
+# Stereo/5.1 -> mono: normalise the downmix so that it is a mean, not a sum (no clipping).
+_RESAMPLER_OPTIONS = {"rematrix_maxval": "1.0"}
+
+
+def _resampler() -> av.AudioResampler:
+    return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE, options=_RESAMPLER_OPTIONS)
+
+
+def _too_long(seconds: float, max_seconds: float) -> InputError:
+    return InputError(f"audio is {seconds:.1f} s long, more than --max-seconds {max_seconds:g}", _TOO_LONG_HINT)
+
+
+def _metadata_duration(container, stream) -> float | None:
+    """Duration in seconds from the container headers, without decoding; None if unknown."""
+    try:
+        if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+            return float(stream.duration * stream.time_base)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        if container.duration is not None and container.duration > 0:
+            return container.duration / av.time_base
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
+def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0) -> Speech:
+    """Decode any audio file (or a video's audio track) to 16 kHz mono float32.
+
+    The duration is checked from the container metadata before decoding when it is known, and
+    decoding stops as soon as more than `max_seconds` (None = no limit) has been decoded.
+    Raises InputError for a missing file, a non-audio file, empty audio, or too-long audio.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"audio file not found: {p}", "check the path (and its spelling)")
+    if p.is_dir():
+        raise InputError(f"{p} is a directory, not an audio file", _FORMATS_HINT)
+    if not os.access(p, os.R_OK):
+        raise InputError(f"cannot read {p}: permission denied", "check the file's permissions")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p} is empty (0 bytes), not an audio file", _FORMATS_HINT)
+    if max_seconds is not None and not (max_seconds > 0):
+        raise InputError(f"--max-seconds must be positive, got {max_seconds}", "e.g. --max-seconds 600")
+
+    try:
+        container = av.open(str(p), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        raise InputError(f"{p} is not an audio file (ffmpeg cannot read it)", _FORMATS_HINT) from None
+
+    try:
+        stream = None
+        try:
+            stream = container.streams.best("audio")
+        except Exception:  # noqa: BLE001
+            pass
+        if stream is None and container.streams.audio:
+            stream = container.streams.audio[0]
+        if stream is None:
+            fmt = container.format.name or ""
+            if fmt == "tty":  # ffmpeg's ANSI-art demuxer takes any text file
+                why = "it is a text file"
+            elif "image" in fmt or fmt.endswith("_pipe"):
+                why = "it is an image"
+            elif container.streams.video:
+                why = "it is a video without an audio track"
+            else:
+                why = "ffmpeg finds no audio in it"
+            raise InputError(f"{p} is not an audio file ({why})", _FORMATS_HINT)
+
+        meta = _metadata_duration(container, stream)
+        if max_seconds is not None and meta is not None and meta > max_seconds:
+            raise _too_long(meta, max_seconds)
+
+        samples, n_errors = _decode(container, stream, max_seconds)
+        samples = _trim_padding(samples, container, meta)
+    finally:
+        container.close()
+
+    if samples.size == 0 and n_errors:
+        raise InputError(f"cannot decode audio in {p}: the file is corrupt or truncated", "re-export it, e.g. as wav")
+    _check_not_empty(samples, str(p))
+    return Speech(samples=_clean(samples), sample_rate=SAMPLE_RATE, source=str(p))
+
+
+def _trim_padding(samples: np.ndarray, container, meta: float | None) -> np.ndarray:
+    """mp4/m4a/mov: the decoder returns the encoder's padding of the last frame (up to ~0.1 s
+    of silence); the track duration (from the edit list) is exact, so cut back to it."""
+    if meta is None or "mp4" not in (container.format.name or ""):
+        return samples
+    n = int(round(meta * SAMPLE_RATE))
+    if 0 < n < len(samples) <= n + int(0.25 * SAMPLE_RATE):
+        return samples[:n]
+    return samples
+
+
+def _decode(container, stream, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    limit = None if max_seconds is None else int((max_seconds + _DECODE_TOLERANCE) * SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    total = 0
+    n_errors = 0
+    resampler = None
+    setup = None
+
+    def take(frames) -> None:
+        nonlocal total
+        for f in frames:
+            a = f.to_ndarray().reshape(-1)
+            if a.size:
+                chunks.append(a)
+                total += a.size
+
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                n_errors += 1  # skip a damaged packet, like ffmpeg does
+                continue
+            for frame in frames:
+                key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if key != setup:  # the stream changed its rate/layout mid-way: start a new resampler
+                    if resampler is not None:
+                        take(resampler.resample(None))
+                    resampler, setup = _resampler(), key
+                take(resampler.resample(frame))
+            if limit is not None and total > limit:
+                break  # stop decoding: it is too long whatever follows
+        if resampler is not None:
+            take(resampler.resample(None))
+    except av.FFmpegError:
+        n_errors += 1  # a broken tail: keep what was decoded
+    if limit is not None and total > limit:
+        raise InputError(f"audio is longer than --max-seconds {max_seconds:g}", _TOO_LONG_HINT)
+    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    return samples, n_errors
+
+
+def as_speech(samples, sample_rate: float = SAMPLE_RATE, *, transcript: str | None = None, source: str | None = None) -> Speech:
+    """Accept a waveform array (or a Speech) and return a 16 kHz mono float32 `Speech`.
+
+    Shapes: (n,), (n, channels) or (channels, n) with up to 16 channels (averaged to mono).
+    Integer dtypes are scaled to [-1, 1] (int16 / 32768, ...). Other rates are resampled with
+    scipy.signal.resample_poly.
+    """
+    if isinstance(samples, Speech):
+        transcript = transcript if transcript is not None else samples.transcript
+        source = source if source is not None else samples.source
+        sp = as_speech(samples.samples, samples.sample_rate, transcript=transcript, source=source)
+        if samples.sample_rate == SAMPLE_RATE:
+            sp.phones = samples.phones
+        return sp
+    try:
+        x = np.asarray(samples)
+    except Exception:  # noqa: BLE001
+        x = None
+    if x is None or x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise InputError(f"expected an audio waveform array, got {type(samples).__name__}", "pass a 1-D numpy array of samples")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, Fraction, np.integer, np.floating)) or not (
+        np.isfinite(float(sample_rate)) and float(sample_rate) > 0
+    ):
+        raise InputError(f"sample rate must be a positive number, got {sample_rate!r}", "e.g. sample_rate=16000")
+
+    x = _to_float(x)
+    if x.ndim == 2:
+        if x.shape[1] <= 16 and x.shape[0] >= x.shape[1]:
+            x = x.mean(axis=1)
+        elif x.shape[0] <= 16:
+            x = x.mean(axis=0)
+    if x.ndim != 1:
+        raise InputError(
+            f"expected a mono (n,) or multi-channel (n, channels) waveform, got shape {tuple(np.shape(samples))}",
+            "pass a 1-D array of samples",
+        )
+    if not np.all(np.isfinite(x)):
+        raise InputError("the audio samples contain NaN or infinite values", "check how the waveform was produced")
+
+    x = x.astype(np.float64, copy=False)
+    sr = Fraction(sample_rate).limit_denominator(1000) if not isinstance(sample_rate, Fraction) else sample_rate
+    if sr != SAMPLE_RATE and x.size:
+        ratio = (Fraction(SAMPLE_RATE) / sr).limit_denominator(4000)
+        x = resample_poly(x, ratio.numerator, ratio.denominator)
+    x = x.astype(np.float32)
+    _check_not_empty(x, source)
+    return Speech(samples=_clean(x), sample_rate=SAMPLE_RATE, transcript=transcript, source=source)
+
+
+def _to_float(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.bool_:
+        return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32, copy=False)
+    if x.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128
+        return (x.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(x.dtype, np.signedinteger):
+        return (x.astype(np.float64) / float(2 ** (8 * x.dtype.itemsize - 1))).astype(np.float32)
+    if np.issubdtype(x.dtype, np.unsignedinteger):
+        half = float(2 ** (8 * x.dtype.itemsize - 1))
+        return ((x.astype(np.float64) - half) / half).astype(np.float32)
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise InputError("the audio samples are complex numbers", "pass real-valued samples")
+    return x.astype(np.float32)
+
+
+def _check_not_empty(x: np.ndarray, source: str | None) -> None:
+    seconds = x.size / SAMPLE_RATE
+    if seconds < MIN_AUDIO_SECONDS:
+        what = f"{source} contains" if source else "the audio contains"
+        detail = "no audio samples" if x.size == 0 else f"only {seconds:.3f} s of audio"
+        raise InputError(f"{what} {detail} (empty audio)", f"use a recording at least {MIN_AUDIO_SECONDS:g} s long")
+
+
+def _clean(x: np.ndarray) -> np.ndarray:
+    """float32, contiguous, finite, within [-1, 1] (scaled down if a float source ran hotter)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > 1.0:
+        x = x / np.float32(peak)
+    return x
