@@ -15,6 +15,8 @@ from ..face.landmarks import detect_all
 from ..face.regions import mouth_aperture
 from ..types import SAMPLE_RATE
 
+ENVELOPE_FLOOR_DB = -60.0  # dBFS
+
 
 def aperture_series(frames: Iterable[np.ndarray]) -> np.ndarray:
     """Inner-lip opening / inter-ocular distance per frame (NaN where no face is found)."""
@@ -29,6 +31,7 @@ def audio_envelope(samples: np.ndarray, fps: float, n: int | None = None) -> np.
     """RMS level (dB above the clip's floor, >= 0) per video frame."""
     n = n or F.n_frames(len(samples) / SAMPLE_RATE, fps)
     db = F.compute(F.frame_windows(np.asarray(samples, np.float32), 0, F.frame_centres(0, n, fps))).db
+    db = np.maximum(db, ENVELOPE_FLOOR_DB)  # digital silence would otherwise dominate the scale
     floor = np.percentile(db, 5)
     return np.maximum(db - floor, 0.0)
 

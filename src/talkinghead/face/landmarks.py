@@ -30,18 +30,57 @@ def _face_mesh():
     return _mesh
 
 
-def detect_all(image: np.ndarray) -> list[np.ndarray]:
-    """All faces in an RGB uint8 image, largest first, each (478, 3) float32 in pixels of `image`."""
+def _detect(image: np.ndarray) -> list[np.ndarray]:
+    """FaceMesh on one RGB image (downscaled for speed), landmarks in pixels of `image`."""
     h, w = image.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
     small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     with _lock:
         result = _face_mesh().process(np.ascontiguousarray(small))
-    faces = []
-    for lm in result.multi_face_landmarks or []:
-        pts = np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float32)
-        pts *= np.array([w, h, w], dtype=np.float32)  # normalised -> pixels of the original image
-        faces.append(pts)
+    return [np.array([(p.x * w, p.y * h, p.z * w) for p in lm.landmark], dtype=np.float32)
+            for lm in result.multi_face_landmarks or []]
+
+
+def _tiles(h: int, w: int, side: int) -> list[tuple[int, int]]:
+    """Top-left corners of square tiles of `side` covering the image with 50% overlap."""
+    ys = sorted({min(y, h - side) for y in range(0, max(h - side, 0) + side // 2, max(side // 2, 1))})
+    xs = sorted({min(x, w - side) for x in range(0, max(w - side, 0) + side // 2, max(side // 2, 1))})
+    return [(y, x) for y in ys for x in xs]
+
+
+def _box(p: np.ndarray) -> np.ndarray:
+    return np.array([p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / max(area(a) + area(b) - inter, 1e-9)
+
+
+def detect_all(image: np.ndarray) -> list[np.ndarray]:
+    """All faces in an RGB uint8 image, largest first, each (478, 3) float32 in pixels of `image`.
+
+    FaceMesh's detector wants faces that fill a good part of the frame, so a wide group photo or a
+    small face in a big picture is also searched in overlapping square tiles (then halves of those).
+    """
+    faces = _detect(image)
+    h, w = image.shape[:2]
+    side = min(h, w)
+    if not faces or max(h, w) > 1.3 * side:
+        for tile in (side, side // 2):
+            if tile < 128:
+                break
+            for y, x in _tiles(h, w, tile):
+                for p in _detect(image[y:y + tile, x:x + tile]):
+                    p[:, 0] += x
+                    p[:, 1] += y
+                    if all(_iou(_box(p), _box(q)) < 0.3 for q in faces):
+                        faces.append(p)
+            if faces:
+                break
     faces.sort(key=lambda p: -np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
     return faces
 

@@ -93,6 +93,7 @@ class GazeGenerator:
         if self.until <= 0:
             self.until = self._hold()
             away = self.rng.random() < 0.55 and not self.target.any()
-            self.target = self.rng.uniform(-1, 1, 2) * self.RANGE if away else np.zeros(2)
+            angle, size = self.rng.uniform(0, 2 * np.pi), self.rng.uniform(0.5, 1.0)
+            self.target = size * np.array([np.cos(angle), np.sin(angle)]) * self.RANGE if away else np.zeros(2)
         self.pos += (self.target - self.pos) * 0.65  # a saccade lands within ~2 frames
         return float(self.pos[0]), float(self.pos[1])

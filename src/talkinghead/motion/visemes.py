@@ -13,7 +13,7 @@ from ..types import PhoneSegment
 # viseme: (jaw, width, round, press, dominance, reach s) — reach = how far (s) its influence
 # spreads before/after the phone (anticipatory and carry-over coarticulation).
 VISEMES: dict[str, tuple[float, float, float, float, float, float]] = {
-    "sil": (0.00, 0.00, 0.00, 0.00, 0.6, 0.10),
+    "sil": (0.00, 0.00, 0.00, 0.00, 2.0, 0.10),
     "PP": (0.00, 0.00, 0.00, 1.00, 4.0, 0.04),
     "FF": (0.10, 0.10, 0.00, 0.35, 2.0, 0.05),
     "TH": (0.22, 0.05, 0.00, 0.00, 1.0, 0.05),
@@ -48,6 +48,7 @@ PHONE_TO_VISEME: dict[str, str] = {
     "UW": "ou", "UH": "ou", "W": "ou",
 }
 
+CUTOFF = 2.5  # reaches: beyond this a phone has no influence at all
 SUBSTEPS = 5  # dominance is evaluated this many times per frame interval
 _TABLE = np.array([VISEMES[PHONE_TO_VISEME.get(p, "sil")] for p in PHONE_TO_VISEME], dtype=np.float64)
 _INDEX = {p: i for i, p in enumerate(PHONE_TO_VISEME)}
@@ -79,7 +80,8 @@ class PhoneTimeline:
         ts = t0 + (np.arange(SUBSTEPS) + 0.5) / SUBSTEPS * (t1 - t0)  # (k,)
         # distance from each sub-step to each phone's interval (0 inside)
         dist = np.maximum(0.0, np.maximum(s[None, :] - ts[:, None], ts[:, None] - e[None, :]))  # (k, p)
-        dom = rows[None, :, 4] * np.exp(-((dist / rows[None, :, 5]) ** 1.5))
+        rel = dist / rows[None, :, 5]
+        dom = rows[None, :, 4] * np.exp(-(rel ** 1.5)) * (rel < CUTOFF)
         w = dom / (dom.sum(axis=1, keepdims=True) + 1e-9)
         vals = w @ rows[:, :4]  # (k, 4)
         jaw, width, rnd = vals[:, :3].mean(axis=0)

@@ -182,7 +182,7 @@ class FaceRig:
                 travel = m.blink * e["gap"]
                 d[e["up"], 1] += travel * BLINK_MEET
                 d[e["lo"], 1] -= travel * (1 - BLINK_MEET)
-                d[e["crease"], 1] += 0.45 * travel * BLINK_MEET
+                d[e["crease"], 1] += 0.3 * travel * BLINK_MEET
                 # irises squash between the closing lids
                 iu = uv[e["iris"]] + d[e["iris"]]
                 up_v = np.interp(iu[:, 0], *_sorted(uv[e["up"], 0], uv[e["up"], 1]))

@@ -1,0 +1,31 @@
+"""Shared fixtures: real portraits and real speech, loaded once per session."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from talkinghead.assets import portrait, speech_path
+from talkinghead.io import load_audio
+from talkinghead.types import Portrait, Speech
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> Portrait:
+    return Portrait(portrait("astronaut"), "astronaut")
+
+
+@pytest.fixture(scope="session")
+def grace() -> Portrait:
+    return Portrait(portrait("grace_hopper"), "grace_hopper")
+
+
+@pytest.fixture(scope="session")
+def librivox() -> tuple[Speech, str]:
+    """7.1 s of real read English speech and its transcript."""
+    wav, text = speech_path("librivox_0870")
+    return load_audio(wav), text
+
+
+@pytest.fixture(scope="session")
+def silence() -> Speech:
+    return Speech(np.zeros(16000 * 3, np.float32))
