@@ -13,6 +13,7 @@ from .errors import InputError
 from .io import VideoWriter, as_portrait, check_output_path, load_audio
 from .pipelines import Animator
 from .types import Portrait, Speech
+from .utils import prefetch
 
 PREVIEW_FRAMES = 12  # frames on a contact sheet
 PREVIEW_COLUMNS = 4
@@ -120,7 +121,7 @@ def render_to_file(animator: Animator, speech: Speech, out: Path, preview: Path 
     sheet = []
     bar = _progress(total, progress, out.name)
     with VideoWriter(out, animator.fps, animator.frame_size, audio=speech) as writer:
-        for i, frame in enumerate(animator.frames(speech)):
+        for i, frame in enumerate(prefetch(animator.frames(speech))):  # render overlaps encode
             writer.write(frame)
             if preview is not None and i in picks:
                 sheet.append(frame)

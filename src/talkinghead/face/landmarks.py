@@ -1,6 +1,9 @@
 """Face landmarks: MediaPipe FaceMesh (478 points with irises) on the portrait, once."""
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 import warnings
 
@@ -18,10 +21,33 @@ _lock = threading.Lock()
 _mesh = None
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """MediaPipe's C++ side (absl/TFLite) prints notes straight to fd 2 on start-up and first use,
+    which no Python setting silences. Point fd 2 at /dev/null meanwhile."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to protect
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _face_mesh():
     """One static-image FaceMesh per process; MediaPipe graphs are not thread safe, hence the lock."""
     global _mesh
     if _mesh is None:
+        # MediaPipe's C++ logging (glog/absl) would print internal notes on every run
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import mediapipe as mp
 
         _mesh = mp.solutions.face_mesh.FaceMesh(
@@ -35,7 +61,7 @@ def _detect(image: np.ndarray) -> list[np.ndarray]:
     h, w = image.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
     small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    with _lock:
+    with _lock, _quiet_native_stderr():
         result = _face_mesh().process(np.ascontiguousarray(small))
     return [np.array([(p.x * w, p.y * h, p.z * w) for p in lm.landmark], dtype=np.float32)
             for lm in result.multi_face_landmarks or []]

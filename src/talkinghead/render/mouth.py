@@ -48,16 +48,17 @@ class MouthInterior:
         bw, bh = x1 - x0, y1 - y0
         local = poly - [x0, y0]
         mask = _poly_mask(local, bw, bh)
-        yy, xx = np.mgrid[0:bh, 0:bw].astype(np.float32)
+        yy = np.arange(bh, dtype=np.float32)[:, None]  # (bh, 1)
+        xx = np.arange(bw, dtype=np.float32)[None, :]  # (1, bw)
         # horizontal position across the mouth: 0 at centre, 1 at the corners
         cx = (local[0, 0] + local[10, 0]) / 2
         half = max(abs(local[10, 0] - local[0, 0]) / 2, 1.0)
-        across = np.clip(np.abs(xx - cx) / half, 0, 1)
-        # distance below the upper lip / above the lower lip along each column
-        up_y = np.interp(xx, *_sorted(local[:11, 0], local[:11, 1]))
-        lo_y = np.interp(xx, *_sorted(local[11:, 0], local[11:, 1]))
+        across = np.clip(np.abs(xx - cx) / half, 0, 1)  # (1, bw)
+        # the upper and lower inner lip along each column
+        up_y = np.interp(xx[0], *_sorted(local[:11, 0], local[:11, 1]))[None, :].astype(np.float32)
+        lo_y = np.interp(xx[0], *_sorted(local[11:, 0], local[11:, 1]))[None, :].astype(np.float32)
         gap = np.maximum(lo_y - up_y, 1e-3)
-        frac = np.clip((yy - up_y) / gap, 0, 1)  # 0 at the upper lip, 1 at the lower
+        frac = np.clip((yy - up_y) / gap, 0, 1)  # (bh, bw): 0 at the upper lip, 1 at the lower
         img = np.empty((bh, bw, 3), np.float32)
         img[:] = CAVITY
         # tongue: lower part of the cavity, more visible when wide open

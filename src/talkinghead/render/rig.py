@@ -26,7 +26,7 @@ BLINK_MEET = 0.82  # lids meet this fraction of the way from upper to lower lid
 GAZE_SHIFT = (1.0, 1.0)  # scale of gaze_x (eye widths) and gaze_y (eye heights)
 
 HAIR_SCALE = (1.45, 1.65, 1.25)  # hair/ear/neck ring: x, up, down scale of the face oval
-STATIC_SCALE = 2.05  # outer ring that never moves
+STATIC_SCALE = 1.8  # outer ring that never moves
 HAIR_FOLLOW = 0.92  # share of the head motion the hair ring takes
 NECK_FOLLOW = 0.45  # below the chin the neck follows less
 BORDER_STEP = 48  # px between fixed anchors on the image border

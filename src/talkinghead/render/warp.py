@@ -55,33 +55,32 @@ class WarpRenderer:
         bary = np.concatenate([b, 1 - b.sum(1, keepdims=True)], 1)  # (n, 3)
         verts = tri.simplices[simplex[inside]]  # indices into deduped pts
         rows = np.repeat(np.nonzero(inside)[0], 3)
-        self.W = sparse.csr_matrix((bary.ravel(), (rows, verts.ravel())), shape=(len(G), len(pts)))
+        # weights pre-divided by the stride: the field comes out in coarse-grid cells
+        self.W = sparse.csr_matrix((bary.ravel().astype(np.float32) / FIELD_STRIDE, (rows, verts.ravel())),
+                                   shape=(len(G), len(pts)))
         # output pixel grid of the region, and its coordinates on the half-res grid
         ox, oy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-        self.out_xy = (ox, oy)
-        self.off = off
-        gxx, gyy = np.meshgrid(gx.astype(np.float32), gy.astype(np.float32))
-        self.grid_pts = (gxx, gyy)
+        self.out_grid = np.dstack([ox, oy])  # (h, w, 2): a CV_32FC2 identity map of the region
+        gi, gj = np.meshgrid(np.arange(len(gx), dtype=np.float32), np.arange(len(gy), dtype=np.float32))
+        self.grid_idx = np.dstack([gi, gj])  # (gh, gw, 2) each coarse cell's own index
         self.mouth = MouthInterior(self.image, face, self.rig)
 
     def field(self, disp: np.ndarray) -> np.ndarray:
-        """Forward displacement on the half-res grid, (gh, gw, 2) float32."""
-        return (self.W @ disp[self.keep]).astype(np.float32).reshape(*self.grid_shape, 2)
+        """Forward displacement on the coarse grid, in coarse-grid cells: (gh, gw, 2) float32."""
+        return (self.W @ disp[self.keep].astype(np.float32)).reshape(*self.grid_shape, 2)
 
-    def backward_map(self, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For each output pixel of the region, where to sample the portrait."""
+    def backward_map(self, disp: np.ndarray) -> np.ndarray:
+        """For each output pixel of the region, where to sample the portrait: (h, w, 2) float32."""
         d = self.field(disp)
-        x0, y0 = self.roi[:2]
-        gx, gy = self.grid_pts
-        # solve x + d(x) = p for x, starting from x = p - d(p): x <- p - d(x)
-        bx, by = gx - d[..., 0], gy - d[..., 1]
+        # solve x + d(x) = p for x on the coarse grid, starting from x = p - d(p): x <- p - d(x)
+        x = self.grid_idx - d
         for _ in range(INVERSE_STEPS):
-            dd = cv2.remap(d, (bx - x0 - self.off) / FIELD_STRIDE, (by - y0 - self.off) / FIELD_STRIDE,
-                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            bx, by = gx - dd[..., 0], gy - dd[..., 1]
-        back = np.stack([bx - gx, by - gy], -1)  # backward displacement on the half-res grid
+            d_at_x = cv2.remap(d, x, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            x = self.grid_idx - d_at_x
+        back = (x - self.grid_idx) * FIELD_STRIDE  # backward displacement, pixels
         full = cv2.resize(back, None, fx=FIELD_STRIDE, fy=FIELD_STRIDE, interpolation=cv2.INTER_LINEAR)
-        return self.out_xy[0] + full[..., 0], self.out_xy[1] + full[..., 1]
+        full += self.out_grid
+        return full
 
     def render(self, m: MotionFrame) -> np.ndarray:
         """One RGB frame (h, w, 3) uint8."""
@@ -90,8 +89,8 @@ class WarpRenderer:
         out = self.image.copy()
         if np.abs(disp).max() < 1e-3:
             return out
-        mx, my = self.backward_map(disp)
-        out[y0:y1, x0:x1] = cv2.remap(self.image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out[y0:y1, x0:x1] = cv2.remap(self.image, self.backward_map(disp), None, cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REPLICATE)
         lm = self.rig.P[:, :2] + disp[: self.rig.P.shape[0]]
         self.mouth.draw(out, lm, m)
         return out
