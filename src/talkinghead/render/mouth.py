@@ -7,6 +7,7 @@ import numpy as np
 
 from ..face import regions as R
 from ..types import FaceAnalysis, MotionFrame
+from .rig import _sorted
 
 CAVITY = np.array([58, 22, 26], np.float32)  # RGB at nominal skin brightness
 TONGUE = np.array([150, 72, 78], np.float32)
@@ -93,7 +94,3 @@ def _poly_mask(poly: np.ndarray, w: int, h: int) -> np.ndarray:
     m = cv2.GaussianBlur(m, (0, 0), 0.7)
     return m.astype(np.float32) / 255.0
 
-
-def _sorted(x, y):
-    o = np.argsort(x)
-    return x[o], y[o]
