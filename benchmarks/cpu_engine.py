@@ -97,10 +97,26 @@ def make_animator(size: int):
     return Animator(Portrait(portrait("astronaut"), "astronaut"), AnimateConfig(render=RenderConfig(fps=FPS, size=size)))
 
 
+def _machine_busy() -> float | None:
+    """CPU seconds all processes on this machine have used so far (/proc/stat), None if unknown."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = v[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+OTHERS: list[float] = []  # cores used by other processes during each timed block
+
+
 class CpuClock:
-    """Wall time and process CPU time (all threads, x264's included) of a block."""
+    """Wall time and process CPU time (all threads, x264's included) of a block, and how many cores
+    other processes on the machine took meanwhile (a busy machine makes every speed number low)."""
 
     def __enter__(self):
+        self.m0 = _machine_busy()
         self.w0 = time.perf_counter()
         r = resource.getrusage(resource.RUSAGE_SELF)
         self.c0 = r.ru_utime + r.ru_stime
@@ -110,11 +126,20 @@ class CpuClock:
         self.wall = time.perf_counter() - self.w0
         r = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu = r.ru_utime + r.ru_stime - self.c0
+        m1 = _machine_busy()
+        self.others = None if m1 is None or self.m0 is None else max(0.0, (m1 - self.m0 - self.cpu) / self.wall)
+        if self.others is not None:
+            OTHERS.append(self.others)
         return False
 
     @property
     def cores(self) -> float:
         return self.cpu / max(self.wall, 1e-9)
+
+    @property
+    def note(self) -> str:
+        others = "" if self.others is None else f", others {self.others:.2f}"
+        return f"(cpu {self.cores:.2f} cores{others})"
 
 
 # ------------------------------------------------------------------------------ 1. the engine
@@ -129,7 +154,7 @@ def bench_engine(animator, speech, tmp: Path, repeats: int) -> dict:
             render_to_file(animator, speech, out)
         runs.append((c.wall, c.cores))
         print(f"  run {i + 1}: {c.wall:6.3f} s  {n / c.wall:7.1f} fps  {speech.duration / c.wall:5.2f}x real-time"
-              f"  (cpu {c.cores:.2f} cores)")
+              f"  {c.note}")
         out.unlink()
     wall = statistics.median(w for w, _ in runs)
     return dict(frames=n, wall=wall, fps=n / wall, xrt=speech.duration / wall,
@@ -143,7 +168,7 @@ def bench_render_only(animator, speech, repeats: int) -> tuple[dict, list[np.nda
         with CpuClock() as c:
             got = list(animator.frames(speech))
         walls.append((c.wall, c.cores))
-        print(f"  run {i + 1}: {c.wall:6.3f} s  {len(got) / c.wall:7.1f} fps  (cpu {c.cores:.2f} cores)")
+        print(f"  run {i + 1}: {c.wall:6.3f} s  {len(got) / c.wall:7.1f} fps  {c.note}")
         frames = got
     wall = statistics.median(w for w, _ in walls)
     return dict(frames=len(frames), wall=wall, fps=len(frames) / wall,
@@ -162,7 +187,7 @@ def bench_encode_only(frames: list[np.ndarray], fps: float, speech, tmp: Path, r
                 for f in frames:
                     writer.write(f)
         walls.append((c.wall, c.cores))
-        print(f"  run {i + 1}: {c.wall:6.3f} s  {len(frames) / c.wall:7.1f} fps  (cpu {c.cores:.2f} cores)")
+        print(f"  run {i + 1}: {c.wall:6.3f} s  {len(frames) / c.wall:7.1f} fps  {c.note}")
         out.unlink()
     wall = statistics.median(w for w, _ in walls)
     return dict(frames=len(frames), wall=wall, fps=len(frames) / wall, cores=statistics.median(c for _, c in walls))
@@ -491,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
             profile_engine(animator, speech, tmp)
 
     print(f"\n  load average at end: {load()}; benchmark wall time {time.perf_counter() - t_start:.0f} s")
+    if OTHERS:
+        worst = max(OTHERS)
+        print(f"  other processes took up to {worst:.2f} cores during the timed runs"
+              + (" -- the machine was busy, speed numbers read low; run again when it is idle" if worst > 0.25 else ""))
     print(f"\n== results: {w}x{h} @ {FPS:g} fps, {args.seconds:g} s of speech ==")
     line("metric", "value", "target")
     line("engine fps (motion+render+encode)", f"{eng['fps']:.1f} fps = {eng['xrt']:.2f}x real-time",

@@ -127,7 +127,10 @@ class VideoWriter:
 
                 samples, sr = as_speech(samples, audio.sample_rate).samples, 16000
             if samples.size:  # no samples: no audio track
-                self._audio = np.ascontiguousarray(np.clip(np.nan_to_num(samples), -1.0, 1.0), dtype=np.float32)
+                samples = np.ascontiguousarray(samples, dtype=np.float32)
+                if not (np.isfinite(samples).all() and np.abs(samples).max(initial=0.0) <= 1.0):
+                    samples = np.clip(np.nan_to_num(samples), -1.0, 1.0)  # copy only when needed
+                self._audio = samples
                 self._sr = sr
 
         self._tmp = self._make_temp()
