@@ -82,9 +82,7 @@ class FaceRig:
         self.w_upper_lip = ((1 - below) * np.exp(-((du / (1.2 * self.hw)) ** 2) - (((v - self.vm) / 0.18) ** 2)))
         # radial falloff around the mouth for width/round/smile, normalised to 1 at the corners
         r = np.sqrt(((u - self.um) / (2.0 * self.hw)) ** 2 + ((v - self.vm) / 0.5) ** 2)
-        g = np.clip(1 - r, 0, 1)
-        g_corner = max(1 - 0.5, 1e-3)
-        self.w_mouth = np.clip(g / g_corner, 0, 1)
+        self.w_mouth = np.clip(2 * (1 - r), 0, 1)  # corners sit at r = 0.5
         self.side = np.clip((u - self.um) / self.hw, -1, 1)
         self.outer_up = list(R.LIPS_OUTER_UPPER[1:-1])
         self.outer_lo = list(R.LIPS_OUTER_LOWER[1:-1])
@@ -92,7 +90,7 @@ class FaceRig:
         # a portrait with parted lips is brought to closed lips as the neutral (silent) mouth
         self.rest_gap = np.clip(uv[self.inner_lo, 1] - uv[self.inner_up, 1], 0.0, MAX_REST_GAP)
         cheek = np.exp(-((du - 0.9 * self.hw) / 0.45) ** 2 - ((v - (self.vm - 0.35)) / 0.3) ** 2)
-        self.w_cheek = cheek * (u * 0 + 1)
+        self.w_cheek = cheek
 
     def _eye_setup(self, uv):
         self.eyes = []
