@@ -16,11 +16,31 @@ def _stream(speech, cfg, fps, chunk):
     return out + gen.finish()
 
 
-@pytest.mark.parametrize("chunk", [160, 1234, 16000])
-def test_streaming_equals_batch(librivox, chunk):
+@pytest.mark.parametrize("fps", [12.5, 24, 25, 29.97, 60])
+@pytest.mark.parametrize("chunk", [160, 640, 1234, 16000])
+def test_streaming_equals_batch(librivox, chunk, fps):
     speech, _ = librivox
-    batch = motion_track(speech, MotionConfig(), 25).frames
-    assert _stream(speech, MotionConfig(), 25, chunk) == batch
+    batch = motion_track(speech, MotionConfig(), fps).frames
+    assert _stream(speech, MotionConfig(), fps, chunk) == batch
+
+
+def test_whole_file_push_equals_one_sample_chunks_of_a_short_clip(librivox):
+    speech = Speech(librivox[0].samples[:8000])
+    batch = motion_track(speech, MotionConfig(), 24).frames
+    assert _stream(speech, MotionConfig(), 24, 1) == batch
+
+
+def test_frames_are_released_as_soon_as_their_lookahead_is_in(librivox):
+    """With 40 ms chunks at 25 fps no frame waits for an extra chunk: after each chunk, every frame
+    whose pts + 120 ms (mid-time + lookahead, incl. the smoothing window) is in hand is out."""
+    speech, _ = librivox
+    gen = MotionGenerator(MotionConfig(), 25)
+    out = 0
+    for i in range(0, len(speech.samples) - 640, 640):
+        out += len(gen.push(speech.samples[i:i + 640]))
+        in_hand = (i + 640) / 16000
+        if in_hand >= 0.12:  # frames k with k / 25 + 0.12 <= in_hand
+            assert out >= int(np.floor((in_hand - 0.12) * 25 + 1e-6)) + 1
 
 
 @pytest.mark.parametrize("fps", [25, 30, 24])

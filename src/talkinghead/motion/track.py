@@ -102,7 +102,8 @@ class MotionGenerator:
         return out
 
     def _trim(self) -> None:
-        keep_from = F.frame_centres(self.n_feat, 1, self.fps)[0] - self.win_half
+        # never past the audio received: buf_start must stay the absolute index of buf[0]
+        keep_from = min(F.frame_centres(self.n_feat, 1, self.fps)[0] - self.win_half, self.n_samples)
         drop = int(keep_from - self.buf_start)
         if drop > 0:
             self.buf = self.buf[drop:]
@@ -118,7 +119,8 @@ class MotionGenerator:
         self.n_samples += len(samples)
         # frame k's features need samples up to centre_k + win_half
         end = self.n_samples
-        k_feat = int(np.floor(((end - self.win_half) / SAMPLE_RATE) * self.fps - 0.5)) + 1
+        # (+1e-6: a product that lands just below a whole number must not hold a frame back a chunk)
+        k_feat = int(np.floor(((end - self.win_half) / SAMPLE_RATE) * self.fps - 0.5 + 1e-6)) + 1
         while k_feat > 0 and F.frame_centres(k_feat - 1, 1, self.fps)[0] + self.win_half > end:
             k_feat -= 1
         self._analyse(max(self.n_feat, k_feat))
