@@ -107,7 +107,7 @@ def _check_preview(preview) -> Path | None:
     p = Path(preview)
     if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise InputError(f"--preview {p} must be a .png or .jpg file", "e.g. --preview sheet.png")
-    if not p.parent.exists() or not os.access(p.parent if str(p.parent) else ".", os.W_OK):
+    if not p.parent.exists() or not os.access(p.parent, os.W_OK):
         raise InputError(f"cannot write --preview {p}: folder {p.parent} is missing or not writable",
                          "choose a folder that exists and that you can write to")
     return p

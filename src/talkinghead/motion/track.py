@@ -80,12 +80,13 @@ class MotionGenerator:
         cfg = self.cfg
         while self.n_out < upto:
             k = self.n_out
-            rows = np.array([r[1:] for r in self.targets if abs(r[0] - k) <= self.half], dtype=np.float64)
-            ks = [r[0] for r in self.targets if abs(r[0] - k) <= self.half]
+            near = [r for r in self.targets if abs(r[0] - k) <= self.half]
+            rows = np.array([r[1:] for r in near], dtype=np.float64)
+            ks = [r[0] for r in near]
             # symmetric smoothing, kernel renormalised at the clip's start (no frames before 0)
             w = self.kernel[np.array(ks) - k + self.half]
             jaw, width, rnd, _, loud = (w @ rows) / w.sum()
-            press = max(r[4] for r in self.targets if r[0] == k)  # closures are never smoothed away
+            press = rows[ks.index(k), 3]  # closures are never smoothed away
             jaw *= 1.0 - press
             h = self.head.step(loud)
             gx, gy = self.gaze.step()

@@ -14,7 +14,7 @@ from ..config import AnimateConfig
 from ..face import prepare
 from ..motion import MotionGenerator
 from ..render import WarpRenderer
-from ..types import SAMPLE_RATE, FaceAnalysis, MotionFrame, PhoneSegment, Portrait, Speech
+from ..types import SAMPLE_RATE, MotionFrame, PhoneSegment, Portrait, Speech
 
 
 class Animator:
@@ -63,7 +63,3 @@ class Animator:
 
     def n_frames(self, speech: Speech) -> int:
         return n_frames(speech.duration, self.fps)
-
-    @property
-    def face_analysis(self) -> FaceAnalysis:
-        return self.face

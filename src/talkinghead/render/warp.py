@@ -58,7 +58,7 @@ class WarpRenderer:
         # weights pre-divided by the stride: the field comes out in coarse-grid cells
         self.W = sparse.csr_matrix((bary.ravel().astype(np.float32) / FIELD_STRIDE, (rows, verts.ravel())),
                                    shape=(len(G), len(pts)))
-        # output pixel grid of the region, and its coordinates on the half-res grid
+        # identity maps: output pixels of the region, and coarse-grid cell indices
         ox, oy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
         self.out_grid = np.dstack([ox, oy])  # (h, w, 2): a CV_32FC2 identity map of the region
         gi, gj = np.meshgrid(np.arange(len(gx), dtype=np.float32), np.arange(len(gy), dtype=np.float32))
