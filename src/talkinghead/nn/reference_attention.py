@@ -67,10 +67,13 @@ class ReferenceWriteProcessor(AttnProcessor2_0):
 
 
 class ReferenceReadProcessor(AttnProcessor2_0):
-    """Self-attention whose keys/values are [own tokens, the group's reference tokens].
+    """Self-attention whose keys/values are [own tokens, a reference image's tokens].
 
-    The reader's batch is (groups × frames); each frame of a group sees that group's reference image.
-    Unconditional groups (the first `bank.uncond_groups`) attend to themselves only.
+    The reader's batch is (groups × frames) rows. As in the official code, the reference tokens are tiled
+    over that batch rather than repeated per group: row r reads the reference of group r mod groups, so
+    with CFG the conditional frames alternate between the two groups' reference features (the
+    reference UNet saw them with different image tokens). Unconditional rows (the first
+    `bank.uncond_groups` groups) attend to themselves only, and skip the reference work they would discard.
     """
 
     def __init__(self, bank: ReferenceBank, name: str):
@@ -79,15 +82,15 @@ class ReferenceReadProcessor(AttnProcessor2_0):
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
-        reference = self.bank.reference(self.name)
+        reference = self.bank.reference(self.name)  # (groups, l, c)
         if reference is None:
             return super().__call__(attn, hidden_states, None, attention_mask, temb)
         groups = reference.shape[0]
-        frames = hidden_states.shape[0] // groups
-        n_uncond = self.bank.uncond_groups * frames
+        rows = hidden_states.shape[0]
+        n_uncond = self.bank.uncond_groups * rows // groups
+        tiled = reference.repeat(rows // groups, 1, 1)[n_uncond:]  # row r -> group r % groups
         cond = hidden_states[n_uncond:]
-        context = torch.cat([cond, reference[self.bank.uncond_groups:].repeat_interleave(frames, 0)], dim=1)
-        out = super().__call__(attn, cond, context, attention_mask, temb)
+        out = super().__call__(attn, cond, torch.cat([cond, tiled.to(cond.dtype)], dim=1), attention_mask, temb)
         if n_uncond == 0:
             return out
         uncond = super().__call__(attn, hidden_states[:n_uncond], None, attention_mask, temb)
