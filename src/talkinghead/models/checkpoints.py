@@ -79,3 +79,26 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: Path |
     if report:
         raise CheckpointError(f"{source} does not match the model:\n" + "\n".join(report))
     model.load_state_dict(state, strict=True)
+
+
+def load_vae(weights: Path, config: dict):
+    """An AutoencoderKL built from `config` with `weights` loaded strictly (no hub access)."""
+    from diffusers import AutoencoderKL
+
+    import inspect
+
+    accepted = set(inspect.signature(AutoencoderKL.__init__).parameters)
+    vae = AutoencoderKL(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in accepted})
+    load_strict(vae, load_state_dict(weights), weights)
+    return vae.eval()
+
+
+def load_vae_folder(folder: Path):
+    """A diffusers VAE folder as distributed (sd-vae-ft-mse: config.json + diffusion_pytorch_model.*)."""
+    import json
+
+    files = require_files(folder, {
+        "VAE config": ["config.json"],
+        "VAE weights": ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"],
+    }, "sd-vae-ft-mse")
+    return load_vae(files["VAE weights"], json.loads(files["VAE config"].read_text()))

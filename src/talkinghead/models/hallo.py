@@ -73,6 +73,13 @@ class HalloConfig:
     def from_dict(cls, d: dict) -> "HalloConfig":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
+    @classmethod
+    def from_reference_run(cls, d: dict) -> "HalloConfig":
+        """From a reference-data `config.json` (../shared/fixtures/hallo/*/config.json layout)."""
+        unet = d.get("reference_unet2d_config_json_input") or d["reference_unet2d_config"]
+        return cls(unet=unet, unet_additional_kwargs=d["unet_additional_kwargs"], face_locator=d["face_locator"],
+                   image_proj=d["image_proj"], audio_proj=d["audio_proj"])
+
 
 class HalloNet(nn.Module):
     """The five trained parts, named and ordered as the official `Net` (so `net.pth` loads strictly)."""
