@@ -1,6 +1,8 @@
 """Shared fixtures: real portraits and real speech, loaded once per session."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -29,3 +31,14 @@ def librivox() -> tuple[Speech, str]:
 @pytest.fixture(scope="session")
 def silence() -> Speech:
     return Speech(np.zeros(16000 * 3, np.float32))
+
+
+HALLO_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo"
+
+
+@pytest.fixture(scope="session")
+def hallo_dir() -> Path:
+    """../shared/fixtures/hallo: reference data made by the official Hallo code (CI has shared/ beside us)."""
+    if not HALLO_FIXTURES.is_dir():
+        pytest.skip(f"shared reference data not found at {HALLO_FIXTURES}")
+    return HALLO_FIXTURES

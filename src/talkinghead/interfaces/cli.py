@@ -1,4 +1,4 @@
-"""Command line: `talkinghead animate | say | demo | voices`.
+"""Command line: `talkinghead animate | say | demo | voices | verify`.
 
 Every MotionConfig/RenderConfig field is an option named after it (`head_motion` -> --head-motion).
 A user mistake prints one message with the fix and exits with code 2, leaving no output file.
@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     sub.add_parser("voices", help="list espeak-ng voices for `say --voice`")
+
+    v = sub.add_parser("verify", help="compare our modules with reference data made by the official code")
+    v.add_argument("model", choices=["hallo"], help="which reference data format")
+    v.add_argument("fixture_dir", help="reference-data folder, e.g. ../shared/fixtures/hallo")
     return p
 
 
@@ -128,6 +132,8 @@ def run(argv: list[str] | None = None) -> int:
 
     progress = not getattr(args, "quiet", False)
     t0 = time.perf_counter()
+    if args.command == "verify":
+        return _verify(args)
     if args.command == "voices":
         from ..audio.tts import list_voices
 
@@ -147,6 +153,18 @@ def run(argv: list[str] | None = None) -> int:
     if progress:
         _summary(Path(out), time.perf_counter() - t0)
     return 0
+
+
+def _verify(args) -> int:
+    """Print one line per compared output; exit 1 if any is above its tolerance."""
+    from ..verify.hallo import verify_hallo
+
+    checks = verify_hallo(Path(args.fixture_dir))
+    for check in checks:
+        print(check.line())
+    failed = [c for c in checks if not c.passed]
+    print(f"{len(checks) - len(failed)}/{len(checks)} outputs within tolerance")
+    return 1 if failed else 0
 
 
 def _summary(path: Path, seconds: float) -> None:
