@@ -66,16 +66,47 @@ class RenderConfig:
         return self
 
 
+DTYPES = ("fp32", "fp16", "bf16")
+SCHEDULERS = ("ddim", "dpm")
+
+
+@dataclass
+class DiffusionConfig:
+    """Settings of the diffusion engines (hallo, hallo2); the warp engine ignores them."""
+
+    checkpoint_dir: str | None = None  # the official release folder (pretrained_models/)
+    face_embedding: str | None = None  # a 512-d embedding file, or an ArcFace .onnx model to compute it
+    steps: int | None = None  # denoising steps (None: the official 40)
+    guidance_scale: float | None = None  # classifier-free guidance (None: the official 3.5)
+    scheduler: str = "ddim"  # "ddim" (official) or "dpm" (DPM-Solver++, good at 15-25 steps)
+    dtype: str = "fp32"  # fp32 | fp16 | bf16 (half precision needs a GPU)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def validate(self) -> "DiffusionConfig":
+        if self.steps is not None and (int(self.steps) != self.steps or not 1 <= self.steps <= 1000):
+            raise InputError(f"--steps must be a whole number from 1 to 1000, got {self.steps}", "e.g. --steps 40")
+        if self.guidance_scale is not None:
+            _check_range("guidance_scale", self.guidance_scale, 0.0, 30.0)
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}",
+                             "ddim reproduces the official results; dpm needs fewer steps")
+        if self.dtype not in DTYPES:
+            raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}", "e.g. --dtype fp16")
+        return self
+
+
 @dataclass
 class AnimateConfig:
     """Everything one render needs besides the inputs."""
 
     motion: MotionConfig = field(default_factory=MotionConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
     def validate(self) -> "AnimateConfig":
         self.motion.validate()
         self.render.validate()
+        self.diffusion.validate()
         return self
 
     def to_dict(self) -> dict:
@@ -83,10 +114,11 @@ class AnimateConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AnimateConfig":
-        unknown = set(d) - {"motion", "render"}
+        unknown = set(d) - {"motion", "render", "diffusion"}
         if unknown:
-            raise InputError(f"unknown config section(s): {sorted(unknown)}", "use 'motion' and 'render'")
-        return cls(motion=_from(MotionConfig, d.get("motion", {})), render=_from(RenderConfig, d.get("render", {})))
+            raise InputError(f"unknown config section(s): {sorted(unknown)}", "use 'motion', 'render' and 'diffusion'")
+        return cls(motion=_from(MotionConfig, d.get("motion", {})), render=_from(RenderConfig, d.get("render", {})),
+                   diffusion=_from(DiffusionConfig, d.get("diffusion", {})))
 
 
 def _from(cls, d: dict):

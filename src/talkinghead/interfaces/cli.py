@@ -12,7 +12,7 @@ import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from ..config import AnimateConfig, MotionConfig, RenderConfig
+from ..config import DTYPES, SCHEDULERS, AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig
 from ..errors import InputError, TalkingHeadError
 
 EXIT_USAGE = 2
@@ -75,7 +75,8 @@ def _config(args) -> AnimateConfig:
     r = {f.name: getattr(args, f.name) for f in fields(RenderConfig)}
     if r["size"] is not None and float(r["size"]).is_integer():
         r["size"] = int(r["size"])
-    return AnimateConfig(MotionConfig(**m), RenderConfig(**r)).validate()
+    d = {f.name: getattr(args, f.name) for f in fields(DiffusionConfig)}
+    return AnimateConfig(MotionConfig(**m), RenderConfig(**r), DiffusionConfig(**d)).validate()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +115,20 @@ def _common(p) -> None:
     p.add_argument("--preview", help="also write a contact sheet of frames (png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     _add_config_options(p)
+    _add_engine_options(p)
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine", "warp (default) runs anywhere; hallo/hallo2 need the official weights")
+    g.add_argument("--engine", default="warp", choices=["warp", "hallo", "hallo2"], help="which engine renders")
+    g.add_argument("--checkpoint-dir", help="official release folder (pretrained_models/) for hallo/hallo2")
+    g.add_argument("--face-embedding", help="512-d identity embedding file, or an ArcFace .onnx model")
+    g.add_argument("--steps", type=_number(int, "--steps"), help="denoising steps (default: official 40)")
+    g.add_argument("--guidance-scale", type=_number(float, "--guidance-scale"),
+                   help="classifier-free guidance (default: official 3.5)")
+    g.add_argument("--scheduler", default="ddim", choices=SCHEDULERS, help="ddim (official) or dpm (fewer steps)")
+    g.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp16/bf16 need a GPU")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
 def _version() -> str:
@@ -141,10 +156,10 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "animate":
         out = api.animate(args.image, args.audio, args.output, text=args.text, config=_config(args),
-                          preview=args.preview, progress=progress)
+                          preview=args.preview, progress=progress, engine=args.engine)
     elif args.command == "say":
         out = api.say(args.text, args.image, args.output, voice=args.voice, config=_config(args),
-                      preview=args.preview, progress=progress)
+                      preview=args.preview, progress=progress, engine=args.engine)
     else:  # demo
         from ..assets import portrait
 

@@ -163,7 +163,7 @@ class HalloPipeline:
             if trace is not None:
                 trace[f"step_in_latents.{i}"] = latents.clone()
                 trace[f"step_guided_out.{i}"] = out.clone()
-            latents = self.scheduler.step(out, t, latents, eta=0.0, return_dict=False)[0]
+            latents = self.scheduler.step(out, t, latents, return_dict=False)[0]  # DDIM: eta 0 by default
             if progress is not None:
                 progress(1)
         return latents

@@ -1,0 +1,170 @@
+"""`--engine hallo | hallo2`: the official Hallo release folder → a talking video of any length.
+
+Clips of 16 frames are generated one after another; each starts from the last 2 frames of the previous
+clip (motion frames) and is decoded and handed to the writer before the next begins, so memory stays
+flat with audio length. Same inputs, outputs and bad-input handling as the warp engine.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..config import AnimateConfig
+from ..errors import InputError
+from ..models.checkpoints import load_vae_folder, require_files
+from ..models.hallo import HalloConfig, HalloNet
+from ..types import Portrait, Speech
+from .hallo import DEFAULT_SCHEDULER, HalloPipeline, SamplingConfig
+
+SIZE_MULTIPLE = 64  # latents are 1/8 of the image and the mask pyramid halves 3 more times
+RELEASE_URL = "https://huggingface.co/fudan-generative-ai/{variant}"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+EMBEDDING_HINT = ("pass --face-embedding FILE: a 512-value identity embedding (.npy/.npz/.txt/.safetensors) "
+                  "or an ArcFace-style .onnx model that computes it (e.g. InsightFace's glintr100.onnx, which "
+                  "official Hallo uses; its licence is non-commercial). See README, 'Face embedding'.")
+
+
+def release_root(folder: Path) -> Path:
+    """The `pretrained_models/` folder of a release checkout (or the folder itself)."""
+    return folder / "pretrained_models" if (folder / "pretrained_models").is_dir() else folder
+
+
+def load_release(folder: str | Path, variant: str = "hallo", device: str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+    """Load the parts of an official Hallo/Hallo2 release folder, strictly, without any download.
+
+    Layout (as distributed): `{variant}/net.pth`, `sd-vae-ft-mse/`, `wav2vec/wav2vec2-base-960h/`,
+    optionally `stable-diffusion-v1-5/unet/config.json`. A `{variant}/config.json` written by
+    `HalloConfig.to_dict()` overrides the built-in official sizes (used for small test releases).
+    Returns (HalloPipeline, wav2vec model, feature extractor).
+    """
+    from ..audio.wav2vec import load_wav2vec
+
+    root = release_root(Path(folder))
+    files = require_files(root, {
+        "Hallo net": [f"{variant}/net.pth", f"{variant}/net.safetensors"],
+        "VAE": ["sd-vae-ft-mse/config.json"],
+        "wav2vec": ["wav2vec/wav2vec2-base-960h/config.json"],
+    }, f"{variant} ({RELEASE_URL.format(variant=variant)})")
+    config = HalloConfig()
+    unet_config = root / "stable-diffusion-v1-5" / "unet" / "config.json"
+    if unet_config.is_file():
+        config.unet = json.loads(unet_config.read_text())
+    own = root / variant / "config.json"
+    if own.is_file():
+        config = HalloConfig.from_dict(json.loads(own.read_text()))
+    net = HalloNet.from_checkpoint(files["Hallo net"], config)
+    vae = load_vae_folder(files["VAE"].parent)
+    audio_model, extractor = load_wav2vec(files["wav2vec"].parent, device=device)
+    if (device, dtype) != ("cpu", torch.float32):
+        net.to(device=device, dtype=dtype)
+        vae.to(device=device, dtype=dtype)
+    return HalloPipeline(net, vae), audio_model, extractor
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name} asked for a GPU but torch sees none", "use --device cpu")
+    return name
+
+
+def _scheduler(name: str):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    if name == "dpm":
+        cfg = {k: v for k, v in DEFAULT_SCHEDULER.items() if k not in ("clip_sample", "set_alpha_to_one")}
+        return DPMSolverMultistepScheduler(**cfg, algorithm_type="dpmsolver++", final_sigmas_type="zero")
+    return DDIMScheduler(**DEFAULT_SCHEDULER)
+
+
+class HalloAnimator:
+    """Engine interface shared with the warp `Animator`: `fps`, `frame_size`, `n_frames`, `frames`."""
+
+    variant = "hallo"
+
+    def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
+        from ..face.embedding import make_embedder
+        from ..face.landmarks import prepare
+        from ..face.masks import hallo_masks
+
+        self.config = config = (config or AnimateConfig()).validate()
+        d, r = config.diffusion, config.render
+        if not d.checkpoint_dir:
+            raise InputError(f"--engine {self.variant} needs --checkpoint-dir",
+                             f"download the official release ({RELEASE_URL.format(variant=self.variant)}) "
+                             "and pass its pretrained_models folder")
+        if not d.face_embedding:
+            raise InputError(f"--engine {self.variant} needs a face identity embedding", EMBEDDING_HINT)
+        if r.size % SIZE_MULTIPLE or r.crop != "face":
+            raise InputError(f"--engine {self.variant} renders square face crops with a side that is a multiple "
+                             f"of {SIZE_MULTIPLE}, got --size {r.size} --crop {r.crop}",
+                             "use --crop face and e.g. --size 512 (the official size)")
+        device = _device(d.device)
+        dtype = DTYPES[d.dtype]
+        if dtype != torch.float32 and device == "cpu":
+            raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")
+        embedder = make_embedder(d.face_embedding)
+        self.sampling = SamplingConfig(steps=d.steps or SamplingConfig.steps,
+                                       guidance_scale=d.guidance_scale if d.guidance_scale is not None
+                                       else SamplingConfig.guidance_scale, seed=config.motion.seed or 42)
+        self.portrait, self.face = prepare(portrait, r.size, "face", r.face_index, warn=warn)
+        self.embedding = torch.from_numpy(np.asarray(embedder.embed(self.portrait, self.face), np.float32))[None]
+        self.masks = hallo_masks(self.face, r.size, self.sampling.clip_length)
+        self.pipe, self.audio_model, self.extractor = load_release(d.checkpoint_dir, self.variant, device, dtype)
+        self.pipe.scheduler = _scheduler(d.scheduler)
+
+    @property
+    def fps(self) -> float:
+        return self.config.render.fps
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.config.render.size, self.config.render.size
+
+    def n_frames(self, speech: Speech) -> int:
+        from ..audio.wav2vec import video_frame_count
+
+        return video_frame_count(len(speech.samples), speech.sample_rate, int(round(self.fps)))
+
+    def frames(self, speech: Speech) -> Iterator[np.ndarray]:
+        """(size, size, 3) uint8 frames, clip by clip."""
+        from ..audio.wav2vec import audio_windows, hallo_audio_embeddings
+
+        s = self.sampling
+        emb, n_real = hallo_audio_embeddings(self.audio_model, self.extractor, speech.samples,
+                                             fps=int(round(self.fps)), clip_length=s.clip_length)
+        windows = audio_windows(emb)  # (frames, 5, layers, dim), padded to whole clips
+        pipe = self.pipe
+        reference = torch.from_numpy(self.portrait.image).permute(2, 0, 1).float()[None] / 127.5 - 1.0
+        masks = {"full": self.masks.full, "face": self.masks.face, "lip": self.masks.lip}
+        guidance = s.guidance_scale > 1.0
+        generator = torch.Generator().manual_seed(s.seed)
+        motion = reference.repeat(s.n_motion_frames, 1, 1, 1)  # the first clip starts from the portrait
+        ref_latent = pipe.encode_images(reference)  # once per video
+        h = w = self.config.render.size // 8
+        emitted = 0
+        for start in range(0, windows.shape[0], s.clip_length):
+            clip = windows[start:start + s.clip_length][None]
+            cond = pipe.condition(self.embedding, clip, self.masks.face_region, masks, guidance, s.branch_weights)
+            ref_latents = torch.cat([ref_latent, pipe.encode_images(motion)])
+            noise = torch.randn((1, 4, clip.shape[1], h, w), generator=generator)
+            latents = pipe.sample_clip(ref_latents, cond, noise, s.steps, s.guidance_scale)
+            video = pipe.decode_latents(latents)[0]  # (3, f, H, W) in [0, 1]
+            motion = video[:, -s.n_motion_frames:].permute(1, 0, 2, 3) * 2.0 - 1.0
+            for frame in video.permute(1, 2, 3, 0):
+                if emitted >= n_real:
+                    return
+                yield (frame.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+                emitted += 1
+
+
+class Hallo2Animator(HalloAnimator):
+    """Hallo2's long-duration release (`hallo2/net.pth`, same network and sampling)."""
+
+    variant = "hallo2"

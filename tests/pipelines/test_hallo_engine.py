@@ -1,0 +1,138 @@
+"""`--engine hallo` end to end on a tiny release folder laid out like the official one (weights from the
+shared reference data), through the real CLI, MediaPipe, wav2vec and PyAV."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from talkinghead.interfaces.cli import main
+from talkinghead.io import probe
+from talkinghead.models.hallo import HalloConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_release(hallo_dir, tmp_path_factory):
+    """pretrained_models/{hallo/net.pth + config.json, sd-vae-ft-mse/, wav2vec/wav2vec2-base-960h/}."""
+    root = tmp_path_factory.mktemp("release") / "pretrained_models"
+    net, audio = hallo_dir / "hallo_tiny", hallo_dir / "hallo_audio_tiny"
+    fixture_config = json.loads((net / "config.json").read_text())
+    (root / "hallo").mkdir(parents=True)
+    shutil.copy(net / "net.pth", root / "hallo" / "net.pth")
+    (root / "hallo" / "config.json").write_text(json.dumps(HalloConfig.from_reference_run(fixture_config).to_dict()))
+    vae = root / "sd-vae-ft-mse"
+    vae.mkdir()
+    shutil.copy(net / "vae_tiny.safetensors", vae / "diffusion_pytorch_model.safetensors")
+    (vae / "config.json").write_text(json.dumps(fixture_config["vae_constructor_kwargs"]))
+    w2v = root / "wav2vec" / "wav2vec2-base-960h"
+    w2v.mkdir(parents=True)
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        shutil.copy(audio / name, w2v / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def embedding(tmp_path_factory):
+    path = tmp_path_factory.mktemp("emb") / "face.npy"
+    np.save(path, np.random.default_rng(0).normal(size=512).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def short_wav(librivox, tmp_path_factory):
+    import soundfile as sf
+
+    speech, _ = librivox
+    path = tmp_path_factory.mktemp("wav") / "short.wav"
+    sf.write(path, speech.samples[: int(0.9 * speech.sample_rate)], speech.sample_rate)  # 23 frames: 2 clips
+    return path
+
+
+def _run(argv) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code
+
+
+def _argv(release, embedding, wav, out, *extra):
+    from talkinghead.assets import portrait_path
+
+    return ["animate", "--engine", "hallo", "--checkpoint-dir", str(release), "--face-embedding", str(embedding),
+            "--image", str(portrait_path("astronaut")), "--audio", str(wav), "--size", "128", "--steps", "2",
+            "-o", str(out), "--quiet", *extra]
+
+
+def test_renders_a_video_of_the_audio_length(tiny_release, embedding, short_wav, tmp_path):
+    out = tmp_path / "hallo.mp4"
+    assert _run(_argv(tiny_release, embedding, short_wav, out)) == 0
+    info = probe(out)
+    assert (info["width"], info["height"]) == (128, 128)
+    assert info["n_frames"] == 23  # ceil(0.9 s * 25 fps): the padded second clip is trimmed
+    assert info["audio_duration"] == pytest.approx(0.9, abs=0.05)
+
+
+def test_same_seed_same_video_and_dpm_scheduler_runs(tiny_release, embedding, short_wav, tmp_path):
+    import av
+
+    def frames(path):
+        with av.open(str(path)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    assert _run(_argv(tiny_release, embedding, short_wav, a, "--seed", "3")) == 0
+    assert _run(_argv(tiny_release, embedding, short_wav, b, "--seed", "3", "--scheduler", "dpm")) == 0
+    again = tmp_path / "a2.mp4"
+    assert _run(_argv(tiny_release, embedding, short_wav, again, "--seed", "3")) == 0
+    assert np.array_equal(frames(a), frames(again))
+    assert frames(b).shape == frames(a).shape
+
+
+@pytest.mark.parametrize("drop, needle", [
+    ("hallo/net.pth", "hallo/net.pth"),
+    ("sd-vae-ft-mse/config.json", "sd-vae-ft-mse/config.json"),
+    ("wav2vec/wav2vec2-base-960h/config.json", "wav2vec2-base-960h"),
+])
+def test_missing_release_file_is_named_and_no_output(tiny_release, embedding, short_wav, tmp_path, capsys, drop, needle):
+    release = tmp_path / "pretrained_models"
+    shutil.copytree(tiny_release, release)
+    (release / drop).unlink()
+    out = tmp_path / "x.mp4"
+    assert _run(_argv(release, embedding, short_wav, out)) == 1
+    assert needle in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob("*.part*"))
+
+
+def test_wrong_checkpoint_keys_are_listed(tiny_release, embedding, short_wav, tmp_path, capsys):
+    import torch
+
+    release = tmp_path / "pretrained_models"
+    shutil.copytree(tiny_release, release)
+    state = torch.load(release / "hallo" / "net.pth", weights_only=True)
+    state["imageproj.extra.weight"] = state.pop("imageproj.proj.weight")
+    torch.save(state, release / "hallo" / "net.pth")
+    assert _run(_argv(release, embedding, short_wav, tmp_path / "x.mp4")) == 1
+    err = capsys.readouterr().err
+    assert "imageproj.proj.weight" in err and "imageproj.extra.weight" in err
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--size", "100"], "multiple of 64"),
+    (["--dtype", "fp16", "--device", "cpu"], "needs a GPU"),
+])
+def test_bad_settings_are_user_errors(tiny_release, embedding, short_wav, tmp_path, capsys, extra, needle):
+    assert _run(_argv(tiny_release, embedding, short_wav, tmp_path / "x.mp4", *extra)) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_missing_checkpoint_dir_and_embedding_explain_the_fix(short_wav, tmp_path, capsys):
+    from talkinghead.assets import portrait_path
+
+    base = ["animate", "--engine", "hallo", "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
+            "-o", str(tmp_path / "x.mp4"), "--quiet"]
+    assert _run(base) == 2
+    assert "--checkpoint-dir" in capsys.readouterr().err
+    assert _run(base + ["--checkpoint-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--face-embedding" in err and "non-commercial" in err
