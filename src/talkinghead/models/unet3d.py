@@ -135,17 +135,21 @@ class VideoUNet3D(nn.Module):
                 audio_tokens: torch.Tensor | None = None, location: torch.Tensor | None = None,
                 region_masks: dict[str, list[torch.Tensor]] | None = None,
                 branch_weights: tuple[float, float, float] | None = None,
-                reference: ReferenceBank | None = None) -> torch.Tensor:
+                reference: ReferenceBank | None = None, added_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """sample (b, 4, f, h, w) noisy latents; encoder_hidden_states (b, n, d) image tokens;
         audio_tokens (b, f, tokens, d_audio); location (b, c0, f, h, w) face-locator features added after
         conv_in; region_masks {"full"|"face"|"lip": [level 0..3 masks ((b f), h_l*w_l)]};
         branch_weights the full/face/lip weights (Hallo's motion_scale); reference the filled bank
-        (its attention processors are installed by `attach_reference`). Returns (b, 4, f, h, w)."""
+        (its attention processors are installed by `attach_reference`); added_embedding (b, f, d_time)
+        per-frame additions to the timestep embedding (EMO speed, Loopy motion latents). Returns (b, 4, f, h, w)."""
         b, _, f, h, w = sample.shape
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(b)
         emb = self.time_embedding(self.time_proj(t).to(sample.dtype))
+        emb = emb.repeat_interleave(f, 0)
+        if added_embedding is not None:
+            emb = emb + rearrange(added_embedding, "b f d -> (b f) d").to(emb.dtype)
         ctx = _Context(
-            emb=emb.repeat_interleave(f, 0),
+            emb=emb,
             tokens=encoder_hidden_states.repeat_interleave(f, 0),
             audio=None if audio_tokens is None else rearrange(audio_tokens, "b f n c -> (b f) n c"),
             masks=region_masks, weights=branch_weights, frames=f,

@@ -1,4 +1,4 @@
-"""EMO §3 speed layers: head-rotation speed per frame -> bucket encoding -> embedding, injected by temporal attention."""
+"""EMO §3 speed layers: per-frame head-rotation speed -> bucket code -> embedding, injected by temporal attention."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,9 +36,12 @@ def head_speed(angles: torch.Tensor, fps: float | None = None) -> torch.Tensor:
     if f < 2:
         return angles.new_zeros(angles.shape[:-1])
     r = rotation_matrices(angles)  # (..., f, 3, 3)
-    relative = r[..., 1:, :, :] @ r[..., :-1, :, :].transpose(-1, -2)  # (..., f-1, 3, 3)
-    trace = relative.diagonal(dim1=-2, dim2=-1).sum(-1)
-    step = torch.rad2deg(torch.acos(((trace - 1) / 2).clamp(-1.0, 1.0)))  # (..., f-1)
+    rel = r[..., 1:, :, :] @ r[..., :-1, :, :].transpose(-1, -2)  # (..., f-1, 3, 3)
+    # angle of a rotation: 2 sin(a) = |axis part|, 2 cos(a) = trace - 1; atan2 stays exact for small steps
+    skew = rel - rel.transpose(-1, -2)
+    axis = torch.stack([skew[..., 2, 1], skew[..., 0, 2], skew[..., 1, 0]], -1)  # (..., f-1, 3)
+    trace = rel.diagonal(dim1=-2, dim2=-1).sum(-1)
+    step = torch.rad2deg(torch.atan2(axis.norm(dim=-1), trace - 1))  # (..., f-1)
     speed = torch.cat([step[..., :1], step], dim=-1)  # (..., f)
     return speed * fps if fps is not None else speed
 
@@ -116,6 +119,8 @@ class SpeedAttention(nn.Module):
     def forward(self, x: torch.Tensor, speed_emb: torch.Tensor) -> torch.Tensor:
         """x: (b, f, n, c) latent tokens; speed_emb: (b, f, d) from SpeedEmbedding."""
         b, f, n, _ = x.shape
+        if f > self.frame_pos.pe.shape[1]:
+            raise ValueError(f"{f} frames exceed max_frames={self.frame_pos.pe.shape[1]}")
         h = self.frame_pos(rearrange(self.norm(x), "b f n c -> (b n) f c"))
         context = repeat(self.speed_pos(speed_emb), "b f d -> (b n) f d", n=n)
         out = self.attn(h, encoder_hidden_states=context)  # ((b n), f, c)

@@ -1,4 +1,4 @@
-"""Hallo2 §3.3 high-resolution enhancement: video super-resolution by predicting VQ codes with spatial + temporal attention."""
+"""Hallo2 §3.3 high-resolution enhancement: VQ codes predicted with spatial + temporal attention, then decoded."""
 from __future__ import annotations
 
 import math
@@ -94,7 +94,9 @@ class VQVideoSuperResolution(nn.Module):
         c = self.config = config or VQSuperResolutionConfig()
         levels = len(c.block_channels)
         self.encoder = _encoder(c, c.block_channels)
-        self.quantizer = VectorQuantizer(c.codebook_size, c.code_dim, beta=c.commitment, legacy=False, sane_index_shape=True)
+        self.quantizer = VectorQuantizer(
+            c.codebook_size, c.code_dim, beta=c.commitment, legacy=False, sane_index_shape=True
+        )
         self.decoder = Decoder(
             in_channels=c.code_dim,
             out_channels=3,

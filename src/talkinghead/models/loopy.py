@@ -1,0 +1,56 @@
+"""Loopy (Jiang et al. 2024, arXiv 2409.02634): audio-only conditioning with long-term motion context.
+A temporal segment module abstracts a long motion-frame history into a few frames that the reference net
+encodes; the video UNet's temporal modules attend over [those frames, the clip] (inter-clip); an
+audio-to-latents module turns audio into a motion latent added to every frame's timestep embedding.
+No official weights exist; this is a trainable re-implementation with typed configs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from einops import rearrange
+
+from ..nn.loopy import AudioToLatents, AudioToLatentsConfig, temporal_segment_indices
+from ..nn.temporal import TemporalConfig
+from .emo import ReferenceVideoNet
+from .hallo import SD15_UNET
+from .unet3d import VideoUNetConfig
+
+
+@dataclass
+class LoopyConfig:
+    unet: dict = field(default_factory=lambda: dict(SD15_UNET))
+    audio_dim: int = 768
+    motion: TemporalConfig = field(default_factory=TemporalConfig)
+    segment_stride: int = 4  # abstract frames per segment (s)
+    segment_expand: int = 2  # each older segment covers r times more frames
+    audio_to_latents: AudioToLatentsConfig = field(default_factory=AudioToLatentsConfig)
+
+    def denoising(self) -> VideoUNetConfig:
+        return VideoUNetConfig(unet=self.unet, motion_module=self.motion, audio_attention_dim=self.audio_dim,
+                               stack_enable_blocks_name=(), stack_enable_blocks_depth=())
+
+
+class LoopyNet(ReferenceVideoNet):
+    """Batches as `ReferenceVideoNet`, with `history` (b, n, 4, h, w) motion-frame latents (oldest first)
+    instead of motion frames in `ref`, and in training `head_motion`/`expression` (b, f, 1) variances."""
+
+    def __init__(self, config: LoopyConfig | None = None):
+        self.config = config = config or LoopyConfig()
+        super().__init__(config.unet, config.denoising())
+        self.audio_to_latents = AudioToLatents(config.audio_to_latents)
+
+    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
+        history = batch.get("history")
+        if history is not None and history.shape[1]:
+            keep = temporal_segment_indices(history.shape[1], self.config.segment_stride, self.config.segment_expand)
+            batch = {**batch, "ref": torch.cat([batch["ref"][:, :1], history[:, keep]], dim=1)}
+        return super().predict(noisy, t, batch)
+
+    def frame_embedding(self, batch: dict, temb_shape: tuple[int, int]) -> torch.Tensor:
+        audio = rearrange(batch["audio"], "b f t d -> b f (t d)")
+        b, f = audio.shape[:2]
+        zeros = torch.zeros(b, temb_shape[1], device=audio.device, dtype=audio.dtype)
+        # the module adds the motion latent to a clip embedding; here only the addition is wanted
+        return self.audio_to_latents(zeros, audio, batch.get("head_motion"), batch.get("expression"),
+                                     batch.get("generator"))
