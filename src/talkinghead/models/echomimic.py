@@ -14,17 +14,11 @@ from torch import nn
 from ..nn.face_locator import FaceLocator
 from ..nn.temporal import TemporalConfig
 from .checkpoints import load_state_dict, load_strict, require_files
+from .hallo import SD15_UNET
 from .unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
 
-# lambdalabs/sd-image-variations-diffusers unet/config.json: structurally SD 1.5
-SD_IMAGE_VARIATIONS_UNET = {
-    "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False, "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
-    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}
+# lambdalabs/sd-image-variations-diffusers unet/config.json is structurally SD 1.5 (cross_attention_dim 768)
+SD_IMAGE_VARIATIONS_UNET = dict(SD15_UNET)
 AUDIO_DIM = 384  # whisper-tiny encoder width
 
 # configs/inference/inference_v2.yaml: unet_additional_kwargs
