@@ -42,11 +42,16 @@ def embedding(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def short_wav(librivox, tmp_path_factory):
-    import soundfile as sf
+    import wave
 
     speech, _ = librivox
     path = tmp_path_factory.mktemp("wav") / "short.wav"
-    sf.write(path, speech.samples[: int(0.9 * speech.sample_rate)], speech.sample_rate)  # 23 frames: 2 clips
+    pcm = (np.clip(speech.samples[: int(0.9 * speech.sample_rate)], -1, 1) * 32767).astype("<i2")  # 23 frames: 2 clips
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(speech.sample_rate)
+        w.writeframes(pcm.tobytes())
     return path
 
 
