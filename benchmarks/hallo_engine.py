@@ -1,4 +1,4 @@
-"""Benchmark of the Hallo sampling engine (HalloPipeline): stage times, peak memory and speed-up over upstream, in one run.
+"""Hallo engine benchmark (HalloPipeline): stage times, peak memory and ours / upstream time, measured in one run.
 
     .venv/bin/python benchmarks/hallo_engine.py                     # tiny net, 128 px, 4 frames, 3 steps (CPU, seconds)
     .venv/bin/python benchmarks/hallo_engine.py --size full --device cuda --dtype fp16   # SD1.5-size, 512 px, 16 x 40
@@ -10,9 +10,10 @@ Prints, for one configuration:
   1. per-stage wall time and its share of the clip: VAE encode of the portrait + motion frames,
      conditions (image/audio projections + face locator), reference net (`fill_bank`), UNet steps
      (total and per step), VAE decode (total and per frame);
-  2. peak memory per generated frame: on CUDA torch.cuda.max_memory_allocated, on CPU the peak RSS
-     above the RSS at the start of the run (VmHWM after resetting it through /proc/self/clear_refs;
-     ru_maxrss where that is not possible), each divided by the frames;
+  2. peak memory per generated frame: on CUDA torch.cuda.max_memory_allocated over the clip (reset
+     before each run); on CPU the peak RSS growth of one clip (VmHWM, or ru_maxrss where there is no
+     /proc) above the RSS after building, measured in a fresh process per variant (`--memory-child`);
+     each divided by the frames;
   3. seconds per generated frame for our pipeline and for the upstream-equivalent run, and the ratio
      ours / upstream. The upstream-equivalent is the same pipeline with `UpstreamReadProcessor` (below)
      in the denoising UNet: like the official Hallo code it computes the reference attention for every
@@ -170,7 +171,7 @@ def build_pipeline(spec: Spec, device: torch.device, dtype: torch.dtype, seed: i
         net = HalloNet(config)
         vae = AutoencoderKL(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.vae.items()})
     net.to(device=device, dtype=dtype)
-    vae.to(device=device, dtype=dtype)
+    torch.nn.Module.to(vae, device=device, dtype=dtype)  # ModelMixin.to would warn about from_pretrained
     return HalloPipeline(net, vae, DDIMScheduler(**DEFAULT_SCHEDULER))
 
 
@@ -185,8 +186,10 @@ class Inputs:
 
 
 def _rect(size: int, top: float, bottom: float, left: float, right: float) -> torch.Tensor:
+    """A size x size mask, 1 inside the rectangle given in fractions of the side (at least one pixel)."""
     m = torch.zeros(size, size)
-    m[int(top * size):max(int(bottom * size), int(top * size) + 1), int(left * size):max(int(right * size), int(left * size) + 1)] = 1
+    r0, c0 = int(top * size), int(left * size)
+    m[r0:max(int(bottom * size), r0 + 1), c0:max(int(right * size), c0 + 1)] = 1
     return m
 
 
@@ -199,7 +202,10 @@ def make_inputs(pipe, spec: Spec, frames: int, motion_frames: int, seed: int) ->
     ap = cfg.audio_proj
     face = [_rect(latent >> lvl, 24 / 128, 104 / 128, 32 / 128, 96 / 128) for lvl in range(4)]
     lip = [_rect(latent >> lvl, 0.6, 0.75, 0.375, 0.625) for lvl in range(4)]
-    flat = lambda ms: [m.reshape(1, -1).repeat(frames, 1) for m in ms]  # noqa: E731
+
+    def flat(ms: list[torch.Tensor]) -> list[torch.Tensor]:  # per level (f, h_l*w_l), as in the fixture
+        return [m.reshape(1, -1).repeat(frames, 1) for m in ms]
+
     return Inputs(
         pixels=torch.rand(1 + motion_frames, 3, size, size, generator=g) * 2 - 1,
         face_embedding=torch.randn(1, cfg.image_proj["clip_embeddings_dim"], generator=g),
@@ -283,11 +289,13 @@ def memory_child(args, variant: str) -> None:
           flush=True)
 
 
-def start_memory_child(variant: str, args, frames: int, steps: int, dtype_name: str) -> subprocess.Popen:
+def start_memory_child(variant: str, args, frames: int, steps: int, dtype_name: str,
+                       threads: int) -> subprocess.Popen:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", variant, "--size", args.size,
            "--frames", str(frames), "--steps", str(steps), "--dtype", dtype_name, "--seed", str(args.seed),
            "--device", "cpu"] + (["--force"] if args.force else [])
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def finish_memory_child(p: subprocess.Popen) -> dict:
@@ -435,15 +443,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  torch {torch.__version__}, diffusers {diffusers.__version__}; device {device}, dtype {str(dtype)[6:]}")
     print(f"  load average at start: {load()}")
 
-    # CPU memory: one fresh process per variant (see memory_child). The tiny ones run while this process
-    # builds and warms up (nothing is timed then); full-size ones one at a time, before this builds its own.
-    children: dict = {}
+    # CPU memory: one fresh process per variant (see memory_child), run before anything is built or timed
+    # here. Tiny: both at once, sharing the cores between them; full size: one after the other.
+    memory: dict = {}
     if device.type == "cpu":
         dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
+        t0 = time.perf_counter()
+        together = spec.name == "tiny"
+        threads = max(1, torch.get_num_threads() // 2) if together else torch.get_num_threads()
+        running = {}
         for variant in ("ours", "upstream"):
-            children[variant] = start_memory_child(variant, args, frames, steps, dtype_name)
-            if spec.name != "tiny":
-                children[variant] = finish_memory_child(children[variant])
+            running[variant] = start_memory_child(variant, args, frames, steps, dtype_name, threads)
+            if not together:
+                memory[variant] = finish_memory_child(running.pop(variant))
+        memory.update({k: finish_memory_child(p) for k, p in running.items()})
+        print(f"  memory: one fresh process per variant ({threads} thread(s) each{', both at once' if together else ''}"
+              f"), {time.perf_counter() - t0:.2f} s, before the timed part")
 
     with torch.inference_mode():
         print("\n[setup]")
@@ -468,13 +483,6 @@ def main(argv: list[str] | None = None) -> int:
             set_read_processors(pipe, upstream)
             run_clip(pipe, inp, min(steps, 2), spec.guidance, device)
         print(f"  warm-up (each variant once, {min(steps, 2)} step(s)): {time.perf_counter() - t0:.2f} s")
-        if device.type == "cpu":
-            t0 = time.perf_counter()
-            memory = {k: v if isinstance(v, dict) else finish_memory_child(v) for k, v in children.items()}
-            waited = time.perf_counter() - t0
-            if waited > 0.05:
-                print(f"  waited {waited:.2f} s for the memory processes to finish (so they do not share the CPU "
-                      f"with the timed runs)")
 
         print(f"\n[runs] {repeats} repeat(s); each runs ours and the upstream-equivalent back to back, "
               f"alternating which goes first")
