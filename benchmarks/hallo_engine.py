@@ -41,32 +41,21 @@ from pathlib import Path
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
+from talkinghead.models.hallo import HALLO_UNET_ADDITIONAL, SD15_UNET
 from talkinghead.nn.reference_attention import ReferenceReadProcessor
+from talkinghead.pipelines.hallo_engine import DTYPES
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo" / "hallo_tiny" / "config.json"
 
-# The sizes of ../shared/fixtures/hallo/hallo_tiny/config.json, used when that file is not there.
-_TINY_BLOCKS = {
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}
+# The sizes of ../shared/fixtures/hallo/hallo_tiny/config.json, used when that file is not there: the
+# official configs with 32 channels, one layer per block and 2 heads.
 TINY_FALLBACK = {
     "reference_unet2d_config_json_input": {
-        "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 2,
-        "block_out_channels": [32, 32, 32, 32], "center_input_sample": False, "cross_attention_dim": 32,
-        **_TINY_BLOCKS, "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4,
-        "layers_per_block": 1, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
-        "out_channels": 4, "sample_size": 16},
+        **SD15_UNET, "attention_head_dim": 2, "block_out_channels": [32, 32, 32, 32], "cross_attention_dim": 32,
+        "layers_per_block": 1, "sample_size": 16},
     "unet_additional_kwargs": {
-        "use_inflated_groupnorm": True, "unet_use_cross_frame_attention": False, "unet_use_temporal_attention": False,
-        "use_motion_module": True, "use_audio_module": True, "motion_module_resolutions": [1, 2, 4, 8],
-        "motion_module_mid_block": True, "motion_module_decoder_only": False, "motion_module_type": "Vanilla",
-        "motion_module_kwargs": {"num_attention_heads": 2, "num_transformer_block": 1,
-                                 "attention_block_types": ["Temporal_Self", "Temporal_Self"],
-                                 "temporal_position_encoding": True, "temporal_position_encoding_max_len": 32,
-                                 "temporal_attention_dim_div": 1},
-        "audio_attention_dim": 32, "stack_enable_blocks_name": ["up", "down", "mid"],
-        "stack_enable_blocks_depth": [0, 1, 2, 3]},
+        **HALLO_UNET_ADDITIONAL, "audio_attention_dim": 32,
+        "motion_module_kwargs": {**HALLO_UNET_ADDITIONAL["motion_module_kwargs"], "num_attention_heads": 2}},
     "face_locator": {"conditioning_embedding_channels": 32, "conditioning_channels": 3,
                      "block_out_channels": [4, 8, 8, 16]},
     "image_proj": {"cross_attention_dim": 32, "clip_embeddings_dim": 512, "clip_extra_context_tokens": 4},
@@ -85,7 +74,6 @@ SD_VAE = {
     "up_block_types": ["UpDecoderBlock2D"] * 4, "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
     "norm_num_groups": 32, "act_fn": "silu", "sample_size": 512, "scaling_factor": 0.18215,
 }
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 # ------------------------------------------------------------------------- upstream-equivalent

@@ -11,7 +11,7 @@ from ..errors import CheckpointError
 MAX_LISTED = 12  # keys shown per category in a mismatch message
 
 
-def find_file(folder: Path, candidates: list[str], what: str) -> Path | None:
+def find_file(folder: Path, candidates: list[str]) -> Path | None:
     """The first of `candidates` (relative paths) that exists in `folder`."""
     for rel in candidates:
         if (folder / rel).is_file():
@@ -26,7 +26,7 @@ def require_files(folder: Path, needed: dict[str, list[str]], release: str) -> d
         raise CheckpointError(f"checkpoint folder {folder} does not exist (expected the {release} release folder)")
     found, missing = {}, []
     for label, candidates in needed.items():
-        path = find_file(folder, candidates, label)
+        path = find_file(folder, candidates)
         if path is None:
             missing.append(f"  {label}: {' or '.join(candidates)}")
         else:

@@ -95,15 +95,14 @@ class VideoUNet3D(nn.Module):
         for i, block in enumerate(self.down_blocks):
             block_in = channels[max(i - 1, 0)]
             layer_in = [block_in] + [channels[i]] * (len(block.resnets) - 1)
-            self._add_modules(block, "down", i, 2 ** i, channels[i], layer_in, heads[i], level=i)
-        self._add_modules(self.mid_block, "mid", N_LEVELS - 1, None, channels[-1], [channels[-1]], heads[-1],
-                          level=N_LEVELS - 1)
+            self._add_modules(block, "down", i, 2 ** i, channels[i], layer_in, heads[i])
+        self._add_modules(self.mid_block, "mid", N_LEVELS - 1, None, channels[-1], [channels[-1]], heads[-1])
         reversed_channels = channels[::-1]
         reversed_heads = heads[::-1]
         for i, block in enumerate(self.up_blocks):
             block_in = reversed_channels[min(i + 1, n - 1)]
-            self._add_modules(block, "up", 3 - i, 2 ** (n - 1 - i), reversed_channels[i],
-                              [block_in] * len(block.resnets), reversed_heads[i], level=N_LEVELS - 1 - i)
+            self._add_modules(block, "up", N_LEVELS - 1 - i, 2 ** (n - 1 - i), reversed_channels[i],
+                              [block_in] * len(block.resnets), reversed_heads[i])
 
     # -- construction -------------------------------------------------------------------------------
     def _heads(self) -> list[int]:
@@ -113,7 +112,9 @@ class VideoUNet3D(nn.Module):
         return list(heads) if isinstance(heads, (list, tuple)) else [heads] * n
 
     def _add_modules(self, block: nn.Module, kind: str, depth: int, resolution: int | None, out_channels: int,
-                     layer_in: list[int], heads: int, level: int) -> None:
+                     layer_in: list[int], heads: int) -> None:
+        """`depth` is Hallo's block depth (down i: i, mid: 3, up i: 3-i): it picks the mask-pyramid level
+        the audio modules read and, with the block kind, whether their audio attention is hierarchical."""
         cfg = self.config
         has_attention = hasattr(block, "attentions")
         n_layers = len(block.attentions) if (kind == "mid") else len(block.resnets)
@@ -126,7 +127,7 @@ class VideoUNet3D(nn.Module):
         if cfg.audio_attention_dim is not None and has_attention:
             hierarchical = kind in cfg.stack_enable_blocks_name and depth in cfg.stack_enable_blocks_depth
             block.audio_modules = nn.ModuleList([
-                AudioAttentionModule(out_channels, c_in, heads, cfg.audio_attention_dim, level, hierarchical,
+                AudioAttentionModule(out_channels, c_in, heads, cfg.audio_attention_dim, depth, hierarchical,
                                      self.unet_config.norm_num_groups)
                 for c_in in layer_in[:n_layers]])
 

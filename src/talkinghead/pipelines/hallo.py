@@ -8,7 +8,7 @@ discard, cond/uncond run as one batch, SDPA attention, and optional fp16/bf16 an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
@@ -37,7 +37,6 @@ class SamplingConfig:
     n_motion_frames: int = 2  # last frames of the previous clip fed back as context
     branch_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # pose, face, lip (Hallo's motion_scale)
     seed: int = 42
-    fps: int = 25
 
 
 @dataclass
@@ -50,7 +49,6 @@ class ClipCondition:
     masks: dict[str, list[torch.Tensor]]  # branch -> per level ((g f), h_l*w_l)
     branch_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     groups: int = 2  # 2 with guidance, 1 without
-    extra: dict = field(default_factory=dict)
 
 
 class HalloPipeline:
