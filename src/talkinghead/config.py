@@ -121,6 +121,53 @@ class AnimateConfig:
                    diffusion=_from(DiffusionConfig, d.get("diffusion", {})))
 
 
+_SECTIONS = (("motion", MotionConfig), ("render", RenderConfig), ("diffusion", DiffusionConfig))
+
+
+def option_names() -> dict[str, tuple[str, type]]:
+    """Every control as its CLI spelling (`head-motion`) -> (section, field type name)."""
+    return {f.name.replace("_", "-"): (section, f.type) for section, cls in _SECTIONS for f in fields(cls)}
+
+
+def config_from_options(options: dict) -> AnimateConfig:
+    """An AnimateConfig from controls named like the CLI options (`head-motion`, `lips-only`...),
+    values as given by a form or query string (strings are parsed). Unknown names are refused."""
+    known = option_names()
+    sections: dict[str, dict] = {"motion": {}, "render": {}, "diffusion": {}}
+    for name, value in options.items():
+        key = name.replace("_", "-")
+        if key not in known:
+            raise InputError(f"unknown option {name!r}", f"known options: {', '.join(sorted(known))}")
+        section, kind = known[key]
+        sections[section][key.replace("-", "_")] = _parse(key, value, kind)
+    return AnimateConfig.from_dict(sections).validate()
+
+
+def _parse(flag: str, value, kind: str):
+    if not isinstance(value, str):
+        return value
+    v = value.strip()
+    if kind in ("bool", bool):
+        if v.lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise InputError(f"--{flag} must be true or false, got {value!r}", f"e.g. {flag}=true")
+    if v == "" and "None" in str(kind):
+        return None
+    if "int" in str(kind) or "float" in str(kind):
+        try:
+            num = float(v)
+        except ValueError:
+            raise InputError(f"--{flag} needs a number, got {value!r}", f"e.g. {flag}=1") from None
+        if "int" in str(kind) and "float" not in str(kind):
+            if not num.is_integer():
+                raise InputError(f"--{flag} needs a whole number, got {value!r}", f"e.g. {flag}=0")
+            return int(num)
+        return num
+    return v
+
+
 def _from(cls, d: dict):
     names = {f.name for f in fields(cls)}
     unknown = set(d) - names
