@@ -1,7 +1,11 @@
 """Lip–audio sync measured on pixels: FaceMesh mouth aperture per frame against the audio envelope.
 
 Offset sign convention: a positive offset means the mouth moves LATER than the audio (video lags),
-in frames.
+in frames. Delaying the audio track by k frames therefore lowers the measured offset by k.
+
+Confidence follows SyncNet's idea (best match against the typical match over all lags): the peak
+correlation minus the median correlation over lags -15..15. Matched speech scores clearly above
+another utterance's audio; a still mouth scores 0.
 """
 from __future__ import annotations
 
@@ -37,9 +41,9 @@ def audio_envelope(samples: np.ndarray, fps: float, n: int | None = None) -> np.
 
 
 def _bandpass(x: np.ndarray, fps: float) -> np.ndarray:
-    """Keep syllable-rate modulation (0.5–8 Hz, capped below Nyquist); remove drift and frame noise."""
+    """Keep slow syllable-rate modulation (0.5–4 Hz, capped below Nyquist); remove drift and frame noise."""
     x = np.nan_to_num(x - np.nanmean(x))
-    hi = min(8.0, 0.45 * fps)
+    hi = min(4.0, 0.45 * fps)
     sos = signal.butter(2, [0.5, hi], btype="bandpass", fs=fps, output="sos")
     return signal.sosfiltfilt(sos, x) if len(x) > 15 else x
 
@@ -59,3 +63,32 @@ def av_offset(aperture: np.ndarray, envelope: np.ndarray, fps: float, max_lag: i
             corr[i] = float(np.corrcoef(x, y)[0, 1])
     best = int(np.argmax(corr))
     return int(lags[best]), float(corr[best]), corr
+
+
+MIN_SYNC_FRAMES = 25  # frames with a face and audio needed to measure sync at all
+STILL_MOUTH = 0.005  # aperture std (inter-ocular distances) below which the mouth is not moving
+SYNC_PASS_CONFIDENCE = 0.2  # a lip-synced clip: confidence at least this ...
+SYNC_PASS_OFFSET = 3  # ... and |offset| at most this many frames
+
+
+def sync_metrics(aperture: np.ndarray, samples: np.ndarray, fps: float, max_lag: int = 15
+                 ) -> tuple[dict, dict, np.ndarray | None]:
+    """Offset, peak correlation, confidence and a pass/fail verdict. Returns (values, reasons for
+    None values, correlation per lag or None)."""
+    keys = ("offset_frames", "offset_ms", "peak_correlation", "confidence", "passed")
+    n = min(len(aperture), F.n_frames(len(samples) / SAMPLE_RATE, fps))
+    a = aperture[:n]
+    if np.isfinite(a).sum() < MIN_SYNC_FRAMES:
+        return dict.fromkeys(keys), dict.fromkeys(keys, f"under {MIN_SYNC_FRAMES} frames with both a face and audio"), None
+    if np.nanstd(a) < STILL_MOUTH:
+        values = {"offset_frames": None, "offset_ms": None, "peak_correlation": 0.0, "confidence": 0.0,
+                  "passed": False}
+        reason = "the mouth does not move, so there is no offset to measure"
+        return values, {"offset_frames": reason, "offset_ms": reason}, np.zeros(2 * max_lag + 1)
+    env = audio_envelope(samples, fps, F.n_frames(len(samples) / SAMPLE_RATE, fps))[:n]
+    offset, peak, corr = av_offset(a, env, fps, max_lag)
+    confidence = float(peak - np.median(corr))
+    values = {"offset_frames": offset, "offset_ms": 1000.0 * offset / fps, "peak_correlation": peak,
+              "confidence": confidence,
+              "passed": bool(confidence >= SYNC_PASS_CONFIDENCE and abs(offset) <= SYNC_PASS_OFFSET)}
+    return values, {}, corr

@@ -1,4 +1,4 @@
-"""Command line: `talkinghead animate | say | demo | voices | verify`.
+"""Command line: `talkinghead animate | say | demo | voices | verify | eval | bench`.
 
 Every MotionConfig/RenderConfig field is an option named after it (`head_motion` -> --head-motion).
 A user mistake prints one message with the fix and exits with code 2, leaving no output file.
@@ -6,6 +6,7 @@ A user mistake prints one message with the fix and exits with code 2, leaving no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -107,6 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="compare our modules with reference data made by the official code")
     v.add_argument("model", choices=["hallo"], help="which reference data format")
     v.add_argument("fixture_dir", help="reference-data folder, e.g. ../shared/fixtures/hallo")
+
+    e = sub.add_parser("eval", help="metrics card of a talking-head video (or of every video in a folder)")
+    e.add_argument("video", help="a video, or a folder of videos (a same-named .txt beside each is its transcript)")
+    e.add_argument("--audio", help="judge against this speech instead of the video's own audio track")
+    e.add_argument("--ref", help="the portrait the video was made from (a folder of them, named like the "
+                                 "videos, in folder mode): identity, background and mouth sharpness")
+    e.add_argument("--text", help="the words spoken (text or .txt): bilabial closure and open vowels")
+    e.add_argument("--real", help="folder mode: real frames or videos to compute FID/KID against")
+    e.add_argument("--json", help="also write the card as JSON to this file")
+    e.add_argument("--plot", help="single video: PNG of mouth aperture vs audio envelope and correlation vs lag")
+
+    b = sub.add_parser("bench", help="run an engine over a fixed case set: metrics card, speed and memory per case")
+    b.add_argument("--cases", help="folder of portraits and speech clips (+ .txt transcripts); "
+                                   "default: 2 bundled portraits x 2 LibriVox clips")
+    b.add_argument("-o", "--output", default=None, help="folder for videos and the tables (default bench-ENGINE)")
+    _add_engine_options(b)
     return p
 
 
@@ -149,6 +166,10 @@ def run(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.command == "verify":
         return _verify(args)
+    if args.command == "eval":
+        return _eval(args)
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "voices":
         from ..audio.tts import list_voices
 
@@ -180,6 +201,67 @@ def _verify(args) -> int:
     failed = [c for c in checks if not c.passed]
     print(f"{len(checks) - len(failed)}/{len(checks)} outputs within tolerance")
     return 1 if failed else 0
+
+
+def _writable(path: str | None, suffixes: tuple[str, ...], flag: str) -> None:
+    """Refuse an output path before the work starts: wrong suffix or a folder that is not writable."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise InputError(f"{flag} {p} must end in {' or '.join(suffixes)}", f"e.g. {flag} out{suffixes[0]}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {flag} {p}: folder {parent} is missing or not writable",
+                         "choose a folder that exists and that you can write to")
+
+
+def _eval(args) -> int:
+    """Print the card as a table; optionally write JSON and a plot."""
+    from ..eval import card as C
+
+    _writable(args.json, (".json",), "--json")
+    _writable(args.plot, (".png",), "--plot")
+    target = Path(args.video)
+    if not target.exists():
+        raise InputError(f"{target} does not exist", "pass a video file or a folder of videos")
+    if target.is_dir():
+        if args.audio or args.plot or args.text:
+            raise InputError("--audio, --text and --plot apply to a single video",
+                             "in folder mode put NAME.txt transcripts beside the videos and use the videos' own audio")
+        result = C.evaluate_folder(target, ref=args.ref, real=args.real)
+        for card in result["videos"]:
+            print(C.format_table(card) + "\n")
+        print(C.format_table({"video": f"{target} (mean of {len(result['videos'])} videos)", **result["summary"]}))
+        dist = result["distribution"]
+        print("\ndistribution: " + ", ".join(f"{k} {C._fmt(v)}" for k, v in dist.items() if k != "missing")
+              + "".join(f"\n  {k}: {why}" for k, why in dist["missing"].items()))
+    else:
+        if args.real:
+            raise InputError("--real applies to folder mode", "pass a folder of videos to compare with real footage")
+        result, series = C.evaluate_with_series(target, audio=args.audio, ref=args.ref, text=args.text)
+        print(C.format_table(result))
+        if args.plot:
+            C.plot(series, result, args.plot)
+    if args.json:
+        C.write_json(result, args.json)
+    return 0
+
+
+def _bench(args) -> int:
+    """Render every case with one engine; print the Markdown table."""
+    from ..eval import bench
+
+    cases = bench.load_cases(args.cases) if args.cases else bench.default_cases()
+    diffusion = {f.name: getattr(args, f.name) for f in fields(DiffusionConfig)}
+    out = Path(args.output or f"bench-{args.engine}")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out} is a file", "pass a folder for the bench results")
+    rows = bench.run(args.engine, cases, out, {"diffusion": diffusion},
+                     progress=lambda m: print(m, file=sys.stderr))
+    print(bench.to_markdown(rows))
+    print(f"wrote {out / 'bench.md'}, {out / 'bench.csv'} and {out / 'cards.json'}", file=sys.stderr)
+    return 1 if any("error" in r for r in rows) else 0
 
 
 def _summary(path: Path, seconds: float) -> None:
