@@ -53,7 +53,12 @@ class Series:
     envelope: np.ndarray | None = None
     lags: np.ndarray | None = None
     correlation: np.ndarray | None = None
-    frames: list[np.ndarray] = field(default_factory=list)  # the sampled frames (for FID/KID)
+    landmarks: np.ndarray | None = None  # (n, 478, 3)
+    sampled: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> RGB (identity, FID/KID)
+
+    @property
+    def frames(self) -> list[np.ndarray]:
+        return list(self.sampled.values())
 
 
 def scan(path: Path, n_frames: int, keep: int = SAMPLED_FRAMES) -> Scan:
@@ -133,12 +138,14 @@ def evaluate_with_series(video, audio=None, ref=None, text: str | None = None) -
     info = probe(path)
     if not info["video_codec"] or not info["n_frames"]:
         raise InputError(f"{path} has no video frames", "pass a video file (mp4, mov, mkv, webm)")
+    if info["n_frames"] < 2:
+        raise InputError(f"{path} is a single image, not a video", "pass a video file (mp4, mov, mkv, webm)")
     transcript = read_transcript(text)
     speech, no_speech = _speech(path, audio, info)
     ref_image, ref_pts = _reference(ref)
     sc = scan(path, info["n_frames"])
     fps = sc.fps
-    series = Series(fps, sc.aperture, frames=list(sc.sampled.values()))
+    series = Series(fps, sc.aperture, landmarks=sc.landmarks, sampled=sc.sampled)
     card: dict = {"schema": SCHEMA, "video": str(path), "container": _container(info)}
 
     # sync
@@ -159,7 +166,8 @@ def evaluate_with_series(video, audio=None, ref=None, text: str | None = None) -
     # mouth
     mouth_values, mouth_reasons = {}, {}
     if speech is None:
-        keys = ("speech_frames", "silence_frames", "articulation", "silence_motion", "articulation_ratio")
+        keys = ("speech_frames", "silence_frames", "articulation", "articulates", "silence_motion",
+                "articulation_ratio")
         mouth_values.update(dict.fromkeys(keys))
         mouth_reasons.update(dict.fromkeys(keys, no_speech))
         phones = None

@@ -17,6 +17,7 @@ OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY")  # the jaw drops
 CLOSED_FRACTION = 0.25  # near-closed: within this fraction of the speaker's range above their closed level
 OPEN_FRACTION = 0.5  # open: above this fraction of the range
 EDGE_FRAMES = 2  # frames next to a speech/silence change count as neither
+MIN_ARTICULATION = 0.02  # aperture std during speech (IOD) below which the mouth fails to articulate
 MIN_FRAMES = 5  # fewer speech (or silence) frames than this: the related metric is None
 SHARPNESS_WIDTH = 96  # px, mouth crops are resized to this width before measuring sharpness
 
@@ -45,12 +46,13 @@ def motion_metrics(aperture: np.ndarray, samples: np.ndarray, fps: float) -> tup
     speed = np.abs(np.diff(aperture, prepend=aperture[:1])) * fps  # IOD per second
     ok = np.isfinite(speed)
     values = {"speech_frames": int(speech.sum()), "silence_frames": int(silence.sum()),
-              "articulation": None, "silence_motion": None, "articulation_ratio": None}
+              "articulation": None, "articulates": None, "silence_motion": None, "articulation_ratio": None}
     reasons = {}
     if (speech & ok).sum() >= MIN_FRAMES:
         values["articulation"] = float(np.std(aperture[speech & ok]))
+        values["articulates"] = values["articulation"] >= MIN_ARTICULATION
     else:
-        reasons["articulation"] = "under 5 frames of speech with a visible face"
+        reasons["articulation"] = reasons["articulates"] = "under 5 frames of speech with a visible face"
     if (silence & ok).sum() >= MIN_FRAMES:
         values["silence_motion"] = float(np.mean(speed[silence & ok]))
     else:
