@@ -1,4 +1,4 @@
-"""Command line: `talkinghead animate | say | demo | voices | verify | eval | bench`.
+"""Command line: `talkinghead animate | say | demo | voices | verify | eval | bench | web | serve`.
 
 Every MotionConfig/RenderConfig field is an option named after it (`head_motion` -> --head-motion).
 A user mistake prints one message with the fix and exits with code 2, leaving no output file.
@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 DEMO_TEXT = ("Hello! I am a talking head, made from a single photo on your own computer. "
              "No downloads, no graphics card, just press play.")
 
-_HELP = {
+HELP = {
     "head_motion": "head movement: 0 = still, 1 = natural, 2 = lively",
     "blink_rate": "blinks per minute (0 = never)",
     "gaze": "camera (steady) or wander",
@@ -51,13 +51,13 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
             flag = "--" + f.name.replace("_", "-")
             default = f.default if f.default is not MISSING else None
             if f.type in ("bool", bool):
-                group.add_argument(flag, action="store_true", help=_HELP.get(f.name))
+                group.add_argument(flag, action="store_true", help=HELP.get(f.name))
             elif f.name in ("gaze", "crop"):
-                group.add_argument(flag, default=default, help=f"{_HELP.get(f.name)} (default {default})")
+                group.add_argument(flag, default=default, help=f"{HELP.get(f.name)} (default {default})")
             else:
                 kind = int if f.name in ("seed", "face_index") else float
                 group.add_argument(flag, type=_number(kind, flag), default=default,
-                                   help=f"{_HELP.get(f.name)} (default {default})")
+                                   help=f"{HELP.get(f.name)} (default {default})")
 
 
 def _number(kind, flag):
@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "default: 2 bundled portraits x 2 LibriVox clips")
     b.add_argument("-o", "--output", default=None, help="folder for videos and the tables (default bench-ENGINE)")
     _add_engine_options(b)
+
+    w = sub.add_parser("web", help="the Gradio web app (loopback only unless --host is given)")
+    w.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    w.add_argument("--port", type=_number(int, "--port"), default=7860, help="port (default 7860)")
+    w.add_argument("--checkpoint-dir", help="official release folder, to offer the hallo/hallo2 engines")
+    w.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
     return p
 
 
@@ -170,6 +176,14 @@ def run(argv: list[str] | None = None) -> int:
         return _eval(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "web":
+        from .web import launch
+
+        try:
+            launch(host=args.host, port=args.port, checkpoint_dir=args.checkpoint_dir, share=args.share)
+        except OSError as e:  # port taken, address not on this machine
+            raise InputError(f"cannot listen on {args.host}:{args.port}: {e}", "choose another --port or --host") from None
+        return 0
     if args.command == "voices":
         from ..audio.tts import list_voices
 

@@ -1,0 +1,374 @@
+"""`talkinghead web`: a Gradio app. Portrait + speech (uploaded, recorded or typed) -> talking-head video,
+a contact sheet of its frames and the result's eval card. Loopback only by default; nothing leaves the machine.
+
+The page is a thin skin over `talkinghead.api`: every control is a `config_from_options` option (the CLI
+spelling), every user mistake is the library's own InputError shown as one message, and the render loop,
+encoder and contact sheet are the api's (`animate` / `say` with `preview=`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from ..api import animate, say
+from ..assets import SPEECH, portrait_path, speech_path
+from ..config import DTYPES, SCHEDULERS, AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig, config_from_options
+from ..errors import InputError, TalkingHeadError
+from .cli import HELP
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"  # loopback: only this machine can reach the app unless the user says otherwise
+DEFAULT_PORT = 7860
+DEFAULT_VOICE = "en-us"
+BUNDLED_PORTRAITS = {"astronaut": "astronaut", "grace hopper": "grace_hopper"}  # label -> assets name
+HALLO_VARIANTS = ("hallo", "hallo2")  # engines that run an official release folder
+MAX_UPLOAD = "200mb"
+CACHE_SWEEP = (1800, 3600)  # s: every 30 min, delete Gradio's cached uploads/outputs older than 1 h
+# System fonts only: the default theme would fetch Google Fonts, and these machines are often offline.
+THEME = gr.themes.Default(font=("ui-sans-serif", "system-ui", "sans-serif"),
+                          font_mono=("ui-monospace", "monospace"))
+
+
+@dataclass(frozen=True)
+class Slider:
+    """A numeric control: its option name (CLI spelling) and the range `config.py` validates."""
+
+    name: str
+    lo: float
+    hi: float
+    step: float
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+
+# The ranges MotionConfig.validate / RenderConfig.validate enforce (tests check they agree).
+MOTION_SLIDERS = (Slider("head-motion", 0.0, 2.0, 0.05), Slider("blink-rate", 0.0, 60.0, 1.0),
+                  Slider("mouth-scale", 0.0, 2.0, 0.05), Slider("smile", 0.0, 1.0, 0.05),
+                  Slider("brows", 0.0, 2.0, 0.05))
+OUTPUT_SLIDERS = (Slider("fps", 1.0, 60.0, 1.0), Slider("size", 64, 2048, 16))
+
+
+# ------------------------------------------------------------------------------------------ engines
+def _release_files(variant: str) -> dict[str, list[str]]:
+    """label -> accepted paths (relative to pretrained_models/) that loading `variant` reads.
+
+    Mirrors the lists in `hallo_engine.load_release` and `checkpoints.load_vae_folder`, which are inline
+    there (tests/interfaces/test_web.py checks each entry against those loaders); wav2vec's are constants."""
+    from ..audio.wav2vec import CONFIG_FILE, PREPROCESSOR_FILE, WEIGHT_FILES
+
+    vae, w2v = "sd-vae-ft-mse", "wav2vec/wav2vec2-base-960h"
+    return {
+        f"{variant} net": [f"{variant}/net.pth", f"{variant}/net.safetensors"],
+        "VAE config": [f"{vae}/config.json"],
+        "VAE weights": [f"{vae}/diffusion_pytorch_model.safetensors", f"{vae}/diffusion_pytorch_model.bin"],
+        "wav2vec config": [f"{w2v}/{CONFIG_FILE}"],
+        "wav2vec preprocessor": [f"{w2v}/{PREPROCESSOR_FILE}"],
+        "wav2vec weights": [f"{w2v}/{name}" for name in WEIGHT_FILES],
+    }
+
+
+def engine_status(checkpoint_dir: str | os.PathLike | None) -> dict[str, str | None]:
+    """Every engine -> None when it can run, else why not (e.g. which release files `checkpoint_dir` lacks).
+    Only checks that files are present, as the loaders do before reading them."""
+    from ..models.checkpoints import find_file
+    from ..pipelines import ENGINES
+    from ..pipelines.hallo_engine import RELEASE_URL, release_root
+
+    status: dict[str, str | None] = {}
+    for name in ENGINES:
+        if name not in HALLO_VARIANTS:
+            status[name] = None
+            continue
+        need = f"needs --checkpoint-dir with the official pretrained_models/ ({RELEASE_URL.format(variant=name)})"
+        if checkpoint_dir is None:
+            status[name] = need
+            continue
+        root = release_root(Path(checkpoint_dir))
+        if not root.is_dir():
+            status[name] = f"{need}; {checkpoint_dir} is not a folder"
+            continue
+        missing = [" or ".join(paths) for paths in _release_files(name).values() if find_file(root, paths) is None]
+        status[name] = f"{need} (missing: {'; '.join(missing)})" if missing else None
+    return status
+
+
+# ------------------------------------------------------------------------------------------ rendering
+@dataclass
+class Job:
+    """One finished render: what the eval card needs, and the summary line shown above it."""
+
+    video: Path
+    sheet: Path
+    image: str
+    audio: str | None
+    text: str | None
+    summary: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def _redact(text: str, uploads: tuple) -> str:
+    """Uploaded files named by their file name, not by where the server keeps them."""
+    for path in uploads:
+        if path:
+            text = text.replace(str(path), Path(path).name)
+    return text
+
+
+def _user_error(e: TalkingHeadError, uploads: tuple = ()) -> gr.Error:
+    """One line for the page: what is wrong and how to fix it (no traceback)."""
+    text = f"{e.message} — how to fix: {e.hint}" if isinstance(e, InputError) and e.hint else str(e)
+    return gr.Error(_redact(text, uploads), title="Cannot render", print_exception=False)
+
+
+def _new_run_dir(workdir: Path) -> Path:
+    """A fresh folder for one render; earlier renders of the session are removed (Gradio already copied
+    their files to its cache when it sent them to the page)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for old in workdir.glob("run-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+
+
+def _summary(video: Path, engine: str, config: AnimateConfig) -> str:
+    """`talkinghead.mp4: 25 frames, 1.00 s at 25 fps, 128×128, engine warp; changed: head-motion 0.5`."""
+    import av
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        frames, width, height = stream.frames, stream.codec_context.width, stream.codec_context.height
+        seconds = float(container.duration / av.time_base) if container.duration else 0.0
+    changed = []
+    for ours, default in ((config.motion, MotionConfig()), (config.render, RenderConfig())):
+        for name, value in vars(ours).items():
+            if value != getattr(default, name):
+                changed.append(f"{name.replace('_', '-')} {value:g}" if isinstance(value, float)
+                               else f"{name.replace('_', '-')} {value}")
+    line = (f"`{video.name}`: {frames} frames, {seconds:.2f} s at {config.render.fps:g} fps, {width}×{height}, "
+            f"engine {engine}")
+    return line + (f"; changed: {', '.join(changed)}" if changed else "; default controls")
+
+
+def render(image: str | None, audio: str | None = None, text: str | None = "", voice: str = DEFAULT_VOICE,
+           engine: str = "warp", options: dict | None = None, workdir: str | os.PathLike | None = None,
+           checkpoint_dir: str | os.PathLike | None = None, progress=None) -> Job:
+    """Render one video (+ contact sheet) into a fresh folder under `workdir`.
+
+    `image`, `audio`: file paths (as Gradio hands uploads over). With audio, `text` is the transcript (sharper
+    lips for English); without, `text` is spoken by espeak-ng `voice`. `options`: controls named like the CLI
+    options. `workdir` defaults to a new temporary folder the caller owns; `progress` is a gr.Progress.
+    A user mistake raises gr.Error carrying the InputError's message and fix; warnings the library gives
+    (e.g. "several faces") are shown as gr.Warning."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            job = _render(image, audio, text, voice, engine, dict(options or {}),
+                          Path(workdir or tempfile.mkdtemp(prefix="talkinghead-web-")), checkpoint_dir, progress)
+    except TalkingHeadError as e:
+        raise _user_error(e, (image, audio)) from None
+    package = Path(__file__).resolve().parents[1]
+    job.warnings = [_redact(str(w.message), (image, audio)) for w in caught
+                    if issubclass(w.category, UserWarning) and Path(w.filename).resolve().is_relative_to(package)]
+    for message in job.warnings:
+        gr.Warning(message)
+    return job
+
+
+def _render(image, audio, text, voice, engine, options, workdir, checkpoint_dir, progress) -> Job:
+    from ..pipelines import ENGINES
+
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}", f"choose one of: {', '.join(ENGINES)}")
+    unavailable = engine_status(checkpoint_dir)[engine]
+    if unavailable:
+        raise InputError(f"engine {engine} is unavailable: {unavailable}", "choose the warp engine")
+    if not image:
+        raise InputError("no portrait", "upload a portrait photo or pick a bundled one (astronaut, grace hopper)")
+    text = (text or "").strip()
+    if not audio and not text:
+        raise InputError("no speech", "upload or record audio, or type text to speak")
+    if checkpoint_dir is not None:
+        options.setdefault("checkpoint-dir", str(checkpoint_dir))
+    config = config_from_options(options)
+    run = _new_run_dir(workdir)
+    video, sheet = run / "talkinghead.mp4", run / "frames.png"
+    if progress is not None:
+        progress(0.0, desc="reading the portrait and the speech")
+    if audio:
+        transcript = None
+        if text:  # via a file: api.read_transcript would take typed text naming a file for a path to read
+            transcript = run / "transcript.txt"
+            transcript.write_text(text, encoding="utf-8")
+        animate(image, audio, video, text=transcript, config=config, preview=sheet, progress=True, engine=engine)
+    else:
+        say(text, image, video, voice=voice, config=config, preview=sheet, progress=True, engine=engine)
+    return Job(video, sheet, str(image), str(audio) if audio else None, text or None,
+               _summary(video, engine, config))
+
+
+def eval_card(job: Job) -> str:
+    """The result's eval card as Markdown (under the summary line), or why there is none."""
+    try:
+        from ..eval.card import evaluate, format_table
+    except ImportError as e:
+        return f"{job.summary}\n\neval card unavailable: {e}"
+    try:
+        card = evaluate(str(job.video), audio=job.audio, ref=job.image, text=job.text)
+        table = format_table(card)
+    except Exception as e:  # noqa: BLE001 - the video is done; a failing measurement must not hide it
+        log.exception("eval card failed for %s", job.video)
+        return f"{job.summary}\n\neval card unavailable: {type(e).__name__}: {e}"
+    return f"{job.summary}\n\n{table}"
+
+
+def generate(image: str | None, audio: str | None = None, text: str | None = "", voice: str = DEFAULT_VOICE,
+             engine: str = "warp", options: dict | None = None, workdir: str | os.PathLike | None = None,
+             checkpoint_dir: str | os.PathLike | None = None, progress=None) -> tuple[str, str, str]:
+    """Render and evaluate in one call: (video path, contact sheet path, eval card Markdown).
+    The page runs the same two steps as separate events so the video shows before the card is done."""
+    job = render(image, audio, text, voice, engine, options, workdir, checkpoint_dir, progress)
+    return str(job.video), str(job.sheet), eval_card(job)
+
+
+# ------------------------------------------------------------------------------------------ the page
+class _Sessions:
+    """Per-browser-session output folders under one temporary root, removed when the tab closes and
+    (the root) when the app is garbage-collected or the process exits."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="talkinghead-web-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)
+
+    def folder(self, request: gr.Request | None) -> Path:
+        """The session's output folder."""
+        return self.root / ((request and request.session_hash) or "default")
+
+    def drop(self, request: gr.Request) -> None:
+        """Delete a closed session's outputs."""
+        shutil.rmtree(self.folder(request), ignore_errors=True)
+
+
+def _voices() -> list[str]:
+    from ..audio.tts import list_voices
+
+    return list_voices()
+
+
+def _engine_choices(status: dict[str, str | None]) -> list[tuple[str, str]]:
+    return [(name if why is None else f"{name} (unavailable)", name) for name, why in status.items()]
+
+
+def _engine_notes(status: dict[str, str | None]) -> str:
+    return "\n".join(f"- **{name}**: {'available' if why is None else why}" for name, why in status.items())
+
+
+def build_app(checkpoint_dir: str | os.PathLike | None = None) -> gr.Blocks:
+    """The Gradio page. `checkpoint_dir`: the official release folder the hallo engines load."""
+    status = engine_status(checkpoint_dir)
+    motion, render_defaults, diffusion = MotionConfig(), RenderConfig(), DiffusionConfig()
+    sessions = _Sessions()
+    with gr.Blocks(title="talkinghead", analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
+        gr.Markdown("# talkinghead\nA portrait and speech become a talking-head video, rendered on this machine.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                # image_mode=None: Gradio hands over the uploaded file itself and our loader reads it
+                image = gr.Image(label="Portrait", type="filepath", image_mode=None, elem_id="portrait",
+                                 sources=["upload", "clipboard"], height=320)
+                gr.Examples([[str(portrait_path(name))] for name in BUNDLED_PORTRAITS.values()], [image],
+                            label="Bundled portraits: " + ", ".join(BUNDLED_PORTRAITS))
+                audio = gr.Audio(label="Speech", sources=["upload", "microphone"], type="filepath",
+                                 elem_id="speech")
+                text = gr.Textbox(label="Text", lines=2, elem_id="text", placeholder="Hello! I am a talking head.",
+                                  info="Without audio: spoken by the voice below. With audio: the words spoken "
+                                       "(English), so the lips follow every sound.")
+                voice = gr.Dropdown(_voices(), value=DEFAULT_VOICE, label="Voice (language)", elem_id="voice",
+                                    info="espeak-ng, used when there is no audio")
+                clip, words = speech_path(next(iter(SPEECH)))
+                gr.Examples([[str(clip), words]], [audio, text], label="Bundled speech (LibriVox, public domain)")
+                engine = gr.Radio(_engine_choices(status), value="warp", label="Engine", elem_id="engine")
+                gr.Markdown(_engine_notes(status), elem_id="engine-status")
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                controls: dict[str, gr.components.Component] = {}
+                with gr.Accordion("Motion", open=True):
+                    for s in MOTION_SLIDERS:
+                        controls[s.name] = gr.Slider(s.lo, s.hi, value=getattr(motion, s.attr), step=s.step,
+                                                     label=s.name.replace("-", " "), info=HELP[s.attr],
+                                                     elem_id=s.name)
+                    controls["gaze"] = gr.Radio(["camera", "wander"], value=motion.gaze, label="gaze",
+                                                info=HELP["gaze"], elem_id="gaze")
+                    controls["lips-only"] = gr.Checkbox(value=motion.lips_only, label="lips only",
+                                                        info=HELP["lips_only"], elem_id="lips-only")
+                    controls["seed"] = gr.Number(value=motion.seed, precision=0, minimum=0, label="seed",
+                                                 info=HELP["seed"], elem_id="seed")
+                with gr.Accordion("Output", open=True):
+                    for s in OUTPUT_SLIDERS:
+                        controls[s.name] = gr.Slider(s.lo, s.hi, value=getattr(render_defaults, s.attr),
+                                                     step=s.step, label=s.name, info=HELP[s.attr],
+                                                     elem_id=s.name)
+                    controls["crop"] = gr.Radio(["face", "full"], value=render_defaults.crop, label="crop",
+                                                info=HELP["crop"], elem_id="crop")
+                    # Optional numbers are text boxes: an empty gr.Number reaches us as 0, not None.
+                    # config_from_options parses the text ("" -> None) and names any mistake.
+                    controls["face-index"] = gr.Textbox("", label="face index", placeholder="empty: the largest",
+                                                        info=HELP["face_index"], elem_id="face-index")
+                with gr.Accordion("Diffusion engines (hallo, hallo2)", open=False):
+                    controls["face-embedding"] = gr.File(label="face embedding (.npy/.npz/.txt/.safetensors "
+                                                               "or an ArcFace .onnx)", type="filepath",
+                                                         elem_id="face-embedding")
+                    controls["steps"] = gr.Textbox("", label="steps", placeholder="empty: the official 40",
+                                                   elem_id="steps")
+                    controls["guidance-scale"] = gr.Textbox("", label="guidance scale",
+                                                            placeholder="empty: the official 3.5",
+                                                            elem_id="guidance-scale")
+                    controls["scheduler"] = gr.Radio(list(SCHEDULERS), value=diffusion.scheduler, label="scheduler",
+                                                     elem_id="scheduler")
+                    controls["dtype"] = gr.Radio(list(DTYPES), value=diffusion.dtype,
+                                                 label="dtype (fp16/bf16 need a GPU)", elem_id="dtype")
+            with gr.Column(scale=1):
+                video = gr.Video(label="Result", elem_id="result", interactive=False, autoplay=False)
+                sheet = gr.Image(label="Frames", type="filepath", elem_id="sheet", interactive=False)
+                card = gr.Markdown("Generate a video to see its eval card here.", elem_id="card")
+        job_state = gr.State()
+        inputs = {image, audio, text, voice, engine, *controls.values()}
+
+        def on_generate(values: dict, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+            """Generate button: the video and its contact sheet; the card follows in `on_card`."""
+            options = {name: values[c] for name, c in controls.items()}
+            job = render(values[image], values[audio], values[text], values[voice], values[engine], options,
+                         sessions.folder(request), checkpoint_dir, progress)
+            return str(job.video), str(job.sheet), job.summary + "\n\ncomputing the eval card…", job
+
+        def on_card(job: Job | None) -> str:
+            """After the video shows: the eval card."""
+            return eval_card(job) if job is not None else gr.skip()
+
+        button.click(on_generate, inputs, [video, sheet, card, job_state]).success(on_card, job_state, card)
+        demo.unload(sessions.drop)
+    demo.sessions = sessions  # tests and callers can find the output root
+    return demo
+
+
+def launch(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, checkpoint_dir: str | os.PathLike | None = None,
+           share: bool = False, block: bool = True) -> gr.Blocks:
+    """Serve the app on host:port (loopback unless told otherwise), without analytics. Blocks until
+    interrupted unless `block=False` (then returns the running app; `.close()` stops it)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no telemetry or version checks: often offline
+    demo = build_app(checkpoint_dir)
+    demo.queue(default_concurrency_limit=1)  # one render at a time: it uses every core
+    # show_error: an unexpected failure shows its one-line message in the page (never a traceback)
+    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, quiet=not block,
+                max_file_size=MAX_UPLOAD, theme=THEME, show_error=True)
+    return demo
+
+
+__all__ = ["build_app", "engine_status", "eval_card", "generate", "launch", "render"]
