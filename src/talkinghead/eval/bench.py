@@ -74,6 +74,8 @@ def _render(case: Case, engine: str, config: dict, output: str, queue) -> None:
         seconds = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
         queue.put(("ok", seconds, peak, speech.duration))
+    except InputError as e:  # the user's mistake (e.g. a missing --checkpoint-dir): the parent stops
+        queue.put(("input", e.message, e.hint))
     except Exception as e:  # reported to the parent as the case's error
         queue.put(("error", f"{type(e).__name__}: {e}"))
 
@@ -88,6 +90,8 @@ def render_case(case: Case, engine: str, config: dict, output: Path) -> dict:
         result = queue.get(timeout=3600)
     finally:
         proc.join()
+    if result[0] == "input":
+        raise InputError(result[1], result[2])
     if result[0] == "error":
         raise RuntimeError(result[1])
     _, seconds, peak, audio_s = result
@@ -105,8 +109,19 @@ COLUMNS = (  # (group, metric) shown in the table, after case / engine / speed /
 
 
 def run(engine: str, cases: list[Case], out_dir: Path, config: dict | None = None, progress=print) -> list[dict]:
-    """Render and score every case; writes videos, bench.md, bench.csv and cards.json to out_dir."""
+    """Render and score every case; writes videos, bench.md, bench.csv and cards.json to out_dir.
+    A user mistake (bad engine options, unreadable case) stops the bench with that one message."""
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(engine, cases, out_dir, config, progress)
+    except InputError:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
+def _run(engine: str, cases: list[Case], out_dir: Path, config: dict | None, progress) -> list[dict]:
     config = config or {}
     rows, cards = [], []
     for i, case in enumerate(cases, 1):
