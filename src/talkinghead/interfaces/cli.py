@@ -1,4 +1,5 @@
-"""Command line: `talkinghead animate | say | demo | voices | verify | eval | bench | web | serve`.
+"""Command line: `talkinghead animate | say | demo | voices | verify | eval | bench | preprocess | synth | train
+| web | serve`.
 
 Every MotionConfig/RenderConfig field is an option named after it (`head_motion` -> --head-motion).
 A user mistake prints one message with the fix and exits with code 2, leaving no output file.
@@ -125,12 +126,56 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", default=None, help="folder for videos and the tables (default bench-ENGINE)")
     _add_engine_options(b)
 
+    pp = sub.add_parser("preprocess", help="turn a folder of talking videos into a training dataset")
+    pp.add_argument("videos", help="folder of videos (mp4, mov, mkv, webm, avi)")
+    pp.add_argument("dataset", help="output dataset folder (resumable: rerun to continue)")
+    pp.add_argument("--size", type=_number(int, "--size"), default=512, help="face crop side in pixels (default 512)")
+    pp.add_argument("--workers", type=_number(int, "--workers"), default=2, help="parallel processes (default 2)")
+    pp.add_argument("--audio-model", help="local wav2vec2 or whisper folder: also store its features")
+
+    sy = sub.add_parser("synth", help="SynthTalk: render training videos with the warp engine and espeak-ng")
+    sy.add_argument("dataset", help="output folder for NAME.mp4 + NAME.json (true phoneme timings)")
+    sy.add_argument("--clips", type=_number(int, "--clips"), default=20, help="how many clips (default 20)")
+    sy.add_argument("--size", type=_number(int, "--size"), default=256, help="video side in pixels (default 256)")
+    sy.add_argument("--seed", type=_number(int, "--seed"), default=0, help="random seed (default 0)")
+
+    tr = sub.add_parser("train", help="train a model stage from a YAML config (configs/train/)")
+    tr.add_argument("--config", required=True, help="e.g. configs/train/emo_stage1.yaml")
+    tr.add_argument("--dataset", help="override the config's dataset folder")
+    tr.add_argument("--output-dir", help="override the config's output folder")
+    tr.add_argument("--max-steps", type=_number(int, "--max-steps"), help="override the config's max_steps")
+    tr.add_argument("--no-resume", action="store_true", help="start over even if output-dir has checkpoints")
+
+    se = sub.add_parser("serve", help="the HTTP API (FastAPI): jobs, files and a live stream; loopback unless --host")
+    _add_server_options(se)
+
     w = sub.add_parser("web", help="the Gradio web app (loopback only unless --host is given)")
     w.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     w.add_argument("--port", type=_number(int, "--port"), default=7860, help="port (default 7860)")
     w.add_argument("--checkpoint-dir", help="official release folder, to offer the hallo/hallo2 engines")
     w.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
     return p
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    """One option per server Settings field, with the field's own help."""
+    from dataclasses import MISSING as NONE
+
+    from .settings import Settings
+
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        default = f.default if f.default is not NONE else None
+        help_ = f.metadata.get("help", "") + (f" (default {default})" if default is not None else "")
+        if kind.startswith("int"):
+            p.add_argument(flag, type=_number(int, flag), default=None, help=help_)
+        elif kind.startswith("float"):
+            p.add_argument(flag, type=_number(float, flag), default=None, help=help_)
+        else:
+            p.add_argument(flag, default=None, help=help_)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn log level (default info)")
 
 
 def _common(p) -> None:
@@ -176,6 +221,22 @@ def run(argv: list[str] | None = None) -> int:
         return _eval(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "preprocess":
+        return _preprocess(args)
+    if args.command == "synth":
+        from ..train.synth import synth
+
+        paths = synth(args.dataset, clips=args.clips, size=args.size, seed=args.seed)
+        print(f"wrote {len(paths)} clips to {args.dataset}", file=sys.stderr)
+        return 0
+    if args.command == "train":
+        return _train(args)
+    if args.command == "serve":
+        from .server import serve
+        from .settings import Settings
+
+        serve(log_level=args.log_level, **{f.name: getattr(args, f.name) for f in fields(Settings)})
+        return 0
     if args.command == "web":
         from .web import launch
 
@@ -276,6 +337,30 @@ def _bench(args) -> int:
     print(bench.to_markdown(rows))
     print(f"wrote {out / 'bench.md'}, {out / 'bench.csv'} and {out / 'cards.json'}", file=sys.stderr)
     return 1 if any("error" in r for r in rows) else 0
+
+
+def _preprocess(args) -> int:
+    """Preprocess a folder of videos; print what was skipped and why."""
+    from ..train.preprocess import preprocess
+
+    report = preprocess(args.videos, args.dataset, size=args.size, workers=args.workers, audio_model=args.audio_model)
+    for source, reason in report.skipped:
+        print(f"skipped {source}: {reason}", file=sys.stderr)
+    print(f"{len(report.processed)} videos in {args.dataset}, {len(report.skipped)} skipped", file=sys.stderr)
+    return 0 if report.processed else 1
+
+
+def _train(args) -> int:
+    """Train one stage (resuming from the latest checkpoint in the output folder)."""
+    from ..train.trainer import TrainConfig, train
+
+    overrides = {k: v for k, v in (("dataset", args.dataset), ("output_dir", args.output_dir),
+                                   ("max_steps", args.max_steps)) if v is not None}
+    trainer = train(TrainConfig.from_yaml(args.config, overrides), resume=not args.no_resume)
+    last = trainer.history[-1]["loss"] if trainer.history else float("nan")
+    print(f"trained to step {trainer.step} (loss {last:.4g}); checkpoints in {trainer.out / 'checkpoints'}",
+          file=sys.stderr)
+    return 0
 
 
 def _summary(path: Path, seconds: float) -> None:
