@@ -1,0 +1,206 @@
+"""What the trainer trains: a seed model plus the glue from dataset clips to its batches.
+
+A `System` turns a `TalkingClips` batch into the model's inputs (crops, optional VAE latents, audio
+tokens, condition dropout), computes the loss with `train.losses`, and samples frames for the grids.
+The EMO-style reference video net (models/emo.py) and Loopy (models/loopy.py) are trained here; which
+of their modules train in each stage is a list of name patterns in the stage's YAML config.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from einops import rearrange
+from torch import nn
+
+from ..errors import InputError
+from ..models.emo import TRAIN_SCHEDULER, EMOConfig, EMONet
+from ..models.hallo import SD15_UNET
+from ..models.loopy import LoopyConfig, LoopyNet
+from ..nn.loopy import AudioToLatentsConfig
+from ..nn.speed import SpeedConfig, head_speed
+from ..nn.temporal import TemporalConfig
+from . import losses as L
+
+CROPS = ("mouth", "face")
+
+
+@dataclass
+class SystemConfig:
+    """The model and how clips are shown to it."""
+
+    name: str = "emo"  # emo | loopy
+    unet: dict = field(default_factory=dict)  # overrides of the SD 1.5 UNet config (tiny sizes in tests)
+    motion_heads: int = 8  # temporal attention heads
+    crop: str = "mouth"  # "mouth": a square around the lips (learns to talk fast); "face": the whole crop
+    crop_size: int = 32  # px, side of the crop the model sees
+    vae: str | None = None  # a local diffusers VAE folder: train in its latent space; None: in pixels
+    min_snr_gamma: float | None = 5.0
+    speed_layers: bool = True  # EMO's speed layers, fed the head speed from the dataset's poses
+    audio_tokens: int = 20  # mel frames per video frame's audio window (set by the trainer from the data)
+
+
+class System(nn.Module):
+    """A reference video net trained on (crops of) dataset clips; v-prediction, min-SNR weighted."""
+
+    def __init__(self, config: SystemConfig):
+        super().__init__()
+        if config.crop not in CROPS:
+            raise InputError(f"crop must be one of {CROPS}, got {config.crop!r}", "use crop: mouth or crop: face")
+        self.config = config
+        self.vae = self._load_vae(config.vae)
+        channels = 3 if self.vae is None else self.vae.config.latent_channels
+        self.latent_size = config.crop_size if self.vae is None else config.crop_size // 8
+        unet = {**SD15_UNET, "in_channels": channels, "out_channels": channels,
+                "sample_size": self.latent_size, **config.unet}
+        self.net = self._build(config, unet)
+        self.scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
+
+    # ------------------------------------------------------------ construction
+
+    @staticmethod
+    def _load_vae(folder: str | None):
+        if folder is None:
+            return None
+        from pathlib import Path
+
+        from ..models.checkpoints import load_vae_folder
+
+        vae = load_vae_folder(Path(folder))
+        vae.requires_grad_(False)
+        return vae.eval()
+
+    def _build(self, config: SystemConfig, unet: dict) -> nn.Module:
+        motion = TemporalConfig(num_attention_heads=config.motion_heads)
+        audio_dim = 80  # log-mel bins: each audio token is one mel frame
+        time_dim = 4 * unet["block_out_channels"][0]
+        if config.name == "emo":
+            speed = SpeedConfig(dim=time_dim) if config.speed_layers else None
+            return EMONet(EMOConfig(unet=unet, audio_dim=audio_dim, audio_radius=0, motion=motion, speed=speed))
+        if config.name == "loopy":
+            a2l = AudioToLatentsConfig(audio_dim=config.audio_tokens * audio_dim, dim=32, heads=2, num_latents=8,
+                                       time_embed_dim=time_dim)
+            return LoopyNet(LoopyConfig(unet=unet, audio_dim=audio_dim, motion=motion, audio_to_latents=a2l))
+        raise InputError(f"unknown system {config.name!r}", "use system: emo or system: loopy")
+
+    def select_trainable(self, train: list[str], freeze: list[str]) -> list[str]:
+        """requires_grad by parameter-name patterns (fnmatch): in `train` and not in `freeze`.
+        Returns the trainable names; the VAE never trains."""
+        names = []
+        for name, p in self.net.named_parameters():
+            on = any(fnmatch.fnmatch(name, pat) for pat in train) and not any(fnmatch.fnmatch(name, pat) for pat in freeze)
+            p.requires_grad_(on)
+            if on:
+                names.append(name)
+        if not names:
+            raise InputError("the stage's train/freeze patterns select no parameter",
+                             "check the patterns against the model's parameter names")
+        return names
+
+    # ------------------------------------------------------------ batches
+
+    def crop_box(self, masks: torch.Tensor) -> list[tuple[int, int, int]]:
+        """(top, left, side) per item: a square around the lip mask (x2.2 its width) or the whole frame."""
+        b, _, h, w = masks.shape
+        if self.config.crop == "face":
+            return [(0, 0, min(h, w))] * b
+        boxes = []
+        for m in masks[:, 0]:
+            ys, xs = torch.nonzero(m > 0.5, as_tuple=True)
+            if len(ys) == 0:
+                boxes.append((0, 0, min(h, w)))
+                continue
+            cy, cx = (ys.min() + ys.max()).item() / 2, (xs.min() + xs.max()).item() / 2
+            side = int(min(min(h, w), max(8, 2.2 * (xs.max() - xs.min() + 1).item())))
+            top = int(min(max(0, round(cy - side / 2)), h - side))
+            left = int(min(max(0, round(cx - side / 2)), w - side))
+            boxes.append((top, left, side))
+        return boxes
+
+    def crops(self, images: torch.Tensor, boxes) -> torch.Tensor:
+        """(b, n, 3, H, W) -> (b, n, 3, s, s) crops resized to crop_size."""
+        out = []
+        for x, (top, left, side) in zip(images, boxes):
+            c = x[..., top:top + side, left:left + side]
+            out.append(F.interpolate(c, size=(self.config.crop_size,) * 2, mode="bilinear", antialias=True,
+                                     align_corners=False))
+        return torch.stack(out)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(b, n, 3, s, s) in [-1, 1] -> model space (b, n, c, h, w)."""
+        if self.vae is None:
+            return pixels
+        b = pixels.shape[0]
+        with torch.no_grad():
+            z = self.vae.encode(pixels.flatten(0, 1)).latent_dist.mean * self.vae.config.scaling_factor
+        return z.unflatten(0, (b, -1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(b, n, c, h, w) model space -> pixels in [-1, 1]."""
+        if self.vae is None:
+            return z.clamp(-1, 1)
+        b = z.shape[0]
+        with torch.no_grad():
+            x = self.vae.decode(z.flatten(0, 1) / self.vae.config.scaling_factor).sample
+        return x.unflatten(0, (b, -1)).clamp(-1, 1)
+
+    def model_batch(self, batch: dict) -> dict:
+        """Dataset clip batch -> the net's batch, with condition dropout applied (zeroed inputs)."""
+        boxes = self.crop_box(batch["masks"])
+        target = self.encode(self.crops(batch["frames"], boxes))  # (b, f, c, h, w)
+        ref = self.encode(self.crops(batch["reference"][:, None], boxes))  # (b, 1, c, h, w)
+        motion = self.encode(self.crops(batch["motion_frames"], boxes))  # (b, m, c, h, w)
+        keep = lambda flag: (~flag).to(target.dtype).view(-1, *([1] * (target.dim() - 1)))  # noqa: E731
+        ref = ref * keep(batch["drop_reference"])
+        motion = motion * keep(batch["drop_motion"])
+        audio = rearrange(batch["audio"], "b f w m d -> b f (w m) d")  # one token per mel frame
+        audio = audio * (~batch["drop_audio"]).to(audio.dtype).view(-1, 1, 1, 1)
+        out = {"target": rearrange(target, "b f c h w -> b c f h w"), "audio": audio}
+        if self.config.name == "loopy":
+            out["ref"] = ref
+            out["history"] = motion
+        else:
+            out["ref"] = torch.cat([ref, motion], dim=1)
+            if self.config.speed_layers:
+                out["speed"] = head_speed(batch["pose"]).to(target.dtype)  # degrees per frame
+        return out
+
+    # ------------------------------------------------------------ training and sampling
+
+    def loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Min-SNR-weighted v-prediction loss at a random timestep (explicit generator: reproducible)."""
+        mb = self.model_batch(batch)
+        x0 = mb["target"]
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
+        if self.config.name == "loopy":
+            mb["generator"] = generator
+        noisy = self.scheduler.add_noise(x0, noise, t)
+        pred = self.net.predict(noisy, t.to(x0.device), mb)
+        target = L.diffusion_target(self.scheduler, x0, noise, t, "v_prediction")
+        weight = None
+        if self.config.min_snr_gamma:
+            weight = L.min_snr_weight(L.snr(self.scheduler, t), self.config.min_snr_gamma, "v_prediction").to(x0)
+        loss = L.diffusion_loss(pred, target, weight)
+        return loss, {"loss": loss.detach().item(), "t_mean": t.float().mean().item()}
+
+    @torch.no_grad()
+    def sample(self, batch: dict, generator: torch.Generator, steps: int = 20) -> torch.Tensor:
+        """Generate the clip's (crops of) frames from its conditions: (b, f, 3, s, s) in [-1, 1]."""
+        mb = self.model_batch(batch)
+        if self.config.name == "loopy":
+            mb["generator"] = generator
+        scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
+        scheduler.set_timesteps(steps)
+        x = torch.randn(mb["target"].shape, generator=generator).to(mb["target"])
+        for t in scheduler.timesteps:
+            x = scheduler.step(self.net.predict(x, t, mb), t, x, return_dict=False)[0]
+        return self.decode(rearrange(x, "b c f h w -> b f c h w"))
+
+    def target_crops(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reference crops (b, 3, s, s), target crops (b, f, 3, s, s)) for sample grids."""
+        boxes = self.crop_box(batch["masks"])
+        return self.crops(batch["reference"][:, None], boxes)[:, 0], self.crops(batch["frames"], boxes)

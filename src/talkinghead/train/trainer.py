@@ -1,0 +1,380 @@
+"""`talkinghead train --config configs/train/<system>_<stage>.yaml`: one accelerate-based trainer.
+
+Mixed precision, gradient accumulation and checkpointing, EMA (diffusers' EMAModel), safetensors
+checkpoints and exact resume: the data order is a seeded permutation per epoch, every dataset item is
+deterministic per index, and every step's noise comes from a generator seeded by (seed, step), so a run
+resumed from a checkpoint continues bit-identically. Sample grids and the loss curve are written as
+PNG while training.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .systems import System, SystemConfig
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """One training stage. YAML files under configs/train/ map onto it (unknown keys are refused)."""
+
+    dataset: str = ""  # a folder written by `talkinghead preprocess` (or `synth` + `preprocess`)
+    output_dir: str = "runs/train"
+    system: SystemConfig = field(default_factory=SystemConfig)
+    stage: str = "1"  # a label; what it means is the `train`/`freeze` patterns below
+    train: list[str] = field(default_factory=lambda: ["*"])  # parameter-name patterns that train
+    freeze: list[str] = field(default_factory=list)  # ... minus these
+    init_from: str | None = None  # a checkpoint folder of a previous stage to start from
+    clip_frames: int = 4
+    motion_frames: int = 2
+    audio_context: int = 2  # video frames of audio on each side of a frame
+    frame_size: int | None = None  # resize dataset frames on the fly (None: as preprocessed)
+    dropout: dict = field(default_factory=lambda: {"audio": 0.05, "reference": 0.05, "motion": 0.05, "all_": 0.05})
+    augment_motion_frames: bool = False  # Hallo2's patch drop + Gaussian noise on motion frames
+    batch_size: int = 2
+    grad_accum: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    max_steps: int = 1000
+    mixed_precision: str = "no"  # no | fp16 (GPU) | bf16
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = 0.999
+    seed: int = 0
+    fixed_noise: bool = False  # the same noise and timestep every step: overfitting one batch, a sanity check
+    overfit_batches: int = 0  # > 0: cycle over only this many batches
+    log_every: int = 10
+    sample_every: int = 200
+    sample_steps: int = 20
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    def validate(self) -> "TrainConfig":
+        if not self.dataset:
+            raise InputError("the config names no dataset", "set dataset: to a folder made by `talkinghead preprocess`")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise InputError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}",
+                             "use no, fp16 (GPU) or bf16")
+        if self.mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise InputError("mixed_precision fp16 needs a GPU", "use bf16 or no on a CPU")
+        for name in ("batch_size", "grad_accum", "max_steps", "clip_frames", "log_every", "sample_every",
+                     "checkpoint_every", "keep_checkpoints"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"{name} must be a whole number >= 1, got {v!r}", f"e.g. {name}: 1")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"unknown training option(s): {sorted(unknown)}", f"known: {sorted(known)}")
+        d = dict(d)
+        sys_known = {f.name for f in fields(SystemConfig)}
+        sys = d.pop("system", {}) or {}
+        bad = set(sys) - sys_known
+        if bad:
+            raise InputError(f"unknown system option(s): {sorted(bad)}", f"known: {sorted(sys_known)}")
+        return cls(system=SystemConfig(**sys), **d)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: dict | None = None) -> "TrainConfig":
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"config {p} not found", "pass one of configs/train/*.yaml or your own copy")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"config {p} is not valid YAML: {e}", "fix the file's syntax") from None
+        if not isinstance(d, dict):
+            raise InputError(f"config {p} must be a mapping of options", "see configs/train/ for examples")
+        d.update(overrides or {})
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ data order
+
+
+def batch_indices(step: int, micro: int, config: TrainConfig, n: int) -> list[int]:
+    """Dataset indices of one micro-batch: a seeded permutation per epoch, read in order. A pure
+    function of (step, micro), so a resumed run sees exactly the batches it would have seen."""
+    per_step = config.batch_size * config.grad_accum
+    start = step * per_step + micro * config.batch_size
+    if config.overfit_batches:
+        start %= min(n, config.overfit_batches * config.batch_size)
+    out = []
+    for pos in range(start, start + config.batch_size):
+        epoch, i = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+        out.append(int(perm[i]))
+    return out
+
+
+def step_generator(config: TrainConfig, step: int, micro: int) -> torch.Generator:
+    """The noise/timestep generator of one micro-step (the same every step with fixed_noise)."""
+    key = 0 if config.fixed_noise else step * 1009 + micro
+    return torch.Generator().manual_seed(config.seed * 7919 + key)
+
+
+# ------------------------------------------------------------------ the trainer
+
+
+class Trainer:
+    """Build the dataset, system, optimiser and EMA from a TrainConfig; `fit()` trains to max_steps."""
+
+    def __init__(self, config: TrainConfig):
+        from accelerate import Accelerator
+
+        from .datasets import ConditionDropout, TalkingClips
+
+        self.config = config.validate()
+        self.out = Path(config.output_dir)
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=1,
+                                       cpu=not torch.cuda.is_available())
+        augment = None
+        if config.augment_motion_frames:
+            from ..nn.motion_frame_augment import MotionFrameAugmentConfig
+
+            augment = MotionFrameAugmentConfig()
+        self.dataset = TalkingClips(config.dataset, clip_frames=config.clip_frames, motion_frames=config.motion_frames,
+                                    audio_context=config.audio_context, size=config.frame_size,
+                                    dropout=ConditionDropout(**config.dropout), augment=augment, seed=config.seed,
+                                    split="train")
+        if len(self.dataset) == 0:
+            raise InputError(f"dataset {config.dataset} has no training clips",
+                             "preprocess more (or longer) videos, or lower clip_frames")
+        probe = self.dataset[0]["audio"]
+        config.system.audio_tokens = int(probe.shape[1] * probe.shape[2])
+        torch.manual_seed(config.seed)  # model initialisation
+        self.system = System(config.system)
+        if config.init_from:
+            self._load_weights(Path(config.init_from))
+        self.trainable = self.system.select_trainable(config.train, config.freeze)
+        if config.gradient_checkpointing:
+            for m in self.system.net.modules():
+                if hasattr(m, "enable_gradient_checkpointing") and m is not self.system.net:
+                    m.enable_gradient_checkpointing()
+        params = [p for p in self.system.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.ema = None
+        if config.ema_decay:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(params, decay=config.ema_decay)
+        self.system, self.optimizer = self.accelerator.prepare(self.system, self.optimizer)
+        self.step = 0
+        self.history: list[dict] = []
+
+    # ---------------------------------------------------------- checkpoints
+
+    def _load_weights(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        f = folder / "model.safetensors"
+        if not f.is_file():
+            raise InputError(f"init_from {folder} has no model.safetensors", "point it at a checkpoint folder")
+        missing, unexpected = self.system.net.load_state_dict(load_file(f), strict=False)
+        if unexpected:
+            raise InputError(f"init_from {folder} does not fit this model ({len(unexpected)} unexpected keys, "
+                             f"e.g. {unexpected[0]})", "use a checkpoint of the same system and sizes")
+
+    def save(self) -> Path:
+        """checkpoints/step-NNNNNN/: model and EMA as safetensors, optimiser state, trainer state, config."""
+        from safetensors.torch import save_file
+
+        d = self.out / "checkpoints" / f"step-{self.step:06d}"
+        tmp = d.with_name(d.name + ".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        net = self.accelerator.unwrap_model(self.system).net
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, tmp / "model.safetensors")
+        if self.ema is not None:
+            ema = self.ema.state_dict()
+            save_file({f"shadow.{i}": p.contiguous() for i, p in enumerate(ema.pop("shadow_params"))},
+                      tmp / "ema.safetensors")
+            (tmp / "ema.json").write_text(json.dumps(ema))
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": self.step, "history": self.history}))
+        (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        shutil.rmtree(d, ignore_errors=True)
+        os.replace(tmp, d)
+        self._prune()
+        return d
+
+    def _prune(self) -> None:
+        done = sorted((self.out / "checkpoints").glob("step-??????"))
+        for old in done[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted((self.out / "checkpoints").glob("step-??????"))
+        return done[-1] if done else None
+
+    def resume(self, folder: Path | None = None) -> int:
+        """Restore model, optimiser, EMA and step from `folder` (default: the latest checkpoint)."""
+        from safetensors.torch import load_file
+
+        folder = folder or self.latest_checkpoint()
+        if folder is None:
+            return 0
+        need = ["model.safetensors", "optimizer.pt", "trainer.json"]
+        missing = [n for n in need if not (folder / n).is_file()]
+        if missing:
+            raise InputError(f"checkpoint {folder} is incomplete (missing {', '.join(missing)})",
+                             "resume from another checkpoint or delete this one")
+        net = self.accelerator.unwrap_model(self.system).net
+        net.load_state_dict(load_file(folder / "model.safetensors"))
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        if self.ema is not None and (folder / "ema.safetensors").is_file():
+            shadow = load_file(folder / "ema.safetensors")
+            state = json.loads((folder / "ema.json").read_text())
+            state["shadow_params"] = [shadow[f"shadow.{i}"] for i in range(len(shadow))]
+            self.ema.load_state_dict(state)
+        t = json.loads((folder / "trainer.json").read_text())
+        self.step, self.history = t["step"], t["history"]
+        return self.step
+
+    # ---------------------------------------------------------- training
+
+    def batch(self, indices: list[int]) -> dict:
+        from torch.utils.data import default_collate
+
+        items = [self.dataset[i] for i in indices]
+        batch = default_collate(items)
+        dev = self.accelerator.device
+        return {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def train_step(self) -> dict:
+        """One optimiser step over grad_accum micro-batches."""
+        cfg = self.config
+        self.system.train()
+        logs = []
+        for micro in range(cfg.grad_accum):
+            batch = self.batch(batch_indices(self.step, micro, cfg, len(self.dataset)))
+            with self.accelerator.autocast():
+                loss, log = self.accelerator.unwrap_model(self.system).loss(batch, step_generator(cfg, self.step, micro))
+            self.accelerator.backward(loss / cfg.grad_accum)
+            logs.append(log)
+        if cfg.max_grad_norm:
+            self.accelerator.clip_grad_norm_([p for p in self.system.parameters() if p.requires_grad], cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step([p for p in self.system.parameters() if p.requires_grad])
+        self.step += 1
+        row = {"step": self.step, **{k: float(np.mean([l[k] for l in logs])) for k in logs[0]}}
+        self.history.append(row)
+        return row
+
+    def fit(self) -> list[dict]:
+        """Train to max_steps (continuing from self.step), with logs, sample grids, curves, checkpoints."""
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", desc="train", dynamic_ncols=True)
+        with (self.out / "log.jsonl").open("a") as log:
+            while self.step < cfg.max_steps:
+                row = self.train_step()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                if self.step % cfg.sample_every == 0 or self.step == cfg.max_steps:
+                    self.write_samples()
+                    self.write_curve()
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                    self.save()
+        if bar is not None:
+            bar.close()
+        return self.history
+
+    # ---------------------------------------------------------- pictures
+
+    @torch.no_grad()
+    def write_samples(self, n: int = 2) -> Path:
+        """samples/step-NNNNNN.png: per clip, a row of reference | ground truth frames | generated frames
+        (with the EMA weights when EMA is on)."""
+        import cv2
+
+        system = self.accelerator.unwrap_model(self.system)
+        params = [p for p in system.parameters() if p.requires_grad]
+        if self.ema is not None:
+            self.ema.store(params)
+            self.ema.copy_to(params)
+        try:
+            system.eval()
+            idx = list(range(min(n, len(self.dataset))))
+            batch = self.batch(idx)
+            for k in ("drop_audio", "drop_reference", "drop_motion"):
+                batch[k] = torch.zeros_like(batch[k])
+            fake = system.sample(batch, torch.Generator().manual_seed(self.config.seed), self.config.sample_steps)
+            ref, real = system.target_crops(batch)
+        finally:
+            if self.ema is not None:
+                self.ema.restore(params)
+        rows = [torch.cat([ref[i][None], real[i], fake[i].to(real)], 0) for i in range(len(idx))]
+        grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # (3, rows*s, cols*s)
+        img = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        scale = max(1, 128 // img.shape[0] * 2)
+        img = cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+        path = self.out / "samples" / f"step-{self.step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        return path
+
+    def write_curve(self) -> Path:
+        """loss.png: the training loss per step and its running mean."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [r["step"] for r in self.history]
+        loss = np.array([r["loss"] for r in self.history])
+        fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+        ax.plot(steps, loss, alpha=0.35, label="loss")
+        w = max(1, len(loss) // 20)
+        if len(loss) >= w:
+            ax.plot(steps[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"), label=f"mean of {w}")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        path = self.out / "loss.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return path
+
+
+def train(config: TrainConfig, resume: bool = True) -> Trainer:
+    """Build a trainer, resume from the latest checkpoint in output_dir when asked, and fit."""
+    trainer = Trainer(config)
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    return trainer
+
+
+__all__ = ["TrainConfig", "Trainer", "batch_indices", "step_generator", "train"]
