@@ -1,0 +1,152 @@
+"""MIDAS deep-compression video autoencoder: causal in time, streaming equals one pass, staged training."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from talkinghead.errors import InputError
+from talkinghead.nn.causal_conv import CausalConv3d, CausalTemporalAttention, StreamCache
+from talkinghead.nn.dc_video_autoencoder import (
+    DCAEStageConfig,
+    DCVideoAEConfig,
+    DCVideoAutoencoder,
+    reconstruction_loss,
+    stage_parameters,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "midas"
+FRAMES = 7
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give the zero-initialised (identity) temporal layers random weights so they really act."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.any():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return module
+
+
+def _ae(**overrides) -> DCVideoAutoencoder:
+    torch.manual_seed(0)
+    return _randomize(DCVideoAutoencoder(DCVideoAEConfig.tiny(**overrides))).eval()
+
+
+def _clip(frames: int = FRAMES, seed: int = 1) -> torch.Tensor:
+    return torch.rand(1, frames, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_paper_size_and_tiny_shapes():
+    full = DCVideoAEConfig()
+    assert full.spatial_compression == 64 and full.latent_channels == 128 and full.cache_frames == 5
+    ae = _ae()
+    z = ae.encode(_clip())
+    assert z.shape == (1, FRAMES, 8, 4, 4)  # 4x spatial, no temporal compression
+    assert ae.decode(z).shape == (1, FRAMES, 3, 16, 16)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_streaming_encode_and_decode_equal_one_pass(chunk):
+    ae = _ae(cache_frames=2)  # a window shorter than the clip: old frames must leave the cache
+    x = _clip()
+    with torch.no_grad():
+        z = ae.encode(x)
+        y = ae.decode(z)
+        enc, dec = ae.new_cache(), ae.new_cache()
+        z_stream = torch.cat([ae.encode(x[:, i:i + chunk], enc) for i in range(0, FRAMES, chunk)], dim=1)
+        y_stream = torch.cat([ae.decode(z[:, i:i + chunk], dec) for i in range(0, FRAMES, chunk)], dim=1)
+    assert torch.allclose(z_stream, z, atol=1e-5), (z_stream - z).abs().max()
+    assert torch.allclose(y_stream, y, atol=1e-5), (y_stream - y).abs().max()
+    assert enc.held_frames() <= 2 and dec.held_frames() <= 2
+
+
+def test_future_frames_change_nothing_already_encoded():
+    ae = _ae()
+    x = _clip()
+    x2 = x.clone()
+    x2[:, 4:] = -x2[:, 4:]
+    with torch.no_grad():
+        z, z2 = ae.encode(x), ae.encode(x2)
+        y, y2 = ae.decode(z), ae.decode(z2)
+    assert torch.equal(z[:, :4], z2[:, :4]) and torch.equal(y[:, :4], y2[:, :4])
+    assert not torch.allclose(z[:, 4:], z2[:, 4:])
+
+
+def test_causal_conv_pads_the_past_with_the_first_frame():
+    torch.manual_seed(0)
+    conv = CausalConv3d(2, 3, temporal_kernel=3)
+    x = torch.randn(1, 2, 5, 6, 6)
+    still = x[:, :, :1].expand(-1, -1, 5, -1, -1)
+    with torch.no_grad():
+        out, out_still = conv(x), conv(still)
+    assert out.shape == (1, 3, 5, 6, 6)
+    assert torch.allclose(out[:, :, 0], out_still[:, :, 0])  # frame 0 saw only copies of itself
+    assert torch.allclose(out_still, out_still[:, :, :1].expand_as(out_still), atol=1e-6)
+    assert not torch.allclose(out[:, :, 2], out_still[:, :, 2])
+
+
+def test_temporal_attention_sees_only_its_window():
+    attn = _randomize(CausalTemporalAttention(8, head_dim=4, window=2))
+    x = torch.randn(1, 8, 6, 3, 3, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        base = attn(x)
+        old = x.clone()
+        old[:, :, :3] = torch.randn(1, 8, 3, 3, 3)  # frames 0-2: outside frame 5's window (frames 3..5)
+        near = x.clone()
+        near[:, :, 3] = torch.randn(1, 8, 3, 3)
+        assert torch.allclose(attn(old)[:, :, 5], base[:, :, 5], atol=1e-6)
+        assert not torch.allclose(attn(near)[:, :, 5], base[:, :, 5])
+        cache = StreamCache(2)
+        streamed = torch.cat([attn(x[:, :, i:i + 1], cache, i) for i in range(6)], dim=2)
+    assert torch.allclose(streamed, base, atol=1e-5) and cache.held_frames() == 2
+
+
+def test_bad_frame_size_is_an_input_error():
+    with pytest.raises(InputError, match="multiples of 4"):
+        _ae().encode(torch.zeros(1, 1, 3, 10, 16))
+    with pytest.raises(ValueError):
+        DCVideoAEConfig(temporal_kernel=8, cache_frames=5)
+
+
+def test_stage_configs_and_parameter_groups():
+    stages = [DCAEStageConfig.from_yaml(p) for p in sorted(CONFIGS.glob("ae_stage*.yaml"))]
+    assert [s.trains for s in stages] == ["spatial", "temporal", "all"]
+    assert stages[0].clip_frames == 1 and stages[2].clip_frames == 8
+    assert all(s.model.spatial_compression == 64 and s.model.latent_channels == 128 for s in stages)
+    ae = _ae()
+    total = sum(p.numel() for p in ae.parameters())
+    spatial = {id(p) for p in stage_parameters(ae, "spatial")}
+    temporal = {id(p) for p in stage_parameters(ae, "temporal")}
+    assert spatial and temporal and not spatial & temporal
+    assert sum(p.numel() for p in stage_parameters(ae, "all")) == total
+    names = {id(p): n for n, p in ae.named_parameters()}
+    assert all("temporal_" in names[i] for i in temporal) and not any("temporal_" in names[i] for i in spatial)
+    with pytest.raises(InputError):
+        DCAEStageConfig(trains="decoder")
+
+
+def test_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    ae = DCVideoAutoencoder(DCVideoAEConfig.tiny(cache_frames=2)).train()
+    x = _clip(4)
+    opt = torch.optim.Adam(stage_parameters(ae, "all"), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss, _ = reconstruction_loss(ae, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
