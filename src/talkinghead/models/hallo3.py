@@ -1,0 +1,293 @@
+"""Hallo3 (Cui et al. 2024, "Highly Dynamic and Realistic Portrait Image Animation with Diffusion Transformer
+Networks"): a CogVideoX-5B-I2V denoiser with face attention and per-latent-frame audio attention in every
+block, an identity reference network (the portrait as one 3D-VAE frame through a transformer of the
+denoiser's architecture, whose per-layer tokens join the denoiser's self-attention), wav2vec audio tokens
+from three linear layers, T5 text tokens, 3D RoPE, and motion-frame latents for long video; trained in two
+stages (identity, then audio layers only). Also the stage-config loader shared with Hallo4.
+
+The official release is a SAT checkpoint (`hallo3/1/mp_rank_00_model_states.pt`); this module keeps
+diffusers' CogVideoX names and saves/loads its own diffusers-style folder (config.json + safetensors).
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+from diffusers import CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from ..errors import InputError
+from ..nn.dit import (AudioCrossAttention, DiTConditions, FaceAttention, ReferenceFeatureBank,
+                      attach_identity_reference, concat_motion_latents, conditioned_cogvideox,
+                      conditions_kwargs, fold_to_latent_frames, transformer_rope)
+from ..nn.projections import AudioProjection, ImageProjection
+from ..train import losses as L
+
+# THUDM/CogVideoX-5b-I2V transformer/config.json: the base of Hallo3's denoiser and reference network
+COGVIDEOX_5B_I2V = {
+    "num_attention_heads": 48, "attention_head_dim": 64, "in_channels": 32, "out_channels": 16,
+    "flip_sin_to_cos": True, "freq_shift": 0, "time_embed_dim": 512, "text_embed_dim": 4096, "num_layers": 42,
+    "dropout": 0.0, "attention_bias": True, "sample_width": 90, "sample_height": 60, "sample_frames": 49,
+    "patch_size": 2, "temporal_compression_ratio": 4, "max_text_seq_length": 226, "activation_fn": "gelu-approximate",
+    "timestep_activation_fn": "silu", "norm_elementwise_affine": True, "norm_eps": 1e-5,
+    "spatial_interpolation_scale": 1.875, "temporal_interpolation_scale": 1.0,
+    "use_rotary_positional_embeddings": True, "use_learned_positional_embeddings": True,
+}
+# THUDM/CogVideoX-5b-I2V vae/config.json (AutoencoderKLCogVideoX)
+COGVIDEOX_5B_VAE = {
+    "in_channels": 3, "out_channels": 3, "block_out_channels": [128, 256, 256, 512], "latent_channels": 16,
+    "layers_per_block": 3, "norm_eps": 1e-6, "norm_num_groups": 32, "temporal_compression_ratio": 4,
+    "sample_height": 480, "sample_width": 720, "scaling_factor": 0.7, "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+# THUDM/CogVideoX-5b-I2V scheduler/scheduler_config.json: v-prediction, zero-terminal-SNR DDIM
+COGVIDEOX_SCHEDULER = {
+    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "clip_sample": False, "set_alpha_to_one": True, "steps_offset": 0, "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "snr_shift_scale": 1.0,
+}
+# wav2vec2-base: windows of 5 frames × the last 12 hidden layers × 768 channels -> 32 tokens per frame
+HALLO3_AUDIO = {"window": 5, "layers": 12, "channels": 768, "hidden_dim": 512, "output_dim": 768, "n_tokens": 32}
+# a 512-d face-recognition embedding -> identity tokens for face attention
+HALLO3_FACE = {"embedding_dim": 512, "n_tokens": 4, "dim": 768}
+
+# tiny sizes for tests and CPU benchmarks: 2 blocks of width 32, 4 latent channels, 32 px frames
+TINY_TRANSFORMER = {
+    "num_attention_heads": 2, "attention_head_dim": 16, "in_channels": 8, "out_channels": 4, "time_embed_dim": 32,
+    "text_embed_dim": 16, "num_layers": 2, "sample_width": 4, "sample_height": 4, "sample_frames": 9,
+    "max_text_seq_length": 8, "use_rotary_positional_embeddings": True, "use_learned_positional_embeddings": False,
+}
+TINY_AUDIO = {"window": 3, "layers": 2, "channels": 8, "hidden_dim": 16, "output_dim": 16, "n_tokens": 2}
+HALLO3_TINY = {"transformer_config": TINY_TRANSFORMER, "audio_config": TINY_AUDIO,
+               "face_config": {"embedding_dim": 8, "n_tokens": 2, "dim": 16}}
+TINY_VAE = {"block_out_channels": [8, 8, 8, 8], "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 4,
+            "sample_height": 32, "sample_width": 32}
+
+
+class StagedModel:
+    """Training stages of a system as (train, freeze) parameter-name patterns (fnmatch)."""
+
+    system = ""
+    STAGES: dict[str, tuple[list[str], list[str]]] = {}
+
+    @classmethod
+    def trainable_patterns(cls, stage: str) -> tuple[list[str], list[str]]:
+        """(train, freeze) parameter-name patterns of a training stage."""
+        if str(stage) not in cls.STAGES:
+            raise InputError(f"{cls.system} has no training stage {stage!r}",
+                             f"use one of: {', '.join(sorted(cls.STAGES))}")
+        train, freeze = cls.STAGES[str(stage)]
+        return list(train), list(freeze)
+
+
+class Hallo3Model(StagedModel, ModelMixin, ConfigMixin):
+    """Denoiser + identity reference network + audio and face projections.
+
+    Call with latents in CogVideoX layout: `noisy` (b, T', c, h, w); `text` (b, L, text_embed_dim) T5 tokens;
+    `face_embedding` (b, 512); `audio_windows` (b, T, window, layers, channels) wav2vec windows per video frame;
+    `motion_latents` (b, m, c, h, w) (the portrait's latent for a first clip); `reference_latents`
+    (b, 1, c, h, w) the portrait's latent. Returns the v-prediction (b, T', c, h, w).
+    """
+
+    system = "hallo3"
+    config_name = "config.json"
+    STAGES = {  # Hallo3 §4.1: stage 1 identity (3D attention of both nets + face attention), stage 2 audio only
+        "1": (["transformer.transformer_blocks.*.attn1.*", "reference_net.transformer_blocks.*.attn1.*",
+               "transformer.transformer_blocks.*.cross_layers.face_attn.*", "face_proj.*"],
+              ["*audio_attn*", "audio_proj.*"]),
+        "2": (["transformer.transformer_blocks.*.cross_layers.audio_attn.*", "audio_proj.*"], []),
+    }
+
+    @register_to_config
+    def __init__(self, transformer_config: dict | None = None, audio_config: dict | None = None,
+                 face_config: dict | None = None, identity_reference: bool = True):
+        super().__init__()
+        tc = {**COGVIDEOX_5B_I2V, **(transformer_config or {})}  # overrides of the official sizes
+        ac = {**HALLO3_AUDIO, **(audio_config or {})}
+        fc = {**HALLO3_FACE, **(face_config or {})}
+        dim, heads, head_dim = tc["num_attention_heads"] * tc["attention_head_dim"], tc["num_attention_heads"], \
+            tc["attention_head_dim"]
+        self.transformer = conditioned_cogvideox(tc, lambda i: {
+            "face_attn": FaceAttention(dim, fc["dim"], heads, head_dim),
+            "audio_attn": AudioCrossAttention(dim, ac["output_dim"], heads, head_dim)})
+        self.face_proj = ImageProjection(fc["dim"], fc["embedding_dim"], fc["n_tokens"])
+        self.audio_proj = AudioProjection(ac["window"], ac["layers"], ac["channels"], ac["hidden_dim"],
+                                          ac["output_dim"], ac["n_tokens"])
+        self.bank = ReferenceFeatureBank()
+        self.reference_net = None
+        if identity_reference:
+            self.reference_net = CogVideoXTransformer3DModel(**tc)
+            attach_identity_reference(self.reference_net, self.transformer, self.bank)
+
+    # ------------------------------------------------------------ conditions
+
+    def encode_reference(self, reference_latents: torch.Tensor, text: torch.Tensor) -> None:
+        """Run the identity reference network on the portrait's latent (b, 1, c, h, w) at t = 0 and keep
+        its per-layer tokens in the bank (the input is the latent beside itself as its own I2V condition)."""
+        self.bank.clear()
+        if self.reference_net is None:
+            return
+        b, f, _, h, w = reference_latents.shape
+        x = torch.cat([reference_latents, reference_latents], dim=2)
+        t = torch.zeros(b, dtype=torch.long, device=x.device)
+        self.bank.recording = True
+        try:
+            rope = transformer_rope(self.transformer, f, h, w, x.device)
+            self.reference_net(x, text, t, image_rotary_emb=rope, return_dict=False)
+        finally:
+            self.bank.recording = False
+
+    def conditions(self, frames: int, face_embedding: torch.Tensor | None, audio_windows: torch.Tensor | None
+                   ) -> DiTConditions:
+        tokens = {}
+        if face_embedding is not None:
+            tokens["face"] = self.face_proj(face_embedding.to(self.dtype))  # (b, n, d_face)
+        if audio_windows is not None:  # (b, T, n, d_audio) -> (b, T', ρ·n, d_audio)
+            tokens["audio"] = fold_to_latent_frames(self.audio_proj(audio_windows.to(self.dtype)), frames)
+        return DiTConditions(frames, tokens)
+
+    def forward(self, noisy: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
+                face_embedding: torch.Tensor | None = None, audio_windows: torch.Tensor | None = None,
+                motion_latents: torch.Tensor | None = None, reference_latents: torch.Tensor | None = None,
+                reuse_reference: bool = False) -> torch.Tensor:
+        b, f, _, h, w = noisy.shape
+        if not reuse_reference:
+            if reference_latents is not None:
+                self.encode_reference(reference_latents, text)
+            else:
+                self.bank.clear()
+        x = concat_motion_latents(noisy, motion_latents)  # (b, T', 2c, h, w)
+        t = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
+        cond = self.conditions(f, face_embedding, audio_windows)
+        rope = transformer_rope(self.transformer, f, h, w, x.device)
+        return self.transformer(x, text.to(x.dtype), t, image_rotary_emb=rope, attention_kwargs=conditions_kwargs(cond),
+                                return_dict=False)[0]
+
+    # ------------------------------------------------------------ training
+
+    def predict(self, noisy: torch.Tensor, timestep: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The forward on a training batch dict (keys as the forward's argument names, `latents` excluded)."""
+        return self(noisy, timestep, batch["text"], batch.get("face_embedding"), batch.get("audio_windows"),
+                    batch.get("motion_latents"), batch.get("reference_latents"))
+
+    def loss(self, batch: dict, scheduler: CogVideoXDDIMScheduler, generator: torch.Generator
+             ) -> tuple[torch.Tensor, dict]:
+        """v-prediction MSE (CogVideoX's objective) at a random timestep; batch["latents"] (b, T', c, h, w)."""
+        x0 = batch["latents"]
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
+        t = L.sample_timesteps(scheduler, x0.shape[0], generator).to(x0.device)
+        noisy = scheduler.add_noise(x0, noise, t)
+        loss = L.diffusion_loss(self.predict(noisy, t, batch), L.diffusion_target(scheduler, x0, noise, t))
+        return loss, {"loss": loss.detach().item()}
+
+
+# ------------------------------------------------------------------ stage configs (configs/train/*.yaml)
+
+SYSTEMS = ("hallo3", "hallo4")
+
+
+@dataclass
+class StageConfig:
+    """One training stage of a DiT system, as written in configs/train/<system>_<stage>.yaml."""
+
+    system: str
+    stage: str
+    train: list[str]
+    freeze: list[str] = field(default_factory=list)
+    learning_rate: float = 1e-5
+    max_steps: int = 1000
+    batch_size: int = 1
+    clip_frames: int = 49  # video frames per clip: 1 + 4k for CogVideoX's causal VAE
+    motion_frames: int = 0  # last frames of the previous clip fed back as condition latents
+    mixed_precision: str = "bf16"
+    gradient_checkpointing: bool = True
+    dataset: str = ""
+    output_dir: str = ""
+    init_from: str | None = None
+    model: dict = field(default_factory=dict)  # Hallo3Model/Hallo4Model config overrides
+    dpo: dict | None = None  # Diffusion-DPO: {beta, pairs, reference}
+    notes: str = ""
+
+    def patterns(self) -> tuple[list[str], list[str]]:
+        return list(self.train), list(self.freeze)
+
+
+def load_stage_config(path: str | Path) -> StageConfig:
+    """Read and validate a stage YAML: known keys only, the right types, a known system, clip lengths a
+    causal VAE accepts, non-empty train patterns, and DPO settings where the stage needs them."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"stage config {p} not found", "pass one of configs/train/hallo*_*.yaml")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"{p} is not valid YAML: {e}", "fix the syntax") from e
+    if not isinstance(d, dict):
+        raise InputError(f"{p} must hold a mapping of settings", "write key: value lines")
+    known = {f.name: f for f in fields(StageConfig)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise InputError(f"{p}: unknown keys {unknown}", f"known keys: {', '.join(known)}")
+    missing = [k for k in ("system", "stage", "train") if k not in d]
+    if missing:
+        raise InputError(f"{p}: missing {missing}", "every stage names its system, stage and train patterns")
+    d["stage"] = str(d["stage"])
+    cfg = StageConfig(**d)
+    problems = []
+    if cfg.system not in SYSTEMS:
+        problems.append(f"system must be one of {SYSTEMS}, not {cfg.system!r}")
+    for key in ("train", "freeze"):
+        v = getattr(cfg, key)
+        if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+            problems.append(f"{key} must be a list of parameter-name patterns")
+    if not cfg.train:
+        problems.append("train selects nothing")
+    for key in ("learning_rate",):
+        if not isinstance(getattr(cfg, key), (int, float)) or getattr(cfg, key) <= 0:
+            problems.append(f"{key} must be a positive number")
+    for key in ("max_steps", "batch_size", "clip_frames"):
+        if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
+            problems.append(f"{key} must be a positive integer")
+    if isinstance(cfg.clip_frames, int) and (cfg.clip_frames - 1) % 4:
+        problems.append(f"clip_frames must be 1 + 4k for the causal 3D VAE, not {cfg.clip_frames}")
+    if not isinstance(cfg.motion_frames, int) or cfg.motion_frames < 0 or (
+            cfg.motion_frames and (cfg.motion_frames - 1) % 4):
+        problems.append(f"motion_frames must be 0 or 1 + 4k, not {cfg.motion_frames}")
+    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+        problems.append("mixed_precision must be no, fp16 or bf16")
+    if cfg.dpo is not None:
+        beta = cfg.dpo.get("beta") if isinstance(cfg.dpo, dict) else None
+        if not isinstance(beta, (int, float)) or beta <= 0:
+            problems.append("dpo.beta must be a positive number")
+    if problems:
+        raise InputError(f"{p}: " + "; ".join(problems), "fix these settings")
+    return cfg
+
+
+def select_trainable(model: nn.Module, train: list[str], freeze: list[str] = ()) -> list[str]:
+    """requires_grad by parameter-name patterns (fnmatch): in `train` and in no `freeze`. Returns the
+    trainable names; patterns that select nothing are an InputError."""
+    names = []
+    for name, p in model.named_parameters():
+        on = any(fnmatch.fnmatch(name, pat) for pat in train) and not any(fnmatch.fnmatch(name, pat) for pat in freeze)
+        p.requires_grad_(on)
+        if on:
+            names.append(name)
+    if not names:
+        raise InputError("the stage's train/freeze patterns select no parameter",
+                         "check the patterns against the model's parameter names")
+    return names
+
+
+def apply_stage(model: nn.Module, stage: StageConfig) -> list[str]:
+    """Set requires_grad for `stage` on a model of its system; returns the trainable parameter names."""
+    system = getattr(model, "system", None)
+    if stage.system != system:
+        raise InputError(f"the stage is for {stage.system}, the model is {system}", "load the matching config")
+    return select_trainable(model, *stage.patterns())

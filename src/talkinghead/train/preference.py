@@ -1,0 +1,224 @@
+"""Hallo4 §3.2 preference data: candidate videos from several engines per audio, scored by human 1–5 ratings
+of motion–video alignment and portrait fidelity (a CSV) or by the eval card as an automatic proxy, a
+composite reward r = ½ (r_align + r_fidelity), and one best-vs-worst pair per audio for Diffusion-DPO.
+
+    python -m talkinghead.train.preference ratings ratings.csv -o pairs.jsonl
+    python -m talkinghead.train.preference generate portrait.png a.wav b.wav --engines warp,hallo -o cands/
+
+Ratings CSV columns: audio, video, align, fidelity (1–5), optional engine and rater; several raters of one
+video are averaged. Rewards are ratings mapped to [0, 1] by (x − 1) / 4.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..errors import InputError
+
+RATING_MIN, RATING_MAX = 1, 5
+REQUIRED_COLUMNS = ("audio", "video", "align", "fidelity")
+ALIGN_OFFSET_SCALE = 10.0  # frames: the card proxy's alignment falls linearly to 0 at this |A/V offset|
+
+
+@dataclass
+class Candidate:
+    """One generated video for one audio, with its two rewards in [0, 1]."""
+
+    audio: str
+    video: str
+    engine: str
+    r_align: float
+    r_fidelity: float
+
+    @property
+    def reward(self) -> float:
+        return composite_reward(self.r_align, self.r_fidelity)
+
+
+@dataclass
+class PreferencePair:
+    audio: str
+    winner: str
+    loser: str
+    winner_engine: str
+    loser_engine: str
+    winner_reward: float
+    loser_reward: float
+
+    @property
+    def margin(self) -> float:
+        return self.winner_reward - self.loser_reward
+
+
+def rating_to_reward(x: float) -> float:
+    """A 1–5 rating -> [0, 1]."""
+    if not RATING_MIN <= x <= RATING_MAX:
+        raise ValueError(f"ratings are {RATING_MIN}..{RATING_MAX}, got {x}")
+    return (x - RATING_MIN) / (RATING_MAX - RATING_MIN)
+
+
+def composite_reward(r_align: float, r_fidelity: float) -> float:
+    """Hallo4's composite reward r = ½ (r_align + r_fidelity)."""
+    return 0.5 * (r_align + r_fidelity)
+
+
+def read_ratings(path: str | Path) -> list[Candidate]:
+    """Candidates from a ratings CSV (one row per rater and video; raters of a video are averaged)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"ratings file {p} not found", "pass a CSV with columns " + ", ".join(REQUIRED_COLUMNS))
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{p} lacks the columns {missing}", "the header needs " + ", ".join(REQUIRED_COLUMNS))
+        sums: dict[tuple[str, str], list] = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                a, fi = rating_to_reward(float(row["align"])), rating_to_reward(float(row["fidelity"]))
+            except ValueError as e:
+                raise InputError(f"{p} line {line}: {e}" if "ratings are" in str(e) else
+                                 f"{p} line {line}: align/fidelity must be numbers, got {row['align']!r}, "
+                                 f"{row['fidelity']!r}", f"rate from {RATING_MIN} to {RATING_MAX}") from None
+            key = (row["audio"], row["video"])
+            entry = sums.setdefault(key, [row.get("engine") or "", 0.0, 0.0, 0])
+            entry[1] += a
+            entry[2] += fi
+            entry[3] += 1
+    return [Candidate(audio, video, engine, sa / n, sf / n) for (audio, video), (engine, sa, sf, n) in sums.items()]
+
+
+def card_rewards(card: dict) -> tuple[float, float] | None:
+    """The eval card as a proxy for the two ratings, each in [0, 1], or None when the card lacks them.
+
+    r_align: sync confidence (clipped to [0, 1]) × (1 − |offset| / 10 frames, floored at 0).
+    r_fidelity: 1 − identity distance / (2 × same-person threshold), clipped (distance 0 -> 1, the threshold
+    -> ½); without identity metrics (no dlib), the mouth's sharpness relative to the portrait, clipped."""
+    sync, ident, mouth = card.get("sync", {}), card.get("identity", {}), card.get("mouth", {})
+    conf, offset = sync.get("confidence"), sync.get("offset_frames")
+    if conf is None:
+        return None
+    r_align = min(max(conf, 0.0), 1.0) * max(0.0, 1.0 - abs(offset or 0) / ALIGN_OFFSET_SCALE)
+    distance, threshold = ident.get("distance_mean"), ident.get("threshold")
+    if distance is not None and threshold:
+        r_fid = 1.0 - distance / (2 * threshold)
+    elif mouth.get("sharpness_vs_ref") is not None:
+        r_fid = mouth["sharpness_vs_ref"]
+    else:
+        return None
+    return r_align, min(max(r_fid, 0.0), 1.0)
+
+
+def best_vs_worst(candidates: Iterable[Candidate], min_margin: float = 0.0) -> list[PreferencePair]:
+    """Per audio, the highest-reward candidate against the lowest; audios with fewer than two candidates or
+    a margin ≤ `min_margin` give no pair. Ties are broken by video name, so the result is deterministic."""
+    by_audio: dict[str, list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        by_audio[c.audio].append(c)
+    pairs = []
+    for audio in sorted(by_audio):
+        cands = sorted(by_audio[audio], key=lambda c: (-c.reward, c.video))
+        best, worst = cands[0], cands[-1]
+        if len(cands) < 2 or best.reward - worst.reward <= min_margin:
+            continue
+        pairs.append(PreferencePair(audio, best.video, worst.video, best.engine, worst.engine, best.reward,
+                                    worst.reward))
+    return pairs
+
+
+def write_pairs(pairs: list[PreferencePair], path: str | Path) -> Path:
+    """JSON lines, one pair each (with its margin)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("".join(json.dumps({**asdict(x), "margin": x.margin}) + "\n" for x in pairs))
+    return p
+
+
+def read_pairs(path: str | Path) -> list[PreferencePair]:
+    keys = PreferencePair.__dataclass_fields__
+    return [PreferencePair(**{k: v for k, v in json.loads(line).items() if k in keys})
+            for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------ candidates and the card proxy
+
+Engine = Callable[[str, str, Path], Path]  # (portrait, audio, output mp4) -> output
+
+
+def engine_runner(name: str, **controls) -> Engine:
+    """An engine of `talkinghead.api.animate` by name, with AnimateConfig controls (e.g. head_motion=0.5)."""
+    def run(portrait: str, audio: str, out: Path) -> Path:
+        from ..api import animate
+        from ..config import config_from_options
+
+        return animate(portrait, audio, out, config=config_from_options(controls) if controls else None,
+                       engine=name)
+    return run
+
+
+def generate_candidates(portrait: str | Path, audios: list[str | Path], engines: dict[str, Engine],
+                        out_dir: str | Path) -> list[tuple[str, str, str]]:
+    """Render every audio with every engine into out_dir/<audio stem>/<engine>.mp4; returns
+    (audio, video, engine) triples."""
+    if len(engines) < 2:
+        raise InputError("preference pairs need at least two engines per audio", "pass --engines a,b")
+    out = Path(out_dir)
+    triples = []
+    for audio in audios:
+        folder = out / Path(audio).stem
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, run in engines.items():
+            video = run(str(portrait), str(audio), folder / f"{name}.mp4")
+            triples.append((str(audio), str(video), name))
+    return triples
+
+
+def score_with_card(triples: list[tuple[str, str, str]], portrait: str | Path) -> list[Candidate]:
+    """Candidates scored by the eval card proxy (`card_rewards`); videos the card cannot score are left out."""
+    from ..eval.card import evaluate
+
+    cands = []
+    for audio, video, engine in triples:
+        rewards = card_rewards(evaluate(video, audio=audio, ref=str(portrait)))
+        if rewards is not None and all(math.isfinite(r) for r in rewards):
+            cands.append(Candidate(audio, video, engine, *rewards))
+    return cands
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m talkinghead.train.preference", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("ratings", help="pairs from a CSV of human ratings")
+    r.add_argument("csv")
+    g = sub.add_parser("generate", help="render candidates with several engines and score them with the eval card")
+    g.add_argument("portrait")
+    g.add_argument("audio", nargs="+")
+    g.add_argument("--engines", default="warp", help="comma-separated engine names (name:key=value,... adds controls)")
+    g.add_argument("--candidates", default="candidates", help="folder for the rendered videos")
+    for p in (r, g):
+        p.add_argument("-o", "--output", default="pairs.jsonl")
+        p.add_argument("--min-margin", type=float, default=0.0)
+    a = ap.parse_args(argv)
+    if a.cmd == "ratings":
+        cands = read_ratings(a.csv)
+    else:
+        engines = {}
+        for spec in a.engines.split(","):
+            name, _, opts = spec.partition(":")
+            controls = dict(kv.split("=", 1) for kv in opts.split(";") if kv)
+            engines[spec] = engine_runner(name, **controls)
+        cands = score_with_card(generate_candidates(a.portrait, a.audio, engines, a.candidates), a.portrait)
+    pairs = best_vs_worst(cands, a.min_margin)
+    write_pairs(pairs, a.output)
+    print(f"{len(pairs)} pairs from {len(cands)} candidates -> {a.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
