@@ -1,0 +1,290 @@
+"""SkyReels-A1 and SkyReels-A2 sampling pipelines: any length, chunk by chunk, frames yielded as they decode.
+
+A1 (portrait animation): the MotionTrack (the same controls the warp engine uses) moves the portrait's
+FaceMesh landmarks; each chunk renders them to guidance frames, samples with the landmark guider, and
+decodes. Chunk k > 0 is conditioned on the last frame of chunk k − 1 (the I2V image slot) and drops its
+first frame, so consecutive chunks join without a repeated frame; identity tokens always come from the
+portrait, which keeps identity from drifting.
+
+A2 (multi-reference composition): subjects and a background feed both reference branches in every chunk;
+chunk k > 0 also gets the last latent frame of chunk k − 1 as a continuation slot.
+
+Only the current chunk's latents and frames live in memory. Weights come from a local folder only; a
+folder with missing files is an InputError listing every missing file.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..models.skyreels_a1 import CONFIG_FILE, WEIGHTS_FILE, SkyReelsA1
+from ..models.skyreels_a2 import SkyReelsA2
+from ..nn.landmark_guider import guidance_tensor, motion_landmarks, render_landmarks
+from ..nn.multi_reference import compose_subject
+from ..types import FaceAnalysis, MotionTrack, Portrait, Speech
+
+SIGLIP_MEAN = SIGLIP_STD = 0.5  # SigLIP image normalisation
+SIGLIP_FOLDER = "siglip-so400m-patch14-384"  # the release's identity encoder folder
+RELEASE_A1 = "SkyReels-A1-5B release (huggingface.co/Skywork/SkyReels-A1)"
+VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
+
+
+def require_local(folder: str | Path, needed: dict[str, list[str]], system: str, hint: str | None = None) -> Path:
+    """InputError naming every missing file (relative to `folder`) of a local weights folder."""
+    folder = Path(folder)
+    missing = [f"{part}/{name}" for part, names in needed.items() for name in names
+               if not (folder / part / name).is_file()]
+    if not folder.is_dir() or missing:
+        listed = "\n".join(f"  {m}" for m in (missing or ["(the folder itself)"]))
+        raise InputError(f"{folder} lacks the {system} weights:\n{listed}", hint or (
+            f"put the files there (no download is attempted); `model/` is written by "
+            f"{system.replace('-', '')}.save_pretrained, `vae/` is the diffusers VAE folder of the release"))
+    return folder
+
+
+def load_sharded(folder: Path, name: str = "diffusion_pytorch_model") -> dict[str, torch.Tensor]:
+    """A diffusers weights folder: `{name}.safetensors`, or `{name}.safetensors.index.json` and its shards
+    (InputError listing the missing shards)."""
+    from safetensors.torch import load_file
+
+    single, index = folder / f"{name}.safetensors", folder / f"{name}.safetensors.index.json"
+    if single.is_file():
+        return load_file(str(single))
+    if not index.is_file():
+        raise InputError(f"{folder} holds no weights: {single.name} or {index.name} (+ shards) is missing",
+                         "copy the release's weight files there")
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    missing = [s for s in shards if not (folder / s).is_file()]
+    if missing:
+        raise InputError(f"{folder} is missing weight shards:\n" + "\n".join(f"  {m}" for m in missing),
+                         "copy every shard named in the index file")
+    state = {}
+    for s in shards:
+        state.update(load_file(str(folder / s)))
+    return state
+
+
+def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float = 0.25) -> np.ndarray:
+    """A square crop around the face box grown by `margin` of its size on each side (clipped to the image):
+    what the identity encoder sees (the release feeds an aligned face crop)."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = box
+    half = max(x1 - x0, y1 - y0) * (0.5 + margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    l, t = int(max(0, round(cx - half))), int(max(0, round(cy - half)))
+    r, b = int(min(w, round(cx + half))), int(min(h, round(cy + half)))
+    return image[t:b, l:r]
+
+
+def to_pixels(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(h, w, 3) uint8 -> (3, H, W) float in [-1, 1] at `size` (width, height)."""
+    import cv2
+
+    if image.shape[1::-1] != tuple(size):
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def to_frames(video: torch.Tensor) -> np.ndarray:
+    """(1, 3, f, H, W) in [-1, 1] -> (f, H, W, 3) uint8."""
+    v = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return rearrange(v, "c f h w -> f h w c").cpu().numpy()
+
+
+def chunk_lengths(total: int, chunk: int, overlap: int) -> list[int]:
+    """Pixel-frame lengths (each 1 + 4k) of the chunks covering `total` frames when every chunk after the
+    first re-uses `overlap` frames of the previous one."""
+    if (chunk - 1) % 4:
+        raise InputError(f"chunk_frames must be 1 + 4k, got {chunk}", "e.g. 49 (A1) or 81 (A2)")
+    out, done = [], 0
+    while done < total:
+        need = total - done + (overlap if out else 0)
+        n = min(chunk, 1 + 4 * math.ceil(max(need - 1, 0) / 4))
+        out.append(n)
+        done += n - (overlap if len(out) > 1 else 0)
+    return out
+
+
+class SkyReelsA1Pipeline:
+    """Portrait + MotionTrack -> frames. `identity_encoder` is a SigLIP-style vision model (transformers),
+    whose last hidden states are the identity features."""
+
+    def __init__(self, model: SkyReelsA1, vae, identity_encoder, steps: int = 10, chunk_frames: int = 49,
+                 guidance_scale: float = 3.0, progress: bool = True):
+        self.model, self.vae, self.identity_encoder = model.eval(), vae.eval(), identity_encoder.eval()
+        self.steps, self.chunk_frames, self.progress = steps, chunk_frames, progress
+        self.guidance_scale = guidance_scale
+        self.scale = float(vae.config.scaling_factor)
+        self.spatial = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.multiple = self.spatial * model.transformer.config.patch_size
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, **kwargs) -> "SkyReelsA1Pipeline":
+        """`model/` (SkyReelsA1.save_pretrained), `vae/` (AutoencoderKLCogVideoX), `siglip/` (SiglipVisionModel)."""
+        from diffusers import AutoencoderKLCogVideoX
+        from transformers import SiglipVisionModel
+
+        root = require_local(folder, {"model": [CONFIG_FILE, WEIGHTS_FILE], "vae": VAE_FILES,
+                                      "siglip": ["config.json", "model.safetensors"]}, "SkyReels-A1")
+        return cls(SkyReelsA1.from_pretrained(root / "model"),
+                   AutoencoderKLCogVideoX.from_pretrained(str(root / "vae"), local_files_only=True),
+                   SiglipVisionModel.from_pretrained(str(root / "siglip"), local_files_only=True), **kwargs)
+
+    @classmethod
+    def from_release(cls, folder: str | Path, **kwargs) -> "SkyReelsA1Pipeline":
+        """The official SkyReels-A1-5B folder as released: `transformer/` (diffusers, identity MLP as
+        `patch_embed.pose_proj`), `vae/`, `pose_guider/` (a CogVideoX VAE whose encoder is the landmark
+        guider) and `siglip-so400m-patch14-384/`; loaded strictly, nothing downloaded."""
+        import inspect
+
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+        from transformers import SiglipVisionModel
+
+        from ..models.skyreels_a1 import SkyReelsA1Config
+
+        root = require_local(folder, {"transformer": ["config.json"], "vae": VAE_FILES, "pose_guider": VAE_FILES,
+                                      SIGLIP_FOLDER: ["config.json", "model.safetensors"]}, "SkyReels-A1",
+                             f"copy the {RELEASE_A1} folder there (no download is attempted)")
+        state = load_sharded(root / "transformer")
+        accepted = set(inspect.signature(CogVideoXTransformer3DModel.__init__).parameters) - {"self"}
+        tconf = json.loads((root / "transformer" / "config.json").read_text())
+        tconf = {k: v for k, v in tconf.items() if k in accepted}
+        hidden, identity_dim = state["patch_embed.pose_proj.0.weight"].shape
+        vae_conf = json.loads((root / "pose_guider" / "config.json").read_text())
+        model = SkyReelsA1(SkyReelsA1Config(transformer=tconf, vae=vae_conf, identity_dim=identity_dim,
+                                            identity_mult=hidden // identity_dim))
+        model.load_official_state({f"transformer.{k}": v for k, v in state.items()}, load_sharded(root / "pose_guider"))
+        return cls(model, AutoencoderKLCogVideoX.from_pretrained(str(root / "vae"), local_files_only=True),
+                   SiglipVisionModel.from_pretrained(str(root / SIGLIP_FOLDER), local_files_only=True), **kwargs)
+
+    @staticmethod
+    def motion(speech: Speech, fps: float = 25.0, config=None) -> MotionTrack:
+        """The shared MotionTrack of a clip, as the warp engine builds it (MotionConfig controls apply)."""
+        from ..config import MotionConfig
+        from ..motion.track import motion_track
+
+        return motion_track(speech, config or MotionConfig(), fps)
+
+    def _dev(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs made on the CPU go to the VAE's device and dtype."""
+        p = next(self.vae.parameters())
+        return x.to(device=p.device, dtype=p.dtype)
+
+    @torch.no_grad()
+    def identity(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) portrait in [-1, 1] -> (1, n, d) identity features."""
+        size = self.identity_encoder.config.image_size
+        x = torch.nn.functional.interpolate(pixels[None], size=(size, size), mode="bicubic", align_corners=False)
+        x = ((x + 1) / 2 - SIGLIP_MEAN) / SIGLIP_STD
+        return self.identity_encoder(pixel_values=x.to(next(self.identity_encoder.parameters()))).last_hidden_state
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) -> (1, 1, c, h, w) scaled latent (the I2V image slot)."""
+        z = self.vae.encode(pixels[None, :, None]).latent_dist.mode() * self.scale  # (1, c, 1, h, w)
+        return z.transpose(1, 2)
+
+    @torch.no_grad()
+    def frames(self, portrait: Portrait, face: FaceAnalysis, motion: MotionTrack, seed: int = 0
+               ) -> Iterator[np.ndarray]:
+        """(h, w, 3) uint8 frames, one per MotionTrack frame, at the portrait's size."""
+        w, h = portrait.size
+        if w % self.multiple or h % self.multiple:
+            raise InputError(f"SkyReels-A1 needs a size that is a multiple of {self.multiple}, got {w}x{h}",
+                             f"prepare the portrait at e.g. {self.multiple * max(1, w // self.multiple)} px")
+        if len(motion) == 0:
+            return
+        ref = self._dev(to_pixels(portrait.image, (w, h)))
+        crop = face_crop(portrait.image, face.box)
+        identity = self.identity(self._dev(to_pixels(crop, crop.shape[1::-1])))
+        image_latent = self.encode(ref)
+        lengths = chunk_lengths(len(motion), self.chunk_frames, overlap=1)
+        start = 0  # MotionTrack index of the chunk's first frame (for k > 0: the previous chunk's last)
+        for k, n in enumerate(tqdm(lengths, desc="SkyReels-A1 chunks", disable=not self.progress)):
+            idx = np.minimum(np.arange(start, start + n), len(motion) - 1)  # the last chunk repeats its end pose
+            pts = motion_landmarks(face, [motion.frames[i] for i in idx])
+            guidance = self._dev(guidance_tensor(render_landmarks(pts, (w, h))))  # (1, 3, n, h, w)
+            batch = {"ref_latent": image_latent, "identity": identity, "guidance": guidance}
+            latents = self.model.sample(batch, self.steps, torch.Generator().manual_seed(seed + k), self.progress,
+                                        self.guidance_scale)
+            video = to_frames(self.vae.decode(latents.transpose(1, 2) / self.scale).sample)  # (n, h, w, 3)
+            keep = min(n, len(motion) - start)
+            yield from (video[:keep] if k == 0 else video[1:keep])
+            image_latent = self.encode(self._dev(to_pixels(video[keep - 1], (w, h))))
+            start += n - 1
+
+
+class SkyReelsA2Pipeline:
+    """Subjects (+ masks) and a background -> frames of `num_frames`, optionally guided by UMT5 prompt
+    embeddings (`text`, (1, 512, text_dim); the null prompt otherwise)."""
+
+    def __init__(self, model: SkyReelsA2, vae, steps: int = 50, guidance_scale: float = 5.0, chunk_frames: int = 81,
+                 sampler: str = "unipc", progress: bool = True):
+        self.model, self.vae = model.eval(), vae.eval()
+        self.steps, self.guidance_scale, self.chunk_frames = steps, guidance_scale, chunk_frames
+        self.sampler, self.progress = sampler, progress
+        z = vae.config.z_dim
+        self.mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)
+        self.std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, **kwargs) -> "SkyReelsA2Pipeline":
+        """`model/` (SkyReelsA2.save_pretrained, CLIP included) and `vae/` (AutoencoderKLWan)."""
+        from diffusers import AutoencoderKLWan
+
+        root = require_local(folder, {"model": [CONFIG_FILE, WEIGHTS_FILE], "vae": VAE_FILES}, "SkyReels-A2")
+        return cls(SkyReelsA2.from_pretrained(root / "model"),
+                   AutoencoderKLWan.from_pretrained(str(root / "vae"), local_files_only=True), **kwargs)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(b, 3, f, H, W) -> normalised latents (b, c, f', h, w)."""
+        p = next(self.vae.parameters())
+        z = self.vae.encode(video.to(device=p.device, dtype=p.dtype)).latent_dist.mode()
+        return (z - self.mean.to(z)) / self.std.to(z)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        p = next(self.vae.parameters())
+        return to_frames(self.vae.decode((latents * self.std.to(latents) + self.mean.to(latents)).to(p)).sample)
+
+    def references(self, subjects: Sequence, background: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """(1, n, 3, H, W) in [-1, 1]: each subject (an image, or (image, mask) to segment) then the background."""
+        if not len(subjects):
+            raise InputError("SkyReels-A2 needs at least one subject reference", "pass subjects=[image, ...]")
+        imgs = [compose_subject(*s) if isinstance(s, tuple) else s for s in subjects] + [background]
+        return torch.stack([to_pixels(np.asarray(i, np.uint8), size) for i in imgs])[None]
+
+    @torch.no_grad()
+    def frames(self, subjects: Sequence, background: np.ndarray, num_frames: int, size: tuple[int, int],
+               text: torch.Tensor | None = None, seed: int = 0) -> Iterator[np.ndarray]:
+        refs = self.references(subjects, background, size)  # (1, n, 3, H, W)
+        n = self.chunk_frames  # every chunk is full length (the last one is cut): all reference slots fit
+        slots = refs.shape[1] + (num_frames > n)
+        if (n - 1) % 4 or (n - 1) // 4 + 1 < slots:
+            raise InputError(f"chunk_frames {n} cannot hold {refs.shape[1]} references"
+                             f"{' and a continuation frame' if num_frames > n else ''}",
+                             f"use chunk_frames = 1 + 4k with k >= {slots - 1} (81 frames hold 21 slots)")
+        ref_latents = self.encode(rearrange(refs, "1 n c h w -> n c 1 h w"))  # each reference on its own
+        ref_latents = rearrange(ref_latents, "n c 1 h w -> 1 n c h w")
+        clip = next(self.model.image_encoder.parameters())
+        batch = {"ref_latents": ref_latents, "image_tokens": self.model.image_encoder(refs.to(clip.device)),
+                 "text": text}
+        extra, done = None, 0
+        for k in tqdm(range(math.ceil(num_frames / n)), desc="SkyReels-A2 chunks", disable=not self.progress):
+            latents = self.model.sample({**batch, "extra_latents": extra}, (n - 1) // 4 + 1, self.steps,
+                                        torch.Generator().manual_seed(seed + k), self.guidance_scale,
+                                        self.sampler, progress=self.progress)
+            video = self.decode(latents)
+            keep = min(n, num_frames - done)
+            yield from video[:keep]
+            done += keep
+            extra = latents[:, :, -1:].transpose(1, 2)  # (1, 1, c, h, w) continuation slot

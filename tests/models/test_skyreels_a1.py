@@ -1,0 +1,151 @@
+"""SkyReels-A1 on a tiny CogVideoX: builds, trains by its stage configs, samples deterministically, saves/loads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from talkinghead.errors import InputError
+from talkinghead.models.skyreels_a1 import (OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1,
+                                            apply_stage, load_stage_config, loss_masks)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
+F, C, H, W = 3, 4, 4, 4  # latent frames, channels, height, width (guidance: 9 frames of 16 x 16 px)
+
+
+def _model(seed: int = 0) -> SkyReelsA1:
+    torch.manual_seed(seed)
+    return SkyReelsA1(TINY)
+
+
+def _batch() -> dict:
+    g = torch.Generator().manual_seed(0)
+    return dict(latents=torch.randn(1, F, C, H, W, generator=g), ref_latent=torch.randn(1, 1, C, H, W, generator=g),
+                guidance=torch.rand(1, 3, (F - 1) * 4 + 1, 16, 16, generator=g) * 2 - 1,
+                identity=torch.randn(1, 4, TINY.identity_dim, generator=g))
+
+
+def test_official_config_is_cogvideox_5b_i2v_sized():
+    with torch.device("meta"):
+        model = SkyReelsA1(OFFICIAL)
+    n = sum(p.numel() for p in model.transformer.parameters())
+    assert 5.4e9 < n < 5.8e9, n  # CogVideoX-5B
+    assert model.transformer.patch_embed.proj.in_channels == 3 * 16  # noise + image + landmark latents
+    assert model.identity_proj[0].in_features == 1152 and model.identity_proj[2].out_features == 4096
+    assert model.landmark_guider.config.block_out_channels == (128, 256, 256, 512)
+
+
+def test_stage_configs_select_the_paper_stages():
+    model = _model()
+    s1, s2, s3 = (load_stage_config(CONFIGS / f"skyreels_a1_stage{i}.yaml", "skyreels_a1") for i in (1, 2, 3))
+    names = {n for n, _ in model.named_parameters()}
+    on1 = set(apply_stage(model, s1))
+    assert model.transformer.gradient_checkpointing  # the stage's gradient_checkpointing: true
+    assert not any(n.startswith(("landmark_guider.", "identity_proj.")) for n in on1)  # guider frozen in stage 1
+    assert any(n.startswith("transformer.transformer_blocks.") for n in on1)
+    on2 = set(apply_stage(model, s2))
+    assert {n for n in names if n.startswith("identity_proj.")} <= on2 and not any("ff." in n for n in on2)
+    assert set(apply_stage(model, s3)) == names
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(InputError, match="unknown stage option"):
+        from talkinghead.models.skyreels_a1 import DiTStageConfig
+        DiTStageConfig.from_dict({"stage": "1", "learnrate": 1.0})
+    with pytest.raises(InputError, match="not 'skyreels_a1'"):
+        load_stage_config(CONFIGS / "skyreels_a2.yaml", "skyreels_a1")
+
+
+def test_stage1_training_lowers_loss_on_an_overfit_batch():
+    model = _model()
+    params = [p for n, p in model.named_parameters() if n in set(apply_stage(
+        model, load_stage_config(CONFIGS / "skyreels_a1_stage1.yaml")))]
+    guider_before = {k: v.clone() for k, v in model.landmark_guider.state_dict().items()}
+    batch, scheduler = _batch(), DDIMScheduler(**TRAIN_SCHEDULER)
+    batch["motion_mask"], batch["face_mask"] = _clip_masks()  # the losses module's flow and hull masks
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    losses = []
+    for _ in range(5):
+        loss = model.loss(batch, scheduler, torch.Generator().manual_seed(1))  # same noise and t every step
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    for k, v in model.landmark_guider.state_dict().items():
+        assert torch.equal(v, guider_before[k])
+
+
+def _clip_masks():
+    """A 9-frame 32 x 32 clip whose bright square slides right near the top, and a face (hull) lower right."""
+    frames = np.zeros((9, 32, 32, 3), np.uint8)
+    for k in range(9):
+        frames[k, 4:12, 4 + k:12 + k] = 255
+    face = np.array([[[16, 16], [28, 16], [28, 28], [16, 28]]] * 9, np.float32)
+    return loss_masks(frames, face, (F, H, W))
+
+
+def test_loss_masks_weight_motion_and_face_at_latent_size():
+    motion, face = _clip_masks()
+    assert motion.shape == face.shape == (F, 1, H, W)
+    assert motion.min() >= 1.0 and motion.max() <= 1.5
+    assert motion[:, 0, :2, :2].mean() > 1.3  # where the square moves
+    assert torch.all(motion[:, 0, 3] == 1.0)  # the still bottom rows
+    assert face[:, 0, 2:, 2:].mean() > 0.5 and face[:, 0, 0, 0].max() == 0.0
+    pred, target = torch.zeros(1, F, C, H, W), torch.ones(1, F, C, H, W)
+    from talkinghead.train.losses import face_aware_loss
+    assert face_aware_loss(pred, target, motion, face) > face_aware_loss(pred, target, torch.ones_like(motion))
+
+
+def test_identity_tokens_reach_the_output_once_the_mlp_is_trained():
+    model = _model().eval()
+    batch = _batch()
+    t = torch.tensor([500])
+    with torch.no_grad():
+        a = model.predict(batch["latents"], t, batch)
+        b = model.predict(batch["latents"], t, {**batch, "identity": -batch["identity"]})
+        assert torch.equal(a, b)  # zero-initialised last layer: identity has no effect at init
+        torch.nn.init.normal_(model.identity_proj[2].weight, std=0.1)
+        b = model.predict(batch["latents"], t, {**batch, "identity": -batch["identity"]})
+    assert not torch.allclose(a, b)
+    # classifier-free guidance against zero identity: seeded, and it changes the sample once identity matters
+    s1 = model.sample(batch, 2, torch.Generator().manual_seed(5))
+    s3 = model.sample(batch, 2, torch.Generator().manual_seed(5), guidance_scale=3.0)
+    assert torch.equal(s3, model.sample(batch, 2, torch.Generator().manual_seed(5), guidance_scale=3.0))
+    assert not torch.allclose(s1, s3)
+
+
+def test_sampling_is_seeded_and_save_load_round_trips(tmp_path):
+    model = _model().eval()
+    batch = _batch()
+    a = model.sample(batch, 3, torch.Generator().manual_seed(5))
+    b = model.sample(batch, 3, torch.Generator().manual_seed(5))
+    c = model.sample(batch, 3, torch.Generator().manual_seed(6))
+    assert a.shape == (1, F, C, H, W) and torch.isfinite(a).all()
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    folder = model.save_pretrained(tmp_path / "a1")
+    assert (folder / "model.safetensors").is_file()
+    again = SkyReelsA1.from_pretrained(folder).eval()
+    assert torch.equal(again.sample(batch, 3, torch.Generator().manual_seed(5)), a)
+    with pytest.raises(InputError, match="model.safetensors"):
+        (folder / "model.safetensors").unlink()
+        SkyReelsA1.from_pretrained(folder)
+
+
+def test_release_key_names_load_strictly():
+    src, dst = _model(1), _model(2)
+    inverse = {v: k for k, v in OFFICIAL_KEY_MAP.items()}
+    release = {}
+    for k, v in src.state_dict().items():
+        if k.startswith("landmark_guider."):
+            continue  # the release ships the guider as a separate VAE folder
+        for ours, theirs in inverse.items():
+            if k.startswith(ours):
+                k = theirs + k[len(ours):]
+        release[k] = v
+    assert any(k.startswith("transformer.patch_embed.pose_proj.") for k in release)
+    vae_state = {f"encoder.{k}": v for k, v in src.landmark_guider.encoder.state_dict().items()}
+    dst.load_official_state(release, vae_state)
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, dst.state_dict()[k]), k
