@@ -78,6 +78,9 @@ class MotionFrame:
     roll: float = 0.0
     tx: float = 0.0  # head translation, fraction of face width
     ty: float = 0.0
+    # Optional end effectors (EMO2 stage 1, motion/body.py), None when no model drives them. Portrait pixels.
+    hands: np.ndarray | None = field(default=None, compare=False)  # (2, 21, 3) MediaPipe hand points, slot 0 = left
+    arms: np.ndarray | None = field(default=None, compare=False)  # (6, 2) shoulders, elbows, wrists (Pose 11-16)
 
 
 @dataclass
