@@ -50,13 +50,13 @@ def test_same_seed_same_clips_and_a_rerun_keeps_them(synth_dir: Path, synth_sett
 def test_variants_flip_and_zoom_the_portrait():
     plan = plan_clip(0, 0, LANGUAGES)[0]
     plan.flip, plan.shift = False, (0.0, 0.0)
-    image = portrait_variant(plan, 96)
+    image = portrait_variant(plan, 256)
     plan.flip = True
-    flipped = portrait_variant(plan, 96)
-    assert image.shape == flipped.shape == (96, 96, 3)
+    flipped = portrait_variant(plan, 256)
+    assert image.shape == flipped.shape == (256, 256, 3)
     assert abs(flipped[:, ::-1].astype(int) - image).mean() < 3  # a mirror image of the same crop
     plan.flip, plan.zoom = False, plan.zoom * 0.7
-    assert abs(portrait_variant(plan, 96).astype(int) - image).mean() > 10  # closer in
+    assert abs(portrait_variant(plan, 256).astype(int) - image).mean() > 10  # closer in
 
 
 @pytest.mark.parametrize("kwargs", [{"clips": 0}, {"size": 127}, {"seed": -1}, {"languages": ("xx-nope",)},
@@ -65,3 +65,17 @@ def test_bad_arguments_are_input_errors(tmp_path: Path, kwargs):
     with pytest.raises(InputError):
         synth(tmp_path / "out", **{"clips": 1, **kwargs}, progress=False)
     assert not list(tmp_path.glob("out/*.mp4"))
+
+
+def test_small_videos_zoom_in_so_the_face_stays_animatable():
+    from talkinghead.face.landmarks import MIN_FACE_WIDTH, analyze
+    from talkinghead.train.synth import effective_zoom, plan_clip, portrait_variant
+    from talkinghead.types import Portrait
+
+    plans = [plan_clip(0, k, ("en-us",))[0] for k in range(6)]
+    for plan in plans:
+        plan.zoom = 2.6  # the widest framing SynthTalk draws
+        assert effective_zoom(plan, 1024) == 2.6  # large videos keep the plan's framing
+        assert effective_zoom(plan, 128) < 2.6
+        face = analyze(Portrait(portrait_variant(plan, 128), plan.portrait), warn=False)
+        assert face.face_width >= MIN_FACE_WIDTH

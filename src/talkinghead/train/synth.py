@@ -27,6 +27,7 @@ MIN_SECONDS, MAX_SECONDS = 2.0, 5.0  # s, speech length of a clip
 MAX_TRIES = 8  # sentence lengths tried to land inside [MIN_SECONDS, MAX_SECONDS]
 ZOOM = (1.7, 2.6)  # crop side / face landmark box side
 SHIFT = 0.12  # largest crop-centre offset, as a share of the face size
+FACE_MARGIN = 1.3  # least face width / the engine's minimum face width (small output sizes zoom in)
 
 # Small per-language word lists; sentences are random word sequences (speech rhythm, not meaning, matters).
 WORDS = {
@@ -128,6 +129,16 @@ def _portrait_face(name: str) -> tuple[np.ndarray, tuple[float, float, float, fl
     return image, (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
 
 
+def effective_zoom(plan: ClipPlan, size: int) -> float:
+    """The plan's zoom, lowered where needed so the face stays FACE_MARGIN x the smallest face the engine
+    animates (face.landmarks.MIN_FACE_WIDTH) at this output size."""
+    from ..face.landmarks import MIN_FACE_WIDTH
+
+    _, (x0, y0, x1, y1) = _portrait_face(plan.portrait)
+    largest = (x1 - x0) / max(x1 - x0, y1 - y0) * size / (FACE_MARGIN * MIN_FACE_WIDTH)
+    return round(min(plan.zoom, largest), 3)
+
+
 def portrait_variant(plan: ClipPlan, size: int) -> np.ndarray:
     """The plan's square crop of its portrait (flipped, zoomed, shifted), size x size RGB."""
     image, (x0, y0, x1, y1) = _portrait_face(plan.portrait)
@@ -136,7 +147,7 @@ def portrait_variant(plan: ClipPlan, size: int) -> np.ndarray:
         image = image[:, ::-1]
         x0, x1 = w - x1, w - x0
     face = max(x1 - x0, y1 - y0)
-    side = int(round(min(plan.zoom * face, w, h)))
+    side = int(round(min(effective_zoom(plan, size) * face, w, h)))
     cx = (x0 + x1) / 2 + plan.shift[0] * face
     cy = (y0 + y1) / 2 - 0.06 * (y1 - y0) + plan.shift[1] * face
     left = int(round(min(max(cx - side / 2, 0), w - side)))
@@ -161,7 +172,7 @@ def render_clip(plan: ClipPlan, rng: np.random.Generator, folder: Path, size: in
         "text": text,
         "portrait": plan.portrait,
         "flip": plan.flip,
-        "zoom": plan.zoom,
+        "zoom": effective_zoom(plan, size),
         "shift": list(plan.shift),
         "size": size,
         "fps": FPS,
