@@ -19,6 +19,8 @@ from typing import Callable
 
 import torch
 
+from talkinghead.models import skyreels_a1 as a1
+from talkinghead.models import skyreels_a2 as a2
 from talkinghead.models.hallo3 import HALLO3_TINY, Hallo3Model
 from talkinghead.models.hallo4 import HALLO4_TINY, Hallo4Model
 from talkinghead.nn.dit import latent_frame_count
@@ -36,6 +38,8 @@ class Entry:
     official: dict
     tiny_clip: tuple[int, int, int]  # frames, height, width in pixels
     official_clip: tuple[int, int, int]
+    build: Callable[[type, object], torch.nn.Module] = lambda cls, config: cls(**config)  # (class, config) -> model
+    forward: Callable[[torch.nn.Module, tuple], object] = lambda model, args: model(*args)
 
 
 def _dims(model, frames: int, height: int, width: int):
@@ -66,9 +70,51 @@ def hallo4_inputs(model, frames, height, width):
             r(1, 1, c, h, w))
 
 
+def skyreels_a1_inputs(model, frames, height, width):
+    """Noisy latents (b, f, c, h, w), t, and the batch: portrait latent, landmark guidance frames, SigLIP tokens."""
+    cfg = model.config
+    f = latent_frame_count(frames, cfg.transformer.get("temporal_compression_ratio", 4))
+    scale = 2 ** (len(cfg.vae["block_out_channels"]) - 1)  # the guider's spatial compression (8 at full size)
+    c, h, w = cfg.latent_channels, height // scale, width // scale
+    p = next(model.parameters())
+    r = lambda *s: torch.randn(*s, device=p.device, dtype=p.dtype)  # noqa: E731
+    batch = {"ref_latent": r(1, 1, c, h, w), "guidance": r(1, 3, frames, height, width).clamp(-1, 1),
+             "identity": r(1, 729 if cfg.identity_dim == 1152 else 4, cfg.identity_dim)}
+    return r(1, f, c, h, w), torch.tensor([500], device=p.device), batch
+
+
+def skyreels_a2_inputs(model, frames, height, width):
+    """Noisy latents (b, c, f, h, w), t, and the conditions of two references (CLIP tokens included)."""
+    cfg = model.config
+    f = latent_frame_count(frames, 4)
+    c, h, w = cfg.latent_channels, height // VAE_SPATIAL, width // VAE_SPATIAL
+    clip_px = cfg.clip.get("image_size", 224)
+    p = next(model.parameters())
+    r = lambda *s: torch.randn(*s, device=p.device, dtype=p.dtype)  # noqa: E731
+    with torch.no_grad():
+        cond = model.conditions({"ref_latents": r(1, 2, c, h, w), "ref_images": r(1, 2, 3, clip_px, clip_px)}, f)
+    return r(1, c, f, h, w), torch.tensor([500.0], device=p.device), cond
+
+
+def _a1(model, args):
+    return model.predict(*args)
+
+
+def _a2(model, args):
+    return model.forward_cond(*args)
+
+
+def _build_config(cls, config):
+    return cls(config)
+
+
 SYSTEMS = [
     Entry("hallo3", Hallo3Model, hallo3_inputs, HALLO3_TINY, {}, (9, 32, 32), (49, 480, 720)),
     Entry("hallo4", Hallo4Model, hallo4_inputs, HALLO4_TINY, {}, (9, 32, 32), (49, 480, 720)),
+    Entry("skyreels_a1", a1.SkyReelsA1, skyreels_a1_inputs, a1.TINY, a1.OFFICIAL, (9, 16, 16), (49, 480, 720),
+          _build_config, _a1),
+    Entry("skyreels_a2", a2.SkyReelsA2, skyreels_a2_inputs, a2.TINY, a2.OFFICIAL, (9, 32, 32), (81, 480, 832),
+          _build_config, _a2),
 ]
 
 
@@ -108,7 +154,7 @@ def measure(entry: Entry, config: dict, clip: tuple[int, int, int], device: str,
     torch.set_default_dtype(dtype)  # build in the benchmark dtype: official sizes never exist in float32
     try:
         with torch.device(device):
-            model = entry.model(**config).eval()
+            model = entry.build(entry.model, config).eval()
     finally:
         torch.set_default_dtype(default)
     params = sum(p.numel() for p in model.parameters())
@@ -116,7 +162,7 @@ def measure(entry: Entry, config: dict, clip: tuple[int, int, int], device: str,
     args = entry.inputs(model, frames, height, width)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with torch.no_grad():
-        model(*args)  # warm-up
+        entry.forward(model, args)  # warm-up
         sync()
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -125,7 +171,7 @@ def measure(entry: Entry, config: dict, clip: tuple[int, int, int], device: str,
         with PeakRSS() as rss:
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                model(*args)
+                entry.forward(model, args)
                 sync()
                 times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() - base) if device == "cuda" else rss.used
@@ -144,7 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--systems", default=",".join(e.name for e in SYSTEMS))
     a = ap.parse_args(argv)
     wanted = set(a.systems.split(","))
-    header = f"{'system':<10} {'size':<9} {'device':<6} {'clip (f,h,w)':<15} {'params M':>9} {'fwd s':>8} " \
+    header = f"{'system':<12} {'size':<9} {'device':<6} {'clip (f,h,w)':<15} {'params M':>9} {'fwd s':>8} " \
              f"{'ms/frame':>9} {'peak MiB':>9} {'MiB/frame':>10}"
     print(header)
     print("-" * len(header))
@@ -155,11 +201,11 @@ def main(argv=None) -> int:
             rows.append(("official", entry.official, entry.official_clip, "cuda", torch.bfloat16))
         for size, config, clip, device, dtype in rows:
             r = measure(entry, config, clip, device, dtype, a.repeats)
-            print(f"{entry.name:<10} {size:<9} {device:<6} {str(clip):<15} {r['params_M']:>9.2f} "
+            print(f"{entry.name:<12} {size:<9} {device:<6} {str(clip):<15} {r['params_M']:>9.2f} "
                   f"{r['forward_s']:>8.3f} {r['ms_per_frame']:>9.2f} {r['peak_MiB']:>9.1f} "
                   f"{r['peak_MiB_per_frame']:>10.2f}")
         if not cuda:
-            print(f"{entry.name:<10} official  skipped: no GPU")
+            print(f"{entry.name:<12} official  skipped: no GPU")
     return 0
 
 

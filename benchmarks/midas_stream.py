@@ -137,13 +137,13 @@ def run(size: str, chunks: int, steps: int | None, device: str, dtype: torch.dty
                                  if device == "cuda" else ""))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--chunks", type=int, default=6)
     p.add_argument("--steps", type=int, default=None, help="diffusion head steps (default: the config's)")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="bf16", help="realistic size on CUDA")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the tiny run")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average at start: {load:.2f}")
@@ -155,7 +155,8 @@ def main() -> None:
         print("[realistic] skipped: no GPU")
     if hasattr(os, "getloadavg"):
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
