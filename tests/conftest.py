@@ -42,3 +42,15 @@ def hallo_dir() -> Path:
     if not HALLO_FIXTURES.is_dir():
         pytest.skip(f"shared reference data not found at {HALLO_FIXTURES}")
     return HALLO_FIXTURES
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one intra-op thread, and do not stall in OpenMP barriers when other
+    processes share the cores. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

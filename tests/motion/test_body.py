@@ -15,13 +15,7 @@ from talkinghead.nn.hand_motion import HandConditionConfig, MotionLayout
 from talkinghead.types import MotionFrame, MotionTrack
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def portrait_body(shoulders: bool = True, hands: bool = False) -> BodyKeypoints:

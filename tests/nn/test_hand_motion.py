@@ -8,13 +8,7 @@ from talkinghead.nn.hand_motion import (AdaLNBlock, HandConditionConfig, HandCon
                                         hand_amplitude, hand_speed, masked_motion_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_layout_pack_unpack_round_trip():

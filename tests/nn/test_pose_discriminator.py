@@ -8,13 +8,7 @@ from talkinghead.nn.pose_discriminator import (LIMB_BONES, PoseDiscriminator, Po
                                                pose_targets)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _keypoints(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

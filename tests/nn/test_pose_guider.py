@@ -9,13 +9,7 @@ from talkinghead.nn.pose_guider import (GUIDE_CHANNELS, HandConfidenceEmbedding,
                                         hand_confidence, keypoint_heatmaps, median_filter, render_guidance)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_hand_topology_is_mediapipes():

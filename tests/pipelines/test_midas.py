@@ -14,13 +14,7 @@ CHUNKS = 4
 SIDE = 8  # px: a 2x2 latent grid at 4x compression
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:
