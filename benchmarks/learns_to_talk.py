@@ -1,11 +1,11 @@
 """Does the training stack learn to move a mouth with audio? (issue 6's end-to-end proof, CPU or GPU)
 
-    .venv/bin/python benchmarks/learns_to_talk.py                 # ~30 min on 2 CPU cores
+    .venv/bin/python benchmarks/learns_to_talk.py --threads 1     # ~45-60 min on 2 busy CPU cores
     .venv/bin/python benchmarks/learns_to_talk.py --quick         # a smoke run of a few minutes
 
 1. SynthTalk: `--clips` warp-engine videos from the bundled portraits and espeak-ng speech in five languages.
 2. `preprocess` at `--size` px (face-tracked crops, lip masks, log-mel per frame).
-3. Train configs/train/learns_to_talk.yaml (a small EMO-style reference-video net, 32 px crops around the
+3. Train configs/train/learns_to_talk.yaml (a small EMO-style reference-video net, 16 px crops around the
    lips, v-prediction with min-SNR) for `--steps` steps; resumes when the run folder has checkpoints.
 4. On the held-out videos (split by video id, never seen in training): generate each whole video chunk by
    chunk, autoregressively (each chunk's motion frames are the previous chunk's generated frames), with the

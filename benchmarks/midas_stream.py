@@ -6,8 +6,9 @@ per-stage times and cache sizes, measured in one run with random (seeded) weight
 
 Sizes. tiny: `DCVideoAEConfig.tiny()` (4x, 8 channels) and `MidasConfig.tiny()` (32 wide, 2 layers, 3-frame
 chunks), 8x8 px frames. realistic: the paper-size autoencoder (64x, 128 channels) at 512x512 (an 8x8 latent
-grid), a 1024-wide 16-layer transformer over 6-frame chunks of [6 audio, 60 pose, 256 text, 64 reference,
-6 x 64 frame tokens], a 3-layer 1024-wide diffusion head. The realistic run needs CUDA and prints
+grid), the default `MidasConfig()` transformer (2048 wide, 36 layers, the paper's Qwen2.5-3B size) over
+6-frame chunks of [6 audio, 60 pose, 256 text, 64 reference, 6 x 64 frame tokens], a 3-layer 1024-wide
+diffusion head. The realistic run needs CUDA and prints
 "skipped: no GPU" otherwise. Nothing here needs a checkpoint; the numbers say nothing about image quality.
 
 For each size it prints:

@@ -174,3 +174,22 @@ def _from(cls, d: dict):
     if unknown:
         raise InputError(f"unknown {cls.__name__} field(s): {sorted(unknown)}", f"known fields: {sorted(names)}")
     return cls(**d)
+
+
+def read_yaml_options(path, hint: str) -> dict:
+    """The mapping of options in a YAML config file (training stages, model configs); one InputError for a
+    missing file, invalid YAML or a file that is not a mapping. `hint` names the configs to pass instead."""
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config {p} not found", hint)
+    try:
+        d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"config {p} is not valid YAML: {e}", "fix the file's syntax") from None
+    if not isinstance(d, dict):
+        raise InputError(f"config {p} must be a mapping of options (key: value lines)", hint)
+    return d

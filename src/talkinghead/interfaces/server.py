@@ -37,7 +37,8 @@ Stream protocol (`WS /v1/stream`):
    `{"end": true, "frames": N}`, and closes with 1000.
 
 On an error the server sends `{"error": {"code", "message"}}` and closes: 1003 unexpected message,
-1007 bad image/options, 1008 limits (session longer than max_seconds, idle too long), 1011 internal error,
+1007 bad image/options, 1008 limits (session longer than max_seconds, idle too long), 1009 portrait image over
+the upload size limit, 1011 internal error,
 1013 too many streams (try again later). A client that disconnects frees everything at once.
 """
 from __future__ import annotations

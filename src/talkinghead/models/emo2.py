@@ -397,15 +397,6 @@ def train_config_from_dict(d: dict) -> EMO2Stage1TrainConfig | EMO2Stage2TrainCo
 
 def load_train_config(path: str | Path) -> EMO2Stage1TrainConfig | EMO2Stage2TrainConfig:
     """A configs/train/emo2_stage*.yaml file -> its typed stage config (unknown keys refused)."""
-    import yaml
+    from ..config import read_yaml_options
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"config {p} not found", "pass configs/train/emo2_stage1.yaml or emo2_stage2.yaml")
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"config {p} is not valid YAML: {e}", "fix the file's syntax") from None
-    if not isinstance(d, dict):
-        raise InputError(f"config {p} must be a mapping of options", "see configs/train/ for examples")
-    return train_config_from_dict(d)
+    return train_config_from_dict(read_yaml_options(path, "pass configs/train/emo2_stage1.yaml or emo2_stage2.yaml"))

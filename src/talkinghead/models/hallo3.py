@@ -219,17 +219,10 @@ class StageConfig:
 def load_stage_config(path: str | Path) -> StageConfig:
     """Read and validate a stage YAML: known keys only, the right types, a known system, clip lengths a
     causal VAE accepts, non-empty train patterns, and DPO settings where the stage needs them."""
-    import yaml
+    from ..config import read_yaml_options
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"stage config {p} not found", "pass one of configs/train/hallo*_*.yaml")
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"{p} is not valid YAML: {e}", "fix the syntax") from e
-    if not isinstance(d, dict):
-        raise InputError(f"{p} must hold a mapping of settings", "write key: value lines")
+    d = read_yaml_options(p, "pass one of configs/train/hallo*_*.yaml")
     known = {f.name: f for f in fields(StageConfig)}
     unknown = sorted(set(d) - set(known))
     if unknown:

@@ -312,18 +312,9 @@ class DiTStageConfig:
 
 def load_stage_config(path: str | os.PathLike, system: str | None = None) -> DiTStageConfig:
     """Read a stage YAML into a DiTStageConfig; InputError for a missing file, bad YAML or unknown keys."""
-    import yaml
+    from ..config import read_yaml_options
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"stage config {p} not found", "pass one of configs/train/skyreels_*.yaml")
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"stage config {p} is not valid YAML: {e}", "fix the file's syntax") from None
-    if not isinstance(d, dict):
-        raise InputError(f"stage config {p} must be a mapping of options", "see configs/train/ for examples")
-    return DiTStageConfig.from_dict(d, system)
+    return DiTStageConfig.from_dict(read_yaml_options(path, "pass one of configs/train/skyreels_*.yaml"), system)
 
 
 def apply_stage(model: nn.Module, stage: DiTStageConfig) -> list[str]:

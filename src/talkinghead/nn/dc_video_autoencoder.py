@@ -224,12 +224,10 @@ class DCAEStageConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "DCAEStageConfig":
-        import yaml
+        from ..config import read_yaml_options
 
         p = Path(path)
-        if not p.is_file():
-            raise InputError(f"config {p} not found", "pass one of configs/midas/ae_stage*.yaml")
-        d = yaml.safe_load(p.read_text()) or {}
+        d = read_yaml_options(p, "pass one of configs/midas/ae_stage*.yaml")
         known = {f.name for f in fields(cls)}
         if set(d) - known:
             raise InputError(f"unknown option(s) in {p}: {sorted(set(d) - known)}", f"known: {sorted(known)}")

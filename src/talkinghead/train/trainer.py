@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import read_yaml_options
 from ..errors import InputError
 from .systems import System, SystemConfig
 
@@ -90,17 +91,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: dict | None = None) -> "TrainConfig":
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"config {p} not found", "pass one of configs/train/*.yaml or your own copy")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"config {p} is not valid YAML: {e}", "fix the file's syntax") from None
-        if not isinstance(d, dict):
-            raise InputError(f"config {p} must be a mapping of options", "see configs/train/ for examples")
+        d = read_yaml_options(path, "pass one of configs/train/*.yaml or your own copy")
         d.update(overrides or {})
         return cls.from_dict(d)
 
