@@ -18,9 +18,6 @@ from talkinghead.nn.pose_discriminator import PoseDiscriminatorConfig
 from talkinghead.nn.temporal import TemporalConfig
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 TINY_UNET = {**SD15_UNET, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
              "cross_attention_dim": 32, "sample_size": 8}

@@ -15,9 +15,6 @@ from talkinghead.models.midas import (
 
 CHUNKS = 3
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 
 def _model(**overrides) -> MidasTransformer:
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from talkinghead.face.body import BodyKeypoints
@@ -13,9 +12,6 @@ from talkinghead.models.emo2 import EMO2Stage1Config, EMO2Stage1Net
 from talkinghead.motion.body import BodyAnchor, add_body_motion, anchor_of, body_motion, motion_of
 from talkinghead.nn.hand_motion import HandConditionConfig, MotionLayout
 from talkinghead.types import MotionFrame, MotionTrack
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def portrait_body(shoulders: bool = True, hands: bool = False) -> BodyKeypoints:

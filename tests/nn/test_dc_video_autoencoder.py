@@ -19,9 +19,6 @@ from talkinghead.nn.dc_video_autoencoder import (
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "midas"
 FRAMES = 7
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 
 def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give the zero-initialised (identity) temporal layers random weights so they really act."""

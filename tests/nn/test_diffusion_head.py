@@ -1,13 +1,9 @@
 """MIDAS light diffusion head: per-token rectified flow conditioned on the transformer's output."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from talkinghead.nn.diffusion_head import DiffusionHead, DiffusionHeadConfig
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 
 def _head() -> DiffusionHead:

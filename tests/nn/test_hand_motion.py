@@ -1,14 +1,10 @@
 """EMO2 stage-1 pieces: motion layout, the mask of missing hands in the loss, hand speed/amplitude, conditions."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from talkinghead.nn.hand_motion import (AdaLNBlock, HandConditionConfig, HandConditionEmbedding, MotionLayout,
                                         hand_amplitude, hand_speed, masked_motion_loss)
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_layout_pack_unpack_round_trip():

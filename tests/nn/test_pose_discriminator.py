@@ -1,14 +1,10 @@
 """EMO2 pose discriminator: heatmap targets from keypoints, a small ResNet that learns them, frozen use."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from talkinghead.nn.pose_discriminator import (LIMB_BONES, PoseDiscriminator, PoseDiscriminatorConfig, heatmap_loss,
                                                pose_targets)
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _keypoints(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

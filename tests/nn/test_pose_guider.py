@@ -1,15 +1,11 @@
 """EMO2 stage-2 guidance: bone drawing, keypoint heatmaps, the temporal median filter, confidence, the guider."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from talkinghead.face.body import HAND_BONES
 from talkinghead.nn.pose_guider import (GUIDE_CHANNELS, HandConfidenceEmbedding, PoseGuider, draw_bones,
                                         hand_confidence, keypoint_heatmaps, median_filter, render_guidance)
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_hand_topology_is_mediapipes():

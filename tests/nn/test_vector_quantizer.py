@@ -11,9 +11,6 @@ from talkinghead.nn.vector_quantizer import (
     VectorQuantizerConfig,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 
 def _vq() -> VectorQuantizer:
     torch.manual_seed(0)

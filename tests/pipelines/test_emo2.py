@@ -16,9 +16,6 @@ from talkinghead.nn.temporal import TemporalConfig
 from talkinghead.pipelines.emo2 import RELEASE_FILES, EMO2SamplingConfig, load_emo2, missing_files
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 TINY_UNET = {**SD15_UNET, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
              "cross_attention_dim": 32, "sample_size": 8}
 SIDE = 8  # px: the tiny VAE does not downsample, and the tiny UNet wants 8x8 latents

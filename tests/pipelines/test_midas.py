@@ -14,9 +14,6 @@ CHUNKS = 4
 SIDE = 8  # px: a 2x2 latent grid at 4x compression
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def _randomize(module: torch.nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
