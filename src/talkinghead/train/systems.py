@@ -2,8 +2,9 @@
 
 A `System` turns a `TalkingClips` batch into the model's inputs (crops, optional VAE latents, audio
 tokens, condition dropout), computes the loss with `train.losses`, and samples frames for the grids.
-The EMO-style reference video net (models/emo.py) and Loopy (models/loopy.py) are trained here; which
-of their modules train in each stage is a list of name patterns in the stage's YAML config.
+The EMO-style reference video net (models/emo.py), Loopy (models/loopy.py), Hallo (models/hallo.py) and
+EchoMimic v1 (models/echomimic.py, both through the adapters of train/systems_hallo.py) are trained here;
+which of their modules train in each stage is a list of name patterns in the stage's YAML config.
 """
 from __future__ import annotations
 
@@ -24,15 +25,17 @@ from ..nn.loopy import AudioToLatentsConfig
 from ..nn.speed import SpeedConfig, head_speed
 from ..nn.temporal import TemporalConfig
 from . import losses as L
+from .systems_hallo import EchoMimicTrainNet, HalloTrainNet
 
 CROPS = ("mouth", "face")
+SYSTEMS = ("emo", "loopy", "hallo", "echomimic")
 
 
 @dataclass
 class SystemConfig:
     """The model and how clips are shown to it."""
 
-    name: str = "emo"  # emo | loopy
+    name: str = "emo"  # emo | loopy | hallo | echomimic
     unet: dict = field(default_factory=dict)  # overrides of the SD 1.5 UNet config (tiny sizes in tests)
     motion_heads: int = 8  # temporal attention heads
     crop: str = "mouth"  # "mouth": a square around the lips (learns to talk fast); "face": the whole crop
@@ -41,6 +44,7 @@ class SystemConfig:
     min_snr_gamma: float | None = 5.0
     speed_layers: bool = True  # EMO's speed layers, fed the head speed from the dataset's poses
     audio_tokens: int = 20  # mel frames per video frame's audio window (set by the trainer from the data)
+    model: dict = field(default_factory=dict)  # hallo/echomimic: overrides of HalloConfig/EchoMimicConfig fields
 
 
 class System(nn.Module):
@@ -74,6 +78,9 @@ class System(nn.Module):
         return vae.eval()
 
     def _build(self, config: SystemConfig, unet: dict) -> nn.Module:
+        if config.model and config.name not in ("hallo", "echomimic"):
+            raise InputError(f"system.model overrides are for hallo and echomimic, not {config.name!r}",
+                             "size emo/loopy through system.unet and motion_heads")
         motion = TemporalConfig(num_attention_heads=config.motion_heads)
         audio_dim = 80  # log-mel bins: each audio token is one mel frame
         time_dim = 4 * unet["block_out_channels"][0]
@@ -84,7 +91,11 @@ class System(nn.Module):
             a2l = AudioToLatentsConfig(audio_dim=config.audio_tokens * audio_dim, dim=32, heads=2, num_latents=8,
                                        time_embed_dim=time_dim)
             return LoopyNet(LoopyConfig(unet=unet, audio_dim=audio_dim, motion=motion, audio_to_latents=a2l))
-        raise InputError(f"unknown system {config.name!r}", "use system: emo or system: loopy")
+        if config.name == "hallo":
+            return HalloTrainNet.for_system(unet, config.motion_heads, config.model)
+        if config.name == "echomimic":
+            return EchoMimicTrainNet.for_system(unet, config.motion_heads, config.model)
+        raise InputError(f"unknown system {config.name!r}", f"use system: one of {SYSTEMS}")
 
     def select_trainable(self, train: list[str], freeze: list[str]) -> list[str]:
         """requires_grad by parameter-name patterns (fnmatch): in `train` and not in `freeze`.
@@ -162,6 +173,11 @@ class System(nn.Module):
         if self.config.name == "loopy":
             out["ref"] = ref
             out["history"] = motion
+        elif self.config.name in ("hallo", "echomimic"):
+            # Hallo: the reference net sees [portrait, motion frames]; EchoMimic v1 has no motion frames
+            out["ref"] = torch.cat([ref, motion], dim=1) if self.config.name == "hallo" else ref
+            out["drop_audio"] = batch["drop_audio"]
+            out.update(self.net.conditions(batch, boxes, self.latent_size, target.dtype))
         else:
             out["ref"] = torch.cat([ref, motion], dim=1)
             if self.config.speed_layers:

@@ -126,6 +126,15 @@ def step_generator(config: TrainConfig, step: int, micro: int) -> torch.Generato
 # ------------------------------------------------------------------ the trainer
 
 
+def _fresh_accelerator_state() -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision
+    ("restart your runtime"); a trainer owns the process while it runs, so it starts from a clean state."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 class Trainer:
     """Build the dataset, system, optimiser and EMA from a TrainConfig; `fit()` trains to max_steps."""
 
@@ -136,6 +145,7 @@ class Trainer:
 
         self.config = config.validate()
         self.out = Path(config.output_dir)
+        _fresh_accelerator_state()
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=1,
                                        cpu=not torch.cuda.is_available())
         augment = None
