@@ -5,15 +5,16 @@
 
 1. SynthTalk: `--clips` warp-engine videos from the bundled portraits and espeak-ng speech in five languages.
 2. `preprocess` at `--size` px (face-tracked crops, lip masks, log-mel per frame).
-3. Train configs/train/learns_to_talk.yaml (a small EMO-style reference-video net, 16 px crops around the
-   lips, v-prediction with min-SNR) for `--steps` steps; resumes when the run folder has checkpoints.
-4. On the held-out videos (split by video id, never seen in training): generate each whole video chunk by
-   chunk, autoregressively (each chunk's motion frames are the previous chunk's generated frames), with the
-   EMA weights, from one reference frame of the video and
+3. Train configs/train/learns_to_talk.yaml (a small EMO-style reference-video net on 16 px crops of the lips,
+   v-prediction with min-SNR, EMA) for `--steps` steps; resumes when the run folder has checkpoints.
+4. On unseen videos — the dataset's validation videos (split by video id) and `--test-clips` clips rendered
+   with another seed — generate each whole video chunk by chunk with the EMA weights from one reference frame
+   (each chunk's motion frames are the previous chunk's generated frames when the config has motion frames;
+   every chunk starts from the same noise, so only the audio changes between chunks) with
      a) its own audio, and
-     b) shuffled audio: another held-out video's audio (the control),
-   paste the generated mouth crops into the reference frame, write an mp4 carrying the video's OWN audio in
-   both cases, and run the eval card's sync measure (talkinghead.eval) on it.
+     b) shuffled audio: another unseen video's audio (the control),
+   colour-match the generated crops to the reference and paste them in with a feathered edge, write an mp4
+   carrying the video's OWN audio in both cases, and run the eval card's sync measure (talkinghead.eval) on it.
 A model that learned to talk tracks (a) clearly better than (b): higher sync confidence and peak correlation.
 The real clip's own numbers are printed as the ceiling. Prints a table and writes RUN/report.json.
 """
@@ -38,19 +39,26 @@ CONFIG = ROOT / "configs" / "train" / "learns_to_talk.yaml"
 OUT_SIZE = 256  # px, side of the evaluated videos (FaceMesh wants more than the 128 px crops)
 
 
-def prepare(data: Path, clips: int, size: int) -> Path:
+def prepare(data: Path, clips: int, size: int, seed: int = 0) -> Path:
     """SynthTalk clips and their preprocessed dataset (both resumable)."""
     from talkinghead.train.preprocess import preprocess
     from talkinghead.train.synth import synth
 
     t0 = time.perf_counter()
-    synth(data / "clips", clips=clips, size=size, seed=0)
+    synth(data / "clips", clips=clips, size=size, seed=seed)
     t1 = time.perf_counter()
     report = preprocess(data / "clips", data / "dataset", size=size, workers=2)
     t2 = time.perf_counter()
     print(f"synth {t1 - t0:.0f} s, preprocess {t2 - t1:.0f} s: {len(report.processed)} videos, "
           f"{len(report.skipped)} skipped {report.skipped}", flush=True)
     return data / "dataset"
+
+
+def match_colour(crops: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """(f, 3, s, s) generated crops with each channel's mean and spread set to those of `region` (3, s, s),
+    the reference frame under the paste: a 16 px model drifts in colour, the sync measure needs lips."""
+    mean, std = crops.mean(dim=(0, 2, 3), keepdim=True), crops.std(dim=(0, 2, 3), keepdim=True)
+    return (crops - mean) / (std + 1e-6) * region.std(dim=(1, 2), keepdim=True) + region.mean(dim=(1, 2), keepdim=True)
 
 
 def feathered(side: int) -> np.ndarray:
@@ -76,20 +84,21 @@ def generate(system, ds, k: int, audio: torch.Tensor, steps: int, seed: int) -> 
     weight = torch.from_numpy(feathered(side)).permute(2, 0, 1)  # (1, side, side)
     f, m = ds.clip_frames, ds.motion_frames
     canvas: list[torch.Tensor] = []  # generated frames so far, (3, S, S) in [-1, 1]
-    g = torch.Generator().manual_seed(seed)
     for i in items:
         item = ds[i]
         start = item["start"]
         item["reference"] = reference
-        history = canvas[-m:] if canvas else []
-        history = [reference] * (m - len(history)) + history
-        item["motion_frames"] = torch.stack(history) if m else item["motion_frames"]
+        if m:  # the previous chunk's last generated frames (the reference before the first chunk)
+            history = canvas[-m:]
+            item["motion_frames"] = torch.stack([reference] * (m - len(history)) + history)
         rows = np.arange(start, start + f) % len(audio)
         item["audio"] = audio[rows]
         for flag in ("drop_audio", "drop_reference", "drop_motion"):
             item[flag] = torch.tensor(False)
-        crops = system.sample(collate([item]), g, steps)[0]  # (f, 3, c, c)
+        # the same starting noise for every chunk: what changes from chunk to chunk is the audio, not the draw
+        crops = system.sample(collate([item]), torch.Generator().manual_seed(seed), steps)[0]  # (f, 3, c, c)
         crops = torch.nn.functional.interpolate(crops, size=(side, side), mode="bicubic", align_corners=False)
+        crops = match_colour(crops, reference[:, top:top + side, left:left + side])
         for j in range(f):
             if start + j < len(canvas):
                 continue  # the last clip of a video overlaps the one before it
@@ -119,7 +128,7 @@ def audio_of(ds, k: int) -> torch.Tensor:
     return _windows(shard, "mel", 0, shard.n_frames, ds.audio_context)
 
 
-def evaluate_heldout(trainer, dataset: Path, out: Path, steps: int) -> list[dict]:
+def evaluate_heldout(trainer, dataset: Path, out: Path, steps: int, split: str | None = "val") -> list[dict]:
     from talkinghead.eval.card import evaluate
     from talkinghead.train.datasets import ConditionDropout, TalkingClips
 
@@ -131,7 +140,7 @@ def evaluate_heldout(trainer, dataset: Path, out: Path, steps: int) -> list[dict
     system.eval()
     ds = TalkingClips(dataset, clip_frames=cfg.clip_frames, motion_frames=cfg.motion_frames,
                       audio_context=cfg.audio_context, size=cfg.frame_size, dropout=ConditionDropout(0, 0, 0, 0),
-                      seed=cfg.seed, split="val")
+                      seed=cfg.seed, split=split)
     (out / "heldout").mkdir(parents=True, exist_ok=True)
     rows = []
     v = len(ds.videos)
@@ -161,16 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/learns_to_talk", help="folder for the clips and dataset")
     p.add_argument("--out", default="runs/learns_to_talk", help="training run folder")
-    p.add_argument("--clips", type=int, default=40)
+    p.add_argument("--clips", type=int, default=48)
     p.add_argument("--size", type=int, default=128, help="clip and crop side in px")
-    p.add_argument("--steps", type=int, default=1500, help="training steps")
+    p.add_argument("--steps", type=int, default=1000, help="training steps")
     p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps per generated chunk")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default torch's; 1 is much faster when other jobs share the cores)")
+    p.add_argument("--test-clips", type=int, default=8,
+                   help="extra unseen SynthTalk clips (another seed: new sentences, framings, motion) to evaluate on")
     p.add_argument("--quick", action="store_true", help="8 clips, 60 steps, 4 DDIM steps: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
-        args.clips, args.steps, args.sample_steps = 8, 60, 4
+        args.clips, args.steps, args.sample_steps, args.test_clips = 8, 60, 4, 2
 
     from talkinghead.train.trainer import TrainConfig, Trainer
 
@@ -190,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     loss = [r["loss"] for r in trainer.history]
     print(f"trained {trainer.step} steps ({trainer.step - done} now) in {t2 - t1:.0f} s; loss first 20 "
           f"{np.mean(loss[:20]):.4f}, last 20 {np.mean(loss[-20:]):.4f}; curve {out / 'loss.png'}", flush=True)
-    rows = evaluate_heldout(trainer, dataset, out, args.sample_steps)
+    rows = evaluate_heldout(trainer, dataset, out, args.sample_steps)  # the validation videos of the dataset
+    if args.test_clips:  # and a test set rendered with another seed, never seen in training
+        test = prepare(data / "test", args.test_clips, args.size, seed=1)
+        rows += evaluate_heldout(trainer, test, out, args.sample_steps, split=None)
     t3 = time.perf_counter()
 
     keys = ("confidence", "peak_correlation", "offset_frames")

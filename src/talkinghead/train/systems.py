@@ -40,6 +40,7 @@ class SystemConfig:
     motion_heads: int = 8  # temporal attention heads
     crop: str = "mouth"  # "mouth": a square around the lips (learns to talk fast); "face": the whole crop
     crop_size: int = 32  # px, side of the crop the model sees
+    mouth_margin: float = 2.2  # crop "mouth": side of the square / width of the lip mask (the union over the video)
     vae: str | None = None  # a local diffusers VAE folder: train in its latent space; None: in pixels
     min_snr_gamma: float | None = 5.0
     speed_layers: bool = True  # EMO's speed layers, fed the head speed from the dataset's poses
@@ -114,7 +115,7 @@ class System(nn.Module):
     # ------------------------------------------------------------ batches
 
     def crop_box(self, masks: torch.Tensor) -> list[tuple[int, int, int]]:
-        """(top, left, side) per item: a square around the lip mask (x2.2 its width) or the whole frame."""
+        """(top, left, side) per item: a square around the lip mask (mouth_margin x its width) or the whole frame."""
         b, _, h, w = masks.shape
         if self.config.crop == "face":
             return [(0, 0, min(h, w))] * b
@@ -125,7 +126,7 @@ class System(nn.Module):
                 boxes.append((0, 0, min(h, w)))
                 continue
             cy, cx = (ys.min() + ys.max()).item() / 2, (xs.min() + xs.max()).item() / 2
-            side = int(min(min(h, w), max(8, 2.2 * (xs.max() - xs.min() + 1).item())))
+            side = int(min(min(h, w), max(8, self.config.mouth_margin * (xs.max() - xs.min() + 1).item())))
             top = int(min(max(0, round(cy - side / 2)), h - side))
             left = int(min(max(0, round(cx - side / 2)), w - side))
             boxes.append((top, left, side))
