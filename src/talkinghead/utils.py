@@ -56,3 +56,23 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
     finally:
         stop.set()
         worker.join()
+
+
+def select_trainable(model, train, freeze=()) -> list[str]:
+    """Set requires_grad by parameter-name patterns (fnmatch): on for names matching a `train` pattern and
+    no `freeze` pattern, off for the rest. Returns the trainable names; patterns that select nothing are an
+    InputError (a training stage that would train nothing is a config mistake)."""
+    from fnmatch import fnmatch
+
+    from .errors import InputError
+
+    names = []
+    for name, p in model.named_parameters():
+        on = any(fnmatch(name, pat) for pat in train) and not any(fnmatch(name, pat) for pat in freeze)
+        p.requires_grad_(on)
+        if on:
+            names.append(name)
+    if not names:
+        raise InputError("the stage's train/freeze patterns select no parameter",
+                         "check the patterns against the model's parameter names")
+    return names

@@ -10,7 +10,6 @@ diffusers' CogVideoX names and saves/loads its own diffusers-style folder (confi
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ..nn.dit import (AudioCrossAttention, DiTConditions, FaceAttention, Referen
                       conditions_kwargs, fold_to_latent_frames, transformer_rope)
 from ..nn.projections import AudioProjection, ImageProjection
 from ..train import losses as L
+from ..utils import select_trainable
 
 # THUDM/CogVideoX-5b-I2V transformer/config.json: the base of Hallo3's denoiser and reference network
 COGVIDEOX_5B_I2V = {
@@ -261,21 +261,6 @@ def load_stage_config(path: str | Path) -> StageConfig:
     if problems:
         raise InputError(f"{p}: " + "; ".join(problems), "fix these settings")
     return cfg
-
-
-def select_trainable(model: nn.Module, train: list[str], freeze: list[str] = ()) -> list[str]:
-    """requires_grad by parameter-name patterns (fnmatch): in `train` and in no `freeze`. Returns the
-    trainable names; patterns that select nothing are an InputError."""
-    names = []
-    for name, p in model.named_parameters():
-        on = any(fnmatch.fnmatch(name, pat) for pat in train) and not any(fnmatch.fnmatch(name, pat) for pat in freeze)
-        p.requires_grad_(on)
-        if on:
-            names.append(name)
-    if not names:
-        raise InputError("the stage's train/freeze patterns select no parameter",
-                         "check the patterns against the model's parameter names")
-    return names
 
 
 def apply_stage(model: nn.Module, stage: StageConfig) -> list[str]:

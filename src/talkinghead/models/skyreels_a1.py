@@ -16,7 +16,6 @@ CogVideoXTransformer3DModel; the release keeps the identity MLP inside the patch
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -33,6 +32,7 @@ from ..errors import InputError
 from ..nn.landmark_guider import CausalLandmarkGuider, LandmarkGuiderConfig
 from ..train.losses import (diffusion_target, face_aware_loss, face_mask_from_landmarks, flow_motion_mask, resize_mask,
                             sample_timesteps)
+from ..utils import select_trainable
 
 # CogVideoX-5B noise schedule (scheduler_config.json of the release): v-prediction, zero terminal SNR.
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -327,14 +327,4 @@ def apply_stage(model: nn.Module, stage: DiTStageConfig) -> list[str]:
             transformer.enable_gradient_checkpointing()
         else:
             transformer.disable_gradient_checkpointing()
-    names = []
-    for name, p in model.named_parameters():
-        on = any(fnmatch.fnmatch(name, pat) for pat in stage.train) and \
-            not any(fnmatch.fnmatch(name, pat) for pat in stage.freeze)
-        p.requires_grad_(on)
-        if on:
-            names.append(name)
-    if not names:
-        raise InputError(f"stage {stage.stage} of {stage.system}: the train/freeze patterns select no parameter",
-                         "check the patterns against the model's parameter names")
-    return names
+    return select_trainable(model, stage.train, stage.freeze)

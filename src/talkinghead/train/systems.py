@@ -8,7 +8,6 @@ which of their modules train in each stage is a list of name patterns in the sta
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +23,7 @@ from ..models.loopy import LoopyConfig, LoopyNet
 from ..nn.loopy import AudioToLatentsConfig
 from ..nn.speed import SpeedConfig, head_speed
 from ..nn.temporal import TemporalConfig
+from ..utils import select_trainable
 from . import losses as L
 from .systems_hallo import EchoMimicTrainNet, HalloTrainNet
 
@@ -101,16 +101,7 @@ class System(nn.Module):
     def select_trainable(self, train: list[str], freeze: list[str]) -> list[str]:
         """requires_grad by parameter-name patterns (fnmatch): in `train` and not in `freeze`.
         Returns the trainable names; the VAE never trains."""
-        names = []
-        for name, p in self.net.named_parameters():
-            on = any(fnmatch.fnmatch(name, pat) for pat in train) and not any(fnmatch.fnmatch(name, pat) for pat in freeze)
-            p.requires_grad_(on)
-            if on:
-                names.append(name)
-        if not names:
-            raise InputError("the stage's train/freeze patterns select no parameter",
-                             "check the patterns against the model's parameter names")
-        return names
+        return select_trainable(self.net, train, freeze)
 
     # ------------------------------------------------------------ batches
 
