@@ -57,6 +57,9 @@ class ReferenceVideoNet(nn.Module):
     def audio_tokens(self, audio: torch.Tensor) -> torch.Tensor:
         return audio
 
+    def location(self, batch: dict) -> torch.Tensor | None:
+        return None  # guidance features added after conv_in (EMO2's pose guider; EMO and Loopy have none)
+
     def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
         b, _, f = noisy.shape[:3]
         tokens = self.null_tokens.expand(b, -1, -1)
@@ -71,8 +74,8 @@ class ReferenceVideoNet(nn.Module):
             self.bank.recording = False
         temb_dim = self.denoising_unet.time_embedding.linear_2.out_features
         extra = self.frame_embedding(batch, (b * f, temb_dim))
-        return self.denoising_unet(noisy, t, tokens, self.audio_tokens(batch["audio"]), reference=self.bank,
-                                   added_embedding=extra)
+        return self.denoising_unet(noisy, t, tokens, self.audio_tokens(batch["audio"]), location=self.location(batch),
+                                   reference=self.bank, added_embedding=extra)
 
     def loss(self, batch: dict, scheduler: DDIMScheduler, generator: torch.Generator) -> torch.Tensor:
         """v-prediction MSE at a random timestep (explicit generator: reproducible)."""

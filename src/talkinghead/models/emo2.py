@@ -250,23 +250,9 @@ class EMO2Stage2Net(ReferenceVideoNet):
         conf = batch.get("hand_confidence")
         return None if conf is None else self.hand_confidence(conf)  # (b, f, d_time)
 
-    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
-        """ReferenceVideoNet.predict with the pose guider's features added after conv_in."""
-        b, _, f = noisy.shape[:3]
-        tokens = self.null_tokens.expand(b, -1, -1)
-        ref = batch["ref"].flatten(0, 1)  # ((b images), 4, h, w)
-        self.bank.clear()
-        self.bank.groups, self.bank.uncond_groups, self.bank.recording = b, 0, True
-        try:
-            self.reference_unet(ref, torch.zeros(ref.shape[0], device=ref.device, dtype=torch.long),
-                                encoder_hidden_states=tokens.repeat_interleave(batch["ref"].shape[1], 0),
-                                return_dict=False)
-        finally:
-            self.bank.recording = False
-        location = self.pose_guider(batch["pose_maps"]) if batch.get("pose_maps") is not None else None
-        extra = self.frame_embedding(batch, (b * f, self.hand_confidence.mlp.linear_2.out_features))
-        return self.denoising_unet(noisy, t, tokens, self.audio_tokens(batch["audio"]), location=location,
-                                   reference=self.bank, added_embedding=extra)
+    def location(self, batch: dict) -> torch.Tensor | None:
+        """The pose guider's features of the rendered hand/arm/leg maps, added after conv_in."""
+        return self.pose_guider(batch["pose_maps"]) if batch.get("pose_maps") is not None else None
 
     def losses(self, batch: dict, scheduler: DDIMScheduler, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """{"diffusion": v-prediction MSE, "pose": discriminator heatmap L2 on the x0 estimate (trains the
