@@ -141,3 +141,48 @@ def test_missing_checkpoint_dir_and_embedding_explain_the_fix(short_wav, tmp_pat
     assert _run(base + ["--checkpoint-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--face-embedding" in err and "non-commercial" in err
+
+
+def test_renders_share_one_loaded_release_and_run_side_by_side(tiny_release, embedding, short_wav, astronaut,
+                                                                monkeypatch):
+    """A server renders many videos: the release is loaded once, a render gives the same frames whatever ran
+    before it, two renders in two threads give exactly the frames each gives alone, and a replaced
+    checkpoint is loaded again."""
+    import os
+    import threading
+
+    from talkinghead.config import AnimateConfig, DiffusionConfig, RenderConfig
+    from talkinghead.io import load_audio
+    from talkinghead.models.hallo import HalloNet
+    from talkinghead.pipelines import hallo_engine as E
+
+    E._CACHE.clear()
+    loads = []
+    real = HalloNet.from_checkpoint
+    monkeypatch.setattr(HalloNet, "from_checkpoint", staticmethod(lambda *a, **k: loads.append(1) or real(*a, **k)))
+    speech = load_audio(short_wav)
+
+    def animator(seed: int):
+        config = AnimateConfig(render=RenderConfig(size=128),
+                               diffusion=DiffusionConfig(checkpoint_dir=str(tiny_release), face_embedding=str(embedding),
+                                                         steps=2, device="cpu"))
+        config.motion.seed = seed
+        return E.HalloAnimator(astronaut, config, warn=False)
+
+    a, b = animator(1), animator(2)
+    assert len(loads) == 1 and a.pipe is b.pipe
+    alone = [np.stack(list(x.frames(speech))) for x in (a, b)]
+    np.testing.assert_array_equal(np.stack(list(a.frames(speech))), alone[0])  # nothing left over from b
+    together: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda k=k, x=x: together.__setitem__(k, np.stack(list(x.frames(speech)))))
+               for k, x in enumerate((a, b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not np.array_equal(alone[0], alone[1])  # two seeds, two videos
+    for k in (0, 1):
+        np.testing.assert_array_equal(together[k], alone[k])
+    net_file = tiny_release / "hallo" / "net.pth"
+    os.utime(net_file, ns=(net_file.stat().st_atime_ns, net_file.stat().st_mtime_ns + 1_000_000))
+    assert animator(1).pipe.net is not a.pipe.net and len(loads) == 2

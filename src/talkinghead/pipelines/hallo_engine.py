@@ -7,6 +7,8 @@ flat with audio length. Same inputs, outputs and bad-input handling as the warp 
 from __future__ import annotations
 
 import json
+import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -57,13 +59,31 @@ def load_release(folder: str | Path, variant: str = "hallo", device: str = "cpu"
     own = root / variant / "config.json"
     if own.is_file():
         config = HalloConfig.from_dict(json.loads(own.read_text()))
-    net = HalloNet.from_checkpoint(files["Hallo net"], config)
-    vae = load_vae_folder(files["VAE"].parent)
-    audio_model, extractor = load_wav2vec(files["wav2vec"].parent, device=device)
-    if (device, dtype) != ("cpu", torch.float32):
-        net.to(device=device, dtype=dtype)
-        vae.to(device=device, dtype=dtype)
-    return HalloPipeline(net, vae), audio_model, extractor
+    key = (str(root.resolve()), variant, device, str(dtype),
+           tuple((name, str(f), f.stat().st_mtime_ns, f.stat().st_size) for name, f in sorted(files.items())))
+    with _CACHE_LOCK:
+        parts = _CACHE.get(key)
+        if parts is None:
+            _CACHE.clear()  # one release in memory at a time
+            net = HalloNet.from_checkpoint(files["Hallo net"], config)
+            vae = load_vae_folder(files["VAE"].parent)
+            audio_model, extractor = load_wav2vec(files["wav2vec"].parent, device=device)
+            if (device, dtype) != ("cpu", torch.float32):
+                net.to(device=device, dtype=dtype)
+                vae.to(device=device, dtype=dtype)
+            pipe = HalloPipeline(net, vae)  # its reference bank is attached to this net's attention layers
+            pipe.net_lock = threading.Lock()
+            parts = _CACHE[key] = (pipe, audio_model, extractor)
+    return parts
+
+
+# Loaded releases, so a server or UI that renders many videos loads the weights once (DESIGN: no models
+# reloaded per request). The key holds every file's size and mtime: a replaced checkpoint is loaded again.
+# The pipeline keeps per-call state (the reference bank its net's attention layers write and read, the
+# scheduler's timesteps), so callers that share it take `pipe.net_lock` while they run it and bring their
+# own scheduler; two jobs then alternate clip by clip.
+_CACHE: dict[tuple, tuple] = {}
+_CACHE_LOCK = threading.Lock()
 
 
 def _device(name: str) -> str:
@@ -117,7 +137,7 @@ class HalloAnimator:
         self.embedding = torch.from_numpy(np.asarray(embedder.embed(self.portrait, self.face), np.float32))[None]
         self.masks = hallo_masks(self.face, r.size, self.sampling.clip_length)
         self.pipe, self.audio_model, self.extractor = load_release(d.checkpoint_dir, self.variant, device, dtype)
-        self.pipe.scheduler = _scheduler(d.scheduler)
+        self.scheduler = _scheduler(d.scheduler)  # set on the shared pipeline while this animator holds it
 
     @property
     def fps(self) -> float:
@@ -137,25 +157,31 @@ class HalloAnimator:
         from ..audio.wav2vec import audio_windows, hallo_audio_embeddings
 
         s = self.sampling
-        emb, n_real = hallo_audio_embeddings(self.audio_model, self.extractor, speech.samples,
-                                             fps=int(round(self.fps)), clip_length=s.clip_length)
-        windows = audio_windows(emb)  # (frames, 5, layers, dim), padded to whole clips
         pipe = self.pipe
+        lock = getattr(pipe, "net_lock", None) or nullcontext()
+        with lock:  # wav2vec's hidden states are recorded by hooks on the shared model
+            emb, n_real = hallo_audio_embeddings(self.audio_model, self.extractor, speech.samples,
+                                                 fps=int(round(self.fps)), clip_length=s.clip_length)
+        windows = audio_windows(emb)  # (frames, 5, layers, dim), padded to whole clips
         reference = torch.from_numpy(self.portrait.image).permute(2, 0, 1).float()[None] / 127.5 - 1.0
         masks = {"full": self.masks.full, "face": self.masks.face, "lip": self.masks.lip}
         guidance = s.guidance_scale > 1.0
         generator = torch.Generator().manual_seed(s.seed)
         motion = reference.repeat(s.n_motion_frames, 1, 1, 1)  # the first clip starts from the portrait
-        ref_latent = pipe.encode_images(reference)  # once per video
+        with lock:
+            ref_latent = pipe.encode_images(reference)  # once per video
         h = w = self.config.render.size // 8
         emitted = 0
         for start in range(0, windows.shape[0], s.clip_length):
             clip = windows[start:start + s.clip_length][None]
-            cond = pipe.condition(self.embedding, clip, self.masks.face_region, masks, guidance, s.branch_weights)
-            ref_latents = torch.cat([ref_latent, pipe.encode_images(motion)])
             noise = torch.randn((1, 4, clip.shape[1], h, w), generator=generator)
-            latents = pipe.sample_clip(ref_latents, cond, noise, s.steps, s.guidance_scale)
-            video = pipe.decode_latents(latents)[0]  # (3, f, H, W) in [0, 1]
+            with lock:  # the pipeline (net, reference bank) is shared by every caller of this release (_CACHE)
+                pipe.scheduler = self.scheduler
+                cond = pipe.condition(self.embedding, clip, self.masks.face_region, masks, guidance,
+                                      s.branch_weights)
+                ref_latents = torch.cat([ref_latent, pipe.encode_images(motion)])
+                latents = pipe.sample_clip(ref_latents, cond, noise, s.steps, s.guidance_scale)
+                video = pipe.decode_latents(latents)[0]  # (3, f, H, W) in [0, 1]
             motion = video[:, -s.n_motion_frames:].permute(1, 0, 2, 3) * 2.0 - 1.0
             for frame in video.permute(1, 2, 3, 0):
                 if emitted >= n_real:
