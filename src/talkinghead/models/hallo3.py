@@ -21,8 +21,8 @@ from torch import nn
 
 from ..errors import InputError
 from ..nn.dit import (AudioCrossAttention, DiTConditions, FaceAttention, ReferenceFeatureBank,
-                      attach_identity_reference, concat_motion_latents, conditioned_cogvideox,
-                      conditions_kwargs, fold_to_latent_frames, transformer_rope)
+                      attach_identity_reference, conditioned_cogvideox, conditioned_forward, fold_to_latent_frames,
+                      transformer_rope)
 from ..nn.projections import AudioProjection, ImageProjection
 from ..train import losses as L
 from ..utils import select_trainable
@@ -154,18 +154,13 @@ class Hallo3Model(StagedModel, ModelMixin, ConfigMixin):
                 face_embedding: torch.Tensor | None = None, audio_windows: torch.Tensor | None = None,
                 motion_latents: torch.Tensor | None = None, reference_latents: torch.Tensor | None = None,
                 reuse_reference: bool = False) -> torch.Tensor:
-        b, f, _, h, w = noisy.shape
         if not reuse_reference:
             if reference_latents is not None:
                 self.encode_reference(reference_latents, text)
             else:
                 self.bank.clear()
-        x = concat_motion_latents(noisy, motion_latents)  # (b, T', 2c, h, w)
-        t = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
-        cond = self.conditions(f, face_embedding, audio_windows)
-        rope = transformer_rope(self.transformer, f, h, w, x.device)
-        return self.transformer(x, text.to(x.dtype), t, image_rotary_emb=rope, attention_kwargs=conditions_kwargs(cond),
-                                return_dict=False)[0]
+        cond = self.conditions(noisy.shape[1], face_embedding, audio_windows)
+        return conditioned_forward(self.transformer, noisy, timestep, text, motion_latents, cond)
 
     # ------------------------------------------------------------ training
 

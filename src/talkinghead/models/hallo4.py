@@ -17,8 +17,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..nn.dit import (DiTConditions, concat_motion_latents, conditioned_cogvideox, conditions_kwargs,
-                      transformer_rope)
+from ..nn.dit import DiTConditions, conditioned_cogvideox, conditioned_forward
 from ..nn.projections import AudioProjection
 from ..nn.reference_attention import ReferenceBank, attach_reference
 from ..nn.temporal_modulation import SkeletonMotionEncoder, TemporalMotionModulation
@@ -74,13 +73,8 @@ class Hallo4Model(StagedModel, ModelMixin, ConfigMixin):
     def forward(self, noisy: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
                 audio_windows: torch.Tensor | None = None, keypoints: torch.Tensor | None = None,
                 motion_latents: torch.Tensor | None = None) -> torch.Tensor:
-        b, f, _, h, w = noisy.shape
-        x = concat_motion_latents(noisy, motion_latents)  # (b, T', 2c, h, w)
-        t = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
-        cond = self.conditions(f, audio_windows, keypoints)
-        rope = transformer_rope(self.transformer, f, h, w, x.device)
-        return self.transformer(x, text.to(x.dtype), t, image_rotary_emb=rope, attention_kwargs=conditions_kwargs(cond),
-                                return_dict=False)[0]
+        cond = self.conditions(noisy.shape[1], audio_windows, keypoints)
+        return conditioned_forward(self.transformer, noisy, timestep, text, motion_latents, cond)
 
     def predict(self, noisy: torch.Tensor, timestep: torch.Tensor, batch: dict) -> torch.Tensor:
         return self(noisy, timestep, batch["text"], batch.get("audio_windows"), batch.get("keypoints"),

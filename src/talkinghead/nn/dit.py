@@ -312,3 +312,15 @@ def concat_motion_latents(noisy: torch.Tensor, motion_latents: torch.Tensor | No
     """Hallo3 §3.4 long video: (b, T', c, h, w) noisy latents ⊕ (channels) the motion-frame condition ->
     (b, T', 2c, h, w), the input of an I2V CogVideoX denoiser (in_channels = 2c)."""
     return torch.cat([noisy, motion_condition(motion_latents, noisy)], dim=2)
+
+
+def conditioned_forward(transformer: CogVideoXTransformer3DModel, noisy: torch.Tensor, timestep, text: torch.Tensor,
+                        motion_latents: torch.Tensor | None, conditions: DiTConditions) -> torch.Tensor:
+    """The denoiser's output for noisy latents (b, T', c, h, w): motion-frame latents joined on channels, the
+    timestep broadcast over the batch, 3D RoPE, and `conditions` read by the blocks' cross-attention."""
+    b, f, _, h, w = noisy.shape
+    x = concat_motion_latents(noisy, motion_latents)  # (b, T', 2c, h, w)
+    t = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
+    rope = transformer_rope(transformer, f, h, w, x.device)
+    return transformer(x, text.to(x.dtype), t, image_rotary_emb=rope, attention_kwargs=conditions_kwargs(conditions),
+                       return_dict=False)[0]

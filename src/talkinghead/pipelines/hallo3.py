@@ -3,7 +3,7 @@
 latents of the previous clip's last `motion_frames` frames (Hallo3 §3.4), denoised with audio
 classifier-free guidance, decoded, and yielded clip by clip so memory stays flat with audio length.
 
-    pipe = Hallo3Pipeline.from_pretrained("pretrained_models/hallo3_diffusers")
+    pipe = Hallo3Pipeline.from_pretrained(local_folder)  # transformer/ + vae/, never downloaded
     for chunk in pipe(portrait, face_embedding, audio_windows, text_tokens):  # (f, H, W, 3) uint8
         writer.write(chunk)
 """
@@ -68,6 +68,18 @@ class DiTClipPipeline:
     step) and may prepare per-clip state in `begin_clip`. Per-frame conditions have the frame axis at 1."""
 
     guided_keys: tuple[str, ...] = ("audio_windows",)  # zeroed in the unconditional half
+    model_class: type  # the system's model (diffusers ModelMixin), saved in the folder's transformer/
+    model_name: str  # how missing-file messages name it
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path):
+        """A local folder (never a hub id) with transformer/ (the model's save_pretrained) and vae/
+        (AutoencoderKLCogVideoX); one InputError lists whatever is missing."""
+        folder = Path(folder)
+        check_release(folder, {cls.model_name: "transformer", "CogVideoX 3D VAE": "vae"})
+        model = cls.model_class.from_pretrained(folder / "transformer", local_files_only=True)
+        vae = AutoencoderKLCogVideoX.from_pretrained(folder / "vae", local_files_only=True)
+        return cls(model, vae)
 
     def __init__(self, model, vae: AutoencoderKLCogVideoX, scheduler):
         self.model = model.eval()
@@ -165,18 +177,11 @@ class DiTClipPipeline:
 class Hallo3Pipeline(DiTClipPipeline):
     """Hallo3 sampling: the identity reference network runs once per clip; audio CFG."""
 
+    model_class, model_name = Hallo3Model, "Hallo3 model"
+
     def __init__(self, model: Hallo3Model, vae: AutoencoderKLCogVideoX,
                  scheduler: CogVideoXDDIMScheduler | None = None):
         super().__init__(model, vae, scheduler or CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER))
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "Hallo3Pipeline":
-        """A local folder with transformer/ (Hallo3Model.save_pretrained) and vae/ (AutoencoderKLCogVideoX)."""
-        folder = Path(folder)
-        check_release(folder, {"Hallo3 model": "transformer", "CogVideoX 3D VAE": "vae"})
-        model = Hallo3Model.from_pretrained(folder / "transformer", local_files_only=True)
-        vae = AutoencoderKLCogVideoX.from_pretrained(folder / "vae", local_files_only=True)
-        return cls(model, vae)
 
     def begin_clip(self, cond: dict, reference_latents: torch.Tensor) -> None:
         self.model.encode_reference(reference_latents, cond["text"])

@@ -3,7 +3,6 @@ per-frame audio + skeleton keypoints feeding the temporal motion modulation; aud
 together in the unconditional half of classifier-free guidance."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -11,26 +10,18 @@ import torch
 from diffusers import AutoencoderKLCogVideoX, FlowMatchEulerDiscreteScheduler
 
 from ..models.hallo4 import Hallo4Model
-from .hallo3 import DiTClipPipeline, DiTSamplingConfig, check_release
+from .hallo3 import DiTClipPipeline, DiTSamplingConfig
 
 FLOW_SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0}  # ours: a resolution shift as Wan/SD3 samplers use
 
 
 class Hallo4Pipeline(DiTClipPipeline):
     guided_keys = ("audio_windows", "keypoints")
+    model_class, model_name = Hallo4Model, "Hallo4 model"
 
     def __init__(self, model: Hallo4Model, vae: AutoencoderKLCogVideoX,
                  scheduler: FlowMatchEulerDiscreteScheduler | None = None):
         super().__init__(model, vae, scheduler or FlowMatchEulerDiscreteScheduler(**FLOW_SCHEDULER))
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "Hallo4Pipeline":
-        """A local folder with transformer/ (Hallo4Model.save_pretrained) and vae/ (AutoencoderKLCogVideoX)."""
-        folder = Path(folder)
-        check_release(folder, {"Hallo4 model": "transformer", "CogVideoX 3D VAE": "vae"})
-        model = Hallo4Model.from_pretrained(folder / "transformer", local_files_only=True)
-        vae = AutoencoderKLCogVideoX.from_pretrained(folder / "vae", local_files_only=True)
-        return cls(model, vae)
 
     def model_output(self, x: torch.Tensor, t: torch.Tensor, cond: dict, motion: torch.Tensor) -> torch.Tensor:
         return self.model(x, t.expand(x.shape[0]), cond["text"], cond.get("audio_windows"), cond.get("keypoints"),
