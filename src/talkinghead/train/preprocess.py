@@ -322,16 +322,22 @@ def _upright(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-def _video_frames(path: Path, fps: float):
-    """Yield the upright RGB frames of the first video stream resampled to `fps` (nearest source frame)."""
+def _open_video(path: Path):
+    """(container, first video stream); _Reject when ffmpeg cannot open the file or it has no video."""
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
         raise _Reject(f"unreadable: ffmpeg cannot open it ({type(e).__name__})") from None
+    if not container.streams.video:
+        container.close()
+        raise _Reject("unreadable: no video stream")
+    return container, container.streams.video[0]
+
+
+def _video_frames(path: Path, fps: float):
+    """Yield the upright RGB frames of the first video stream resampled to `fps` (nearest source frame)."""
+    container, stream = _open_video(path)
     try:
-        if not container.streams.video:
-            raise _Reject("unreadable: no video stream")
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate or stream.guessed_rate or fps)
         out = 0
@@ -351,14 +357,8 @@ def _video_frames(path: Path, fps: float):
 
 def _probe(path: Path, fps: float) -> tuple[bool, int | None]:
     """(has an audio track, estimated frame count at `fps` or None)."""
+    container, stream = _open_video(path)
     try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
-        raise _Reject(f"unreadable: ffmpeg cannot open it ({type(e).__name__})") from None
-    try:
-        if not container.streams.video:
-            raise _Reject("unreadable: no video stream")
-        stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate or 0) or None
         estimate = None
         if stream.frames and rate:
