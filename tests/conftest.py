@@ -54,3 +54,55 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def hallo_release(hallo_dir, tmp_path_factory) -> Path:
+    """A tiny release folder in the official layout, weights from the shared reference data:
+    pretrained_models/{hallo,hallo2}/net.pth + config.json, sd-vae-ft-mse/, wav2vec/wav2vec2-base-960h/."""
+    import json
+    import shutil
+
+    from talkinghead.models.hallo import HalloConfig
+
+    root = tmp_path_factory.mktemp("release") / "pretrained_models"
+    net, audio = hallo_dir / "hallo_tiny", hallo_dir / "hallo_audio_tiny"
+    fixture_config = json.loads((net / "config.json").read_text())
+    for variant in ("hallo", "hallo2"):
+        (root / variant).mkdir(parents=True)
+        shutil.copy(net / "net.pth", root / variant / "net.pth")
+        (root / variant / "config.json").write_text(
+            json.dumps(HalloConfig.from_reference_run(fixture_config).to_dict()))
+    vae = root / "sd-vae-ft-mse"
+    vae.mkdir()
+    shutil.copy(net / "vae_tiny.safetensors", vae / "diffusion_pytorch_model.safetensors")
+    (vae / "config.json").write_text(json.dumps(fixture_config["vae_constructor_kwargs"]))
+    w2v = root / "wav2vec" / "wav2vec2-base-960h"
+    w2v.mkdir(parents=True)
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        shutil.copy(audio / name, w2v / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def face_embedding_file(tmp_path_factory) -> Path:
+    """A 512-d identity vector file, as `--face-embedding` takes."""
+    path = tmp_path_factory.mktemp("emb") / "face.npy"
+    np.save(path, np.random.default_rng(0).normal(size=512).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="session")
+def short_wav(librivox, tmp_path_factory) -> Path:
+    """0.9 s of real speech as a 16 kHz wav file: 23 frames at 25 fps, two 16-frame clips for the diffusion engines."""
+    import wave
+
+    speech, _ = librivox
+    path = tmp_path_factory.mktemp("wav") / "short.wav"
+    pcm = (np.clip(speech.samples[: int(0.9 * speech.sample_rate)], -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(speech.sample_rate)
+        w.writeframes(pcm.tobytes())
+    return path

@@ -94,11 +94,9 @@ def say(text: str, image, output: str | os.PathLike, voice: str = "en-us",
 
 
 def _engine(name: str, portrait: Portrait, config: AnimateConfig):
-    from .pipelines import ENGINES
+    from .systems import make_animator
 
-    if name not in ENGINES:
-        raise InputError(f"unknown engine {name!r}", f"choose one of: {', '.join(sorted(ENGINES))}")
-    return ENGINES[name](portrait, config)
+    return make_animator(name, portrait, config)
 
 
 def _check_preview(preview) -> Path | None:

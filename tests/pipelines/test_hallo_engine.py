@@ -2,7 +2,6 @@
 shared reference data), through the real CLI, MediaPipe, wav2vec and PyAV."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -10,49 +9,16 @@ import pytest
 
 from talkinghead.interfaces.cli import main
 from talkinghead.io import probe
-from talkinghead.models.hallo import HalloConfig
 
 
 @pytest.fixture(scope="module")
-def tiny_release(hallo_dir, tmp_path_factory):
-    """pretrained_models/{hallo/net.pth + config.json, sd-vae-ft-mse/, wav2vec/wav2vec2-base-960h/}."""
-    root = tmp_path_factory.mktemp("release") / "pretrained_models"
-    net, audio = hallo_dir / "hallo_tiny", hallo_dir / "hallo_audio_tiny"
-    fixture_config = json.loads((net / "config.json").read_text())
-    (root / "hallo").mkdir(parents=True)
-    shutil.copy(net / "net.pth", root / "hallo" / "net.pth")
-    (root / "hallo" / "config.json").write_text(json.dumps(HalloConfig.from_reference_run(fixture_config).to_dict()))
-    vae = root / "sd-vae-ft-mse"
-    vae.mkdir()
-    shutil.copy(net / "vae_tiny.safetensors", vae / "diffusion_pytorch_model.safetensors")
-    (vae / "config.json").write_text(json.dumps(fixture_config["vae_constructor_kwargs"]))
-    w2v = root / "wav2vec" / "wav2vec2-base-960h"
-    w2v.mkdir(parents=True)
-    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
-        shutil.copy(audio / name, w2v / name)
-    return root
+def tiny_release(hallo_release):
+    return hallo_release
 
 
 @pytest.fixture(scope="module")
-def embedding(tmp_path_factory):
-    path = tmp_path_factory.mktemp("emb") / "face.npy"
-    np.save(path, np.random.default_rng(0).normal(size=512).astype(np.float32))
-    return path
-
-
-@pytest.fixture(scope="module")
-def short_wav(librivox, tmp_path_factory):
-    import wave
-
-    speech, _ = librivox
-    path = tmp_path_factory.mktemp("wav") / "short.wav"
-    pcm = (np.clip(speech.samples[: int(0.9 * speech.sample_rate)], -1, 1) * 32767).astype("<i2")  # 23 frames: 2 clips
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(speech.sample_rate)
-        w.writeframes(pcm.tobytes())
-    return path
+def embedding(face_embedding_file):
+    return face_embedding_file
 
 
 def _run(argv) -> int:

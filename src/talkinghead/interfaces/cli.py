@@ -1,5 +1,5 @@
-"""Command line: `talkinghead animate | say | demo | voices | verify | eval | bench | preprocess | synth | train
-| web | serve`.
+"""Command line: `talkinghead animate | say | demo | voices | verify | systems | eval | bench | preprocess | synth
+| train | web | serve`.
 
 Every MotionConfig/RenderConfig field is an option named after it (`head_motion` -> --head-motion).
 A user mistake prints one message with the fix and exits with code 2, leaving no output file.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..config import DTYPES, SCHEDULERS, AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig
 from ..errors import InputError, TalkingHeadError
+from ..systems import engine_names, verifier_names
 
 EXIT_USAGE = 2
 DEMO_TEXT = ("Hello! I am a talking head, made from a single photo on your own computer. "
@@ -107,8 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("voices", help="list espeak-ng voices for `say --voice`")
 
     v = sub.add_parser("verify", help="compare our modules with reference data made by the official code")
-    v.add_argument("model", choices=["hallo"], help="which reference data format")
-    v.add_argument("fixture_dir", help="reference-data folder, e.g. ../shared/fixtures/hallo")
+    v.add_argument("model", choices=verifier_names(), help="which system's reference data format")
+    v.add_argument("fixture_dir", help="reference-data folder made by running the official code (tiny config)")
+
+    sm = sub.add_parser("systems", help="list every system: what it can do here (render, train, verify) and what "
+                                        "is missing")
+    sm.add_argument("--json", action="store_true", help="print the registry as JSON")
+    sm.add_argument("--quiet", action="store_true", help="the table only, without what each system is missing")
 
     e = sub.add_parser("eval", help="metrics card of a talking-head video (or of every video in a folder)")
     e.add_argument("video", help="a video, or a folder of videos (a same-named .txt beside each is its transcript)")
@@ -187,9 +193,11 @@ def _common(p) -> None:
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("engine", "warp (default) runs anywhere; hallo/hallo2 need the official weights")
-    g.add_argument("--engine", default="warp", choices=["warp", "hallo", "hallo2"], help="which engine renders")
-    g.add_argument("--checkpoint-dir", help="official release folder (pretrained_models/) for hallo/hallo2")
+    g = p.add_argument_group("engine", "warp (default) runs anywhere; the others need weights in a local folder "
+                                       "(`talkinghead systems` lists what each needs)")
+    g.add_argument("--engine", default="warp", choices=engine_names(), help="which engine renders")
+    g.add_argument("--checkpoint-dir", help="weights folder: an official release folder, or one written by "
+                                            "`talkinghead train` for systems without released weights")
     g.add_argument("--face-embedding", help="512-d identity embedding file, or an ArcFace .onnx model")
     g.add_argument("--steps", type=_number(int, "--steps"), help="denoising steps (default: official 40)")
     g.add_argument("--guidance-scale", type=_number(float, "--guidance-scale"),
@@ -217,6 +225,8 @@ def run(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.command == "verify":
         return _verify(args)
+    if args.command == "systems":
+        return _systems(args)
     if args.command == "eval":
         return _eval(args)
     if args.command == "bench":
@@ -268,14 +278,40 @@ def run(argv: list[str] | None = None) -> int:
 
 def _verify(args) -> int:
     """Print one line per compared output; exit 1 if any is above its tolerance."""
-    from ..verify.hallo import verify_hallo
+    from ..systems import get, resolve
 
-    checks = verify_hallo(Path(args.fixture_dir))
+    fixture = Path(args.fixture_dir)
+    if not fixture.is_dir():
+        raise InputError(f"reference-data folder {fixture} does not exist",
+                         f"pass the folder made by running the official {args.model} code")
+    checks = resolve(get(args.model).verifier)(fixture)
     for check in checks:
         print(check.line())
     failed = [c for c in checks if not c.passed]
     print(f"{len(checks) - len(failed)}/{len(checks)} outputs within tolerance")
     return 1 if failed else 0
+
+
+def _systems(args) -> int:
+    """The registry as a table (or JSON): what each system can do here and what is missing."""
+    import json
+
+    from ..systems import CAPABILITIES, SYSTEMS
+
+    rows = [s.to_dict() for s in SYSTEMS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'system':<12} {'family':<15} {'weights':<9} " + " ".join(f"{c:<7}" for c in CAPABILITIES))
+    for r in rows:
+        print(f"{r['name']:<12} {r['family']:<15} {r['weights']:<9} "
+              + " ".join(f"{'yes' if r[c] else '-':<7}" for c in CAPABILITIES))
+    if not getattr(args, "quiet", False):
+        print()
+        for r in rows:
+            for gap in r["missing"]:
+                print(f"{r['name']}: {gap}")
+    return 0
 
 
 def _writable(path: str | None, suffixes: tuple[str, ...], flag: str) -> None:

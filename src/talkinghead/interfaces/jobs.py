@@ -329,14 +329,14 @@ def render_job(job: Job) -> None:
     """Render a job's video into its folder (atomically), updating `progress`; stops between frames
     when the job's cancel flag is set (raising _Cancelled, leaving no video)."""
     from ..io import load_image
-    from ..pipelines import ENGINES
+    from ..systems import make_animator
 
     request = job.request
     portrait = load_image(request.image)
     speech = load_speech(request, request.config.render.max_seconds)
     if job.cancel.is_set():
         raise _Cancelled
-    animator = ENGINES[request.engine](portrait, request.config, warn=False)
+    animator = make_animator(request.engine, portrait, request.config, warn=False)
     total = max(1, animator.n_frames(speech))
     with VideoWriter(job.video, animator.fps, animator.frame_size, audio=speech) as writer:
         for i, frame in enumerate(prefetch(animator.frames(speech))):  # render overlaps encode

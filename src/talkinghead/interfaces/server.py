@@ -328,16 +328,16 @@ async def read_upload(request: Request, boundary: bytes, folder: Path, limit: in
 def client_config(options: dict, settings: Settings, engine: str) -> AnimateConfig:
     """An AnimateConfig from a client's controls (named like the CLI options), with the operator's
     engine settings filled in; ServiceError 422 for anything wrong or not the client's to set."""
-    from ..pipelines import ENGINES
+    from ..systems import engine_names
 
     for name in options:
         key = name.replace("_", "-")
         if key in SERVER_ONLY_OPTIONS:
             raise ServiceError(422, "option_not_allowed", f"{key!r} is set by the server's operator, not per request\n"
                                f"  how to fix: leave {key!r} out")
-    if engine not in ENGINES:
+    if engine not in engine_names():
         raise ServiceError(422, "invalid_option", f"unknown engine {engine!r}\n"
-                           f"  how to fix: choose one of: {', '.join(sorted(ENGINES))}")
+                           f"  how to fix: choose one of: {', '.join(engine_names())}")
     if engine != "warp" and not settings.checkpoint_dir:
         raise ServiceError(422, "engine_unavailable", f"this server has no checkpoints for --engine {engine}\n"
                            "  how to fix: use engine=warp, or ask the operator to start it with --checkpoint-dir")
@@ -774,7 +774,7 @@ def _unauthorized() -> ServiceError:
 
 def _form_schema() -> dict:
     """OpenAPI schema of the POST /v1/videos form (the body is parsed by hand, streamed to disk)."""
-    from ..pipelines import ENGINES
+    from ..systems import engine_names
 
     kinds = {"float": {"type": "number"}, "int": {"type": "integer"}, "bool": {"type": "boolean"},
              "str": {"type": "string"}, "int | None": {"type": "integer"},
@@ -786,7 +786,7 @@ def _form_schema() -> dict:
         "text": {"type": "string", "maxLength": MAX_TEXT_CHARS,
                  "description": "without audio: words to speak (espeak-ng); with audio: its transcript (English)"},
         "voice": {"type": "string", "default": "en-us", "description": "espeak-ng voice for `text`, e.g. en-us, de"},
-        "engine": {"type": "string", "enum": sorted(ENGINES), "default": "warp"},
+        "engine": {"type": "string", "enum": engine_names(), "default": "warp"},
     }
     for name, (_, kind) in option_names().items():
         if name in SERVER_ONLY_OPTIONS:

@@ -82,13 +82,16 @@ def engine_status(checkpoint_dir: str | os.PathLike | None) -> dict[str, str | N
     """Every engine -> None when it can run, else why not (e.g. which release files `checkpoint_dir` lacks).
     Only checks that files are present, as the loaders do before reading them."""
     from ..models.checkpoints import find_file
-    from ..pipelines import ENGINES
     from ..pipelines.hallo_engine import RELEASE_URL, release_root
+    from ..systems import SYSTEMS, engine_names
 
     status: dict[str, str | None] = {}
-    for name in ENGINES:
-        if name not in HALLO_VARIANTS:
+    for name in engine_names():
+        if SYSTEMS[name].weights == "none":
             status[name] = None
+            continue
+        if name not in HALLO_VARIANTS:
+            status[name] = None if checkpoint_dir else "needs --checkpoint-dir with its weights folder"
             continue
         need = f"needs --checkpoint-dir with the official pretrained_models/ ({RELEASE_URL.format(variant=name)})"
         if checkpoint_dir is None:
@@ -185,10 +188,10 @@ def render(image: str | None, audio: str | None = None, text: str | None = "", v
 
 
 def _render(image, audio, text, voice, engine, options, workdir, checkpoint_dir, progress) -> Job:
-    from ..pipelines import ENGINES
+    from ..systems import engine_names
 
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r}", f"choose one of: {', '.join(ENGINES)}")
+    if engine not in engine_names():
+        raise InputError(f"unknown engine {engine!r}", f"choose one of: {', '.join(engine_names())}")
     unavailable = engine_status(checkpoint_dir)[engine]
     if unavailable:
         raise InputError(f"engine {engine} is unavailable: {unavailable}", "choose the warp engine")

@@ -1,0 +1,172 @@
+"""The system registry: the warp engine and every seed system, each described once.
+
+A `System` entry says what a system is (name, paper, family, model classes), where its code lives and what it
+needs: the engine that renders with it, the verifier that compares it with the official code, the trainer adapter
+and stage configs, the weights it runs from (an official release folder, or what `talkinghead train` wrote) and the
+front ends it loads from local folders. The CLI's `--engine` and `verify` choices, the web UI's engine list and the
+HTTP API's engine field all read this table, so a system added here appears everywhere at once.
+
+Code is named by dotted path ("package.module:attr") and imported only when used: reading the registry imports no
+model, no torch and nothing above this package.
+
+Contract for the code an entry points at:
+- `engine`: a factory `make(portrait, config: AnimateConfig, warn: bool = True)` returning an animator with
+  `fps`, `frame_size`, `n_frames(speech)` and `frames(speech) -> Iterator[np.ndarray]` (RGB uint8), as the warp
+  `Animator` and `HalloAnimator` have; `api.render_to_file` drives any of them.
+- `verifier`: `verify(fixture_dir: Path) -> list[verify.Check]`, reading every size, seed and setting from the
+  fixture's own files.
+- `proven`: the capabilities ("render", "train", "verify") that tests/systems/ proves by running them; a claim
+  without its test fails the suite, so `talkinghead systems` never says more than the tests show.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+CAPABILITIES = ("render", "train", "verify")
+
+
+@dataclass(frozen=True)
+class System:
+    """One system: what it is, where its parts live, what it needs and what is proven to work."""
+
+    name: str  # `--engine NAME`, `verify NAME`
+    title: str
+    paper: str  # the paper that introduced it (title, year)
+    family: str  # "warp" | "unet" | "dit" | "autoregressive"
+    models: tuple[str, ...] = ()  # model classes, "module:Class"
+    engine: str | None = None  # "module:factory" (see the module docstring)
+    verifier: str | None = None  # "module:function"
+    fixture: str | None = None  # reference-data folder name (under shared/fixtures) the verifier reads
+    trainer: str | None = None  # the `system:` name a training stage config uses
+    stage_configs: tuple[str, ...] = ()  # configs/train/<file>.yaml
+    weights: str = "own"  # "none" (warp) | "official" (a release folder) | "own" (a `talkinghead train` folder)
+    release_files: tuple[str, ...] = ()  # what an official release folder must hold (relative paths)
+    front_ends: tuple[str, ...] = ()  # "wav2vec2", "whisper", "t5", "umt5", "clip", "siglip": loaded from local folders
+    options: tuple[str, ...] = ()  # DiffusionConfig fields this engine honours beyond the shared ones
+    proven: frozenset[str] = field(default_factory=frozenset)  # capabilities backed by tests/systems/
+    needs_gpu_for: str = ""  # what cannot run usefully on a CPU (e.g. "official-size sampling")
+
+    def can(self, capability: str) -> bool:
+        return capability in self.proven
+
+    def missing(self) -> list[str]:
+        """What stands between this system and each capability it does not have here and now."""
+        gaps = []
+        if not self.can("render"):
+            gaps.append("render: " + ("no engine built yet" if self.engine is None else "engine not yet proven by a test"))
+        if not self.can("train") and self.weights != "none":
+            gaps.append("train: " + ("no trainer adapter yet" if self.trainer is None else "stage configs not yet proven"))
+        if self.weights == "official" and not self.can("verify"):
+            gaps.append("verify: " + ("no verifier yet" if self.verifier is None else "verifier not yet proven"))
+        if self.release_files:
+            gaps.append("official weights: a local release folder (--checkpoint-dir) with " + ", ".join(self.release_files))
+        elif self.weights == "own":
+            gaps.append("weights: none released; pass --checkpoint-dir a folder written by `talkinghead train`")
+        if self.front_ends:
+            gaps.append("front ends from local folders: " + ", ".join(self.front_ends))
+        if self.needs_gpu_for:
+            gaps.append("a GPU for " + self.needs_gpu_for)
+        return gaps
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "title": self.title, "paper": self.paper, "family": self.family,
+                "weights": self.weights, "engine": self.engine, "verifier": self.verifier, "trainer": self.trainer,
+                "stage_configs": list(self.stage_configs), "release_files": list(self.release_files),
+                "front_ends": list(self.front_ends), "options": list(self.options),
+                **{c: self.can(c) for c in CAPABILITIES}, "missing": self.missing()}
+
+
+def resolve(path: str):
+    """The object a "package.module:attr" path names (relative modules are under talkinghead)."""
+    module, _, attr = path.partition(":")
+    if module.startswith("."):
+        module = "talkinghead" + module
+    return getattr(importlib.import_module(module), attr)
+
+
+_P = frozenset
+SYSTEMS: dict[str, System] = {s.name: s for s in (
+    System("warp", "Warp (CPU)", "talkinghead's mesh-warp engine: landmarks -> audio-driven motion -> warp", "warp",
+           engine=".pipelines.warp:Animator", weights="none", proven=_P({"render"})),
+    System("emo", "EMO", "EMO: Emote Portrait Alive (2024)", "unet",
+           models=(".models.emo:EMONet",), trainer="emo",
+           stage_configs=("emo_stage1.yaml", "emo_stage2.yaml", "emo_stage3.yaml"),
+           needs_gpu_for="paper-size training and sampling"),
+    System("hallo", "Hallo", "Hallo: Hierarchical Audio-Driven Visual Synthesis for Portrait Image Animation (2024)",
+           "unet", models=(".models.hallo:HalloNet",), engine=".pipelines.hallo_engine:HalloAnimator",
+           verifier=".verify.hallo:verify_hallo", fixture="hallo", trainer="hallo",
+           stage_configs=("hallo_stage1.yaml", "hallo_stage2.yaml"), weights="official",
+           release_files=("hallo/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
+           options=("checkpoint_dir", "face_embedding", "steps", "guidance_scale", "scheduler", "dtype", "device"),
+           proven=_P({"render", "verify"}), needs_gpu_for="official-size sampling (40 steps at 512 px)"),
+    System("hallo2", "Hallo2", "Hallo2: Long-Duration and High-Resolution Audio-Driven Portrait Image Animation (2024)",
+           "unet", models=(".models.hallo:HalloNet",), engine=".pipelines.hallo_engine:Hallo2Animator",
+           fixture="hallo2", trainer="hallo", weights="official",
+           release_files=("hallo2/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
+           options=("checkpoint_dir", "face_embedding", "steps", "guidance_scale", "scheduler", "dtype", "device"),
+           proven=_P({"render"}), needs_gpu_for="official-size sampling and super-resolution"),
+    System("echomimic", "EchoMimic", "EchoMimic: Lifelike Audio-Driven Portrait Animations through Editable Landmark "
+           "Conditions (2024)", "unet", models=(".models.echomimic:EchoMimicNet",), fixture="echomimic",
+           trainer="echomimic", stage_configs=("echomimic_stage1.yaml", "echomimic_stage2.yaml"), weights="official",
+           front_ends=("whisper",), needs_gpu_for="official-size sampling"),
+    System("emo2", "EMO2", "EMO2: End-Effector Guided Audio-Driven Avatar Video Generation (2025)", "unet",
+           models=(".models.emo2:EMO2Stage1Net", ".models.emo2:EMO2Stage2Net"),
+           stage_configs=("emo2_stage1.yaml", "emo2_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
+    System("loopy", "Loopy", "Loopy: Taming Audio-Driven Portrait Avatar with Long-Term Motion Dependency (2024)",
+           "unet", models=(".models.loopy:LoopyNet",), trainer="loopy",
+           stage_configs=("loopy_stage1.yaml", "loopy_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
+    System("hallo3", "Hallo3", "Hallo3: Highly Dynamic and Realistic Portrait Image Animation with Video Diffusion "
+           "Transformer (2024)", "dit", models=(".models.hallo3:Hallo3Model",), fixture="hallo3",
+           stage_configs=("hallo3_stage1.yaml", "hallo3_stage2.yaml"), weights="official",
+           front_ends=("wav2vec2", "t5"), needs_gpu_for="official-size sampling (CogVideoX-5B)"),
+    System("hallo4", "Hallo4", "Hallo4: High-Fidelity Dynamic Portrait Animation via Direct Preference Optimization "
+           "(2025)", "dit", models=(".models.hallo4:Hallo4Model",), fixture="hallo4",
+           stage_configs=("hallo4_dpo.yaml",), weights="official", front_ends=("wav2vec2", "umt5"),
+           needs_gpu_for="official-size sampling (Wan2.1 14B)"),
+    System("skyreels-a1", "SkyReels-A1", "SkyReels-A1: Expressive Portrait Animation in Video Diffusion Transformers "
+           "(2025)", "dit", models=(".models.skyreels_a1:SkyReelsA1",), fixture="skyreels_a1",
+           stage_configs=("skyreels_a1_stage1.yaml", "skyreels_a1_stage2.yaml", "skyreels_a1_stage3.yaml"),
+           weights="official", front_ends=("siglip", "t5"), needs_gpu_for="official-size sampling (CogVideoX-5B)"),
+    System("skyreels-a2", "SkyReels-A2", "SkyReels-A2: Compose Anything in Video Diffusion Transformers (2025)", "dit",
+           models=(".models.skyreels_a2:SkyReelsA2",), fixture="skyreels_a2", stage_configs=("skyreels_a2.yaml",),
+           weights="official", front_ends=("clip", "umt5"), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
+    System("midas", "MIDAS", "MIDAS: Multimodal Interactive Digital-human Synthesis via Real-time Autoregressive "
+           "Video Generation (2025)", "autoregressive",
+           models=(".models.midas:MidasTransformer", ".nn.dc_video_autoencoder:DCVideoAutoencoder"),
+           front_ends=("whisper",), needs_gpu_for="paper-size training and real-time sampling"),
+)}
+
+
+def get(name: str) -> System:
+    """The system called `name`; an InputError that lists the known ones otherwise."""
+    if name not in SYSTEMS:
+        from ..errors import InputError
+
+        raise InputError(f"unknown system {name!r}", f"choose one of: {', '.join(SYSTEMS)}")
+    return SYSTEMS[name]
+
+
+def engine_names() -> list[str]:
+    """Systems that render (an engine exists), registry order: what `--engine` offers."""
+    return [s.name for s in SYSTEMS.values() if s.engine is not None]
+
+
+def verifier_names() -> list[str]:
+    """Systems with a parity verifier: what `talkinghead verify` offers."""
+    return [s.name for s in SYSTEMS.values() if s.verifier is not None]
+
+
+def make_animator(name: str, portrait, config=None, warn: bool = True):
+    """An animator of the engine `name` for `portrait` (InputError for an unknown name or one without an engine)."""
+    system = get(name)
+    if system.engine is None:
+        from ..errors import InputError
+
+        raise InputError(f"{name} has no engine yet: {'; '.join(system.missing())}",
+                         f"choose one of: {', '.join(engine_names())} (`talkinghead systems` says what each can do)")
+    factory = resolve(system.engine)
+    return factory(portrait, config, warn)
+
+
+__all__ = ["System", "SYSTEMS", "CAPABILITIES", "get", "engine_names", "verifier_names", "make_animator", "resolve"]
