@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--output-dir", help="override the config's output folder")
     tr.add_argument("--max-steps", type=_number(int, "--max-steps"), help="override the config's max_steps")
     tr.add_argument("--no-resume", action="store_true", help="start over even if output-dir has checkpoints")
+    tr.add_argument("--smoke", action="store_true",
+                    help="check the config: two steps of its system's tiny variant on a generated dataset, in a "
+                         "temporary folder (or --output-dir)")
 
     se = sub.add_parser("serve", help="the HTTP API (FastAPI): jobs, files and a live stream; loopback unless --host")
     _add_server_options(se)
@@ -390,6 +393,13 @@ def _train(args) -> int:
     """Train one stage (resuming from the latest checkpoint in the output folder)."""
     from ..train.trainer import TrainConfig, train
 
+    if args.smoke:
+        from ..train.smoke import smoke_train
+
+        trainer = smoke_train(TrainConfig.from_yaml(args.config), args.output_dir)
+        print(f"smoke run of {args.config} passed: {trainer.step} steps of the tiny variant, losses "
+              + ", ".join(f"{r['loss']:.4g}" for r in trainer.history), file=sys.stderr)
+        return 0
     overrides = {k: v for k, v in (("dataset", args.dataset), ("output_dir", args.output_dir),
                                    ("max_steps", args.max_steps)) if v is not None}
     trainer = train(TrainConfig.from_yaml(args.config, overrides), resume=not args.no_resume)

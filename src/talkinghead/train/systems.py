@@ -23,19 +23,42 @@ from ..models.loopy import LoopyConfig, LoopyNet
 from ..nn.loopy import AudioToLatentsConfig
 from ..nn.speed import SpeedConfig, head_speed
 from ..nn.temporal import TemporalConfig
-from ..utils import select_trainable
 from . import losses as L
-from .systems_hallo import EchoMimicTrainNet, HalloTrainNet
+from .base import TrainSystem
+from .systems_hallo import EchoMimicTrainNet, HalloTrainNet, merge
 
 CROPS = ("mouth", "face")
-SYSTEMS = ("emo", "loopy", "hallo", "echomimic")
+SYSTEMS = ("emo", "loopy", "hallo", "hallo2", "echomimic")
+# size: tiny (smoke runs and tests): a 4-level UNet of width 32 and the non-UNet parts at matching sizes
+TINY_UNET = {"block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
+             "cross_attention_dim": 16}
+TINY_MODEL = {
+    "hallo": {"face_locator": {"block_out_channels": [4, 8]}, "image_proj": {"clip_extra_context_tokens": 2},
+              "audio_proj": {"seq_len": 3, "blocks": 2, "channels": 8, "intermediate_dim": 16, "context_tokens": 4}},
+    "echomimic": {"face_locator": {"block_out_channels": [4, 8]}, "audio_dim": 12},
+}
+TINY_MODEL["hallo2"] = TINY_MODEL["hallo"]
+
+
+def motion_variances(pose: torch.Tensor, landmarks: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
+    """Loopy's training-only queries of the audio-to-latents module, per frame of a clip:
+    `head_motion` (b, f, 1), the squared deviation of the head pose (degrees, yaw/pitch/roll mean) from the
+    clip's mean pose, and `expression` (b, f, 1), the mean squared deviation of the landmarks (relative to
+    their per-frame centroid, in units of the frame side) from the clip's mean shape: the variances of head
+    motion and of expression that the clip's frames contribute."""
+    head = (pose - pose.mean(1, keepdim=True)).pow(2).mean(-1, keepdim=True)  # (b, f, 1)
+    pts = landmarks[..., :2] / size
+    shape = pts - pts.mean(2, keepdim=True)  # (b, f, n, 2): the face without its position
+    expression = (shape - shape.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1, keepdim=True)  # (b, f, 1)
+    return {"head_motion": head, "expression": expression}
 
 
 @dataclass
 class SystemConfig:
     """The model and how clips are shown to it."""
 
-    name: str = "emo"  # emo | loopy | hallo | echomimic
+    name: str = "emo"  # which adapter trains it: train/adapters.py ADAPTERS
+    size: str = "official"  # official | tiny: the model sizes (tiny: what `--smoke` and the tests train)
     unet: dict = field(default_factory=dict)  # overrides of the SD 1.5 UNet config (tiny sizes in tests)
     motion_heads: int = 8  # temporal attention heads
     crop: str = "mouth"  # "mouth": a square around the lips (learns to talk fast); "face": the whole crop
@@ -45,24 +68,42 @@ class SystemConfig:
     min_snr_gamma: float | None = 5.0
     speed_layers: bool = True  # EMO's speed layers, fed the head speed from the dataset's poses
     audio_tokens: int = 20  # mel frames per video frame's audio window (set by the trainer from the data)
-    model: dict = field(default_factory=dict)  # hallo/echomimic: overrides of HalloConfig/EchoMimicConfig fields
+    model: dict = field(default_factory=dict)  # overrides of the system's model config fields
+    options: dict = field(default_factory=dict)  # per-system settings, typed by the adapter's Options
 
 
-class System(nn.Module):
-    """A reference video net trained on (crops of) dataset clips; v-prediction, min-SNR weighted."""
+class System(TrainSystem):
+    """A reference video net (EMO, Loopy, Hallo, Hallo2, EchoMimic) trained on (crops of) dataset clips;
+    v-prediction, min-SNR weighted. Hallo2 is Hallo's net trained with its motion-frame augmentation
+    (the stage config's augment_motion_frames)."""
 
     def __init__(self, config: SystemConfig):
         super().__init__()
         if config.crop not in CROPS:
             raise InputError(f"crop must be one of {CROPS}, got {config.crop!r}", "use crop: mouth or crop: face")
+        if config.size not in ("official", "tiny"):
+            raise InputError(f"system.size must be official or tiny, got {config.size!r}", "size: official")
         self.config = config
         self.vae = self._load_vae(config.vae)
         channels = 3 if self.vae is None else self.vae.config.latent_channels
         self.latent_size = config.crop_size if self.vae is None else config.crop_size // 8
+        tiny = TINY_UNET if config.size == "tiny" else {}
         unet = {**SD15_UNET, "in_channels": channels, "out_channels": channels,
-                "sample_size": self.latent_size, **config.unet}
+                "sample_size": self.latent_size, **tiny, **config.unet}
         self.net = self._build(config, unet)
         self.scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
+
+    @classmethod
+    def from_train_config(cls, config, dataset) -> "System":
+        probe = dataset[0]["audio"]
+        config.system.audio_tokens = int(probe.shape[1] * probe.shape[2])  # mel frames per frame's window
+        return cls(config.system)
+
+    @classmethod
+    def smoke_overrides(cls, config):
+        from dataclasses import replace
+
+        return replace(config, system=replace(config.system, crop_size=16, motion_heads=2))
 
     # ------------------------------------------------------------ construction
 
@@ -79,9 +120,12 @@ class System(nn.Module):
         return vae.eval()
 
     def _build(self, config: SystemConfig, unet: dict) -> nn.Module:
-        if config.model and config.name not in ("hallo", "echomimic"):
-            raise InputError(f"system.model overrides are for hallo and echomimic, not {config.name!r}",
+        if config.model and config.name not in ("hallo", "hallo2", "echomimic"):
+            raise InputError(f"system.model overrides are for hallo, hallo2 and echomimic, not {config.name!r}",
                              "size emo/loopy through system.unet and motion_heads")
+        model = config.model
+        if config.size == "tiny" and config.name in TINY_MODEL:
+            model = merge(TINY_MODEL[config.name], config.model)
         motion = TemporalConfig(num_attention_heads=config.motion_heads)
         audio_dim = 80  # log-mel bins: each audio token is one mel frame
         time_dim = 4 * unet["block_out_channels"][0]
@@ -92,16 +136,11 @@ class System(nn.Module):
             a2l = AudioToLatentsConfig(audio_dim=config.audio_tokens * audio_dim, dim=32, heads=2, num_latents=8,
                                        time_embed_dim=time_dim)
             return LoopyNet(LoopyConfig(unet=unet, audio_dim=audio_dim, motion=motion, audio_to_latents=a2l))
-        if config.name == "hallo":
-            return HalloTrainNet.for_system(unet, config.motion_heads, config.model)
+        if config.name in ("hallo", "hallo2"):
+            return HalloTrainNet.for_system(unet, config.motion_heads, model)
         if config.name == "echomimic":
-            return EchoMimicTrainNet.for_system(unet, config.motion_heads, config.model)
+            return EchoMimicTrainNet.for_system(unet, config.motion_heads, model)
         raise InputError(f"unknown system {config.name!r}", f"use system: one of {SYSTEMS}")
-
-    def select_trainable(self, train: list[str], freeze: list[str]) -> list[str]:
-        """requires_grad by parameter-name patterns (fnmatch): in `train` and not in `freeze`.
-        Returns the trainable names; the VAE never trains."""
-        return select_trainable(self.net, train, freeze)
 
     # ------------------------------------------------------------ batches
 
@@ -165,9 +204,10 @@ class System(nn.Module):
         if self.config.name == "loopy":
             out["ref"] = ref
             out["history"] = motion
-        elif self.config.name in ("hallo", "echomimic"):
+            out.update(motion_variances(batch["pose"], batch["landmarks"], batch["frames"].shape[-1]))
+        elif self.config.name in ("hallo", "hallo2", "echomimic"):
             # Hallo: the reference net sees [portrait, motion frames]; EchoMimic v1 has no motion frames
-            out["ref"] = torch.cat([ref, motion], dim=1) if self.config.name == "hallo" else ref
+            out["ref"] = torch.cat([ref, motion], dim=1) if self.config.name != "echomimic" else ref
             out["drop_audio"] = batch["drop_audio"]
             out.update(self.net.conditions(batch, boxes, self.latent_size, target.dtype))
         else:

@@ -19,7 +19,8 @@ import torch
 
 from ..config import read_yaml_options
 from ..errors import InputError
-from .systems import System, SystemConfig
+from .adapters import adapter_class
+from .systems import SystemConfig
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -84,6 +85,10 @@ class TrainConfig:
         d = dict(d)
         sys_known = {f.name for f in fields(SystemConfig)}
         sys = d.pop("system", {}) or {}
+        if isinstance(sys, str):  # `system: hallo3` is short for `system: {name: hallo3}`
+            sys = {"name": sys}
+        if not isinstance(sys, dict):
+            raise InputError(f"system must be a name or a mapping, got {sys!r}", "e.g. system: {name: emo}")
         bad = set(sys) - sys_known
         if bad:
             raise InputError(f"unknown system option(s): {sorted(bad)}", f"known: {sorted(sys_known)}")
@@ -141,29 +146,19 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         from accelerate import Accelerator
 
-        from .datasets import ConditionDropout, TalkingClips
-
         self.config = config.validate()
         self.out = Path(config.output_dir)
         _fresh_accelerator_state()
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=1,
                                        cpu=not torch.cuda.is_available())
-        augment = None
-        if config.augment_motion_frames:
-            from ..nn.motion_frame_augment import MotionFrameAugmentConfig
-
-            augment = MotionFrameAugmentConfig()
-        self.dataset = TalkingClips(config.dataset, clip_frames=config.clip_frames, motion_frames=config.motion_frames,
-                                    audio_context=config.audio_context, size=config.frame_size,
-                                    dropout=ConditionDropout(**config.dropout), augment=augment, seed=config.seed,
-                                    split="train")
+        adapter = adapter_class(config.system.name)
+        adapter.options(config)  # unknown or bad system.options fail before anything is built
+        self.dataset = adapter.make_dataset(config)
         if len(self.dataset) == 0:
             raise InputError(f"dataset {config.dataset} has no training clips",
                              "preprocess more (or longer) videos, or lower clip_frames")
-        probe = self.dataset[0]["audio"]
-        config.system.audio_tokens = int(probe.shape[1] * probe.shape[2])
         torch.manual_seed(config.seed)  # model initialisation
-        self.system = System(config.system)
+        self.system = adapter.from_train_config(config, self.dataset)
         if config.init_from:
             self._load_weights(Path(config.init_from))
         self.trainable = self.system.select_trainable(config.train, config.freeze)
@@ -314,12 +309,14 @@ class Trainer:
     # ---------------------------------------------------------- pictures
 
     @torch.no_grad()
-    def write_samples(self, n: int = 2) -> Path:
+    def write_samples(self, n: int = 2) -> Path | None:
         """samples/step-NNNNNN.png: per clip, a row of reference | ground truth frames | generated frames
         (with the EMA weights when EMA is on)."""
         import cv2
 
         system = self.accelerator.unwrap_model(self.system)
+        if not hasattr(system, "sample"):  # systems that do not generate frames (autoencoders, motion) have no grid
+            return None
         params = [p for p in system.parameters() if p.requires_grad]
         if self.ema is not None:
             self.ema.store(params)
