@@ -1,0 +1,351 @@
+"""The robustness corpus: hard portraits made from the bundled ones, speech in five languages, and the
+eval card over every case.
+
+    python benchmarks/robustness.py            # render every case, full card (sync, mouth, blinks, identity)
+    python benchmarks/robustness.py --quick    # sync check only, frames kept in memory (what the test runs)
+    python benchmarks/robustness.py --sheet docs/robustness.png   # contact sheet of the corpus
+
+Portraits: astronaut (skimage) and Grace Hopper (matplotlib), and variants of them: rotated +-20 deg,
+off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a hand drawn over
+the cheek and chin, clear glasses and sunglasses drawn on, an open mouth made by our own warp, a head
+turned by our own warp. Speech: espeak-ng in English (with its phone timings, so the card can score
+bilabials and open vowels), French, Italian, Russian and Mandarin (acoustic mouth, no transcript),
+plus real read English (LibriVox) aligned by pocketsphinx. Each case either renders and passes the
+card's sync check or is refused with an InputError; `EXPECT` says which.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from talkinghead.assets import portrait as bundled
+from talkinghead.assets import speech_path
+from talkinghead.config import AnimateConfig
+from talkinghead.errors import InputError
+from talkinghead.types import Speech
+
+# ----------------------------------------------------------------------------------- speech
+
+TEXTS = {  # voice -> a short utterance with a pause, open vowels and bilabials
+    "en-us": "Bob made a map of the park. Father saw a cat and a bat.",
+    "fr": "Papa a mangé la tarte. Ma mère parle à Paris.",
+    "it": "La mamma mangia la pasta. Babbo parla piano.",
+    "ru": "Мама мыла раму. Папа пил чай с бабушкой.",
+    "cmn": "妈妈骂马吗？爸爸在北京吃饭，我们八点半走。",
+}
+ACOUSTIC = ("fr", "it", "ru", "cmn")  # rendered without phones: the mouth follows the sound alone
+
+
+def speech(voice: str, phones: bool | None = None) -> Speech:
+    """espeak-ng speech for `voice`. English keeps the synthesizer's phone timings (a transcript);
+    the other languages drop them, so the mouth follows the acoustics as it would for a user's file."""
+    from talkinghead.audio.tts import synthesize
+
+    s = synthesize(TEXTS[voice], voice=voice)
+    keep = (voice not in ACOUSTIC) if phones is None else phones
+    return s if keep else Speech(s.samples, s.sample_rate, None, None, s.source)
+
+
+def librivox(name: str = "librivox_0870") -> tuple[Speech, str]:
+    from talkinghead.io import load_audio
+
+    wav, text = speech_path(name)
+    return load_audio(wav), text
+
+
+# ----------------------------------------------------------------------------------- portraits
+
+def _face_box(img: np.ndarray) -> tuple[float, float, float, float]:
+    from talkinghead.face import detect_all
+
+    p = detect_all(img)[0]
+    return float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max())
+
+
+def _landmarks(img: np.ndarray) -> np.ndarray:
+    from talkinghead.face import detect_all
+
+    return detect_all(img)[0]
+
+
+def rotated(img: np.ndarray, degrees: float) -> np.ndarray:
+    x0, y0, x1, y1 = _face_box(img)
+    m = cv2.getRotationMatrix2D(((x0 + x1) / 2, (y0 + y1) / 2), degrees, 1.0)
+    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def off_centre(img: np.ndarray) -> np.ndarray:
+    """The portrait at half size in the lower-right corner of a wide, plain frame."""
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    canvas = np.full((h, int(w * 1.5), 3), (196, 204, 188), np.uint8)
+    canvas[h - h // 2:, canvas.shape[1] - w // 2:] = small
+    return canvas
+
+
+def grayscale(img: np.ndarray) -> np.ndarray:
+    return np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+
+
+def resized(img: np.ndarray, side: int, face_fill: float | None = None) -> np.ndarray:
+    """Longest side `side` px; with `face_fill`, first cropped so the face spans that share of the width."""
+    if face_fill is not None:
+        x0, y0, x1, y1 = _face_box(img)
+        half = (x1 - x0) / face_fill / 2
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        a, b = int(max(cx - half, 0)), int(max(cy - half, 0))
+        img = img[b:int(cy + half), a:int(cx + half)]
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def hand(img: np.ndarray) -> np.ndarray:
+    """A hand drawn over the image-left cheek and the chin beside the mouth (palm and four fingers,
+    a tone unlike the face, knuckle creases and an outline), leaving the lips visible."""
+    p = _landmarks(img)
+    out = img.copy()
+    iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
+    corner = p[61, :2]
+    palm_c = corner + np.array([-0.55, 0.55]) * iod
+    tone = (196, 142, 112)
+    mask = np.zeros(img.shape[:2], np.uint8)
+    cv2.ellipse(mask, tuple(np.round(palm_c).astype(int)), (int(0.45 * iod), int(0.6 * iod)), 25, 0, 360, 255, -1)
+    tips = []
+    for k in range(4):  # fingers reach up across the cheek, towards the eye
+        base = palm_c + np.array([-0.35 + 0.2 * k, -0.35]) * iod
+        tip = base + np.array([0.12 + 0.04 * k, -0.75 + 0.1 * abs(k - 1.5)]) * iod
+        tips.append((base, tip))
+        cv2.line(mask, tuple(np.round(base).astype(int)), tuple(np.round(tip).astype(int)), 255,
+                 max(2, int(0.16 * iod)))
+    shade = np.zeros_like(out)
+    shade[:] = tone
+    yy = np.linspace(0.9, 1.1, img.shape[0], dtype=np.float32)[:, None, None]
+    shade = np.clip(shade * yy, 0, 255).astype(np.uint8)
+    soft = cv2.GaussianBlur(mask, (0, 0), 1.0).astype(np.float32)[..., None] / 255
+    out = (out * (1 - soft) + shade * soft).astype(np.uint8)
+    edges = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    out[edges > 0] = (out[edges > 0] * 0.55).astype(np.uint8)
+    for base, tip in tips[1:]:  # creases between the fingers
+        mid = (base + tip) / 2
+        cv2.line(out, tuple(np.round(mid).astype(int)), tuple(np.round(mid + (tip - base) * 0.1).astype(int)),
+                 (120, 80, 62), 1, cv2.LINE_AA)
+    return out
+
+
+def glasses(img: np.ndarray, dark: bool = False) -> np.ndarray:
+    """Round glasses drawn over both eyes: rims, bridge and temples; dark lenses for sunglasses."""
+    p = _landmarks(img)
+    out = img.copy()
+    iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
+    thick = max(2, int(round(0.05 * iod)))
+    axes = (int(0.42 * iod), int(0.3 * iod))
+    centres = []
+    for iris, outer in ((468, 33), (473, 263)):
+        c = p[iris, :2] + np.array([0.0, 0.04 * iod])
+        centres.append(c)
+        ci = tuple(np.round(c).astype(int))
+        if dark:
+            lens = out.copy()
+            cv2.ellipse(lens, ci, axes, 0, 0, 360, (22, 24, 30), -1, cv2.LINE_AA)
+            out = cv2.addWeighted(out, 0.12, lens, 0.88, 0)
+        cv2.ellipse(out, ci, axes, 0, 0, 360, (30, 26, 24), thick, cv2.LINE_AA)
+        side = p[outer, :2] + np.sign(p[outer, 0] - c[0]) * np.array([0.35 * iod, 0.0])
+        cv2.line(out, tuple(np.round(c + np.sign(side[0] - c[0]) * np.array([axes[0], 0])).astype(int)),
+                 tuple(np.round(side).astype(int)), (30, 26, 24), thick, cv2.LINE_AA)
+    a, b = centres
+    mid = (a + b) / 2 - np.array([0.0, 0.08 * iod])
+    cv2.line(out, tuple(np.round(a + [axes[0], 0]).astype(int)), tuple(np.round(mid).astype(int)), (30, 26, 24), thick, cv2.LINE_AA)
+    cv2.line(out, tuple(np.round(mid).astype(int)), tuple(np.round(b - [axes[0], 0]).astype(int)), (30, 26, 24), thick, cv2.LINE_AA)
+    return out
+
+
+def warped(img: np.ndarray, size: int = 512, **motion) -> np.ndarray:
+    """The portrait with one expression/pose applied by our own warp (e.g. jaw=0.9: an open mouth)."""
+    from talkinghead.face import prepare
+    from talkinghead.render import WarpRenderer
+    from talkinghead.types import MotionFrame, Portrait
+
+    por, face = prepare(Portrait(img, "warp"), size)
+    return WarpRenderer(por, face).render(MotionFrame(**motion))
+
+
+@dataclass
+class Case:
+    name: str
+    voice: str  # espeak-ng voice of its speech
+    expect: str  # "render": renders and passes the sync check; "refuse": an InputError with a clear message
+    build: object  # () -> RGB image
+
+
+def cases() -> list[Case]:
+    a = lambda: bundled("astronaut")  # noqa: E731
+    g = lambda: bundled("grace_hopper")  # noqa: E731
+    return [
+        Case("astronaut", "en-us", "render", a),
+        Case("grace_hopper", "cmn", "render", g),
+        Case("rotated_+20", "fr", "render", lambda: rotated(a(), 20)),
+        Case("rotated_-20", "cmn", "render", lambda: rotated(g(), -20)),
+        Case("off_centre", "it", "render", lambda: off_centre(a())),
+        Case("grayscale", "ru", "render", lambda: grayscale(g())),
+        Case("tiny_80px", "en-us", "render", lambda: resized(a(), 80, face_fill=0.6)),
+        Case("tiny_face_in_80px", "fr", "refuse", lambda: resized(a(), 80)),
+        Case("huge_5000px", "it", "render", lambda: resized(g(), 5000)),
+        Case("jpeg_q15", "cmn", "render", lambda: jpeg(a(), 15)),
+        Case("hand_on_face", "en-us", "render", lambda: hand(a())),
+        Case("glasses", "ru", "render", lambda: glasses(g())),
+        Case("sunglasses", "cmn", "render", lambda: glasses(a(), dark=True)),
+        Case("open_mouth", "en-us", "render", lambda: warped(a(), jaw=0.9)),
+        Case("turned_25_looking_down", "cmn", "render", lambda: warped(g(), yaw=25, pitch=12)),
+    ]
+
+
+# ----------------------------------------------------------------------------------- running
+
+def config(size: int) -> AnimateConfig:
+    c = AnimateConfig()
+    c.render.size = size
+    return c.validate()
+
+
+def render_frames(image: np.ndarray, sp: Speech, size: int) -> list[np.ndarray]:
+    """Every frame of the clip, in memory (raises InputError when the portrait is refused)."""
+    from talkinghead.pipelines.warp import Animator
+    from talkinghead.types import Portrait
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        anim = Animator(Portrait(image, "corpus"), config(size), warn=False)
+        return list(anim.frames(sp))
+
+
+def sync_check(frames: list[np.ndarray], sp: Speech, fps: float = 25.0) -> dict:
+    """The eval card's sync group on frames in memory (the same aperture and sync code the card runs)."""
+    from talkinghead.eval.sync import aperture_series, sync_metrics
+
+    values, reasons, _ = sync_metrics(aperture_series(frames), sp.samples, fps)
+    return {**values, "missing": reasons}
+
+
+def full_card(image: np.ndarray, sp: Speech, size: int, tmp: Path, name: str, text: str | None = None,
+              preview: Path | None = None) -> dict:
+    """Render to mp4 through the public API and score it with the whole eval card."""
+    from talkinghead.api import animate
+    from talkinghead.eval.card import evaluate
+
+    out = tmp / f"{name}.mp4"
+    ref = tmp / f"{name}.png"
+    cv2.imwrite(str(ref), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        animate(image, sp, out, text=text, config=config(size), preview=preview)
+        return evaluate(out, audio=sp if text is None else None, ref=str(ref), text=text)
+
+
+def _f(v, fmt="{:.2f}") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "pass" if v else "FAIL"
+    return fmt.format(v)
+
+
+HEADER = ("| case | voice | result | offset (fr) | confidence | sync | open vowels | bilabials | blinks/min | identity |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def row(name: str, voice: str, result: str, card: dict | None) -> str:
+    if card is None:
+        return f"| {name} | {voice} | {result} | — | — | — | — | — | — | — |"
+    s, m = card["sync"], card.get("mouth", {})
+    st, idn = card.get("stability", {}), card.get("identity", {})
+    ident = idn.get("distance_mean", idn.get("mean_distance"))
+    if ident is None:
+        ident = next((v for k, v in idn.items() if "dist" in k and isinstance(v, float)), None)
+    return (f"| {name} | {voice} | {result} | {_f(s.get('offset_frames'), '{:+d}')} | {_f(s.get('confidence'))} | "
+            f"{_f(s.get('passed'))} | {_f(m.get('open_vowel_rate'))} | {_f(m.get('bilabial_closure'))} | "
+            f"{_f(st.get('blinks_per_min'), '{:.0f}')} | {_f(ident)} |")
+
+
+def run(quick: bool, size: int, only: list[str] | None = None, sheet: Path | None = None) -> list[str]:
+    rows = [HEADER]
+    thumbs = []
+    voices: dict[str, Speech] = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for case in cases():
+            if only and case.name not in only:
+                continue
+            sp = voices.setdefault(case.voice, speech(case.voice))
+            t0 = time.perf_counter()
+            try:
+                image = case.build()
+                if quick:
+                    frames = render_frames(image, sp, size)
+                    card = {"sync": sync_check(frames, sp)}
+                    if sheet is not None:
+                        thumbs.append((case.name, frames[len(frames) // 3]))
+                else:
+                    card = full_card(image, sp, size, tmp, case.name)
+                result = "rendered"
+            except InputError as e:
+                card, result = None, f"refused: {e.message}" if hasattr(e, "message") else f"refused: {e}"
+            if case.expect == "render" and card is not None and not card["sync"].get("passed"):
+                result += " (sync FAIL)"
+            elif case.expect != ("render" if card is not None else "refuse"):
+                result += f" (expected {case.expect})"
+            rows.append(row(case.name, case.voice, result, card) + f" {time.perf_counter() - t0:.1f} s")
+            print(rows[-1], flush=True)
+        if not quick and not only or (only and "librivox" in only):
+            for name in ("librivox_0870", "librivox_0880"):
+                sp, text = librivox(name)
+                card = full_card(bundled("astronaut"), sp, size, tmp, name, text=text)
+                rows.append(row(f"astronaut + {name} (aligned)", "en", "rendered", card))
+                print(rows[-1], flush=True)
+    if sheet is not None and thumbs:
+        write_sheet(thumbs, sheet)
+    return rows
+
+
+def write_sheet(thumbs: list[tuple[str, np.ndarray]], path: Path, side: int = 160, columns: int = 5) -> None:
+    rows = -(-len(thumbs) // columns)
+    grid = np.full((rows * (side + 18), columns * side, 3), 255, np.uint8)
+    for i, (name, f) in enumerate(thumbs):
+        r, c = divmod(i, columns)
+        t = cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA)
+        y = r * (side + 18)
+        grid[y:y + side, c * side:(c + 1) * side] = t
+        cv2.putText(grid, name, (c * side + 3, y + side + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="sync check only, frames in memory")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--only", nargs="*", help="case names (and/or 'librivox')")
+    ap.add_argument("--sheet", type=Path, help="with --quick: write a contact sheet of one frame per case")
+    args = ap.parse_args(argv)
+    t = time.perf_counter()
+    rows = run(args.quick, args.size, args.only, args.sheet)
+    print("\n" + "\n".join(rows))
+    print(f"\n{len(rows) - 1} cases in {time.perf_counter() - t:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
