@@ -5,11 +5,16 @@ denoiser's architecture, whose per-layer tokens join the denoiser's self-attenti
 from three linear layers, T5 text tokens, 3D RoPE, and motion-frame latents for long video; trained in two
 stages (identity, then audio layers only). Also the stage-config loader shared with Hallo4.
 
-The official release is a SAT checkpoint (`hallo3/1/mp_rank_00_model_states.pt`); this module keeps
-diffusers' CogVideoX names and saves/loads its own diffusers-style folder (config.json + safetensors).
+The official release is a SAT checkpoint (`hallo3/<latest>/mp_rank_00_model_states.pt`, `{"module": state}`);
+`load_sat_checkpoint` / `Hallo3Model.from_sat_release` convert its names onto this module (diffusers' CogVideoX
+names for both transformers, see `sat_to_ours`). The model computes what the official one computes: the reference
+network's tokens join each denoiser layer's self-attention unrotated, face and audio attention run per latent frame
+with the self-attention's qk-LayerNorm and latent frame 0's RoPE on their queries, and audio tokens are compressed
+to latent frames by a strided convolution. Our own folders save/load diffusers-style (config.json + safetensors).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -19,11 +24,12 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
+from .checkpoints import load_strict
 from ..nn.dit import (AudioCrossAttention, DiTConditions, FaceAttention, ReferenceFeatureBank,
-                      attach_identity_reference, conditioned_cogvideox, conditioned_forward, fold_to_latent_frames,
-                      transformer_rope)
-from ..nn.projections import AudioProjection, ImageProjection
+                      attach_identity_reference, conditioned_cogvideox, conditioned_forward, transformer_rope,
+                      use_sliced_positions)
+from ..nn.projections import ImageProjection
 from ..train import losses as L
 from ..utils import select_trainable
 
@@ -66,6 +72,37 @@ HALLO3_TINY = {"transformer_config": TINY_TRANSFORMER, "audio_config": TINY_AUDI
                "face_config": {"embedding_dim": 8, "n_tokens": 2, "dim": 16}}
 TINY_VAE = {"block_out_channels": [8, 8, 8, 8], "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 4,
             "sample_height": 32, "sample_width": 32}
+
+
+class Hallo3AudioProjection(nn.Module):
+    """Hallo3's audio tokens: per video frame, a window of wav2vec states (window × layers × channels) through
+    ReLU(proj1), ReLU(proj2), proj3 -> `n_tokens` × `output_dim`; then the frames are compressed to latent frames
+    as the causal VAE compresses video (frame 0 kept, the rest halved twice by `conv1`, a kernel-2 stride-2
+    convolution over frames: 4k + 1 frames -> k + 1), and LayerNorm. Keys match the official `audio_proj.`."""
+
+    def __init__(self, window: int = 5, layers: int = 12, channels: int = 768, hidden_dim: int = 512,
+                 output_dim: int = 768, n_tokens: int = 32, compressions: int = 2):
+        super().__init__()
+        self.n_tokens, self.output_dim, self.compressions = n_tokens, output_dim, compressions
+        self.proj1 = nn.Linear(window * layers * channels, hidden_dim)
+        self.proj2 = nn.Linear(hidden_dim, hidden_dim)
+        self.proj3 = nn.Linear(hidden_dim, n_tokens * output_dim)
+        self.conv1 = nn.Conv1d(n_tokens * output_dim, n_tokens * output_dim, kernel_size=2, stride=2)
+        self.norm = nn.LayerNorm(output_dim)
+
+    def compress(self, x: torch.Tensor) -> torch.Tensor:  # (b, f, n·c) -> (b, 1 + (f − 1)/2, n·c)
+        rest = self.conv1(x[:, 1:].transpose(1, 2)).transpose(1, 2)
+        return torch.cat([x[:, :1], rest], dim=1)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:  # (b, T, w, l, c) -> (b, T', n_tokens, dim)
+        b, f = windows.shape[:2]
+        if (f - 1) % (2 ** self.compressions):
+            raise ValueError(f"{f} audio frames: need 1 + {2 ** self.compressions}k (one per video frame of a clip)")
+        x = torch.relu(self.proj1(windows.reshape(b, f, -1)))
+        x = self.proj3(torch.relu(self.proj2(x)))  # (b, f, n·c)
+        for _ in range(self.compressions):
+            x = self.compress(x)
+        return self.norm(x.reshape(b, x.shape[1], self.n_tokens, self.output_dim))
 
 
 class StagedModel:
@@ -111,16 +148,19 @@ class Hallo3Model(StagedModel, ModelMixin, ConfigMixin):
         fc = {**HALLO3_FACE, **(face_config or {})}
         dim, heads, head_dim = tc["num_attention_heads"] * tc["attention_head_dim"], tc["num_attention_heads"], \
             tc["attention_head_dim"]
+        eps = tc["norm_eps"]  # the official input LayerNorms; the qk-LayerNorms use 1e-6 as CogVideoX's
         self.transformer = conditioned_cogvideox(tc, lambda i: {
-            "face_attn": FaceAttention(dim, fc["dim"], heads, head_dim),
-            "audio_attn": AudioCrossAttention(dim, ac["output_dim"], heads, head_dim)})
+            "face_attn": FaceAttention(dim, fc["dim"], heads, head_dim, eps=eps, qk_eps=1e-6),
+            "audio_attn": AudioCrossAttention(dim, ac["output_dim"], heads, head_dim, eps=eps, qk_eps=1e-6)})
+        use_sliced_positions(self.transformer)
         self.face_proj = ImageProjection(fc["dim"], fc["embedding_dim"], fc["n_tokens"])
-        self.audio_proj = AudioProjection(ac["window"], ac["layers"], ac["channels"], ac["hidden_dim"],
-                                          ac["output_dim"], ac["n_tokens"])
+        self.audio_proj = Hallo3AudioProjection(ac["window"], ac["layers"], ac["channels"], ac["hidden_dim"],
+                                                ac["output_dim"], ac["n_tokens"])
         self.bank = ReferenceFeatureBank()
         self.reference_net = None
         if identity_reference:
             self.reference_net = CogVideoXTransformer3DModel(**tc)
+            use_sliced_positions(self.reference_net)
             attach_identity_reference(self.reference_net, self.transformer, self.bank)
 
     # ------------------------------------------------------------ conditions
@@ -146,8 +186,11 @@ class Hallo3Model(StagedModel, ModelMixin, ConfigMixin):
         tokens = {}
         if face_embedding is not None:
             tokens["face"] = self.face_proj(face_embedding.to(self.dtype))  # (b, n, d_face)
-        if audio_windows is not None:  # (b, T, n, d_audio) -> (b, T', ρ·n, d_audio)
-            tokens["audio"] = fold_to_latent_frames(self.audio_proj(audio_windows.to(self.dtype)), frames)
+        if audio_windows is not None:  # (b, T, window, layers, channels) -> (b, T', n, d_audio)
+            tokens["audio"] = self.audio_proj(audio_windows.to(self.dtype))
+            if tokens["audio"].shape[1] != frames:
+                raise ValueError(f"{audio_windows.shape[1]} audio frames give {tokens['audio'].shape[1]} latent "
+                                 f"frames, the latents have {frames}")
         return DiTConditions(frames, tokens)
 
     def forward(self, noisy: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
@@ -264,3 +307,156 @@ def apply_stage(model: nn.Module, stage: StageConfig) -> list[str]:
     if stage.system != system:
         raise InputError(f"the stage is for {stage.system}, the model is {system}", "load the matching config")
     return select_trainable(model, *stage.patterns())
+
+
+# ------------------------------------------------------------------ the official SAT release
+
+SAT_CHECKPOINT = "mp_rank_00_model_states.pt"  # in <release>/<the number in `latest`>/
+SAT_NETS = {"model.diffusion_model.": "transformer.", "ref_model.diffusion_model.": "reference_net."}
+SAT_UNUSED_PREFIXES = ("conditioner.", "first_stage_model.")  # T5 and the VAE: loaded from their own files
+SAT_UNUSED_SUFFIXES = ("mixins.pos_embed.freqs_cos", "mixins.pos_embed.freqs_sin",  # RoPE tables, recomputed
+                       "transformer.position_embeddings.weight")  # SAT's absolute table, unused by the forward
+# plain renames inside one transformer (after the SAT prefix), applied in order (diffusers' CogVideoX converter)
+_SAT_RENAMES = (
+    ("transformer.final_layernorm", "norm_final"), ("transformer.layers.", "transformer_blocks."),
+    ("attention.dense", "attn1.to_out.0"), ("mlp.dense_h_to_4h", "ff.net.0.proj"), ("mlp.dense_4h_to_h", "ff.net.2"),
+    ("post_attention_layernorm", "norm2.norm"), ("input_layernorm", "norm1.norm"),
+    ("time_embed.0", "time_embedding.linear_1"), ("time_embed.2", "time_embedding.linear_2"),
+    ("mixins.pos_embed.pos_embedding", "patch_embed.pos_embedding"), ("mixins.patch_embed", "patch_embed"),
+    ("mixins.final_layer.norm_final", "norm_out.norm"), ("mixins.final_layer.linear", "proj_out"),
+    ("mixins.final_layer.adaLN_modulation.1", "norm_out.linear"),
+)
+_LAYER = re.compile(r"^transformer\.layers\.(\d+)\.(face|audio)_(attn\.(query|key_value|dense)|input_layernorm)\.(\w+)$")
+_QKV = re.compile(r"^transformer\.layers\.(\d+)\.attention\.query_key_value\.(\w+)$")
+_ADALN = re.compile(r"^mixins\.adaln_layer\.adaLN_modulations\.(\d+)\.1\.(\w+)$")
+_QK_LN = re.compile(r"^mixins\.adaln_layer\.(query|key)_layernorm_list\.(\d+)\.(\w+)$")
+
+
+def _sat_net_keys(key: str, value: torch.Tensor, main: bool) -> dict[str, torch.Tensor] | None:
+    """One key of a SAT transformer (prefix removed) -> our keys inside `transformer.`/`reference_net.`
+    (None: not used by the forward). `main`: the denoiser, whose face/audio attention reuses each layer's
+    qk-LayerNorm (copied into the cross layers, which hold their own)."""
+    if key.endswith(SAT_UNUSED_SUFFIXES):
+        return None
+    if m := _QKV.match(key):
+        q, k, v = value.chunk(3, dim=0)
+        base = f"transformer_blocks.{m[1]}.attn1"
+        return {f"{base}.to_q.{m[2]}": q, f"{base}.to_k.{m[2]}": k, f"{base}.to_v.{m[2]}": v}
+    if m := _ADALN.match(key):  # 12 chunks: msa/mlp shift, scale, gate of the video stream, then of the text
+        c = value.chunk(12, dim=0)
+        base = f"transformer_blocks.{m[1]}"
+        return {f"{base}.norm1.linear.{m[2]}": torch.cat(c[0:3] + c[6:9]),
+                f"{base}.norm2.linear.{m[2]}": torch.cat(c[3:6] + c[9:12])}
+    if m := _QK_LN.match(key):
+        norm = "norm_q" if m[1] == "query" else "norm_k"
+        out = {f"transformer_blocks.{m[2]}.attn1.{norm}.{m[3]}": value}
+        if main:
+            for layer in ("face_attn", "audio_attn"):
+                out[f"transformer_blocks.{m[2]}.cross_layers.{layer}.attn.{norm}.{m[3]}"] = value
+        return out
+    if m := _LAYER.match(key):
+        base = f"transformer_blocks.{m[1]}.cross_layers.{m[2]}_attn"
+        if m[3] == "input_layernorm":
+            return {f"{base}.norm.{m[5]}": value}
+        if m[4] == "key_value":  # first half keys, second half values
+            k, v = value.chunk(2, dim=0)
+            return {f"{base}.attn.to_k.{m[5]}": k, f"{base}.attn.to_v.{m[5]}": v}
+        return {f"{base}.attn.{'to_q' if m[4] == 'query' else 'to_out.0'}.{m[5]}": value}
+    for old, new in _SAT_RENAMES:
+        if key.startswith(old) or f".{old}" in key:
+            key = key.replace(old, new)
+    return {key: value}
+
+
+def sat_to_ours(sat: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A SAT engine state dict (the official `module` entry) -> (our Hallo3Model state dict, SAT keys not used).
+    Works on meta tensors (shapes only). Keys the rules do not know are returned as-is under their SAT name,
+    so a strict load names them."""
+    ours: dict[str, torch.Tensor] = {}
+    unused: list[str] = []
+    for key, value in sat.items():
+        if key.startswith(SAT_UNUSED_PREFIXES):
+            unused.append(key)
+            continue
+        prefix = next((p for p in SAT_NETS if key.startswith(p)), None)
+        if prefix is None:
+            ours[key] = value
+            continue
+        rest = key[len(prefix):]
+        if prefix.startswith("model.") and rest.startswith(("transformer.audio_proj.", "transformer.face_proj.")):
+            ours[rest[len("transformer."):]] = value
+            continue
+        mapped = _sat_net_keys(rest, value, main=prefix.startswith("model."))
+        if mapped is None:
+            unused.append(key)
+        else:
+            ours.update({SAT_NETS[prefix] + k: v for k, v in mapped.items()})
+    return ours, unused
+
+
+def config_from_sat(model_config: dict, audio_proj: dict | None = None, face_proj: dict | None = None) -> dict:
+    """Hallo3Model arguments from the official SAT model config (`network_config`, as in the release's
+    configs/cogvideox_5b_i2v_s2.yaml) and the sizes of the audio/face projections (`AudioProjModel`,
+    `FaceProjModel` arguments; the official ones when not given)."""
+    p = model_config["network_config"]["params"]
+    mods, targs = p.get("modules", {}), p.get("transformer_args", {})
+    pos = mods.get("pos_embed_config", {}).get("params", {})
+    patch = mods.get("patch_embed_config", {}).get("params", {})
+    heads = p["num_attention_heads"]
+    tc = {"num_attention_heads": heads, "attention_head_dim": p["hidden_size"] // heads,
+          "in_channels": p["in_channels"], "out_channels": p["out_channels"], "time_embed_dim": p["time_embed_dim"],
+          "text_embed_dim": patch.get("text_hidden_size", 4096), "num_layers": p["num_layers"],
+          "sample_height": p["latent_height"], "sample_width": p["latent_width"], "sample_frames": p["num_frames"],
+          "patch_size": p["patch_size"], "temporal_compression_ratio": p.get("time_compressed_rate", 4),
+          "max_text_seq_length": pos.get("text_length", 226), "norm_elementwise_affine": p.get("elementwise_affine", True),
+          "use_rotary_positional_embeddings": True,
+          "use_learned_positional_embeddings": bool(pos.get("learnable_pos_embed", False))}
+    a = {**{"seq_len": 5, "blocks": 12, "channels": 768, "intermediate_dim": 512, "context_tokens": 32},
+         **(audio_proj or {})}
+    f = {**{"clip_embeddings_dim": 512, "clip_extra_context_tokens": 4}, **(face_proj or {})}
+    audio = {"window": a["seq_len"], "layers": a["blocks"], "channels": a["channels"],
+             "hidden_dim": a["intermediate_dim"], "output_dim": a.get("output_dim", targs.get("cross_attn_hidden_size", 768)),
+             "n_tokens": a["context_tokens"]}
+    face = {"embedding_dim": f["clip_embeddings_dim"], "n_tokens": f["clip_extra_context_tokens"],
+            "dim": f.get("hidden_size", targs.get("face_cross_attn_hidden_size", 1024))}
+    return {"transformer_config": tc, "audio_config": audio, "face_config": face}
+
+
+def find_sat_checkpoint(folder: str | Path) -> Path:
+    """The checkpoint file of a SAT release folder: `<folder>/<latest>/mp_rank_00_model_states.pt`, where
+    `latest` holds the iteration (the official `pretrained_models/hallo3/` layout); `folder` may also be the
+    `pretrained_models/` folder above it. One CheckpointError names what is missing."""
+    folder = Path(folder)
+    for root in (folder, folder / "hallo3"):
+        if (root / "latest").is_file():
+            tag = (root / "latest").read_text().strip()
+            path = root / tag / SAT_CHECKPOINT
+            if not path.is_file():
+                raise CheckpointError(f"{root} is missing files of the Hallo3 release:\n  {tag}/{SAT_CHECKPOINT} "
+                                      f"(named by {root / 'latest'})")
+            return path
+    raise CheckpointError(f"{folder} is missing files of the Hallo3 release:\n  latest (the SAT tracker file)\n"
+                          f"  <iteration>/{SAT_CHECKPOINT}\n(pass the release's pretrained_models/hallo3 folder)")
+
+
+def read_sat_state(path: Path) -> dict[str, torch.Tensor]:
+    """The `module` state dict of a SAT checkpoint, read with weights_only=True."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file for the user
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}. Only weights-only torch pickles "
+                              "are loaded; re-download the file if it is truncated.") from exc
+    state = state.get("module", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a SAT state dict ({{'module': {{name: tensor}}}})")
+    return state
+
+
+def load_sat_checkpoint(model: "Hallo3Model", path: str | Path) -> list[str]:
+    """Load an official SAT checkpoint into `model` strictly (every parameter from the file, every denoiser and
+    reference-network key used); T5/VAE entries, if the file carries them, are ignored. Returns the unused keys."""
+    path = Path(path)
+    ours, unused = sat_to_ours(read_sat_state(path))
+    load_strict(model, {k: v.to(model.state_dict()[k].dtype) if k in model.state_dict() else v
+                        for k, v in ours.items()}, path)
+    return unused

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import CogVideoXTransformer3DModel
 from diffusers.models.attention_processor import Attention, CogVideoXAttnProcessor2_0
-from diffusers.models.embeddings import apply_rotary_emb, get_3d_rotary_pos_embed
+from diffusers.models.embeddings import CogVideoXPatchEmbed, apply_rotary_emb, get_3d_rotary_pos_embed
 from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
 from einops import rearrange
 from torch import nn
@@ -40,6 +40,7 @@ class DiTConditions:
 
     frames: int
     tokens: dict[str, torch.Tensor] = field(default_factory=dict)
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None  # the video tokens' 3D RoPE (cos, sin), frame-major
 
     def get(self, name: str) -> torch.Tensor | None:
         return self.tokens.get(name)
@@ -118,33 +119,57 @@ def fold_to_latent_frames(x: torch.Tensor, latent_frames: int, ratio: int | None
 
 class TokenCrossAttention(nn.Module):
     """x + Attn(LN(x), context): a pre-norm cross-attention with a zero-initialised output, so a layer
-    inserted into a pretrained DiT starts as the identity (Hallo3's added face/audio layers)."""
+    inserted into a pretrained DiT starts as the identity (Hallo3's added face/audio layers). Queries and keys
+    get a per-head LayerNorm (`qk_eps`); given a RoPE table, the queries are rotated with its first rows (the
+    positions of latent frame 0, as Hallo3's face/audio attention does), keys never."""
 
-    def __init__(self, dim: int, context_dim: int, heads: int, head_dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, context_dim: int, heads: int, head_dim: int, eps: float = 1e-6,
+                 qk_eps: float | None = None):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(query_dim=dim, cross_attention_dim=context_dim, heads=heads, dim_head=head_dim,
-                              qk_norm="layer_norm", eps=eps, bias=True, out_bias=True)
+                              qk_norm="layer_norm", eps=eps if qk_eps is None else qk_eps, bias=True, out_bias=True)
         nn.init.zeros_(self.attn.to_out[0].weight)
         nn.init.zeros_(self.attn.to_out[0].bias)
 
-    def attend(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # (n, l, d), (n, m, c) -> (n, l, d)
-        return x + self.attn(self.norm(x), encoder_hidden_states=context.to(x.dtype))
+    def attend(self, x: torch.Tensor, context: torch.Tensor,
+               rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(n, l, d) tokens, (n, m, c) context -> (n, l, d)."""
+        if rope is None:
+            return x + self.attn(self.norm(x), encoder_hidden_states=context.to(x.dtype))
+        a = self.attn
+        context = context.to(x.dtype)
+        q = _heads(a.to_q(self.norm(x)), a.heads)
+        k, v = _heads(a.to_k(context), a.heads), _heads(a.to_v(context), a.heads)
+        q, k = a.norm_q(q), a.norm_k(k)
+        cos, sin = rope
+        q = apply_rotary_emb(q, (cos[: q.shape[2]], sin[: q.shape[2]]))
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
+        return x + a.to_out[1](a.to_out[0](rearrange(out, "b h l d -> b l (h d)")))
+
+
+def _per_frame(x: torch.Tensor, frames: int) -> torch.Tensor:  # (b, T'·l, d) -> (b·T', l, d)
+    return rearrange(x, "b (f l) d -> (b f) l d", f=frames)
 
 
 class FaceAttention(TokenCrossAttention):
-    """Hallo3 §3.2 face attention: every video token attends to the face encoder's identity tokens (b, n, c)."""
+    """Hallo3 §3.2 face attention: the video tokens of every latent frame attend to the face encoder's identity
+    tokens (b, n, c), with the queries rotated by latent frame 0's positions when the call carries a RoPE."""
 
     key = "face"
 
     def forward(self, x: torch.Tensor, conditions: DiTConditions | None) -> torch.Tensor:  # (b, T'·h·w, d)
         face = None if conditions is None else conditions.get(self.key)
-        return x if face is None else self.attend(x, face)
+        if face is None:
+            return x
+        frames = conditions.frames
+        y = self.attend(_per_frame(x, frames), face.repeat_interleave(frames, dim=0), conditions.rope)
+        return rearrange(y, "(b f) l d -> b (f l) d", f=frames)
 
 
 class AudioCrossAttention(TokenCrossAttention):
     """Hallo3 §3.3 audio attention: the tokens of latent frame k attend only to that frame's audio tokens
-    (b, T', n, c) (see `fold_to_latent_frames`), so speech drives the frames it belongs to."""
+    (b, T', n, c), so speech drives the frames it belongs to (queries rotated as in `FaceAttention`)."""
 
     key = "audio"
 
@@ -153,7 +178,7 @@ class AudioCrossAttention(TokenCrossAttention):
         if audio is None:
             return x
         frames = audio.shape[1]
-        y = self.attend(rearrange(x, "b (f l) d -> (b f) l d", f=frames), rearrange(audio, "b f n c -> (b f) n c"))
+        y = self.attend(_per_frame(x, frames), rearrange(audio, "b f n c -> (b f) n c"), conditions.rope)
         return rearrange(y, "(b f) l d -> b (f l) d", f=frames)
 
 
@@ -251,11 +276,12 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:  # (b, l, h·d) -> (b, 
 
 class ReferenceJointAttnProcessor:
     """Hallo3 §3.2 identity reference: the denoiser's 3D full attention over [text, video] whose keys and
-    values also hold the reference network's tokens of the same layer, projected by this layer's own
-    K/V and rotated with the RoPE of latent frame 0's positions (the reference is a single frame)."""
+    values also hold the reference network's tokens of the same layer, projected by this layer's own K/V and
+    key-normed. As in the official code the reference keys are not rotated (RoPE covers the video tokens
+    only); `rotate_reference=True` rotates them with latent frame 0's positions instead."""
 
-    def __init__(self, bank: ReferenceFeatureBank, layer: int):
-        self.bank, self.layer = bank, layer
+    def __init__(self, bank: ReferenceFeatureBank, layer: int, rotate_reference: bool = False):
+        self.bank, self.layer, self.rotate_reference = bank, layer, rotate_reference
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                  attention_mask: torch.Tensor | None = None, image_rotary_emb=None):
@@ -273,7 +299,7 @@ class ReferenceJointAttnProcessor:
             kr, vr = _heads(attn.to_k(ref), attn.heads), _heads(attn.to_v(ref), attn.heads)
             if attn.norm_k is not None:
                 kr = attn.norm_k(kr)
-            if image_rotary_emb is not None:
+            if image_rotary_emb is not None and self.rotate_reference:
                 cos, sin = image_rotary_emb
                 kr = apply_rotary_emb(kr, (cos[: kr.shape[2]], sin[: kr.shape[2]]))
             k, v = torch.cat([k, kr], dim=2), torch.cat([v, vr], dim=2)
@@ -322,5 +348,31 @@ def conditioned_forward(transformer: CogVideoXTransformer3DModel, noisy: torch.T
     x = concat_motion_latents(noisy, motion_latents)  # (b, T', 2c, h, w)
     t = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
     rope = transformer_rope(transformer, f, h, w, x.device)
+    conditions.rope = rope
     return transformer(x, text.to(x.dtype), t, image_rotary_emb=rope, attention_kwargs=conditions_kwargs(conditions),
                        return_dict=False)[0]
+
+
+class SlicedPositionPatchEmbed(CogVideoXPatchEmbed):
+    """CogVideoX's patch embedding whose learned position table is used as the official (SAT) code uses it:
+    the first text + video token rows, whatever the frame count (diffusers would recompute sin-cos positions
+    for a clip shorter than the training length, e.g. the one-frame identity reference)."""
+
+    def forward(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        if not self.use_learned_positional_embeddings:
+            return super().forward(text_embeds, image_embeds)
+        text = self.text_proj(text_embeds)
+        b, f, c, h, w = image_embeds.shape
+        image = self.proj(image_embeds.reshape(-1, c, h, w))
+        image = image.view(b, f, *image.shape[1:]).flatten(3).transpose(2, 3).flatten(1, 2)
+        embeds = torch.cat([text, image], dim=1)
+        if embeds.shape[1] > self.pos_embedding.shape[1]:
+            raise ValueError(f"{embeds.shape[1]} tokens exceed the learned position table "
+                             f"({self.pos_embedding.shape[1]}): the official size fixes text length and frames")
+        return embeds + self.pos_embedding[:, : embeds.shape[1]].to(embeds.dtype)
+
+
+def use_sliced_positions(transformer: CogVideoXTransformer3DModel) -> None:
+    """Make a CogVideoX transformer read its learned position table as the official code does."""
+    if getattr(transformer.config, "use_learned_positional_embeddings", False):
+        transformer.patch_embed.__class__ = SlicedPositionPatchEmbed

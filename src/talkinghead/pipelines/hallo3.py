@@ -174,6 +174,101 @@ class DiTClipPipeline:
                 motion = self.encode_video(pixels[:, :, -n:] * 2 - 1)  # (1, m, c, h, w)
 
 
+class Hallo3Sampler:
+    """The official Hallo3 sampler (SAT's `VPSDEDPMPP2MSampler` with zero-terminal-SNR DDPM discretisation and
+    `DynamicCFG`), reproduced with its behaviours:
+    - timestep indices `linspace(999, 0, n, endpoint=False)` (3 steps: 999, 666, 333); the sampler's √ᾱ are the
+      scaled-linear table at those indices rescaled to zero terminal SNR *over that subset*, then 1 appended;
+    - the denoiser snaps √ᾱ to the nearest of the full 1000-entry rescaled table for its skip/out scalings
+      (v-prediction: x0 = a·x − √(1−a²)·v) and gets the integer index as its timestep;
+    - the guidance scale is a constant (`guidance_scale`, 3.5 in the release: its cosine schedule is overwritten);
+    - a middle step draws noise for the first-order update and again for the second-order one it uses (two draws),
+      the first step one draw, the last step none (it returns the prediction).
+    Noise comes from `generator` in that order, so seeding it as the official seed gives the official draws."""
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
+                 shift_scale: float = 1.0):
+        betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=torch.float64) ** 2
+        ac = torch.cumprod(1.0 - betas, dim=0)
+        self.alphas_cumprod = ac / (shift_scale + (1.0 - shift_scale) * ac)  # float64, index order
+        self.num_train_timesteps = num_train_timesteps
+        self.table = torch.flip(self._rescaled(torch.arange(num_train_timesteps)), (0,))  # the denoiser's √ᾱ
+
+    def _rescaled(self, idx: torch.Tensor) -> torch.Tensor:
+        """Zero-terminal-SNR √ᾱ (float32) of ascending indices `idx`, rescaled over that subset."""
+        a = self.alphas_cumprod[idx].to(torch.float32).sqrt()
+        a0, at = a[0].clone(), a[-1].clone()
+        return (a - at) * (a0 / (a0 - at))
+
+    def schedule(self, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(timestep indices, descending; √ᾱ per step with 1 appended)."""
+        idx = np.linspace(self.num_train_timesteps - 1, 0, steps, endpoint=False).astype(int)[::-1].copy()
+        alphas = torch.flip(self._rescaled(torch.from_numpy(idx)), (0,))
+        return torch.from_numpy(idx[::-1].copy()), torch.cat([alphas, alphas.new_ones(1)])
+
+    def snap(self, alpha: torch.Tensor) -> torch.Tensor:
+        return self.table[(alpha.reshape(-1)[:, None] - self.table[None]).abs().argmin(dim=1)].reshape(alpha.shape)
+
+    def denoised(self, model_out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """x0 from the network's v-prediction at √ᾱ = `alpha` (snapped to the table)."""
+        a = self.snap(alpha)
+        return model_out * (-((1 - a ** 2) ** 0.5)) + x * a
+
+    @torch.no_grad()
+    def sample(self, predict, x: torch.Tensor, steps: int, guidance_scale: float, generator: torch.Generator,
+               trace: dict | None = None, bar=None) -> torch.Tensor:
+        """Denoise `x` (the initial noise). `predict(x_batch, index)` returns the network output for the CFG batch
+        [unconditional, conditional] (or one row when `guidance_scale` is 1)."""
+        timesteps, alphas = self.schedule(steps)
+        guidance = guidance_scale != 1.0
+        old, draws = None, 0
+
+        def noise():
+            nonlocal draws
+            z = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
+            if trace is not None:
+                trace[f"s.noise_draw{draws}"] = z
+            draws += 1
+            return z
+
+        for i, index in enumerate(timesteps.tolist()):
+            cur, nxt = alphas[i], alphas[i + 1]
+            xb = torch.cat([x, x]) if guidance else x
+            if trace is not None:
+                trace[f"s.step{i}.x_in"] = x
+                trace[f"s.step{i}.alpha_cumprod_sqrt"] = torch.stack([cur, nxt])
+                trace[f"step{i}.den_alpha_cumprod_sqrt"] = cur.expand(xb.shape[0])
+            out = predict(xb, index).float()
+            den = self.denoised(out, xb.float(), cur.to(x.device))
+            if trace is not None:
+                trace.update({f"step{i}.model_out": out, f"step{i}.den_out": den})
+            if guidance:
+                uc, c = den.chunk(2)
+                den = uc + guidance_scale * (c - uc)
+            if trace is not None:
+                trace[f"s.step{i}.denoised_guided"] = den
+            if i == len(timesteps) - 1:
+                x = den
+            else:
+                lam = lambda a: ((a ** 2) / (1 - a ** 2)) ** 0.5  # noqa: E731
+                lamb, lamb_next = lam(cur).log(), lam(nxt).log()
+                h = lamb_next - lamb
+                m1 = ((1 - nxt ** 2) / (1 - cur ** 2)) ** 0.5 * (-h).exp()
+                m2 = (-2 * h).expm1() * nxt
+                m_noise = (1 - nxt ** 2) ** 0.5 * (1 - (-2 * h).exp()) ** 0.5
+                x_new = m1 * x - m2 * den + m_noise * noise()
+                if old is not None and float(nxt) >= 1e-14:
+                    r = (lamb - lam(alphas[i - 1]).log()) / h
+                    den_d = (1 + 1 / (2 * r)) * den - (1 / (2 * r)) * old
+                    x_new = m1 * x - m2 * den_d + m_noise * noise()
+                x, old = x_new, den
+            if trace is not None:
+                trace[f"s.step{i}.x_out"] = x
+            if bar is not None:
+                bar.update(1)
+        return x
+
+
 class Hallo3Pipeline(DiTClipPipeline):
     """Hallo3 sampling: the identity reference network runs once per clip; audio CFG."""
 

@@ -117,9 +117,12 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            "unet", models=(".models.loopy:LoopyNet",), trainer="loopy",
            stage_configs=("loopy_stage1.yaml", "loopy_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
     System("hallo3", "Hallo3", "Hallo3: Highly Dynamic and Realistic Portrait Image Animation with Video Diffusion "
-           "Transformer (2024)", "dit", models=(".models.hallo3:Hallo3Model",), fixture="hallo3",
+           "Transformer (2024)", "dit", models=(".models.hallo3:Hallo3Model",),
+           verifier=".verify.hallo3:verify_hallo3", fixture="hallo3",
            stage_configs=("hallo3_stage1.yaml", "hallo3_stage2.yaml"), weights="official",
-           front_ends=("wav2vec2", "t5"), needs_gpu_for="official-size sampling (CogVideoX-5B)"),
+           release_files=("hallo3/latest", "hallo3/<latest>/mp_rank_00_model_states.pt"),
+           front_ends=("wav2vec2", "t5"), proven=_P({"verify"}),
+           needs_gpu_for="official-size sampling (CogVideoX-5B)"),
     System("hallo4", "Hallo4", "Hallo4: High-Fidelity Dynamic Portrait Animation via Direct Preference Optimization "
            "(2025)", "dit", models=(".models.hallo4:Hallo4Model",), fixture="hallo4",
            stage_configs=("hallo4_dpo.yaml",), weights="official", front_ends=("wav2vec2", "umt5"),
