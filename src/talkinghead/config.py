@@ -72,7 +72,7 @@ SCHEDULERS = ("ddim", "dpm")
 
 @dataclass
 class DiffusionConfig:
-    """Settings of the diffusion engines (hallo, hallo2); the warp engine ignores them."""
+    """Settings of the diffusion engines; each engine honours the ones its registry entry lists."""
 
     checkpoint_dir: str | None = None  # the official release folder (pretrained_models/)
     face_embedding: str | None = None  # a 512-d embedding file, or an ArcFace .onnx model to compute it
@@ -81,8 +81,15 @@ class DiffusionConfig:
     scheduler: str = "ddim"  # "ddim" (official) or "dpm" (DPM-Solver++, good at 15-25 steps)
     dtype: str = "fp32"  # fp32 | fp16 | bf16 (half precision needs a GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Hallo's hierarchical audio-driven synthesis: how strongly the audio drives each region (official 1.0)
+    pose_weight: float | None = None  # head pose / full-image branch
+    face_weight: float | None = None  # facial-expression branch
+    lip_weight: float | None = None  # lip-motion branch
 
     def validate(self) -> "DiffusionConfig":
+        for name in ("pose_weight", "face_weight", "lip_weight"):
+            if getattr(self, name) is not None:
+                _check_range(name, getattr(self, name), 0.0, 5.0)
         if self.steps is not None and (int(self.steps) != self.steps or not 1 <= self.steps <= 1000):
             raise InputError(f"--steps must be a whole number from 1 to 1000, got {self.steps}", "e.g. --steps 40")
         if self.guidance_scale is not None:

@@ -132,3 +132,35 @@ def test_render_claim(name, engine_args, short_wav, tmp_path):
     assert info["audio_duration"] == pytest.approx(0.9, abs=0.05)
     assert abs(info["n_frames"] / info["fps"] - info["audio_duration"]) <= 1.0 / info["fps"] + 1e-6
     np.testing.assert_array_equal(_frames(outs[0]), _frames(outs[1]))
+
+
+def test_a_control_an_engine_cannot_honour_is_refused_naming_those_that_do(hallo_release, face_embedding_file,
+                                                                           short_wav, tmp_path, capsys):
+    from talkinghead.assets import portrait_path
+
+    out = tmp_path / "x.mp4"
+    base = ["animate", "--image", str(portrait_path("astronaut")), "--audio", str(short_wav), "-o", str(out), "--quiet"]
+    assert _run(base + ["--engine", "hallo", "--checkpoint-dir", str(hallo_release), "--face-embedding",
+                        str(face_embedding_file), "--head-motion", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--engine hallo does not honour --head-motion" in err and "warp" in err
+    assert _run(base + ["--lip-weight", "1.5"]) == 2  # warp has no Hallo branch weights
+    err = capsys.readouterr().err
+    assert "--engine warp does not honour --lip-weight" in err and "hallo" in err
+    assert not out.exists()
+
+
+def test_hallo_seed_zero_is_seed_zero_and_branch_weights_change_the_video(hallo_release, face_embedding_file,
+                                                                          short_wav, tmp_path):
+    from talkinghead.assets import portrait_path
+
+    def render(name, *extra):
+        out = tmp_path / f"{name}.mp4"
+        assert _run(["animate", "--engine", "hallo", "--checkpoint-dir", str(hallo_release), "--face-embedding",
+                     str(face_embedding_file), "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
+                     "--size", "128", "--steps", "2", "-o", str(out), "--quiet", *extra]) == 0
+        return _frames(out)
+
+    zero, forty_two = render("s0", "--seed", "0"), render("s42", "--seed", "42")
+    assert not np.array_equal(zero, forty_two)
+    assert not np.array_equal(render("lip", "--seed", "0", "--lip-weight", "0"), zero)

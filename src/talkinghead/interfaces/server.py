@@ -348,8 +348,11 @@ def client_config(options: dict, settings: Settings, engine: str) -> AnimateConf
     given = any(n.replace("_", "-") == "max-seconds" for n in options)
     cap = settings.max_audio_seconds
     config.render.max_seconds = min(config.render.max_seconds, cap) if given else cap
-    config.diffusion.checkpoint_dir = settings.checkpoint_dir
-    config.diffusion.face_embedding = settings.face_embedding
+    from ..systems import SYSTEMS
+
+    if SYSTEMS[engine].weights != "none":  # the operator's weights, for the engines that run from them
+        config.diffusion.checkpoint_dir = settings.checkpoint_dir
+        config.diffusion.face_embedding = settings.face_embedding
     return config
 
 

@@ -200,7 +200,9 @@ def _render(image, audio, text, voice, engine, options, workdir, checkpoint_dir,
     text = (text or "").strip()
     if not audio and not text:
         raise InputError("no speech", "upload or record audio, or type text to speak")
-    if checkpoint_dir is not None:
+    from ..systems import SYSTEMS
+
+    if checkpoint_dir is not None and SYSTEMS[engine].weights != "none":
         options.setdefault("checkpoint-dir", str(checkpoint_dir))
     config = config_from_options(options)
     run = _new_run_dir(workdir)

@@ -132,7 +132,10 @@ class HalloAnimator:
         embedder = make_embedder(d.face_embedding)
         self.sampling = SamplingConfig(steps=d.steps or SamplingConfig.steps,
                                        guidance_scale=d.guidance_scale if d.guidance_scale is not None
-                                       else SamplingConfig.guidance_scale, seed=config.motion.seed or 42)
+                                       else SamplingConfig.guidance_scale, seed=config.motion.seed,
+                                       branch_weights=tuple(SamplingConfig.branch_weights[i] if w is None else float(w)
+                                                            for i, w in enumerate((d.pose_weight, d.face_weight,
+                                                                                   d.lip_weight))))
         self.portrait, self.face = prepare(portrait, r.size, "face", r.face_index, warn=warn)
         self.embedding = torch.from_numpy(np.asarray(embedder.embed(self.portrait, self.face), np.float32))[None]
         self.masks = hallo_masks(self.face, r.size, self.sampling.clip_length)

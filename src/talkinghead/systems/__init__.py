@@ -24,6 +24,11 @@ import importlib
 from dataclasses import dataclass, field
 
 CAPABILITIES = ("render", "train", "verify")
+# Controls by group, as AnimateConfig field names (CLI: --field-name)
+RENDER = ("fps", "size", "crop", "face_index", "max_seconds")
+MOTION = ("head_motion", "blink_rate", "gaze", "mouth_scale", "smile", "brows", "lips_only", "seed")
+SAMPLING = ("checkpoint_dir", "steps", "guidance_scale", "scheduler", "dtype", "device")
+DIFFUSION = RENDER + ("seed",) + SAMPLING  # what every diffusion engine honours
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class System:
     weights: str = "own"  # "none" (warp) | "official" (a release folder) | "own" (a `talkinghead train` folder)
     release_files: tuple[str, ...] = ()  # what an official release folder must hold (relative paths)
     front_ends: tuple[str, ...] = ()  # "wav2vec2", "whisper", "t5", "umt5", "clip", "siglip": loaded from local folders
-    options: tuple[str, ...] = ()  # DiffusionConfig fields this engine honours beyond the shared ones
+    controls: tuple[str, ...] = DIFFUSION  # the AnimateConfig fields (any section) its engine honours; others are refused
     proven: frozenset[str] = field(default_factory=frozenset)  # capabilities backed by tests/systems/
     needs_gpu_for: str = ""  # what cannot run usefully on a CPU (e.g. "official-size sampling")
 
@@ -73,7 +78,7 @@ class System:
         return {"name": self.name, "title": self.title, "paper": self.paper, "family": self.family,
                 "weights": self.weights, "engine": self.engine, "verifier": self.verifier, "trainer": self.trainer,
                 "stage_configs": list(self.stage_configs), "release_files": list(self.release_files),
-                "front_ends": list(self.front_ends), "options": list(self.options),
+                "front_ends": list(self.front_ends), "controls": list(self.controls),
                 **{c: self.can(c) for c in CAPABILITIES}, "missing": self.missing()}
 
 
@@ -88,7 +93,7 @@ def resolve(path: str):
 _P = frozenset
 SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("warp", "Warp (CPU)", "talkinghead's mesh-warp engine: landmarks -> audio-driven motion -> warp", "warp",
-           engine=".pipelines.warp:Animator", weights="none", proven=_P({"render"})),
+           engine=".pipelines.warp:Animator", weights="none", controls=RENDER + MOTION, proven=_P({"render"})),
     System("emo", "EMO", "EMO: Emote Portrait Alive (2024)", "unet",
            models=(".models.emo:EMONet",), trainer="emo",
            stage_configs=("emo_stage1.yaml", "emo_stage2.yaml", "emo_stage3.yaml"),
@@ -98,18 +103,19 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            verifier=".verify.hallo:verify_hallo", fixture="hallo", trainer="hallo",
            stage_configs=("hallo_stage1.yaml", "hallo_stage2.yaml"), weights="official",
            release_files=("hallo/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
-           options=("checkpoint_dir", "face_embedding", "steps", "guidance_scale", "scheduler", "dtype", "device"),
+           controls=DIFFUSION + ("face_embedding", "pose_weight", "face_weight", "lip_weight"),
            proven=_P({"render", "verify"}), needs_gpu_for="official-size sampling (40 steps at 512 px)"),
     System("hallo2", "Hallo2", "Hallo2: Long-Duration and High-Resolution Audio-Driven Portrait Image Animation (2024)",
            "unet", models=(".models.hallo:HalloNet",), engine=".pipelines.hallo_engine:Hallo2Animator",
            fixture="hallo2", trainer="hallo", weights="official",
            release_files=("hallo2/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
-           options=("checkpoint_dir", "face_embedding", "steps", "guidance_scale", "scheduler", "dtype", "device"),
+           controls=DIFFUSION + ("face_embedding", "pose_weight", "face_weight", "lip_weight"),
            proven=_P({"render"}), needs_gpu_for="official-size sampling and super-resolution"),
     System("echomimic", "EchoMimic", "EchoMimic: Lifelike Audio-Driven Portrait Animations through Editable Landmark "
            "Conditions (2024)", "unet", models=(".models.echomimic:EchoMimicNet",), fixture="echomimic",
+           verifier=".verify.echomimic:verify_echomimic",
            trainer="echomimic", stage_configs=("echomimic_stage1.yaml", "echomimic_stage2.yaml"), weights="official",
-           front_ends=("whisper",), needs_gpu_for="official-size sampling"),
+           front_ends=("whisper",), proven=_P({"verify"}), needs_gpu_for="official-size sampling"),
     System("emo2", "EMO2", "EMO2: End-Effector Guided Audio-Driven Avatar Video Generation (2025)", "unet",
            models=(".models.emo2:EMO2Stage1Net", ".models.emo2:EMO2Stage2Net"),
            stage_configs=("emo2_stage1.yaml", "emo2_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
@@ -129,8 +135,10 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            needs_gpu_for="official-size sampling (Wan2.1 14B)"),
     System("skyreels-a1", "SkyReels-A1", "SkyReels-A1: Expressive Portrait Animation in Video Diffusion Transformers "
            "(2025)", "dit", models=(".models.skyreels_a1:SkyReelsA1",), fixture="skyreels_a1",
+           verifier=".verify.skyreels_a1:verify_skyreels_a1",
            stage_configs=("skyreels_a1_stage1.yaml", "skyreels_a1_stage2.yaml", "skyreels_a1_stage3.yaml"),
-           weights="official", front_ends=("siglip", "t5"), needs_gpu_for="official-size sampling (CogVideoX-5B)"),
+           weights="official", front_ends=("siglip", "t5"), proven=_P({"verify"}),
+           needs_gpu_for="official-size sampling (CogVideoX-5B)"),
     System("skyreels-a2", "SkyReels-A2", "SkyReels-A2: Compose Anything in Video Diffusion Transformers (2025)", "dit",
            models=(".models.skyreels_a2:SkyReelsA2",), fixture="skyreels_a2", stage_configs=("skyreels_a2.yaml",),
            weights="official", front_ends=("clip", "umt5"), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
@@ -168,8 +176,30 @@ def make_animator(name: str, portrait, config=None, warn: bool = True):
 
         raise InputError(f"{name} has no engine yet: {'; '.join(system.missing())}",
                          f"choose one of: {', '.join(engine_names())} (`talkinghead systems` says what each can do)")
+    if config is not None:
+        check_controls(system, config)
     factory = resolve(system.engine)
     return factory(portrait, config, warn)
 
 
-__all__ = ["System", "SYSTEMS", "CAPABILITIES", "get", "engine_names", "verifier_names", "make_animator", "resolve"]
+def check_controls(system: System, config) -> None:
+    """Refuse a control set away from its default that `system`'s engine cannot honour, naming the engines
+    that do (a silently ignored setting is worse than an error)."""
+    from dataclasses import fields
+
+    from ..config import AnimateConfig
+    from ..errors import InputError
+
+    defaults = AnimateConfig()
+    for section in ("motion", "render", "diffusion"):
+        for f in fields(getattr(defaults, section)):
+            if f.name in system.controls or getattr(getattr(config, section), f.name) == getattr(
+                    getattr(defaults, section), f.name):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            others = [s.name for s in SYSTEMS.values() if s.engine is not None and f.name in s.controls]
+            raise InputError(f"--engine {system.name} does not honour {flag}",
+                             f"leave {flag} out, or use an engine that honours it: {', '.join(others) or 'none yet'}")
+
+
+__all__ = ["System", "SYSTEMS", "CAPABILITIES", "get", "engine_names", "verifier_names", "make_animator", "check_controls", "resolve"]
