@@ -1,0 +1,292 @@
+"""Dubbing, streamed frame by frame: decode -> track -> retarget the mouth -> warp -> encode.
+
+The video keeps its resolution and frame rate (a variable rate is resampled to its average, each
+output frame taking the source frame shown at its time); every pixel outside the lower face is the
+source's. The speech drives the mouth through the warp engine's motion generator (lips only).
+When the speech is shorter than the video the rest keeps a closed, still mouth (`fit="trim"` cuts
+the video instead); when longer, the video is extended by playing it back and forth (`pingpong`),
+from the start again (`loop`) or by holding the last frame (`freeze`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..audio.features import n_frames
+from ..config import MotionConfig
+from ..errors import InputError
+from ..io import VideoWriter, check_output_path, load_audio
+from ..motion import MotionGenerator
+from ..types import SAMPLE_RATE, MotionFrame, Speech
+from ..utils import prefetch
+from .compose import MouthCompositor, ShotMesh
+from .retarget import retarget
+from .source import VideoSource
+from .track import FaceTracker, Tracked
+
+FITS = ("pingpong", "loop", "freeze", "trim")
+FACES = ("largest", "auto-speaker")
+MIX_RANGE = (-60.0, 0.0)  # dB, --keep-original-audio
+STORE_QUALITY = 95  # JPEG quality of frames kept on disk for playing the video backwards
+
+
+@dataclass
+class DubOptions:
+    """Everything a dub needs besides its inputs."""
+
+    fit: str = "pingpong"  # pingpong | loop | freeze | trim
+    face: str = "largest"  # largest | auto-speaker
+    face_index: int | None = None  # which face by size (0 = largest); not with face="auto-speaker"
+    keep_original_audio: float | None = None  # dB: mix the source's own sound this far under the speech
+    max_seconds: float = 600.0  # refuse a longer video or speech
+    mouth_scale: float = 1.0  # 0 = closed .. 1 = natural .. 2 = exaggerated
+
+    def validate(self) -> "DubOptions":
+        if self.fit not in FITS:
+            raise InputError(f"--fit must be one of {', '.join(FITS)}, got {self.fit!r}",
+                             "pingpong plays the video back and forth when the speech is longer")
+        if self.face not in FACES:
+            raise InputError(f"--face must be one of {', '.join(FACES)}, got {self.face!r}",
+                             "largest dubs the biggest face; auto-speaker the one whose lips move most")
+        if self.face_index is not None:
+            if isinstance(self.face_index, bool) or not isinstance(self.face_index, (int, np.integer)) or self.face_index < 0:
+                raise InputError(f"--face-index must be a non-negative integer, got {self.face_index!r}", "0 is the largest face")
+            if self.face == "auto-speaker":
+                raise InputError("--face-index and --face auto-speaker both choose the face", "give only one of them")
+        if self.keep_original_audio is not None:
+            v = self.keep_original_audio
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not MIX_RANGE[0] <= v <= MIX_RANGE[1]:
+                raise InputError(f"--keep-original-audio must be a level in dB from {MIX_RANGE[0]:g} to {MIX_RANGE[1]:g}, "
+                                 f"got {v!r}", "e.g. --keep-original-audio -18 keeps the source's sound 18 dB under the speech")
+        if isinstance(self.max_seconds, bool) or not isinstance(self.max_seconds, (int, float)) or not self.max_seconds > 0:
+            raise InputError(f"--max-seconds must be a positive number, got {self.max_seconds!r}", "e.g. --max-seconds 600")
+        if isinstance(self.mouth_scale, bool) or not isinstance(self.mouth_scale, (int, float)) or not 0 <= self.mouth_scale <= 2:
+            raise InputError(f"--mouth-scale must be between 0 and 2, got {self.mouth_scale!r}", "1 is natural")
+        return self
+
+
+class _Store:
+    """The last `capacity` tracked frames, JPEG-compressed on disk (memory stays flat)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = max(int(capacity), 1)
+        self.dir = Path(tempfile.mkdtemp(prefix="talkinghead-dub-"))
+        self.items: list[tuple[int, float, np.ndarray | None, int]] = []  # (index, time, landmarks, shot)
+        self.first = 0  # index of items[0] among everything added
+
+    def add(self, t: Tracked) -> None:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(t.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, STORE_QUALITY])
+        (self.dir / f"{self.first + len(self.items)}.jpg").write_bytes(buf.tobytes())
+        self.items.append((t.index, t.time, t.landmarks, t.shot))
+        if len(self.items) > self.capacity:
+            (self.dir / f"{self.first}.jpg").unlink(missing_ok=True)
+            self.items.pop(0)
+            self.first += 1
+
+    def get(self, i: int) -> Tracked:
+        index, time, lm, shot = self.items[i]
+        img = cv2.imread(str(self.dir / f"{self.first + i}.jpg"), cv2.IMREAD_COLOR)
+        return Tracked(index, time, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), lm, shot)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _slots(tracked: Iterator[Tracked], fps: float) -> Iterator[Tracked]:
+    """Constant-rate output: slot k (time k / fps) shows the source frame on screen at that time."""
+    prev: Tracked | None = None
+    k = 0
+    for t in tracked:
+        if prev is not None:
+            change = (prev.time + t.time) / 2  # a slot before this instant shows prev
+            while k / fps < change - 1e-9:
+                yield prev
+                k += 1
+        prev = t
+    if prev is not None:
+        while k / fps < prev.time + 0.5 / fps - 1e-9:
+            yield prev
+            k += 1
+
+
+def _motion(speech: Speech, fps: float, phones, config: MotionConfig) -> Iterator[MotionFrame]:
+    """The new speech's mouth per frame, then a closed, still mouth forever."""
+    gen = MotionGenerator(config, fps, phones)
+    step = SAMPLE_RATE
+    for i in range(0, len(speech.samples), step):
+        yield from gen.push(speech.samples[i:i + step])
+    yield from gen.finish()
+    while True:
+        yield MotionFrame()
+
+
+class Dubber:
+    """One dub: `frames()` yields (source slot, output frame) in order; `write(path)` encodes them."""
+
+    def __init__(self, video, speech: Speech, options: DubOptions | None = None):
+        self.options = (options or DubOptions()).validate()
+        o = self.options
+        self.source = video if isinstance(video, VideoSource) else VideoSource(video, o.max_seconds)
+        self.speech = speech
+        self.fps = self.source.fps
+        self.size = self.source.size
+        self.n_speech = n_frames(speech.duration, float(self.fps))
+        est = self.source.n_frames_estimate
+        self.n_source_estimate = est
+        if o.fit == "trim":
+            self.n_estimate = min(est, self.n_speech) if est else self.n_speech
+        else:
+            self.n_estimate = max(est, self.n_speech)
+        self.tracker = FaceTracker(o.face_index, auto_speaker=o.face == "auto-speaker")
+        self.compositor = MouthCompositor()
+        self.frames_with_face = 0
+        self.meshes: dict = {}
+
+    def _tracked(self, pass_no: int) -> Iterator[Tracked]:
+        for t in _slots(self.tracker.track(self.source.frames()), float(self.fps)):
+            yield Tracked(t.index, t.time, t.image, t.landmarks, t.shot + 1_000_000 * pass_no)
+
+    def _sequence(self) -> Iterator[Tracked]:
+        """Source slots for the whole output: the video once, then extended or cut to the speech."""
+        o = self.options
+        n = 0
+        need_more = o.fit == "pingpong" and self.n_speech > 0
+        store = _Store(max(self.n_speech - self.n_source_estimate, 0) + 2 * int(self.fps) if need_more else 1)
+        last = None
+        try:
+            for t in self._tracked(0):
+                if o.fit == "trim" and n >= self.n_speech:
+                    return
+                yield t
+                n += 1
+                last = t
+                if need_more:
+                    store.add(t)
+            if last is None or o.fit == "trim" or n >= self.n_speech:
+                return
+            if o.fit == "freeze":
+                while n < self.n_speech:
+                    yield last
+                    n += 1
+            elif o.fit == "loop":
+                p = 1
+                while n < self.n_speech:
+                    for t in self._tracked(p):
+                        if n >= self.n_speech:
+                            break
+                        yield t
+                        n += 1
+                    p += 1
+            else:  # pingpong over the stored tail
+                m = len(store)
+                i, step = m - 1, -1
+                while n < self.n_speech:
+                    if m == 1:
+                        yield store.get(0)
+                    else:
+                        i += step
+                        if not 0 <= i < m:
+                            step = -step
+                            i += 2 * step
+                        yield store.get(i)
+                    n += 1
+        finally:
+            store.close()
+
+    def frames(self) -> Iterator[tuple[Tracked, np.ndarray]]:
+        motion = _motion(self.speech, float(self.fps), self.speech.phones,
+                         MotionConfig(lips_only=True, mouth_scale=self.options.mouth_scale))
+        for slot in prefetch(self._sequence(), depth=6):  # decode + track overlap warp + encode
+            m = next(motion)
+            if slot.landmarks is None:
+                yield slot, slot.image
+                continue
+            self.frames_with_face += 1
+            mesh = self.meshes.get(slot.shot)
+            if mesh is None:
+                self.meshes.clear()
+                mesh = self.meshes[slot.shot] = ShotMesh(slot.landmarks)
+            rt = retarget(slot.landmarks, m)
+            yield slot, self.compositor.render(slot.image, slot.landmarks, rt, m, mesh)
+        if self.frames_with_face == 0:
+            raise InputError(f"no face found in any frame of {self.source.path}",
+                             "dub a video that shows a face: roughly frontal, eyes and mouth visible")
+
+
+def _mix(speech: Speech, source: VideoSource, db: float, n_out: int, fps: float) -> Speech:
+    samples = speech.samples
+    n = int(round(n_out / fps * SAMPLE_RATE))
+    if source.has_audio:
+        orig = load_audio(source.path, max_seconds=None).samples * np.float32(10 ** (db / 20))
+        length = max(len(samples), min(len(orig), n))
+        mixed = np.zeros(length, np.float32)
+        mixed[: len(samples)] += samples
+        mixed[: min(len(orig), length)] += orig[:length]
+        samples = np.clip(mixed, -1.0, 1.0)
+    else:
+        warnings.warn(f"{source.path} has no sound; --keep-original-audio has nothing to mix", stacklevel=3)
+    return Speech(samples, SAMPLE_RATE, speech.transcript, speech.phones, speech.source)
+
+
+def dub(video, audio, output: str | os.PathLike, text: str | None = None, options: DubOptions | None = None,
+        preview: str | os.PathLike | None = None, progress: bool = False, **kw) -> Path:
+    """Re-sync the lips of the face in `video` to `audio` (a path, a 16 kHz array or a Speech) and
+    write `output` (mp4). With `text` (the words spoken) the mouth follows aligned phones; without,
+    the sound (any language). Options come as a DubOptions or keywords (fit="loop", face_index=1,
+    keep_original_audio=-18, ...). Returns the output path; a failure leaves no file behind."""
+    from ..api import _check_preview, _progress, _speech, read_transcript, write_contact_sheet
+
+    if options is None:
+        options = DubOptions(**kw)
+    elif kw:
+        raise TypeError("pass either options or keywords, not both")
+    options.validate()
+    out = check_output_path(output)
+    preview_path = _check_preview(preview)
+    transcript = read_transcript(text)
+    source = VideoSource(video, options.max_seconds)
+    speech = _speech(audio, options.max_seconds)
+    if transcript and not speech.phones:
+        from ..audio.phonemes import align
+
+        phones = align(speech, transcript)
+        if phones is None:
+            warnings.warn("could not align the transcript with the audio; the mouth follows the sound instead",
+                          stacklevel=2)
+        speech = Speech(speech.samples, speech.sample_rate, transcript, phones, speech.source)
+    dubber = Dubber(source, speech, options)
+    fps = float(dubber.fps)
+    track_audio = speech
+    if options.fit == "trim" and dubber.n_source_estimate:
+        track_audio = Speech(speech.samples[: int(round(dubber.n_estimate / fps * SAMPLE_RATE))], SAMPLE_RATE)
+    if options.keep_original_audio is not None:
+        track_audio = _mix(track_audio, source, options.keep_original_audio, dubber.n_estimate, fps)
+    total = dubber.n_estimate
+    picks = set(np.linspace(0, max(total - 1, 0), min(12, max(total, 1))).round().astype(int).tolist())
+    sheet = []
+    bar = _progress(total, progress, out.name)
+    try:
+        with VideoWriter(out, dubber.fps, dubber.size, audio=track_audio) as writer:
+            for i, (_, frame) in enumerate(dubber.frames()):
+                writer.write(frame)
+                if preview_path is not None and i in picks:
+                    sheet.append(frame)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if preview_path is not None and sheet:
+        write_contact_sheet(sheet, preview_path)
+    return out
