@@ -8,6 +8,11 @@ pairs of past frames, but its GroupNorms pool statistics over all frames of the 
 would see frame t+1. The guider swaps every GroupNorm for `FrameGroupNorm` (same parameters, so the VAE
 encoder's weights load key-for-key) which normalises each frame on its own: latent frame j then depends
 only on guidance frames <= j * temporal_compression_ratio.
+
+The official SkyReels-A1 release ships its guider as a whole CogVideoX VAE (`pose_guider/`) and encodes with
+that VAE's own `encode`: plain GroupNorms, frames taken in batches of 8 (the first batch 8 + F mod 8) with a
+causal conv cache, the posterior mean times the scaling factor. `causal=False` reproduces exactly that, so the
+release's numbers come out; our own trained guiders keep `causal=True`.
 """
 from __future__ import annotations
 
@@ -150,6 +155,8 @@ class LandmarkGuiderConfig:
     norm_eps: float = 1e-6
     temporal_compression_ratio: int = 4
     scaling_factor: float = 0.7  # CogVideoX-5B VAE
+    causal: bool = True  # per-frame GroupNorm (ours); False: the release's VAE encode (see the module docstring)
+    frame_batch: int = 8  # causal=False: frames per encoder call, as AutoencoderKLCogVideoX.encode
 
     @classmethod
     def from_vae_config(cls, vae_config: dict) -> "LandmarkGuiderConfig":
@@ -170,7 +177,8 @@ class CausalLandmarkGuider(nn.Module):
             down_block_types=tuple(config.down_block_types), block_out_channels=tuple(config.block_out_channels),
             layers_per_block=config.layers_per_block, norm_eps=config.norm_eps,
             norm_num_groups=config.norm_num_groups, temporal_compression_ratio=config.temporal_compression_ratio)
-        make_frame_causal(self.encoder)
+        if config.causal:
+            make_frame_causal(self.encoder)
 
     def load_vae_encoder(self, vae_state: dict[str, torch.Tensor]) -> None:
         """Initialise from a CogVideoX VAE state dict (its `encoder.*` keys, strict): the paper's init."""
@@ -181,7 +189,23 @@ class CausalLandmarkGuider(nn.Module):
         """Index of the last guidance frame latent frame j can see."""
         return j * self.config.temporal_compression_ratio
 
+    def moments(self, frames: torch.Tensor) -> torch.Tensor:
+        """(b, 3, F, H, W) -> (b, 2c, f, h, w) posterior moments (mean and log-variance halves)."""
+        if self.config.causal:
+            return self.encoder(frames)[0]
+        # the release: every batch item on its own, frames in batches carrying the conv cache
+        n, rest = max(frames.shape[2] // self.config.frame_batch, 1), frames.shape[2] % self.config.frame_batch
+        out = []
+        for item in frames.split(1):
+            cache, parts = None, []
+            for i in range(n):
+                start = self.config.frame_batch * i + (rest if i else 0)
+                part, cache = self.encoder(item[:, :, start:self.config.frame_batch * (i + 1) + rest],
+                                           conv_cache=cache)
+                parts.append(part)
+            out.append(torch.cat(parts, dim=2))
+        return torch.cat(out)
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        moments, _ = self.encoder(frames)  # (b, 2c, f, h, w): mean and log-variance halves
-        mean = moments[:, : self.config.latent_channels]
+        mean = self.moments(frames)[:, : self.config.latent_channels]
         return rearrange(mean * self.config.scaling_factor, "b c f h w -> b f c h w")

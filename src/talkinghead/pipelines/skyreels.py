@@ -113,6 +113,108 @@ def chunk_lengths(total: int, chunk: int, overlap: int) -> list[int]:
     return out
 
 
+# ------------------------------------------------------------------ SkyReels-A1 as the release samples
+
+
+def release_pixels(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1], with the memory layout of diffusers' VideoProcessor
+    (a channels-last view): the release's bf16 VAE encode is sensitive to it."""
+    x = torch.from_numpy(np.asarray(image, np.float32)[None] / 255.0).permute(0, 3, 1, 2)
+    return 2.0 * x - 1.0
+
+
+def release_control(frames: np.ndarray) -> torch.Tensor:
+    """(F, H, W, 3) uint8 landmark frames -> (1, 3, F, H, W) float32 in [-1, 1] (frames / 255, then 2x - 1)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 255.0
+    return 2.0 * x - 1.0
+
+
+def release_uint8(video: torch.Tensor) -> np.ndarray:
+    """(1, 3, F, H, W) decoded video -> (F, H, W, 3) uint8: clamp in the VAE's dtype, then x 255 and round in
+    float32 numpy (diffusers' postprocess_video)."""
+    x = (video[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).float().cpu().numpy()
+    return (x * 255).round().astype(np.uint8)
+
+
+@torch.no_grad()
+def sample_a1_release(model: SkyReelsA1, vae, scheduler, ref_pixels: torch.Tensor, control: torch.Tensor,
+                      identity: torch.Tensor, steps: int, guidance_scale: float,
+                      generator: torch.Generator | None = None, image_noise: torch.Tensor | None = None,
+                      noise: torch.Tensor | None = None, trace: dict | None = None,
+                      rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+    """One clip the way the release's `SkyReelsA1ImagePoseToVideoPipeline` makes it, in the model's dtype:
+    `ref_pixels` (1, 3, H, W) and `control` (1, 3, F, H, W) in [-1, 1], `identity` (1, 729, 1152) SigLIP
+    hidden states -> (F, H, W, 3) uint8 frames.
+
+    Order and casts as the release: identity tokens [zeros, features] (CFG guides only the identity) in the
+    model dtype; the reference latent is drawn from the VAE posterior (the generator's first draw, unless
+    `image_noise` is given) x scaling factor into latent frame 0; the starting noise is the second draw (or
+    `noise`), made directly in the model dtype; the pose guider encodes the whole control clip once; each
+    step joins noise | guidance | image channels, guides u + g (c - u) in float32 and steps the scheduler
+    (CogVideoXDDIM), the result cast back to the model dtype; decode with 1 / scaling factor. `trace` gets
+    every intermediate under the fixture's names."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    p = next(model.transformer.parameters())
+    dtype, device = p.dtype, p.device
+    record = trace.__setitem__ if trace is not None else (lambda k, v: None)
+    frames = control.shape[2]
+    f = (frames - 1) // model.config.guider().temporal_compression_ratio + 1
+
+    cfg = guidance_scale > 1.0
+    identity = identity.to(device)
+    tokens = (torch.cat([torch.zeros_like(identity), identity]) if cfg else identity).to(dtype)
+    scheduler.set_timesteps(steps, device=device)
+    record("timesteps", scheduler.timesteps)
+
+    image = ref_pixels.to(device=device, dtype=dtype).unsqueeze(2)  # (1, 3, 1, H, W)
+    dist = vae.encode(image[0].unsqueeze(0)).latent_dist
+    record("ref_vae_moments", dist.parameters)
+    if image_noise is None:  # DiagonalGaussianDistribution.sample, with the draw kept
+        image_noise = randn_tensor(dist.mean.shape, generator=generator, device=device, dtype=dist.mean.dtype)
+    record("vae_sample_noise", image_noise)
+    ref = dist.mean + dist.std * image_noise.to(dist.mean)
+    ref = vae.config.scaling_factor * ref.to(dtype).permute(0, 2, 1, 3, 4)  # (1, 1, c, h, w)
+    image_latents = torch.cat([ref, ref.new_zeros(1, f - 1, *ref.shape[2:])], dim=1)
+    record("image_latents", image_latents)
+    shape = (1, f, model.config.latent_channels, *ref.shape[3:])
+    latents = noise.to(device=device, dtype=dtype) if noise is not None else randn_tensor(
+        shape, generator=generator, device=device, dtype=dtype)
+    latents = latents * scheduler.init_noise_sigma
+    record("initial_latents", latents)
+
+    guide = model.landmark_guider(control.to(device=device, dtype=dtype))  # (1, f, c, h, w)
+    record("control_latents", guide.permute(0, 2, 1, 3, 4))
+    n = 2 if cfg else 1
+    guide, image_latents2 = torch.cat([guide] * n), torch.cat([image_latents] * n)
+    if rope is None:
+        rope = model.rotary(f, *ref.shape[3:], device)
+    record("rope_cos", rope[0]), record("rope_sin", rope[1])
+
+    for i, t in enumerate(scheduler.timesteps):
+        x = torch.cat([torch.cat([latents] * n), guide, image_latents2], dim=2)
+        record(f"step.{i}.latent_model_input", x)
+        out = model.transformer(x, model.identity_proj(tokens), t.expand(n), image_rotary_emb=rope,
+                                return_dict=False)[0]
+        record(f"step.{i}.transformer_out", out)
+        out = out.float()
+        if cfg:
+            uncond, cond = out.chunk(2)
+            out = uncond + guidance_scale * (cond - uncond)
+        record(f"step.{i}.guided", out)
+        step = scheduler.step(out, t, latents, return_dict=True)
+        record(f"step.{i}.scheduler_prev_sample", step.prev_sample)
+        record(f"step.{i}.scheduler_pred_original_sample", step.pred_original_sample)
+        latents = step.prev_sample.to(dtype)
+        record(f"step.{i}.latents_after", latents)
+    record("final_latents", latents)
+    z = 1 / vae.config.scaling_factor * latents.permute(0, 2, 1, 3, 4)
+    record("decode_input", z)
+    video = vae.decode(z).sample
+    record("decoded", video)
+    return release_uint8(video)
+
+
 class SkyReelsA1Pipeline:
     """Portrait + MotionTrack -> frames. `identity_encoder` is a SigLIP-style vision model (transformers),
     whose last hidden states are the identity features."""
