@@ -137,7 +137,8 @@ class VideoUNet3D(nn.Module):
                 region_masks: dict[str, list[torch.Tensor]] | None = None,
                 branch_weights: tuple[float, float, float] | None = None,
                 reference: ReferenceBank | None = None, added_embedding: torch.Tensor | None = None) -> torch.Tensor:
-        """sample (b, 4, f, h, w) noisy latents; encoder_hidden_states (b, n, d) image tokens;
+        """sample (b, 4, f, h, w) noisy latents; encoder_hidden_states (b, n, d) image tokens, or
+        (b, f, n, d) per-frame tokens;
         audio_tokens (b, f, tokens, d_audio); location (b, c0, f, h, w) face-locator features added after
         conv_in; region_masks {"full"|"face"|"lip": [level 0..3 masks ((b f), h_l*w_l)]};
         branch_weights the full/face/lip weights (Hallo's motion_scale); reference the filled bank
@@ -151,7 +152,9 @@ class VideoUNet3D(nn.Module):
             emb = emb + rearrange(added_embedding, "b f d -> (b f) d").to(emb.dtype)
         ctx = _Context(
             emb=emb,
-            tokens=encoder_hidden_states.repeat_interleave(f, 0),
+            # (b, n, d): one token set for every frame; (b, f, n, d): per-frame tokens (EchoMimic's audio)
+            tokens=(rearrange(encoder_hidden_states, "b f n d -> (b f) n d") if encoder_hidden_states.ndim == 4
+                    else encoder_hidden_states.repeat_interleave(f, 0)),
             audio=None if audio_tokens is None else rearrange(audio_tokens, "b f n c -> (b f) n c"),
             masks=region_masks, weights=branch_weights, frames=f,
             bank=reference if self.config.motion_frames_from_reference else None)
