@@ -12,14 +12,33 @@ import os as _os
 # work is small per call; torch keeps its own thread pool. A value the user set is left alone.
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .api import animate, say  # noqa: E402
-from .config import AnimateConfig, MotionConfig, RenderConfig  # noqa: E402
-from .errors import InputError, TalkingHeadError  # noqa: E402
-from .io import load_audio, load_image  # noqa: E402
-from .pipelines import Animator  # noqa: E402
-from .types import FaceAnalysis, MotionFrame, MotionTrack, PhoneSegment, Portrait, Speech  # noqa: E402
+from importlib import import_module as _import_module  # noqa: E402
+from importlib.util import find_spec as _find_spec  # noqa: E402
+
+# Public names, imported on first use (PEP 562) so that `talkinghead --help` or `talkinghead eval`
+# do not pay for the renderer, PyAV and OpenCV: name -> the submodule that defines it.
+_EXPORTS = {
+    "animate": "api", "say": "api", "Animator": "pipelines",
+    "AnimateConfig": "config", "MotionConfig": "config", "RenderConfig": "config",
+    "InputError": "errors", "TalkingHeadError": "errors", "load_audio": "io", "load_image": "io",
+    "FaceAnalysis": "types", "MotionFrame": "types", "MotionTrack": "types", "PhoneSegment": "types",
+    "Portrait": "types", "Speech": "types",
+}
 
 __version__ = "0.1.0"
-__all__ = ["animate", "say", "Animator", "AnimateConfig", "MotionConfig", "RenderConfig", "InputError",
-           "TalkingHeadError", "load_audio", "load_image", "FaceAnalysis", "MotionFrame", "MotionTrack",
-           "PhoneSegment", "Portrait", "Speech"]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(_import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif not name.startswith("_") and _find_spec(f"{__name__}.{name}") is not None:
+        value = _import_module(f".{name}", __name__)  # `talkinghead.io` without importing it first
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,6 +1,7 @@
 """The public API: `animate()` renders a file, `say()` renders typed text, `Animator` streams."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -10,8 +11,7 @@ import numpy as np
 
 from .config import AnimateConfig
 from .errors import InputError
-from .io import VideoWriter, as_portrait, check_output_path, load_audio
-from .pipelines import Animator
+from .io import VideoWriter, as_portrait, check_audio_bitrate, check_output_path, load_audio
 from .types import Portrait, Speech
 from .utils import prefetch
 
@@ -53,11 +53,14 @@ def read_transcript(text: str | os.PathLike | None) -> str | None:
 
 def animate(image, audio, output: str | os.PathLike, text: str | None = None,
             config: AnimateConfig | None = None, preview: str | os.PathLike | None = None,
-            progress: bool = False, engine: str = "warp") -> Path:
+            progress: bool = False, engine: str = "warp", audio_bitrate: int | str | None = None) -> Path:
     """Render `output` (mp4) from a portrait (path, array or Portrait) and speech (path, array at
     16 kHz, or Speech). With `text` (the words spoken), the mouth follows forced-aligned phones;
-    without, it follows the acoustics (any language). Returns the output path."""
+    without, it follows the acoustics (any language). The video carries the audio at the rate and
+    channel count it came in, as AAC at `audio_bitrate` kb/s (None: transparent default, 192 kb/s
+    for stereo). Returns the output path."""
     config = (config or AnimateConfig()).validate()
+    bitrate = check_audio_bitrate(audio_bitrate)
     out = check_output_path(output)
     preview_path = _check_preview(preview)
     transcript = read_transcript(text)
@@ -70,18 +73,20 @@ def animate(image, audio, output: str | os.PathLike, text: str | None = None,
         if phones is None:
             warnings.warn("could not align the transcript with the audio; the mouth follows the sound instead",
                           stacklevel=2)
-        speech = Speech(speech.samples, speech.sample_rate, transcript, phones, speech.source)
+        speech = dataclasses.replace(speech, transcript=transcript, phones=phones)
     animator = _engine(engine, portrait, config)
-    return render_to_file(animator, speech, out, preview_path, progress)
+    return render_to_file(animator, speech, out, preview_path, progress, audio_bitrate=bitrate)
 
 
 def say(text: str, image, output: str | os.PathLike, voice: str = "en-us",
         config: AnimateConfig | None = None, preview: str | os.PathLike | None = None,
-        progress: bool = False, engine: str = "warp") -> Path:
-    """Speak `text` with espeak-ng and animate the portrait with the synthesizer's own phone timings."""
+        progress: bool = False, engine: str = "warp", audio_bitrate: int | str | None = None) -> Path:
+    """Speak `text` with espeak-ng and animate the portrait with the synthesizer's own phone timings.
+    The video's audio is the synthesizer's, at its own rate (AAC at `audio_bitrate` kb/s)."""
     from .audio.tts import synthesize
 
     config = (config or AnimateConfig()).validate()
+    bitrate = check_audio_bitrate(audio_bitrate)
     out = check_output_path(output)
     preview_path = _check_preview(preview)
     portrait = as_portrait(image)
@@ -90,7 +95,7 @@ def say(text: str, image, output: str | os.PathLike, voice: str = "en-us",
         raise InputError(f"the speech is {speech.duration:.1f} s long, more than --max-seconds "
                          f"{config.render.max_seconds:g}", "shorten the text or raise --max-seconds")
     animator = _engine(engine, portrait, config)
-    return render_to_file(animator, speech, out, preview_path, progress)
+    return render_to_file(animator, speech, out, preview_path, progress, audio_bitrate=bitrate)
 
 
 def _engine(name: str, portrait: Portrait, config: AnimateConfig):
@@ -111,14 +116,16 @@ def _check_preview(preview) -> Path | None:
     return p
 
 
-def render_to_file(animator: Animator, speech: Speech, out: Path, preview: Path | None = None,
-                   progress: bool = False) -> Path:
-    """Encode every frame of `speech` to `out` (atomically), optionally with a contact sheet."""
+def render_to_file(animator, speech: Speech, out: Path, preview: Path | None = None,
+                   progress: bool = False, audio_bitrate: int | None = None) -> Path:
+    """Encode every frame of `speech` to `out` (atomically), optionally with a contact sheet.
+    `animator` is any engine's animator (fps, frame_size, n_frames, frames); the audio track is
+    `speech.original` when present (see VideoWriter), AAC at `audio_bitrate` bit/s (None: default)."""
     total = animator.n_frames(speech)
     picks = set(np.linspace(0, total - 1, min(PREVIEW_FRAMES, total)).round().astype(int).tolist())
     sheet = []
     bar = _progress(total, progress, out.name)
-    with VideoWriter(out, animator.fps, animator.frame_size, audio=speech) as writer:
+    with VideoWriter(out, animator.fps, animator.frame_size, audio=speech, audio_bitrate=audio_bitrate) as writer:
         for i, frame in enumerate(prefetch(animator.frames(speech))):  # render overlaps encode
             writer.write(frame)
             if preview is not None and i in picks:

@@ -31,14 +31,37 @@ class PhoneSegment:
 
 
 @dataclass
+class AudioTrack:
+    """Audio as the user gave it (its own rate and channels), kept to be written into the video."""
+
+    samples: np.ndarray  # (channels, n) float32 in [-1, 1], planar
+    sample_rate: int  # Hz
+    layout: str  # ffmpeg channel layout name: "mono", "stereo", "5.1", ...
+
+    @property
+    def channels(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def duration(self) -> float:
+        return self.samples.shape[1] / self.sample_rate
+
+
+@dataclass
 class Speech:
-    """Mono speech at SAMPLE_RATE, with an optional transcript and phone timings."""
+    """Mono speech at SAMPLE_RATE, with an optional transcript and phone timings.
+
+    Analysis (features, alignment, motion) reads `samples`. `original` is the same sound at the
+    rate and channel count it came in (None when that is already 16 kHz mono); the video writer
+    puts it in the output instead of `samples`.
+    """
 
     samples: np.ndarray  # (n,) float32 in [-1, 1]
     sample_rate: int = SAMPLE_RATE
     transcript: str | None = None
     phones: list[PhoneSegment] | None = None
     source: str | None = None
+    original: AudioTrack | None = field(default=None, repr=False, compare=False)
 
     @property
     def duration(self) -> float:

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from talkinghead.audio.phonemes import SILENCE, contiguous_segments, espeak_to_arpabet
 from talkinghead.errors import InputError
-from talkinghead.types import SAMPLE_RATE, Speech
+from talkinghead.types import SAMPLE_RATE, AudioTrack, Speech
 
 # espeak_lib.h constants
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -313,6 +312,8 @@ def _to_model_rate(audio: np.ndarray, native_rate: int) -> np.ndarray:
     """int16 audio at `native_rate` -> float32 in [-1, 1] at SAMPLE_RATE."""
     samples = audio.astype(np.float32) / _INT16_FULL_SCALE
     if native_rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly  # imported here: scipy.signal costs ~0.6 s at start-up
+
         g = math.gcd(native_rate, SAMPLE_RATE)
         samples = resample_poly(samples, SAMPLE_RATE // g, native_rate // g)
     return np.clip(samples, -1.0, 1.0).astype(np.float32)
@@ -322,7 +323,8 @@ def synthesize(text: str, voice: str = "en") -> Speech:
     """Speak `text` with espeak-ng's `voice` (a language code, see `list_voices`).
 
     Returns mono float32 speech at SAMPLE_RATE with ARPAbet phone segments that tile
-    [0, duration], taken from the synthesizer's own phoneme events.
+    [0, duration], taken from the synthesizer's own phoneme events; `original` holds the same
+    speech at the synthesizer's own rate, for the output video.
     Raises InputError for empty text, an unknown voice, or text with nothing to say.
     """
     if not text or not text.strip():
@@ -338,12 +340,17 @@ def synthesize(text: str, voice: str = "en") -> Speech:
         )
     audio, onsets = _pad_edges(audio, onsets, native_rate)
     samples = _to_model_rate(audio, native_rate)
+    original = None
+    if native_rate != SAMPLE_RATE:
+        native = (audio.astype(np.float32) / _INT16_FULL_SCALE)[None]
+        original = AudioTrack(native, native_rate, "mono")
     return Speech(
         samples=samples,
         sample_rate=SAMPLE_RATE,
         transcript=text,
         phones=contiguous_segments(onsets, len(samples) / SAMPLE_RATE),
         source=f"espeak-ng:{code}",
+        original=original,
     )
 
 

@@ -191,6 +191,9 @@ def _common(p) -> None:
     p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
     p.add_argument("--preview", help="also write a contact sheet of frames (png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--audio-bitrate", metavar="KBPS",
+                   help="AAC bit rate of the video's sound in kb/s, e.g. 192 or 192k (default: transparent, "
+                        "96 per channel; the sound keeps the input's sample rate and channels)")
     _add_config_options(p)
     _add_engine_options(p)
 
@@ -222,8 +225,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .. import api
-
     progress = not getattr(args, "quiet", False)
     t0 = time.perf_counter()
     if args.command == "verify":
@@ -263,12 +264,16 @@ def run(argv: list[str] | None = None) -> int:
 
         print("\n".join(list_voices()))
         return 0
+    from .. import api
+
     if args.command == "animate":
         out = api.animate(args.image, args.audio, args.output, text=args.text, config=_config(args),
-                          preview=args.preview, progress=progress, engine=args.engine)
+                          preview=args.preview, progress=progress, engine=args.engine,
+                          audio_bitrate=args.audio_bitrate)
     elif args.command == "say":
         out = api.say(args.text, args.image, args.output, voice=args.voice, config=_config(args),
-                      preview=args.preview, progress=progress, engine=args.engine)
+                      preview=args.preview, progress=progress, engine=args.engine,
+                      audio_bitrate=args.audio_bitrate)
     else:  # demo
         from ..assets import portrait
 
@@ -412,7 +417,7 @@ def _train(args) -> int:
 def _summary(path: Path, seconds: float) -> None:
     from ..io import probe
 
-    info = probe(path)
+    info = probe(path, decode=False)  # headers only: decoding the whole video again would cost seconds
     dur = info.get("video_duration") or 0.0
     print(f"wrote {path} ({info['width']}x{info['height']}, {info['n_frames']} frames, {dur:.1f} s) "
           f"in {seconds:.1f} s — {dur / max(seconds, 1e-9):.1f}x real time", file=sys.stderr)

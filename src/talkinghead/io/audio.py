@@ -1,5 +1,6 @@
 """Reading the user's speech: any audio container/codec (or the sound of a video) -> a `Speech`,
-mono float32 at SAMPLE_RATE (16 kHz).
+mono float32 at SAMPLE_RATE (16 kHz) for analysis, plus the audio as given (its own rate and
+channels, `Speech.original`) for the output video.
 
 Every bad input gets an `InputError` that says what is wrong and how to fix it. Silence is valid.
 """
@@ -11,10 +12,9 @@ from pathlib import Path
 
 import av
 import numpy as np
-from scipy.signal import resample_poly
 
 from ..errors import InputError
-from ..types import SAMPLE_RATE, Speech
+from ..types import SAMPLE_RATE, AudioTrack, Speech
 
 SUPPORTED_AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aac")
 MIN_AUDIO_SECONDS = 0.05  # shorter audio is refused as empty
@@ -23,10 +23,45 @@ _FORMATS_HINT = "use a " + ", ".join(SUPPORTED_AUDIO_FORMATS[:-1]) + f" or {SUPP
 _TOO_LONG_HINT = "trim it or raise --max-seconds"
 # Stereo/5.1 -> mono: normalise the downmix so that it is a mean, not a sum (no clipping).
 _RESAMPLER_OPTIONS = {"rematrix_maxval": "1.0"}
+# ffmpeg's usual layout for a channel count, for arrays (which carry no layout) and for files whose
+# layout is only "N channels"
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 def _resampler() -> av.AudioResampler:
     return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE, options=_RESAMPLER_OPTIONS)
+
+
+def _layout_name(layout) -> str | None:
+    """A channel layout ffmpeg can name and rebuild ("stereo", "5.1", ...), None if it cannot."""
+    name = getattr(layout, "name", None) or ""
+    try:
+        if name and "channels" not in name and av.AudioLayout(name).nb_channels == layout.nb_channels:
+            return name
+    except (ValueError, TypeError, av.FFmpegError):
+        pass
+    return DEFAULT_LAYOUTS.get(getattr(layout, "nb_channels", 0))
+
+
+class _Interleaved:
+    """A growing (n, channels) float32 buffer, sized up front from the container's duration so a
+    long recording is not held twice while its pieces are joined; trimmed in place at the end."""
+
+    def __init__(self, channels: int, capacity: int):
+        self.buf = np.empty((max(capacity, 4096), channels), np.float32)
+        self.n = 0
+
+    def add(self, a: np.ndarray) -> None:  # (k, channels)
+        k = len(a)
+        if self.n + k > len(self.buf):
+            self.buf.resize((max(2 * len(self.buf), self.n + k), self.buf.shape[1]), refcheck=False)
+        self.buf[self.n:self.n + k] = a
+        self.n += k
+
+    def take(self, n: int | None = None) -> np.ndarray:
+        n = self.n if n is None else min(n, self.n)
+        self.buf.resize((n, self.buf.shape[1]), refcheck=False)  # gives back the unused tail
+        return self.buf
 
 
 def _too_long(seconds: float, max_seconds: float) -> InputError:
@@ -96,35 +131,43 @@ def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0) -> Sp
         if max_seconds is not None and meta is not None and meta > max_seconds:
             raise _too_long(meta, max_seconds)
 
-        samples, n_errors = _decode(container, stream, max_seconds)
-        samples = _trim_padding(samples, container, meta)
+        samples, original, n_errors = _decode(container, stream, max_seconds, meta)
+        samples = _trim_padding(samples, container, meta, SAMPLE_RATE)
+        if original is not None:
+            original.samples = _trim_padding(original.samples.T, container, meta, original.sample_rate).T
     finally:
         container.close()
 
     if samples.size == 0 and n_errors:
         raise InputError(f"cannot decode audio in {p}: the file is corrupt or truncated", "re-export it, e.g. as wav")
     _check_not_empty(samples, str(p))
-    return Speech(samples=_clean(samples), sample_rate=SAMPLE_RATE, source=str(p))
+    return Speech(samples=_clean(samples), sample_rate=SAMPLE_RATE, source=str(p), original=_clean_track(original))
 
 
-def _trim_padding(samples: np.ndarray, container, meta: float | None) -> np.ndarray:
+def _trim_padding(samples: np.ndarray, container, meta: float | None, rate: int) -> np.ndarray:
     """mp4/m4a/mov: the decoder returns the encoder's padding of the last frame (up to ~0.1 s
     of silence); the track duration (from the edit list) is exact, so cut back to it."""
     if meta is None or "mp4" not in (container.format.name or ""):
         return samples
-    n = int(round(meta * SAMPLE_RATE))
-    if 0 < n < len(samples) <= n + int(0.25 * SAMPLE_RATE):
+    n = int(round(meta * rate))
+    if 0 < n < len(samples) <= n + int(0.25 * rate):
         return samples[:n]
     return samples
 
 
-def _decode(container, stream, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def _decode(container, stream, max_seconds: float | None, meta: float | None
+            ) -> tuple[np.ndarray, AudioTrack | None, int]:
+    """Decode the stream twice over in one pass: 16 kHz mono for analysis, and, unless the first
+    frame already is 16 kHz mono, float samples at the stream's own rate and layout (the first
+    frame's, should the stream change mid-way) for the output video."""
     limit = None if max_seconds is None else int((max_seconds + _DECODE_TOLERANCE) * SAMPLE_RATE)
     chunks: list[np.ndarray] = []
     total = 0
     n_errors = 0
     resampler = None
     setup = None
+    keep = keeper = None  # the original: its buffer and its resampler (format conversion only)
+    keep_rate = keep_layout = None
 
     def take(frames) -> None:
         nonlocal total
@@ -133,6 +176,11 @@ def _decode(container, stream, max_seconds: float | None) -> tuple[np.ndarray, i
             if a.size:
                 chunks.append(a)
                 total += a.size
+
+    def take_original(frames) -> None:
+        for f in frames:
+            if f.samples:
+                keep.add(f.to_ndarray().reshape(f.samples, -1))
 
     try:
         for packet in container.demux(stream):
@@ -146,18 +194,35 @@ def _decode(container, stream, max_seconds: float | None) -> tuple[np.ndarray, i
                 if key != setup:  # the stream changed its rate/layout mid-way: start a new resampler
                     if resampler is not None:
                         take(resampler.resample(None))
+                        if keeper is not None:
+                            take_original(keeper.resample(None))
+                    elif not (frame.sample_rate == SAMPLE_RATE and frame.layout.nb_channels == 1):
+                        keep_layout = _layout_name(frame.layout)
+                        if keep_layout is not None:  # unnamed layouts of > 8 channels: the mono copy only
+                            keep_rate = frame.sample_rate
+                            n_channels = av.AudioLayout(keep_layout).nb_channels
+                            keep = _Interleaved(n_channels, int((meta or 0.0) * keep_rate) + keep_rate // 4)
                     resampler, setup = _resampler(), key
+                    if keep is not None:
+                        keeper = av.AudioResampler(format="flt", layout=keep_layout, rate=keep_rate)
                 take(resampler.resample(frame))
+                if keeper is not None:
+                    take_original(keeper.resample(frame))
             if limit is not None and total > limit:
                 break  # stop decoding: it is too long whatever follows
         if resampler is not None:
             take(resampler.resample(None))
+        if keeper is not None:
+            take_original(keeper.resample(None))
     except av.FFmpegError:
         n_errors += 1  # a broken tail: keep what was decoded
     if limit is not None and total > limit:
         raise InputError(f"audio is longer than --max-seconds {max_seconds:g}", _TOO_LONG_HINT)
     samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
-    return samples, n_errors
+    original = None
+    if keep is not None and keep.n:
+        original = AudioTrack(samples=keep.take().T, sample_rate=keep_rate, layout=keep_layout)
+    return samples, original, n_errors
 
 
 def as_speech(samples, sample_rate: float = SAMPLE_RATE, *, transcript: str | None = None, source: str | None = None) -> Speech:
@@ -165,7 +230,8 @@ def as_speech(samples, sample_rate: float = SAMPLE_RATE, *, transcript: str | No
 
     Shapes: (n,), (n, channels) or (channels, n) with up to 16 channels (averaged to mono).
     Integer dtypes are scaled to [-1, 1] (int16 / 32768, ...). Other rates are resampled with
-    scipy.signal.resample_poly.
+    scipy.signal.resample_poly. Audio that is not 16 kHz mono is also kept as given (up to 8
+    channels) in `Speech.original`, for the output video.
     """
     if isinstance(samples, Speech):
         transcript = transcript if transcript is not None else samples.transcript
@@ -173,6 +239,8 @@ def as_speech(samples, sample_rate: float = SAMPLE_RATE, *, transcript: str | No
         sp = as_speech(samples.samples, samples.sample_rate, transcript=transcript, source=source)
         if samples.sample_rate == SAMPLE_RATE:
             sp.phones = samples.phones
+        if samples.original is not None:
+            sp.original = samples.original
         return sp
     try:
         x = np.asarray(samples)
@@ -186,11 +254,12 @@ def as_speech(samples, sample_rate: float = SAMPLE_RATE, *, transcript: str | No
         raise InputError(f"sample rate must be a positive number, got {sample_rate!r}", "e.g. sample_rate=16000")
 
     x = _to_float(x)
+    planar = None  # (channels, n) as given
     if x.ndim == 2:
         if x.shape[1] <= 16 and x.shape[0] >= x.shape[1]:
-            x = x.mean(axis=1)
+            planar, x = x.T, x.mean(axis=1)
         elif x.shape[0] <= 16:
-            x = x.mean(axis=0)
+            planar, x = x, x.mean(axis=0)
     if x.ndim != 1:
         raise InputError(
             f"expected a mono (n,) or multi-channel (n, channels) waveform, got shape {tuple(np.shape(samples))}",
@@ -201,12 +270,20 @@ def as_speech(samples, sample_rate: float = SAMPLE_RATE, *, transcript: str | No
 
     x = x.astype(np.float64, copy=False)
     sr = Fraction(sample_rate).limit_denominator(1000) if not isinstance(sample_rate, Fraction) else sample_rate
+    original = None
+    if planar is None and sr.denominator == 1 and sr != SAMPLE_RATE:
+        planar = x[None]
+    if planar is not None and sr.denominator == 1 and planar.shape[0] in DEFAULT_LAYOUTS and x.size:
+        original = AudioTrack(np.asarray(planar, np.float32), int(sr), DEFAULT_LAYOUTS[planar.shape[0]])
     if sr != SAMPLE_RATE and x.size:
+        from scipy.signal import resample_poly  # imported here: scipy.signal costs ~0.6 s at start-up
+
         ratio = (Fraction(SAMPLE_RATE) / sr).limit_denominator(4000)
         x = resample_poly(x, ratio.numerator, ratio.denominator)
     x = x.astype(np.float32)
     _check_not_empty(x, source)
-    return Speech(samples=_clean(x), sample_rate=SAMPLE_RATE, transcript=transcript, source=source)
+    return Speech(samples=_clean(x), sample_rate=SAMPLE_RATE, transcript=transcript, source=source,
+                  original=_clean_track(original))
 
 
 def _to_float(x: np.ndarray) -> np.ndarray:
@@ -232,6 +309,20 @@ def _check_not_empty(x: np.ndarray, source: str | None) -> None:
         what = f"{source} contains" if source else "the audio contains"
         detail = "no audio samples" if x.size == 0 else f"only {seconds:.3f} s of audio"
         raise InputError(f"{what} {detail} (empty audio)", f"use a recording at least {MIN_AUDIO_SECONDS:g} s long")
+
+
+def _clean_track(track: AudioTrack | None) -> AudioTrack | None:
+    """The kept original, finite and within [-1, 1] like `_clean` makes the analysis copy."""
+    if track is None:
+        return None
+    x = track.samples
+    if not np.all(np.isfinite(x)):
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > 1.0:
+        x = x / np.float32(peak)
+    track.samples = x
+    return track
 
 
 def _clean(x: np.ndarray) -> np.ndarray:

@@ -1,5 +1,8 @@
 """Writing the result: RGB frames (+ the speech) -> an H.264/AAC mp4, atomically.
 
+The sound is the user's audio as given (`Speech.original`: its own rate and channels) when the
+Speech carries it, else its 16 kHz mono samples.
+
 `VideoWriter` encodes into a hidden ``.<name>.<random>.part.mp4`` next to the target and moves it
 onto the target only when everything succeeded, so a failed or interrupted render never leaves
 a half-written video behind (nor clobbers an earlier good one).
@@ -18,10 +21,14 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..types import Speech
+from ..types import AudioTrack, Speech
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+_MIN_OUTPUT_RATE = 16000  # Hz: lower rates (telephone 8 kHz) are written at 16 kHz, never worse than the analysis copy
+_AAC_MAX_BITS_PER_FRAME = 6144  # per channel per 1024-sample frame (the AAC bit reservoir limit)
+MIN_AUDIO_BITRATE, MAX_AUDIO_BITRATE = 16, 1024  # kb/s accepted from the user
+_TRACK_TOLERANCE = 0.02  # s: an original whose length differs more than this from the samples is stale
 _MP4_HINT = "use a name ending in .mp4"
 
 # cv2's RGB -> I420 conversion is BT.601 limited range (and ~10x faster than swscale); the stream
@@ -53,6 +60,82 @@ def check_output_path(path: str | os.PathLike) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"output folder {parent} is not writable", "choose a folder you can write to")
     return p
+
+
+def default_audio_bitrate(rate: int, channels: int) -> int:
+    """AAC bit rate (bit/s) that is transparent for speech and music with ffmpeg's encoder:
+    96 kb/s per channel for the first two (64 kb/s at 24 kHz and below), 64 kb/s for each further one."""
+    per = 64000 if rate <= 24000 else 96000
+    return per * min(channels, 2) + 64000 * max(channels - 2, 0)
+
+
+def check_audio_bitrate(kbps) -> int | None:
+    """A user's --audio-bitrate in kb/s ("192", "192k" or a number) -> bit/s; None stays None."""
+    if kbps is None:
+        return None
+    text = str(kbps).strip().lower().removesuffix("bps").removesuffix("b/s").removesuffix("k")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (MIN_AUDIO_BITRATE <= value <= MAX_AUDIO_BITRATE):
+        raise InputError(f"--audio-bitrate must be {MIN_AUDIO_BITRATE}..{MAX_AUDIO_BITRATE} kb/s, got {kbps!r}",
+                         "e.g. --audio-bitrate 192 (stereo music) or 96 (mono speech); leave it out for a "
+                         "transparent default")
+    return int(round(value * 1000))
+
+
+def _encodable_layout(layout: str) -> bool:
+    """Whether ffmpeg's AAC encoder opens with this channel layout."""
+    try:
+        cc = av.CodecContext.create("aac", "w")
+        cc.sample_rate, cc.layout, cc.format, cc.bit_rate = 48000, layout, "fltp", 128000
+        cc.open()
+        return True
+    except (av.FFmpegError, ValueError, TypeError):
+        return False
+
+
+def _output_audio(audio: Speech) -> tuple[np.ndarray, int, str]:
+    """(channels, n) float32 samples, rate and layout to encode: the original when it matches the
+    samples' length, converted where AAC needs it (rates below 16 kHz go up to 16 kHz, rates AAC
+    lacks to the next one it has, at most 96 kHz; a layout the encoder refuses becomes stereo)."""
+    track = audio.original
+    if track is not None and not isinstance(track, AudioTrack):
+        raise TypeError(f"Speech.original must be an AudioTrack, got {type(track).__name__}")
+    if track is not None and track.samples.size and abs(track.duration - audio.duration) <= _TRACK_TOLERANCE:
+        planar, rate, layout = np.asarray(track.samples, np.float32), int(track.sample_rate), track.layout
+    else:
+        samples = np.asarray(audio.samples, dtype=np.float32).reshape(-1)
+        rate = audio.sample_rate
+        if samples.size and int(rate) != rate:  # a fractional rate: through the analysis resampler
+            from .audio import as_speech
+
+            samples, rate = as_speech(samples, rate).samples, 16000
+        planar, rate, layout = samples[None], int(rate), "mono"
+    if not planar.size:
+        return planar, rate, layout
+    out_rate = min((r for r in _AAC_RATES if r >= max(rate, _MIN_OUTPUT_RATE)), default=max(_AAC_RATES))
+    out_layout = layout if planar.shape[0] <= 2 or _encodable_layout(layout) else "stereo"
+    if (out_rate, out_layout) != (rate, layout):
+        planar = _convert(planar, rate, layout, out_rate, out_layout)
+    if not (np.isfinite(planar).all() and np.abs(planar).max(initial=0.0) <= 1.0):
+        planar = np.clip(np.nan_to_num(planar), -1.0, 1.0)  # copy only when needed
+    return planar, out_rate, out_layout
+
+
+def _convert(planar: np.ndarray, rate: int, layout: str, out_rate: int, out_layout: str) -> np.ndarray:
+    """Resample / remix (channels, n) float32 with ffmpeg's resampler, one second at a time."""
+    resampler = av.AudioResampler(format="fltp", layout=out_layout, rate=out_rate)
+    pieces = []
+    for i in range(0, planar.shape[1], rate):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, i:i + rate]), format="fltp", layout=layout)
+        frame.sample_rate = rate
+        pieces += [f.to_ndarray() for f in resampler.resample(frame)]
+    pieces += [f.to_ndarray() for f in resampler.resample(None)]
+    out = np.concatenate(pieces, axis=1).astype(np.float32, copy=False)
+    n = int(round(planar.shape[1] * out_rate / rate))
+    return out[:, :n]
 
 
 def _fps_fraction(fps) -> Fraction:
@@ -87,6 +170,15 @@ class VideoWriter:
 
     The file appears at `path` only after a successful close(); an exception inside the
     with-block (or a failing close) deletes the temporary file and leaves no output.
+
+    Audio: `audio` is a Speech or None (no audio track). When `audio.original` (an AudioTrack:
+    the user's audio at its own rate and channel layout) is set and as long as `audio.samples`,
+    the track is that audio at that rate and layout; otherwise it is the 16 kHz mono samples.
+    Rates below 16 kHz are written at 16 kHz and rates AAC lacks at the next one it has (at most
+    96 kHz). Both streams start at 0; the audio is written whole, whatever the number of frames.
+    `audio_bitrate` is the AAC bit rate in bit/s (None: `default_audio_bitrate`, transparent for
+    speech and music: 96 kb/s mono, 192 kb/s stereo at 32 kHz and up). After construction,
+    `audio_rate`, `audio_layout` and `audio_bitrate` say what is written (None without audio).
     """
 
     def __init__(
@@ -97,6 +189,7 @@ class VideoWriter:
         audio: Speech | None = None,
         crf: int = 18,
         preset: str = "veryfast",
+        audio_bitrate: int | None = None,
     ):
         self._container = None
         self._tmp: Path | None = None
@@ -115,23 +208,24 @@ class VideoWriter:
         self._time_base = 1 / self.fps
         self.frames_written = 0
 
-        self._audio: np.ndarray | None = None
+        if audio_bitrate is not None and (isinstance(audio_bitrate, bool) or not isinstance(audio_bitrate, (int, np.integer))
+                                          or not 1000 * MIN_AUDIO_BITRATE <= audio_bitrate <= 1000 * MAX_AUDIO_BITRATE):
+            raise ValueError(f"audio_bitrate must be an integer in bit/s, {1000 * MIN_AUDIO_BITRATE}.."
+                             f"{1000 * MAX_AUDIO_BITRATE}, got {audio_bitrate!r}")
+
+        self._audio: np.ndarray | None = None  # (channels, n) float32
         self._audio_pos = 0
+        self.audio_rate = self.audio_layout = self.audio_bitrate = None
         if audio is not None:
             if not isinstance(audio, Speech):
                 raise TypeError(f"audio must be a Speech, got {type(audio).__name__}")
-            sr = int(audio.sample_rate)
-            samples = np.asarray(audio.samples, dtype=np.float32).reshape(-1)
-            if samples.size and (sr not in _AAC_RATES or sr != audio.sample_rate):
-                from .audio import as_speech  # resample to 16 kHz
-
-                samples, sr = as_speech(samples, audio.sample_rate).samples, 16000
-            if samples.size:  # no samples: no audio track
-                samples = np.ascontiguousarray(samples, dtype=np.float32)
-                if not (np.isfinite(samples).all() and np.abs(samples).max(initial=0.0) <= 1.0):
-                    samples = np.clip(np.nan_to_num(samples), -1.0, 1.0)  # copy only when needed
-                self._audio = samples
-                self._sr = sr
+            planar, sr, layout = _output_audio(audio)
+            if planar.size:  # no samples: no audio track
+                self._audio, self._sr, self._layout = planar, sr, layout
+                ch = planar.shape[0]
+                rate = audio_bitrate or default_audio_bitrate(sr, ch)
+                self.audio_rate, self.audio_layout = sr, layout
+                self.audio_bitrate = int(min(rate, _AAC_MAX_BITS_PER_FRAME * sr / 1024 * ch))
 
         self._tmp = self._make_temp()
         try:
@@ -172,8 +266,8 @@ class VideoWriter:
         self._astream = None
         if self._audio is not None:
             st = self._container.add_stream("aac", rate=self._sr)
-            st.layout = "mono"
-            st.bit_rate = 64000 if self._sr <= 24000 else 128000
+            st.layout = self._layout
+            st.bit_rate = self.audio_bitrate
             st.codec_context.time_base = Fraction(1, self._sr)
             self._astream = st
             self._frame_size = 1024  # replaced by the codec's own frame_size once it is open
@@ -200,20 +294,20 @@ class VideoWriter:
     def _write_audio(self, until: int | None) -> None:
         """Encode audio up to sample `until` in whole codec frames (None: all of it + flush)."""
         a, st = self._audio, self._astream
-        n = len(a)
+        n = a.shape[1]
         end = n if until is None else min(n, until)
         while self._audio_pos < end:
             fs = st.codec_context.frame_size or self._frame_size
             if self._audio_pos + fs > end and until is not None:
                 break  # wait for a whole frame
-            chunk = a[self._audio_pos : self._audio_pos + fs]
-            af = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="fltp", layout="mono")
+            chunk = np.ascontiguousarray(a[:, self._audio_pos : self._audio_pos + fs])
+            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._layout)
             af.sample_rate = self._sr
             af.pts = self._audio_pos
             af.time_base = Fraction(1, self._sr)
             for packet in st.encode(af):
                 self._container.mux(packet)
-            self._audio_pos += len(chunk)
+            self._audio_pos += chunk.shape[1]
         if until is None:
             for packet in st.encode(None):
                 self._container.mux(packet)
@@ -283,8 +377,10 @@ def encode_frames(
     audio: Speech | None = None,
     crf: int = 18,
     preset: str = "veryfast",
+    audio_bitrate: int | None = None,
 ) -> Path:
-    """Write an iterable of (h, w, 3) uint8 RGB frames (size taken from the first) to `path`."""
+    """Write an iterable of (h, w, 3) uint8 RGB frames (size taken from the first) to `path`
+    (audio and `audio_bitrate` as in `VideoWriter`)."""
     it = iter(frames)
     try:
         first = next(it)
@@ -294,19 +390,21 @@ def encode_frames(
     if first.ndim != 3 or first.shape[2] != 3:
         raise ValueError(f"frames must be (h, w, 3) uint8 RGB, got shape {first.shape}")
     h, w = first.shape[:2]
-    with VideoWriter(path, fps, (w, h), audio=audio, crf=crf, preset=preset) as writer:
+    with VideoWriter(path, fps, (w, h), audio=audio, crf=crf, preset=preset, audio_bitrate=audio_bitrate) as writer:
         writer.write(first)
         for frame in it:
             writer.write(np.asarray(frame))
     return writer.path
 
 
-def probe(path: str | os.PathLike) -> dict:
+def probe(path: str | os.PathLike, decode: bool = True) -> dict:
     """Describe a video file. Frames and audio samples are counted by decoding.
 
     Keys: fps, n_frames, width, height, video_codec, pix_fmt, video_duration, audio_codec,
-    audio_sample_rate, audio_channels, audio_duration, audio_samples (None without audio), faststart.
-    Durations come from the container (edit lists applied); frames and samples are decoded.
+    audio_sample_rate, audio_channels, audio_layout, audio_bit_rate, audio_duration, audio_samples
+    (None without audio), faststart. Durations come from the container (edit lists applied);
+    frames and samples are decoded, or with `decode=False` read from the headers (n_frames from
+    the stream's frame count, audio_samples None): milliseconds instead of a full decode.
     """
     p = Path(path)
     try:
@@ -315,7 +413,7 @@ def probe(path: str | os.PathLike) -> dict:
         raise InputError(f"cannot read video {p}: {e}", "check that it is a complete video file") from None
     info: dict = dict.fromkeys(
         ("fps", "n_frames", "width", "height", "video_codec", "pix_fmt", "video_duration", "audio_codec",
-         "audio_sample_rate", "audio_channels", "audio_duration", "audio_samples")
+         "audio_sample_rate", "audio_channels", "audio_layout", "audio_bit_rate", "audio_duration", "audio_samples")
     )
     try:
         if container.streams.video:
@@ -328,10 +426,13 @@ def probe(path: str | os.PathLike) -> dict:
                 video_codec=vs.codec_context.name,
                 pix_fmt=vs.codec_context.pix_fmt,
             )
-            vs.thread_type = "AUTO"
-            n = 0
-            for _ in container.decode(vs):
-                n += 1
+            if decode:
+                vs.thread_type = "AUTO"
+                n = 0
+                for _ in container.decode(vs):
+                    n += 1
+            else:
+                n = vs.frames
             info["n_frames"] = n
             if vs.duration is not None and vs.time_base is not None:
                 info["video_duration"] = float(vs.duration * vs.time_base)
@@ -347,14 +448,17 @@ def probe(path: str | os.PathLike) -> dict:
                 audio_codec=st.codec_context.name,
                 audio_sample_rate=st.codec_context.sample_rate,
                 audio_channels=st.codec_context.channels,
+                audio_layout=st.codec_context.layout.name,
+                audio_bit_rate=st.codec_context.bit_rate or None,
             )
             n = 0
-            for frame in container.decode(st):
-                n += frame.samples
-            info["audio_samples"] = n  # decoded, including the codec's padding of the last frame
+            if decode:
+                for frame in container.decode(st):
+                    n += frame.samples
+                info["audio_samples"] = n  # decoded, including the codec's padding of the last frame
             if st.duration is not None and st.time_base is not None:
                 info["audio_duration"] = float(st.duration * st.time_base)  # edit list applied
-            elif st.codec_context.sample_rate:
+            elif decode and st.codec_context.sample_rate:
                 info["audio_duration"] = n / st.codec_context.sample_rate
     finally:
         container.close()
