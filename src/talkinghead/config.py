@@ -8,6 +8,24 @@ from .errors import InputError
 LOOKAHEAD = 0.12  # s, the motion generator never looks further into the audio than this
 
 
+# One line of help per control, shown by the CLI (--help) and the web app (slider info)
+HELP = {
+    "head_motion": "head movement: 0 = still, 1 = natural, 2 = lively",
+    "blink_rate": "blinks per minute (0 = never)",
+    "gaze": "camera (steady) or wander",
+    "mouth_scale": "mouth movement: 0 = none, 1 = natural, 2 = exaggerated",
+    "smile": "smile held throughout, 0..1",
+    "brows": "brow lifts on emphasis, 0 = never .. 2 = expressive",
+    "lips_only": "only the mouth region moves",
+    "seed": "random seed: all randomness of the render (motion, blinks, gaze; diffusion noise)",
+    "fps": "frames per second",
+    "size": "output size in pixels (side of the square face crop, or longest side with --crop full)",
+    "crop": "face (square crop around the face) or full (keep the whole picture)",
+    "face_index": "which face when the picture has several (0 = largest)",
+    "max_seconds": "refuse audio longer than this",
+}
+
+
 def _check_range(name: str, value, lo: float, hi: float) -> None:
     flag = "--" + name.replace("_", "-")
     if isinstance(value, bool) or not isinstance(value, (int, float)):

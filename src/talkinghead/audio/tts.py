@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkinghead.audio.phonemes import SILENCE, contiguous_segments, espeak_to_arpabet
+from talkinghead.audio.phoneset import SILENCE, contiguous_segments, espeak_to_arpabet
 from talkinghead.errors import InputError
 from talkinghead.types import SAMPLE_RATE, AudioTrack, Speech
 

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from ..config import DTYPES, SCHEDULERS, AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig
+from ..config import DTYPES, HELP, SCHEDULERS, AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig
 from ..errors import InputError, TalkingHeadError
 from ..systems import engine_names, verifier_names
 
@@ -22,21 +22,6 @@ EXIT_USAGE = 2
 DEMO_TEXT = ("Hello! I am a talking head, made from a single photo on your own computer. "
              "No downloads, no graphics card, just press play.")
 
-HELP = {
-    "head_motion": "head movement: 0 = still, 1 = natural, 2 = lively",
-    "blink_rate": "blinks per minute (0 = never)",
-    "gaze": "camera (steady) or wander",
-    "mouth_scale": "mouth movement: 0 = none, 1 = natural, 2 = exaggerated",
-    "smile": "smile held throughout, 0..1",
-    "brows": "brow lifts on emphasis, 0 = never .. 2 = expressive",
-    "lips_only": "only the mouth region moves",
-    "seed": "random seed for head motion, blinks and gaze",
-    "fps": "frames per second",
-    "size": "output size in pixels (side of the square face crop, or longest side with --crop full)",
-    "crop": "face (square crop around the face) or full (keep the whole picture)",
-    "face_index": "which face when the picture has several (0 = largest)",
-    "max_seconds": "refuse audio longer than this",
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -211,6 +196,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", default="ddim", choices=SCHEDULERS, help="ddim (official) or dpm (fewer steps)")
     g.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp16/bf16 need a GPU")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    for region in ("pose", "face", "lip"):
+        g.add_argument(f"--{region}-weight", type=_number(float, f"--{region}-weight"),
+                       help=f"hallo/hallo2: how strongly the audio drives the {region} region (official 1.0)")
 
 
 def _version() -> str:

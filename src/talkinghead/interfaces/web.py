@@ -20,9 +20,8 @@ import gradio as gr
 
 from ..api import animate, say
 from ..assets import SPEECH, portrait_path, speech_path
-from ..config import DTYPES, SCHEDULERS, AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig, config_from_options
+from ..config import DTYPES, HELP, SCHEDULERS, AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig, config_from_options
 from ..errors import InputError, TalkingHeadError
-from .cli import HELP
 
 log = logging.getLogger(__name__)
 
