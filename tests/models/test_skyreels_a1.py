@@ -149,3 +149,114 @@ def test_release_key_names_load_strictly():
     dst.load_official_state(release, vae_state)
     for k, v in src.state_dict().items():
         assert torch.equal(v, dst.state_dict()[k]), k
+
+
+# ------------------------------------------------------------------ the official release folder
+A1_FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "skyreels_a1"
+
+
+@pytest.fixture(scope="module")
+def a1_fixture() -> Path:
+    if not A1_FIXTURE.is_dir():
+        pytest.skip(f"shared reference data not found at {A1_FIXTURE}")
+    return A1_FIXTURE
+
+
+def _tsv(path: Path) -> dict[str, list[int]]:
+    import json
+
+    return {k: json.loads(s) for k, s, _ in (line.split("\t") for line in path.read_text().splitlines())}
+
+
+def test_full_size_release_keys_equal_the_official_manifests_on_meta(a1_fixture):
+    import json
+
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    from talkinghead.models.skyreels_a1 import release_config, release_state_shapes
+
+    configs = json.loads((a1_fixture / "manifests" / "skyreels_a1_configs.json").read_text())
+    manifests = a1_fixture / "manifests"
+    with torch.device("meta"):
+        model = SkyReelsA1(release_config(configs["transformer_config_reconstructed"],
+                                          configs["pose_guider_config_assumed"]))
+        vae = AutoencoderKLCogVideoX.from_config(configs["vae_config"])
+        guider = AutoencoderKLCogVideoX.from_config(configs["pose_guider_config_assumed"])
+        siglip = SiglipVisionModel(SiglipVisionConfig(**configs["siglip_so400m_patch14_384"]["vision_config"]))
+    ours = {k: list(v) for k, v in release_state_shapes(model).items()}
+    assert ours == _tsv(manifests / "skyreels_a1_transformer.tsv")
+    assert len(ours) == 1029 and ours["patch_embed.pos_embedding"] == [1, 729 + 13 * 30 * 45, 3072]
+    assert {k: list(v.shape) for k, v in vae.state_dict().items()} == _tsv(manifests / "skyreels_a1_vae.tsv")
+    official_guider = _tsv(manifests / "skyreels_a1_pose_guider.tsv")
+    assert {k: list(v.shape) for k, v in guider.state_dict().items()} == official_guider
+    # our guider is that file's encoder half, key for key
+    assert {f"encoder.{k}": list(v.shape) for k, v in model.landmark_guider.encoder.state_dict().items()} == {
+        k: v for k, v in official_guider.items() if k.startswith("encoder.")}
+    vision = {k: v for k, v in _tsv(manifests / "siglip_so400m_full_siglipmodel.tsv").items()
+              if k.startswith("vision_model.")}
+    ours = {k if k.startswith("vision_model.") else f"vision_model.{k}": list(v.shape)
+            for k, v in siglip.state_dict().items()}  # transformers 5 drops the prefix inside the vision model
+    assert ours == vision
+
+
+def test_release_loads_key_for_key_and_every_problem_is_named_at_once(a1_fixture, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from talkinghead.errors import CheckpointError
+    from talkinghead.models.skyreels_a1 import load_release
+
+    tiny = a1_fixture / "skyreels_a1_tiny"
+    release = load_release(tiny, identity_encoder=False)
+    file_state = load_file(str(tiny / "transformer" / "diffusion_pytorch_model.safetensors"))
+    ours = release.model.state_dict()
+    assert torch.equal(ours["identity_proj.0.weight"], file_state["patch_embed.pose_proj.0.weight"].float())
+    assert torch.equal(ours["transformer.patch_embed.pos_embedding"], file_state["patch_embed.pos_embedding"].float())
+    assert release.model.config.causal_guider is False and release.model.config.rope_base == (720, 480)
+    assert type(release.scheduler()).__name__ == "CogVideoXDDIMScheduler"
+    bf16 = load_release(tiny, torch.bfloat16, identity_encoder=False)
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+
+    # sharded transformer: index + shards load the same
+    folder = tmp_path / "SkyReels-A1-5B"
+    shutil.copytree(tiny, folder)
+    (folder / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+    keys = sorted(file_state)
+    shards = {"diffusion_pytorch_model-00001-of-00002.safetensors": keys[::2],
+              "diffusion_pytorch_model-00002-of-00002.safetensors": keys[1::2]}
+    for name, ks in shards.items():
+        save_file({k: file_state[k] for k in ks}, str(folder / "transformer" / name))
+    import json
+    (folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {k: name for name, ks in shards.items() for k in ks}}))
+    again = load_release(tmp_path, identity_encoder=False)  # the parent of SkyReels-A1-5B/ is found too
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in ours.items())
+
+    # every missing file in one message: a shard, the scheduler, the SigLIP folder
+    (folder / "transformer" / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
+    (folder / "scheduler" / "scheduler_config.json").unlink()
+    with pytest.raises(CheckpointError) as err:
+        load_release(folder)
+    for name in ("transformer/diffusion_pytorch_model-00002-of-00002.safetensors", "scheduler/scheduler_config.json",
+                 "siglip-so400m-patch14-384/model.safetensors", "siglip-so400m-patch14-384/preprocessor_config.json"):
+        assert name in str(err.value)
+
+    # every key problem in one message: a missing key, an extra key, a wrong shape, across two files
+    shutil.rmtree(folder)
+    shutil.copytree(tiny, folder)
+    t = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(t))
+    del state["patch_embed.pose_proj.2.bias"]
+    state["patch_embed.extra.weight"] = torch.zeros(2)
+    save_file(state, str(t))
+    g = folder / "pose_guider" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(g))
+    state["decoder.conv_out.conv.weight"] = state["decoder.conv_out.conv.weight"][:, :1].contiguous()
+    save_file(state, str(g))
+    with pytest.raises(CheckpointError) as err:
+        load_release(folder, identity_encoder=False)
+    for text in ("patch_embed.pose_proj.2.bias", "patch_embed.extra.weight", "decoder.conv_out.conv.weight",
+                 "pose_guider/", "transformer/"):
+        assert text in str(err.value)

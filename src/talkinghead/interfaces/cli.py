@@ -1,4 +1,4 @@
-"""Command line: `talkinghead animate | say | demo | voices | verify | systems | eval | bench | preprocess | synth
+"""Command line: `talkinghead animate | say | dub | demo | voices | verify | systems | eval | bench | preprocess | synth
 | train | web | serve`.
 
 Every MotionConfig/RenderConfig field is an option named after it (`head_motion` -> --head-motion).
@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voice", default="en-us", help="espeak-ng voice / language, e.g. en-us, de, fr, cmn "
                                                     "(`talkinghead voices` lists them)")
     _common(s)
+
+    _add_dub_parser(sub)
 
     d = sub.add_parser("demo", help="render a demo video from a bundled portrait and generated speech")
     d.add_argument("-o", "--output", default="demo.mp4", help="output mp4 (default demo.mp4)")
@@ -183,6 +185,49 @@ def _common(p) -> None:
     _add_engine_options(p)
 
 
+def _add_dub_parser(sub) -> None:
+    """`talkinghead dub`: re-sync the lips of a face in a video to new speech."""
+    from ..dub.pipeline import FITS, MIX_RANGE
+
+    p = sub.add_parser("dub", help="re-sync the lips of the face in a video to new speech (dubbing)")
+    p.add_argument("--video", required=True, help="the video to dub (mp4, mov, mkv, webm, ...)")
+    p.add_argument("--audio", required=True, help="the new speech (wav, mp3, flac, ogg, m4a, or a video's audio)")
+    p.add_argument("--text", help="the words spoken (text or a .txt file): sharper lip-sync for English")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
+    p.add_argument("--fit", default="pingpong", choices=FITS,
+                   help="speech longer than the video: extend it back and forth (pingpong, default), from the start "
+                        "(loop) or by holding the last frame (freeze); trim: stop at whichever ends first. A shorter "
+                        "speech leaves the rest of the video with a closed mouth (unless trim)")
+    p.add_argument("--face", default="largest", choices=("largest", "auto-speaker"),
+                   help="which face to dub: the largest, or the one whose lips move most (default largest)")
+    p.add_argument("--face-index", type=_number(int, "--face-index"),
+                   help="dub the N-th face by size instead (0 = largest)")
+    p.add_argument("--keep-original-audio", type=_number(float, "--keep-original-audio"), metavar="DB",
+                   help=f"mix the video's own sound this many dB under the speech ({MIX_RANGE[0]:g}..{MIX_RANGE[1]:g}, "
+                        "e.g. -18)")
+    p.add_argument("--mouth-scale", type=_number(float, "--mouth-scale"), default=1.0,
+                   help="0 = closed .. 1 = natural .. 2 = exaggerated (default 1)")
+    p.add_argument("--max-seconds", type=_number(float, "--max-seconds"), default=600.0,
+                   help="refuse a video or speech longer than this (default 600)")
+    p.add_argument("--preview", help="also write a contact sheet of frames (png)")
+    p.add_argument("--audio-bitrate", metavar="KBPS", help="AAC bit rate of the sound in kb/s (default: transparent)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def _dub(args) -> int:
+    from ..dub import DubOptions, dub
+
+    t0 = time.perf_counter()
+    options = DubOptions(fit=args.fit, face=args.face, face_index=args.face_index,
+                         keep_original_audio=args.keep_original_audio, max_seconds=args.max_seconds,
+                         mouth_scale=args.mouth_scale)
+    out = dub(args.video, args.audio, args.output, text=args.text, options=options, preview=args.preview,
+              progress=not args.quiet, audio_bitrate=args.audio_bitrate)
+    if not args.quiet:
+        _summary(Path(out), time.perf_counter() - t0)
+    return 0
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine", "warp (default) runs anywhere; the others need weights in a local folder "
                                        "(`talkinghead systems` lists what each needs)")
@@ -215,6 +260,8 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = not getattr(args, "quiet", False)
     t0 = time.perf_counter()
+    if args.command == "dub":
+        return _dub(args)
     if args.command == "verify":
         return _verify(args)
     if args.command == "systems":

@@ -394,11 +394,17 @@ def load_siglip(folder: Path, device: str | torch.device = "cpu"):
 
     from ..errors import CheckpointError
 
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the text tower's keys are expected to be left over: no table of them
     try:
         encoder, info = SiglipVisionModel.from_pretrained(str(folder), local_files_only=True,
                                                           output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the SigLIP identity encoder from {folder}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if info.get("missing_keys") or info.get("mismatched_keys"):
         keys = list(info.get("missing_keys", [])) + [str(k) for k in info.get("mismatched_keys", [])]
         raise CheckpointError(f"{folder}/model.safetensors lacks SigLIP vision keys:\n"
