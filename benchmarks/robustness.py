@@ -7,7 +7,7 @@ eval card over every case.
 
 Portraits: astronaut (skimage) and Grace Hopper (matplotlib), and variants of them: rotated +-20 deg,
 off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a hand drawn over
-the cheek and chin, clear glasses and sunglasses drawn on, an open mouth made by our own warp, a head
+the cheek (a gloved hand), clear glasses and sunglasses drawn on, an open mouth made by our own warp, a head
 turned by our own warp. Speech: espeak-ng in English (with its phone timings, so the card can score
 bilabials and open vowels), French, Italian, Russian and Mandarin (acoustic mouth, no transcript),
 plus real read English (LibriVox) aligned by pocketsphinx. Each case either renders and passes the
@@ -115,14 +115,14 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def hand(img: np.ndarray) -> np.ndarray:
-    """A hand drawn over the image-left cheek and the chin beside the mouth (palm and four fingers,
-    a tone unlike the face, knuckle creases and an outline), leaving the lips visible."""
+    """A gloved hand (red wool) drawn over the image-left cheek beside the mouth: palm, four fingers,
+    creases and an outline, leaving the lips visible."""
     p = _landmarks(img)
     out = img.copy()
     iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
     corner = p[61, :2]
-    palm_c = corner + np.array([-0.55, 0.55]) * iod
-    tone = (196, 142, 112)
+    palm_c = corner + np.array([-0.5, 0.25]) * iod
+    tone = (172, 38, 46)
     mask = np.zeros(img.shape[:2], np.uint8)
     cv2.ellipse(mask, tuple(np.round(palm_c).astype(int)), (int(0.45 * iod), int(0.6 * iod)), 25, 0, 360, 255, -1)
     tips = []
@@ -143,7 +143,7 @@ def hand(img: np.ndarray) -> np.ndarray:
     for base, tip in tips[1:]:  # creases between the fingers
         mid = (base + tip) / 2
         cv2.line(out, tuple(np.round(mid).astype(int)), tuple(np.round(mid + (tip - base) * 0.1).astype(int)),
-                 (120, 80, 62), 1, cv2.LINE_AA)
+                 (90, 20, 24), 1, cv2.LINE_AA)
     return out
 
 
@@ -206,7 +206,7 @@ def cases() -> list[Case]:
         Case("tiny_face_in_80px", "fr", "refuse", lambda: resized(a(), 80)),
         Case("huge_5000px", "it", "render", lambda: resized(g(), 5000)),
         Case("jpeg_q15", "cmn", "render", lambda: jpeg(a(), 15)),
-        Case("hand_on_face", "en-us", "render", lambda: hand(a())),
+        Case("gloved_hand", "en-us", "render", lambda: hand(a())),
         Case("glasses", "ru", "render", lambda: glasses(g())),
         Case("sunglasses", "cmn", "render", lambda: glasses(a(), dark=True)),
         Case("open_mouth", "en-us", "render", lambda: warped(a(), jaw=0.9)),

@@ -69,6 +69,13 @@ def test_width_smile_and_brows_move_the_right_landmarks(rig):
     assert mouth_w(narrow) < mouth_w(base) - 5
     smile = _landmarks(r.render(MotionFrame(smile=1.0)))
     assert smile[[61, 291], 1].mean() < base[[61, 291], 1].mean() - 3  # corners go up
+
+
+
+def test_brows_lift(astronaut):
+    # grace wears glasses whose rims rest on her brows: her brows are held still (tests/render/test_occlusion.py)
+    r = WarpRenderer(*prepare(astronaut, 512))
+    base = _landmarks(r.render(MotionFrame()))
     brows = _landmarks(r.render(MotionFrame(brows=1.0)))
     assert brows[list(R.RIGHT_BROW), 1].mean() < base[list(R.RIGHT_BROW), 1].mean() - 3
 

@@ -30,6 +30,7 @@ class MouthInterior:
         skin = np.mean(vals, axis=0)
         self.light = float(np.clip(skin.mean() / 170.0, 0.45, 1.15))
         self.tint = np.clip(skin / max(skin.mean(), 1.0), 0.8, 1.2).astype(np.float32)
+        self.cover: np.ndarray | None = None  # (h, w) 0..1: rigid things in front of the mouth
 
     def draw(self, out: np.ndarray, lm: np.ndarray, m: MotionFrame) -> None:
         """Composite the interior into `out` in place. `lm`: displaced landmarks (478, 2)."""
@@ -82,6 +83,8 @@ class MouthInterior:
         # depth: darker towards the corners
         img *= (1.0 - 0.45 * across ** 2)[..., None] * self.light
         vis = float(np.clip((opening / self.iod - MIN_OPEN) / 0.03, 0, 1))
+        if self.cover is not None:  # a hand or a microphone stays in front of the mouth
+            mask = mask * (1.0 - self.cover[y0:y1, x0:x1])
         a = (mask * vis)[..., None]
         roi = out[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(roi * (1 - a) + img * a + 0.5, 0, 255).astype(np.uint8)

@@ -194,18 +194,26 @@ class FaceRig:
 
     def displace(self, m: MotionFrame) -> np.ndarray:
         """(V, 2) pixel displacement of every control point (`points`) for frame parameters `m`."""
+        return self.displace_parts(m)[0]
+
+    def displace_parts(self, m: MotionFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(total, expression) (V, 2) pixel displacements: everything, and the share that comes from
+        the expression (mouth, brows, blinks, gaze) as the head carries it; total - expression is
+        the rigid head motion alone, which is all that rigid things in front of the face follow."""
         d_face = self.expression(m) * self.iod
         d_img = d_face[:, :1] * self.ex + d_face[:, 1:] * self.ey  # face frame -> image axes
-        X = self.P.copy()
-        X[:, :2] += d_img
         rot = _rotation(m.yaw, m.pitch, m.roll)
         t = np.array([m.tx, m.ty]) * self.face_width
-        moved = (X - self.pivot) @ rot.T + self.pivot
-        d_lm = moved[:, :2] + t - self.P[:, :2]
+        head = (self.P - self.pivot) @ rot.T + self.pivot
+        d_expr = d_img @ rot[:2, :2].T  # the expression offsets, turned with the head
+        d_lm = head[:, :2] + d_expr + t - self.P[:, :2]
         H = np.concatenate([self.hair, self.hair_z[:, None]], 1)
         moved_h = (H - self.pivot) @ rot.T + self.pivot
         d_hair = (moved_h[:, :2] + t - self.hair) * self.hair_follow[:, None]
-        return np.concatenate([d_lm, d_hair, np.zeros_like(self.fixed)])
+        total = np.concatenate([d_lm, d_hair, np.zeros_like(self.fixed)])
+        expr = np.zeros_like(total)
+        expr[: len(d_expr)] = d_expr
+        return total, expr
 
 
 def _sorted(x, y):

@@ -4,14 +4,23 @@ The mesh (landmarks + hair ring + fixed anchors, Delaunay) is rasterised once, o
 grid over the moving region's bounding box, into a sparse matrix of barycentric weights. Per frame:
 displacements of the control points -> field (one sparse product) -> inverse by two fixed-point
 steps -> upsample -> one cv2.remap of the region. Pixels outside the region are never touched.
+
+Rigid things in front of the face (glasses, dark lenses, a gloved hand, jewellery: face.occlusion)
+keep only the head's motion: on their grid cells the expression's share of the field is taken out
+again (a second sparse product over just those rows), and the mouth interior is not drawn over them.
+Behind glasses the brows do not lift (the rims rest on them); behind dark lenses the eyes neither
+blink nor look around (nothing of them shows).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import cv2
 import numpy as np
 from scipy import sparse
 from scipy.spatial import Delaunay
 
+from ..face.occlusion import analyze_occlusion
 from ..types import FaceAnalysis, MotionFrame, Portrait
 from .mouth import MouthInterior
 from .rig import FaceRig
@@ -63,15 +72,27 @@ class WarpRenderer:
         self.out_grid = np.dstack([ox, oy])  # (h, w, 2): a CV_32FC2 identity map of the region
         gi, gj = np.meshgrid(np.arange(len(gx), dtype=np.float32), np.arange(len(gy), dtype=np.float32))
         self.grid_idx = np.dstack([gi, gj])  # (gh, gw, 2) each coarse cell's own index
+        self.occlusion = analyze_occlusion(self.image, face.landmarks)
+        # rigid share per coarse cell (a thin rim must survive the downsampling: max, not mean)
+        rig_roi = self.occlusion.mask[y0:y1, x0:x1]
+        coarse = rig_roi.reshape(len(gy), FIELD_STRIDE, len(gx), FIELD_STRIDE).max(axis=(1, 3)).ravel()
+        self.rigid_rows = np.flatnonzero(coarse > 0.02)
+        self.rigid_share = coarse[self.rigid_rows, None].astype(np.float32)
+        self.W_rigid = self.W[self.rigid_rows]
         self.mouth = MouthInterior(self.image, face, self.rig)
+        self.mouth.cover = self.occlusion.mask if self.occlusion.any else None
 
-    def field(self, disp: np.ndarray) -> np.ndarray:
-        """Forward displacement on the coarse grid, in coarse-grid cells: (gh, gw, 2) float32."""
-        return (self.W @ disp[self.keep].astype(np.float32)).reshape(*self.grid_shape, 2)
+    def field(self, disp: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
+        """Forward displacement on the coarse grid, in coarse-grid cells: (gh, gw, 2) float32.
+        With `expression` (its share of `disp`), rigid cells keep only disp - expression."""
+        f = self.W @ disp[self.keep].astype(np.float32)
+        if expression is not None and len(self.rigid_rows):
+            f[self.rigid_rows] -= self.rigid_share * (self.W_rigid @ expression[self.keep].astype(np.float32))
+        return f.reshape(*self.grid_shape, 2)
 
-    def backward_map(self, disp: np.ndarray) -> np.ndarray:
+    def backward_map(self, disp: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
         """For each output pixel of the region, where to sample the portrait: (h, w, 2) float32."""
-        d = self.field(disp)
+        d = self.field(disp, expression)
         # solve x + d(x) = p for x on the coarse grid, starting from x = p - d(p): x <- p - d(x)
         x = self.grid_idx - d
         for _ in range(INVERSE_STEPS):
@@ -84,12 +105,17 @@ class WarpRenderer:
 
     def render(self, m: MotionFrame) -> np.ndarray:
         """One RGB frame (h, w, 3) uint8."""
-        disp = self.rig.displace(m)
+        occ = self.occlusion
+        if occ.glasses and m.brows:
+            m = replace(m, brows=0.0)
+        if occ.eyes_hidden and (m.blink or m.gaze_x or m.gaze_y):
+            m = replace(m, blink=0.0, gaze_x=0.0, gaze_y=0.0)
+        disp, expression = self.rig.displace_parts(m)
         x0, y0, x1, y1 = self.roi
         out = self.image.copy()
         if np.abs(disp).max() < 1e-3:
             return out
-        out[y0:y1, x0:x1] = cv2.remap(self.image, self.backward_map(disp), None, cv2.INTER_LINEAR,
+        out[y0:y1, x0:x1] = cv2.remap(self.image, self.backward_map(disp, expression), None, cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_REPLICATE)
         lm = self.rig.P[:, :2] + disp[: self.rig.P.shape[0]]
         self.mouth.draw(out, lm, m)
