@@ -59,7 +59,7 @@ COGVIDEOX_SCHEDULER = {
 # wav2vec2-base: windows of 5 frames × the last 12 hidden layers × 768 channels -> 32 tokens per frame
 HALLO3_AUDIO = {"window": 5, "layers": 12, "channels": 768, "hidden_dim": 512, "output_dim": 768, "n_tokens": 32}
 # a 512-d face-recognition embedding -> identity tokens for face attention
-HALLO3_FACE = {"embedding_dim": 512, "n_tokens": 4, "dim": 768}
+HALLO3_FACE = {"embedding_dim": 512, "n_tokens": 4, "dim": 1024}
 
 # tiny sizes for tests and CPU benchmarks: 2 blocks of width 32, 4 latent channels, 32 px frames
 TINY_TRANSFORMER = {
@@ -460,3 +460,73 @@ def load_sat_checkpoint(model: "Hallo3Model", path: str | Path) -> list[str]:
     load_strict(model, {k: v.to(model.state_dict()[k].dtype) if k in model.state_dict() else v
                         for k, v in ours.items()}, path)
     return unused
+
+
+_TOP_TO_SAT = {"norm_final": "transformer.final_layernorm", "time_embedding.linear_1": "time_embed.0",
+               "time_embedding.linear_2": "time_embed.2", "patch_embed.pos_embedding": "mixins.pos_embed.pos_embedding",
+               "patch_embed.proj": "mixins.patch_embed.proj", "patch_embed.text_proj": "mixins.patch_embed.text_proj",
+               "norm_out.norm": "mixins.final_layer.norm_final", "proj_out": "mixins.final_layer.linear",
+               "norm_out.linear": "mixins.final_layer.adaLN_modulation.1"}
+_BLOCK_TO_SAT = {"attn1.to_out.0": "attention.dense", "ff.net.0.proj": "mlp.dense_h_to_4h", "ff.net.2": "mlp.dense_4h_to_h",
+                 "norm1.norm": "input_layernorm", "norm2.norm": "post_attention_layernorm"}
+_OURS_BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def sat_from_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `sat_to_ours`: our Hallo3Model state dict -> the official SAT names (the `module` entry the
+    official code loads). The face/audio layers' qk-LayerNorm copies must equal the self-attention's (the official
+    model shares one per layer); the RoPE tables and SAT's unused absolute table are not written."""
+    sat: dict[str, torch.Tensor] = {}
+    gathered: dict[tuple, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key.startswith(("audio_proj.", "face_proj.")):
+            sat["model.diffusion_model.transformer." + key] = value
+            continue
+        net, _, rest = key.partition(".")
+        prefix = {v.rstrip("."): k for k, v in SAT_NETS.items()}.get(net)
+        if prefix is None:
+            raise ValueError(f"{key} has no official counterpart")
+        m = _OURS_BLOCK.match(rest)
+        if m is None:
+            if rest in _TOP_TO_SAT:  # a buffer: no weight/bias suffix
+                sat[prefix + _TOP_TO_SAT[rest]] = value
+                continue
+            name, _, kind = rest.rpartition(".")
+            if name not in _TOP_TO_SAT:
+                raise ValueError(f"{key} has no official counterpart")
+            sat[prefix + _TOP_TO_SAT[name] + "." + kind] = value
+            continue
+        n, part, kind = m[1], m[2], m[3]
+        layer = f"{prefix}transformer.layers.{n}."
+        if part in ("attn1.to_q", "attn1.to_k", "attn1.to_v"):
+            gathered.setdefault(("qkv", layer, kind), {})[part[-1]] = value
+        elif part in ("norm1.linear", "norm2.linear"):
+            gathered.setdefault(("adaln", f"{prefix}mixins.adaln_layer.adaLN_modulations.{n}.1.", kind), {})[part] = value
+        elif part in ("attn1.norm_q", "attn1.norm_k"):
+            which = "query" if part.endswith("q") else "key"
+            sat[f"{prefix}mixins.adaln_layer.{which}_layernorm_list.{n}.{kind}"] = value
+        elif part in _BLOCK_TO_SAT:
+            sat[layer + _BLOCK_TO_SAT[part] + "." + kind] = value
+        elif cm := re.match(r"^cross_layers\.(face|audio)_attn\.(norm|attn\.(to_q|to_k|to_v|to_out\.0|norm_q|norm_k))$", part):
+            mod, sub = cm[1], cm[3]
+            if sub is None:
+                sat[f"{layer}{mod}_input_layernorm.{kind}"] = value
+            elif sub in ("norm_q", "norm_k"):
+                shared = state[f"{net}.transformer_blocks.{n}.attn1.{sub}.{kind}"]
+                if not torch.equal(shared, value):
+                    raise ValueError(f"{key} differs from the self-attention's {sub}: the official model shares one")
+            elif sub in ("to_k", "to_v"):
+                gathered.setdefault(("kv", f"{layer}{mod}_attn.key_value.", kind), {})[sub] = value
+            else:
+                sat[f"{layer}{mod}_attn.{'query' if sub == 'to_q' else 'dense'}.{kind}"] = value
+        else:
+            raise ValueError(f"{key} has no official counterpart")
+    for (what, base, kind), parts in gathered.items():
+        if what == "qkv":
+            sat[f"{base}attention.query_key_value.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        elif what == "kv":
+            sat[f"{base}{kind}"] = torch.cat([parts["to_k"], parts["to_v"]])
+        else:
+            a, b = parts["norm1.linear"].chunk(6), parts["norm2.linear"].chunk(6)
+            sat[f"{base}{kind}"] = torch.cat(a[0:3] + b[0:3] + a[3:6] + b[3:6])
+    return sat
