@@ -63,14 +63,16 @@ def load_cases(folder: str | os.PathLike) -> list[Case]:
 def _render(case: Case, engine: str, config: dict, output: str, queue) -> None:
     """Child process: render one case, report (seconds, peak RSS MiB, audio seconds) or the error."""
     try:
-        from .. import api
+        from pathlib import Path
+
         from ..config import AnimateConfig
-        from ..io import load_audio
+        from ..io import check_output_path, load_audio
+        from ..service import render, with_transcript
 
         speech = load_audio(case.audio)
         t0 = time.perf_counter()
-        api.animate(case.portrait, speech, output, text=case.text, config=AnimateConfig.from_dict(config),
-                    engine=engine)
+        out = check_output_path(output)
+        render(engine, case.portrait, with_transcript(speech, case.text), Path(out), AnimateConfig.from_dict(config))
         seconds = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
         queue.put(("ok", seconds, peak, speech.duration))

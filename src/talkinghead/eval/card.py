@@ -132,7 +132,7 @@ def evaluate(video, audio=None, ref=None, text: str | None = None) -> dict:
 
 def evaluate_with_series(video, audio=None, ref=None, text: str | None = None) -> tuple[dict, Series]:
     """The card and the per-frame series behind it."""
-    from ..api import read_transcript
+    from ..service import read_transcript
 
     path = Path(video)
     info = probe(path)

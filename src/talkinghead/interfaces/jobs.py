@@ -15,9 +15,8 @@ from pathlib import Path
 
 from ..config import AnimateConfig
 from ..errors import InputError
-from ..io import VideoWriter, load_audio
+from ..service import Cancelled
 from ..types import Speech
-from ..utils import prefetch
 
 log = logging.getLogger("talkinghead.serve")
 
@@ -74,10 +73,6 @@ class Job:
     def public(self) -> dict:
         """The JSON clients get from GET /v1/videos/{id}."""
         return {"id": self.id, "status": self.status, "progress": round(self.progress, 4), "error": self.error}
-
-
-class _Cancelled(Exception):
-    """Raised inside the render loop when the job's cancel flag is set."""
 
 
 def relabel(e: InputError, labels: dict[str, str]) -> InputError:
@@ -264,7 +259,7 @@ class JobService:
             status, error = "done", None
             try:
                 render_job(job)
-            except _Cancelled:
+            except Cancelled:
                 status = "cancelled"
             except InputError as e:
                 status, error = "failed", str(relabel(e, job.request.labels))
@@ -312,35 +307,19 @@ class JobService:
 # ----------------------------------------------------------------------------------------- rendering
 def load_speech(request: RenderRequest, max_seconds: float) -> Speech:
     """The job's speech: its decoded audio (aligned with `text` when given), or `text` spoken by espeak-ng."""
+    from ..service import load_speech as read, spoken, with_transcript
+
     if request.audio is None:
-        from ..audio.tts import synthesize
-
-        return synthesize(request.text, voice=request.voice)
-    speech = load_audio(request.audio, max_seconds=max_seconds)
-    if request.text:
-        from ..audio.phonemes import align
-
-        phones = align(speech, request.text)  # None: the mouth follows the sound, as in the CLI
-        speech = Speech(speech.samples, speech.sample_rate, request.text, phones, speech.source)
-    return speech
+        return spoken(request.text, request.voice, max_seconds)
+    return with_transcript(read(request.audio, max_seconds), request.text)
 
 
 def render_job(job: Job) -> None:
     """Render a job's video into its folder (atomically), updating `progress`; stops between frames
-    when the job's cancel flag is set (raising _Cancelled, leaving no video)."""
-    from ..io import load_image
-    from ..systems import make_animator
+    when the job's cancel flag is set (raising Cancelled, leaving no video)."""
+    from ..service import render
 
     request = job.request
-    portrait = load_image(request.image)
     speech = load_speech(request, request.config.render.max_seconds)
-    if job.cancel.is_set():
-        raise _Cancelled
-    animator = make_animator(request.engine, portrait, request.config, warn=False)
-    total = max(1, animator.n_frames(speech))
-    with VideoWriter(job.video, animator.fps, animator.frame_size, audio=speech) as writer:
-        for i, frame in enumerate(prefetch(animator.frames(speech))):  # render overlaps encode
-            if job.cancel.is_set():
-                raise _Cancelled  # the writer deletes its partial file
-            writer.write(frame)
-            job.progress = min(1.0, (i + 1) / total)
+    render(request.engine, request.image, speech, job.video, request.config, cancel=job.cancel,
+           on_progress=lambda fraction: setattr(job, "progress", fraction), warn=False)

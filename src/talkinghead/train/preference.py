@@ -154,11 +154,13 @@ Engine = Callable[[str, str, Path], Path]  # (portrait, audio, output mp4) -> ou
 def engine_runner(name: str, **controls) -> Engine:
     """An engine of `talkinghead.api.animate` by name, with AnimateConfig controls (e.g. head_motion=0.5)."""
     def run(portrait: str, audio: str, out: Path) -> Path:
-        from ..api import animate
-        from ..config import config_from_options
+        from ..config import AnimateConfig, config_from_options
+        from ..io import check_output_path
+        from ..service import load_speech, render
 
-        return animate(portrait, audio, out, config=config_from_options(controls) if controls else None,
-                       engine=name)
+        config = config_from_options(controls) if controls else None
+        speech = load_speech(audio, (config or AnimateConfig()).render.max_seconds)
+        return render(name, portrait, speech, check_output_path(out), config)
     return run
 
 

@@ -159,7 +159,7 @@ def portrait_variant(plan: ClipPlan, size: int) -> np.ndarray:
 
 def render_clip(plan: ClipPlan, rng: np.random.Generator, folder: Path, size: int) -> Path:
     """Render NAME.mp4 (warp engine, espeak-ng speech) and write NAME.json with the true phone timings."""
-    from ..api import render_to_file
+    from ..service import render_to_file
     from ..pipelines import Animator
 
     text, speech = sentence_speech(plan.language, rng)
