@@ -2,6 +2,7 @@
 
     import talkinghead
     talkinghead.animate("face.jpg", "speech.wav", "out.mp4")             # a file
+    talkinghead.dub("talk.mp4", "new_speech.wav", "dubbed.mp4")          # re-sync a video's lips
     anim = talkinghead.Animator(talkinghead.load_image("face.jpg"))      # a live stream
     for frame in anim.stream(chunks): ...
 """
@@ -26,7 +27,8 @@ _EXPORTS = {
 }
 
 __version__ = "0.1.0"
-__all__ = list(_EXPORTS)
+# `dub` is the talkinghead.dub package, which can be called like its function dub.dub(...)
+__all__ = [*_EXPORTS, "dub"]
 
 
 def __getattr__(name: str):

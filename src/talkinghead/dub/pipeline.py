@@ -23,9 +23,9 @@ import numpy as np
 from ..audio.features import n_frames
 from ..config import MotionConfig
 from ..errors import InputError
-from ..io import VideoWriter, check_output_path, load_audio
+from ..io import VideoWriter, as_speech, check_audio_bitrate, check_output_path, load_audio
 from ..motion import MotionGenerator
-from ..types import SAMPLE_RATE, MotionFrame, Speech
+from ..types import SAMPLE_RATE, AudioTrack, MotionFrame, Speech
 from ..utils import prefetch
 from .compose import MouthCompositor, ShotMesh
 from .retarget import retarget
@@ -224,39 +224,69 @@ class Dubber:
                              "dub a video that shows a face: roughly frontal, eyes and mouth visible")
 
 
-def _mix(speech: Speech, source: VideoSource, db: float, n_out: int, fps: float) -> Speech:
-    samples = speech.samples
-    n = int(round(n_out / fps * SAMPLE_RATE))
-    if source.has_audio:
-        orig = load_audio(source.path, max_seconds=None).samples * np.float32(10 ** (db / 20))
-        length = max(len(samples), min(len(orig), n))
-        mixed = np.zeros(length, np.float32)
-        mixed[: len(samples)] += samples
-        mixed[: min(len(orig), length)] += orig[:length]
-        samples = np.clip(mixed, -1.0, 1.0)
-    else:
+def _track(speech: Speech) -> AudioTrack:
+    """The sound to write: the speech as the user gave it (own rate and channels) or its 16 kHz copy."""
+    if speech.original is not None and abs(speech.original.duration - speech.duration) <= 0.02:
+        return speech.original
+    return AudioTrack(np.asarray(speech.samples, np.float32)[None], SAMPLE_RATE, "mono")
+
+
+def _trim(speech: Speech, seconds: float) -> Speech:
+    """The first `seconds` of the speech, its native-rate track cut to match."""
+    t = _track(speech)
+    return Speech(speech.samples[: int(round(seconds * SAMPLE_RATE))], SAMPLE_RATE, speech.transcript, speech.phones,
+                  speech.source, original=AudioTrack(t.samples[:, : int(round(seconds * t.sample_rate))],
+                                                     t.sample_rate, t.layout))
+
+
+def _mix(speech: Speech, source: VideoSource, db: float, seconds: float) -> Speech:
+    """The speech with the source video's own sound `db` under it (at the speech's rate and channels),
+    over at most `seconds` (the output's length)."""
+    if not source.has_audio:
         warnings.warn(f"{source.path} has no sound; --keep-original-audio has nothing to mix", stacklevel=3)
-    return Speech(samples, SAMPLE_RATE, speech.transcript, speech.phones, speech.source)
+        return speech
+    from scipy.signal import resample_poly
+
+    gain = np.float32(10 ** (db / 20))
+    own = _track(speech)
+    bed = _track(load_audio(source.path, max_seconds=None))
+    planar = bed.samples.mean(0) if bed.channels != own.channels else bed.samples
+    if bed.sample_rate != own.sample_rate:
+        planar = resample_poly(planar, own.sample_rate, bed.sample_rate, axis=-1).astype(np.float32)
+    planar = np.broadcast_to(planar, (own.channels, planar.shape[-1])) * gain
+    n = max(own.samples.shape[1], min(planar.shape[1], int(round(seconds * own.sample_rate))))
+    mixed = np.zeros((own.channels, n), np.float32)
+    mixed[:, : own.samples.shape[1]] += own.samples
+    k = min(planar.shape[1], n)
+    mixed[:, :k] += planar[:, :k]
+    mixed = np.clip(mixed, -1.0, 1.0)
+    mono = mixed.mean(0)
+    if own.sample_rate != SAMPLE_RATE:
+        mono = resample_poly(mono, SAMPLE_RATE, own.sample_rate).astype(np.float32)
+    mono = mono[: int(round(n / own.sample_rate * SAMPLE_RATE))]
+    return Speech(np.clip(mono, -1.0, 1.0), SAMPLE_RATE, speech.transcript, speech.phones, speech.source,
+                  original=AudioTrack(mixed, own.sample_rate, own.layout))
 
 
 def dub(video, audio, output: str | os.PathLike, text: str | None = None, options: DubOptions | None = None,
-        preview: str | os.PathLike | None = None, progress: bool = False, **kw) -> Path:
+        preview: str | os.PathLike | None = None, progress: bool = False, audio_bitrate: int | str | None = None,
+        **kw) -> Path:
     """Re-sync the lips of the face in `video` to `audio` (a path, a 16 kHz array or a Speech) and
     write `output` (mp4). With `text` (the words spoken) the mouth follows aligned phones; without,
     the sound (any language). Options come as a DubOptions or keywords (fit="loop", face_index=1,
-    keep_original_audio=-18, ...). Returns the output path; a failure leaves no file behind."""
-    from ..api import _check_preview, _progress, _speech, read_transcript, write_contact_sheet
-
+    keep_original_audio=-18, ...). The speech is written at its own rate and channels (AAC at
+    `audio_bitrate` kb/s, None: transparent default). Returns the output path; a failure leaves no file behind."""
     if options is None:
         options = DubOptions(**kw)
     elif kw:
         raise TypeError("pass either options or keywords, not both")
     options.validate()
+    bitrate = check_audio_bitrate(audio_bitrate)
     out = check_output_path(output)
     preview_path = _check_preview(preview)
-    transcript = read_transcript(text)
+    transcript = _transcript(text)
     source = VideoSource(video, options.max_seconds)
-    speech = _speech(audio, options.max_seconds)
+    speech = _load_speech(audio, options.max_seconds)
     if transcript and not speech.phones:
         from ..audio.phonemes import align
 
@@ -264,20 +294,25 @@ def dub(video, audio, output: str | os.PathLike, text: str | None = None, option
         if phones is None:
             warnings.warn("could not align the transcript with the audio; the mouth follows the sound instead",
                           stacklevel=2)
-        speech = Speech(speech.samples, speech.sample_rate, transcript, phones, speech.source)
+        speech = Speech(speech.samples, speech.sample_rate, transcript, phones, speech.source,
+                        original=speech.original)
     dubber = Dubber(source, speech, options)
     fps = float(dubber.fps)
     track_audio = speech
-    if options.fit == "trim" and dubber.n_source_estimate:
-        track_audio = Speech(speech.samples[: int(round(dubber.n_estimate / fps * SAMPLE_RATE))], SAMPLE_RATE)
+    if options.fit == "trim" and dubber.n_source_estimate and dubber.n_estimate < dubber.n_speech:
+        track_audio = _trim(speech, dubber.n_estimate / fps)
     if options.keep_original_audio is not None:
-        track_audio = _mix(track_audio, source, options.keep_original_audio, dubber.n_estimate, fps)
+        track_audio = _mix(track_audio, source, options.keep_original_audio, dubber.n_estimate / fps)
     total = dubber.n_estimate
     picks = set(np.linspace(0, max(total - 1, 0), min(12, max(total, 1))).round().astype(int).tolist())
     sheet = []
-    bar = _progress(total, progress, out.name)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="frame", desc=out.name, leave=False, dynamic_ncols=True)
     try:
-        with VideoWriter(out, dubber.fps, dubber.size, audio=track_audio) as writer:
+        with VideoWriter(out, dubber.fps, dubber.size, audio=track_audio, audio_bitrate=bitrate) as writer:
             for i, (_, frame) in enumerate(dubber.frames()):
                 writer.write(frame)
                 if preview_path is not None and i in picks:
@@ -288,5 +323,63 @@ def dub(video, audio, output: str | os.PathLike, text: str | None = None, option
         if bar is not None:
             bar.close()
     if preview_path is not None and sheet:
-        write_contact_sheet(sheet, preview_path)
+        _contact_sheet(sheet, preview_path)
     return out
+
+
+def _load_speech(audio, max_seconds: float) -> Speech:
+    if isinstance(audio, Speech):
+        if audio.duration > max_seconds:
+            raise InputError(f"the speech is {audio.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
+                             "trim it or raise --max-seconds")
+        return audio if audio.sample_rate == SAMPLE_RATE else as_speech(audio)
+    if isinstance(audio, (str, os.PathLike)):
+        return load_audio(audio, max_seconds=max_seconds)
+    return as_speech(audio)
+
+
+def _transcript(text) -> str | None:
+    """The words spoken, given literally or as a .txt file."""
+    if text is None:
+        return None
+    s = str(text)
+    if s.lower().endswith(".txt"):
+        p = Path(s)
+        if not p.is_file():
+            raise InputError(f"transcript file {s} does not exist", "pass the text itself or an existing .txt file")
+        try:
+            s = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read transcript {p}: {e}", "save it as UTF-8 text") from None
+    s = " ".join(s.split())
+    if not s:
+        raise InputError("--text is empty", "give the words spoken in the audio, or leave --text out")
+    return s
+
+
+def _check_preview(preview) -> Path | None:
+    if preview is None:
+        return None
+    p = Path(preview)
+    if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise InputError(f"--preview {p} must be a .png or .jpg file", "e.g. --preview sheet.png")
+    if not p.absolute().parent.is_dir() or not os.access(p.absolute().parent, os.W_OK):
+        raise InputError(f"cannot write --preview {p}: its folder is missing or not writable",
+                         "choose a folder that exists and that you can write to")
+    return p
+
+
+def _contact_sheet(frames: list[np.ndarray], path: Path, columns: int = 4, thumb: int = 320) -> None:
+    """A grid of thumbnails, written atomically."""
+    h, w = frames[0].shape[:2]
+    s = thumb / max(h, w)
+    th, tw = int(round(h * s)), int(round(w * s))
+    rows = -(-len(frames) // columns)
+    grid = np.full((rows * th, columns * tw, 3), 255, np.uint8)
+    for i, f in enumerate(frames):
+        r, c = divmod(i, columns)
+        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = cv2.resize(f, (tw, th), interpolation=cv2.INTER_AREA)
+    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+        raise InputError(f"could not write {path}", "check the folder is writable")
+    os.replace(tmp, path)

@@ -76,3 +76,11 @@ def make_source(path: str | os.PathLike, speech: Speech, width: int = 480, heigh
         for frame in source_frames(speech, width, height, face, fps, cutaway, **kw):
             w.write(frame)
     return Path(path)
+
+
+def decode_frames(path: str | os.PathLike) -> list[np.ndarray]:
+    """Every frame of a (short) video as RGB arrays, for checks on small test clips."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
