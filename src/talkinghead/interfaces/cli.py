@@ -241,6 +241,12 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", default="ddim", choices=SCHEDULERS, help="ddim (official) or dpm (fewer steps)")
     g.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp16/bf16 need a GPU")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--pose-video", help="echomimic: landmark-driven instead of audio-driven; a driving video (its "
+                                        "face landmarks) or a .npy landmark file (frames, points, 2|3) in output pixels")
+    g.add_argument("--average-windows", action="store_true",
+                   help="echomimic: average overlapping context windows also at --guidance-scale <= 1 (fixes an "
+                        "official bug: without guidance the audio-driven pipeline sums them; off by default to "
+                        "keep the official numbers)")
     for region in ("pose", "face", "lip"):
         g.add_argument(f"--{region}-weight", type=_number(float, f"--{region}-weight"),
                        help=f"hallo/hallo2: how strongly the audio drives the {region} region (official 1.0)")
