@@ -4,6 +4,10 @@
     .venv/bin/python benchmarks/cpu_engine.py --quick    # a few seconds, tiny sizes (smoke test)
 
 Prints, next to its target (PASS/MISS; a benchmark never fails on speed):
+  0. end to end, as a user runs it: `talkinghead animate` on 60 s of speech (--e2e-seconds) in a fresh
+     process, from process start to the closed output file, and its time to the first frame (the
+     first VideoWriter.write), next to the encode-only ceiling for the same clip measured in this run
+     (the same number of frames through VideoWriter with the same audio), and `talkinghead --help`;
   1. engine fps / x real-time: motion + render + H.264/AAC encode through api.render_to_file,
      the code path of `talkinghead animate`;
   2. render-only fps and encode-only fps of the same frames, and engine fps / encode-only fps;
@@ -38,7 +42,8 @@ FPS = 25.0
 CLIPS = ("librivox_0870", "librivox_0880")  # 7.1 s + 3.0 s of bundled LibriVox speech
 
 # targets
-TARGET_XRT = 10.0  # engine >= 10x real time
+TARGET_XRT = 10.0  # engine >= 10x real time, and end to end (process start to closed file)
+TARGET_START_S = 1.0  # process start -> first frame of `animate`
 TARGET_ENCODE_SHARE = 0.60  # engine fps >= 60% of the encode-only fps
 TARGET_FIRST_FRAME_MS = 150.0  # first streamed frame (lookahead + compute) <= 150 ms
 TARGET_RSS_MIB = 1024.0  # peak RSS < 1 GiB
@@ -358,6 +363,108 @@ def run_rss_child(seconds: float, size: int) -> dict:
     raise SystemExit(f"--rss-child {seconds} failed with exit code {p.returncode}")
 
 
+# ------------------------------------------------------------------------------ 0. end to end
+def e2e_child(report: str, cli_args: list[str]) -> None:
+    """Run the `talkinghead` CLI in this (fresh) process; write to `report` the wall-clock time
+    (time.time) of the first encoded frame. The only instrumentation is on VideoWriter.write."""
+    from talkinghead.interfaces import cli
+    from talkinghead.io import video
+
+    first: list[float] = []
+    write = video.VideoWriter.write
+
+    def timed_write(self, frame):
+        if not first:
+            first.append(time.time())
+        return write(self, frame)
+
+    video.VideoWriter.write = timed_write
+    try:
+        cli.main(cli_args)
+    except SystemExit as e:
+        Path(report).write_text(json.dumps(dict(first_frame=first[0] if first else None, code=e.code)))
+        raise
+
+
+def run_e2e(image: Path, wav: Path, out: Path, size: int) -> dict:
+    """`talkinghead animate` (progress bar and summary on, as a user runs it) in a fresh interpreter:
+    wall time from just before the process is started to its exit (the file is closed and moved into
+    place before exit), and from the same start to its first frame."""
+    report = out.with_suffix(".json")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--e2e-child", str(report), "--",
+           "animate", "--image", str(image), "--audio", str(wav), "-o", str(out), "--size", str(size),
+           "--fps", f"{FPS:g}"]
+    m0 = _machine_busy()
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - t0
+    m1 = _machine_busy()
+    r = json.loads(report.read_text()) if report.exists() else {}
+    if p.returncode != 0 or not out.exists() or r.get("first_frame") is None:
+        sys.stderr.write(p.stdout[-3000:] + p.stderr[-3000:])
+        raise SystemExit(f"end-to-end `talkinghead animate` failed with exit code {p.returncode}")
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report.unlink()
+    return dict(wall=wall, first=r["first_frame"] - t0, busy=None if m0 is None or m1 is None else (m1 - m0) / wall,
+                children_cpu=child.ru_utime + child.ru_stime)
+
+
+def run_help() -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "talkinghead", "--help"], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"`talkinghead --help` failed: {p.stderr[-2000:]}")
+    return wall
+
+
+def bench_e2e(base: np.ndarray, seconds: float, size: int, repeats: int, tmp: Path) -> dict:
+    from talkinghead.assets import portrait_path
+
+    wav = tmp / "e2e_speech.wav"
+    write_tiled_wav(wav, base, seconds)
+    image = portrait_path("astronaut")
+    helps = [run_help() for _ in range(repeats)]
+    print(f"  `talkinghead --help`: median {statistics.median(helps):.3f} s over {repeats} runs")
+    runs = []
+    cpu0 = 0.0
+    for i in range(repeats):
+        out = tmp / f"e2e_{i}.mp4"
+        r = run_e2e(image, wav, out, size)
+        cpu, cpu0 = r["children_cpu"] - cpu0, r["children_cpu"]
+        runs.append(r)
+        busy = "" if r["busy"] is None else f", machine {r['busy']:.2f} cores busy"
+        print(f"  run {i + 1}: {r['wall']:6.3f} s = {seconds / r['wall']:5.2f}x real-time, first frame at "
+              f"{r['first']:.3f} s (process cpu {cpu:.2f} s{busy})", flush=True)
+        out.unlink()
+    wall = statistics.median(r["wall"] for r in runs)
+    return dict(wall=wall, xrt=seconds / wall, first=statistics.median(r["first"] for r in runs),
+                first_min=min(r["first"] for r in runs), help=statistics.median(helps), wav=wav)
+
+
+def bench_encode_ceiling(frames: list[np.ndarray], fps: float, wav: Path, tmp: Path, repeats: int) -> dict:
+    """Encode-only for the end-to-end clip: as many frames as the clip has (the rendered frames
+    cycled) through VideoWriter with the clip's audio as load_audio gives it, from memory."""
+    from talkinghead.io import VideoWriter, load_audio
+
+    speech = load_audio(wav)
+    n = max(1, int(round(speech.duration * fps)))
+    h, w = frames[0].shape[:2]
+    walls = []
+    for i in range(repeats):
+        out = tmp / f"ceiling_{i}.mp4"
+        with CpuClock() as c:
+            with VideoWriter(out, fps, (w, h), audio=speech) as writer:
+                for k in range(n):
+                    writer.write(frames[k % len(frames)])
+        walls.append(c.wall)
+        print(f"  run {i + 1}: {c.wall:6.3f} s  {n / c.wall:7.1f} fps = {speech.duration / c.wall:5.2f}x real-time  "
+              f"{c.note}")
+        out.unlink()
+    wall = statistics.median(walls)
+    return dict(frames=n, wall=wall, fps=n / wall, xrt=speech.duration / wall)
+
+
 # ---------------------------------------------------------------------------------- profiling
 def profile_engine(animator, speech, tmp: Path, top: int = 25) -> None:
     import cProfile
@@ -412,14 +519,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-ms", type=float, default=40.0, help="streaming chunk length (default 40 ms)")
     ap.add_argument("--quick", action="store_true", help="tiny, fast run that only checks the script works")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of one engine run")
+    ap.add_argument("--e2e-seconds", type=float, default=60.0,
+                    help="speech length of the end-to-end `talkinghead animate` runs (default 60)")
     ap.add_argument("--rss-child", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
+    ap.add_argument("--e2e-child", metavar="REPORT", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if "--e2e-child" in argv:  # a fresh process for one timed CLI run: nothing else parsed or imported
+        k = argv.index("--e2e-child")
+        e2e_child(argv[k + 1], argv[argv.index("--") + 1:])
+        return 0
     args = ap.parse_args(argv)
 
     if args.rss_child is not None:
         rss_child(args.rss_child, args.size)
         return 0
     if args.quick:
-        args.seconds, args.long_seconds, args.size, args.repeats = 2.0, 4.0, 192, 1
+        args.seconds, args.long_seconds, args.size, args.repeats, args.e2e_seconds = 2.0, 4.0, 192, 1, 2.0
 
     t_start = time.perf_counter()
     print("talkinghead CPU engine benchmark (warp engine)")
@@ -445,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
           f"16 kHz float32, is {audio_mib:.0f} MiB per copy")
     if long["wall"] > 240:
         print(f"  note: the long run took {long['wall'] / 60:.1f} min; pass --long-seconds to shorten it")
+
+    print(f"\n[0] end to end: `talkinghead animate` on {args.e2e_seconds:g} s of speech in a fresh process, "
+          f"{args.size}x{args.size} @ {FPS:g} fps (median of {args.repeats})")
+    e2e_tmp = tempfile.TemporaryDirectory(prefix="th-bench-e2e-")
+    e2e = bench_e2e(base_speech(), args.e2e_seconds, args.size, args.repeats, Path(e2e_tmp.name))
 
     from talkinghead.types import Speech
 
@@ -475,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[2b] encode only: the same {len(frames)} frames from memory through VideoWriter with the audio "
               f"(median of {args.repeats})")
         enc = bench_encode_only(frames, animator.fps, speech, tmp, args.repeats)
+        print(f"[0b] encode-only ceiling of the end-to-end clip: {args.e2e_seconds:g} s of frames (the frames above, "
+              f"cycled) through VideoWriter with its audio, from memory (median of {args.repeats})")
+        ceiling = bench_encode_ceiling(frames, animator.fps, e2e["wav"], tmp, args.repeats)
+        e2e_tmp.cleanup()
 
         print("\n[stages] per-stage breakdown, one frame at a time (ms/frame)")
         bd = breakdown(animator, speech, frames, args.repeats)
@@ -522,6 +646,14 @@ def main(argv: list[str] | None = None) -> int:
               + (" -- the machine was busy, speed numbers read low; run again when it is idle" if worst > 0.25 else ""))
     print(f"\n== results: {w}x{h} @ {FPS:g} fps, {args.seconds:g} s of speech ==")
     line("metric", "value", "target")
+    line(f"end to end, {args.e2e_seconds:g} s (animate)", f"{e2e['wall']:.2f} s = {e2e['xrt']:.2f}x real-time",
+         f">= {TARGET_XRT:g}x real-time", e2e["xrt"] >= TARGET_XRT)
+    line("time to first frame (animate)", f"{e2e['first']:.3f} s (best {e2e['first_min']:.3f} s)",
+         f"<= {TARGET_START_S:g} s", e2e["first"] <= TARGET_START_S)
+    line(f"encode-only ceiling, {args.e2e_seconds:g} s", f"{ceiling['wall']:.2f} s = {ceiling['xrt']:.2f}x real-time")
+    line("end to end / encode-only ceiling", f"{ceiling['wall'] / e2e['wall']:.2f} "
+         f"({100 * ceiling['wall'] / e2e['wall']:.0f}%)")
+    line("talkinghead --help", f"{e2e['help']:.3f} s")
     line("engine fps (motion+render+encode)", f"{eng['fps']:.1f} fps = {eng['xrt']:.2f}x real-time",
          f">= {TARGET_XRT:g}x real-time", eng["xrt"] >= TARGET_XRT)
     line("render-only fps (no encode)", f"{ren['fps']:.1f} fps ({1000 / ren['fps']:.2f} ms/frame)")

@@ -9,6 +9,11 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu_engine.py"
 
 METRICS = (
+    "end to end, 2 s (animate)",
+    "time to first frame (animate)",
+    "encode-only ceiling, 2 s",
+    "end to end / encode-only ceiling",
+    "talkinghead --help",
     "engine fps (motion+render+encode)",
     "render-only fps (no encode)",
     "encode-only fps (same frames)",
@@ -33,7 +38,7 @@ def test_quick_benchmark_runs_and_prints_every_metric():
     for name in METRICS:
         assert name in rows, f"missing metric line {name!r} in:\n{summary}"
         assert any(ch.isdigit() for ch in rows[name]), f"no number on {name!r}: {rows[name]!r}"
-    for name in ("engine fps (motion+render+encode)", "engine fps / encode-only fps", "first streamed frame latency",
+    for name in ("end to end, 2 s (animate)", "time to first frame (animate)", "engine fps (motion+render+encode)", "engine fps / encode-only fps", "first streamed frame latency",
                  "first streamed frame, worst chunk", "peak RSS, 2 s audio", "peak RSS, 4 s audio",
                  "peak RSS ratio long / short"):
         assert rows[name].rstrip().endswith(("PASS", "MISS")), rows[name]
