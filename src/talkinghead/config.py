@@ -107,6 +107,8 @@ class DiffusionConfig:
     pose_video: str | None = None
     # EchoMimic: average overlapping context windows also without guidance (official: summed there, a bug)
     average_windows: bool = False
+    # Hallo3: the text prompt its T5 encoder reads (None: "A person is talking.")
+    prompt: str | None = None
 
     def validate(self) -> "DiffusionConfig":
         for name in ("pose_weight", "face_weight", "lip_weight"):

@@ -247,6 +247,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="echomimic: average overlapping context windows also at --guidance-scale <= 1 (fixes an "
                         "official bug: without guidance the audio-driven pipeline sums them; off by default to "
                         "keep the official numbers)")
+    g.add_argument("--prompt", help="hallo3: the text prompt (default: \"A person is talking.\")")
     for region in ("pose", "face", "lip"):
         g.add_argument(f"--{region}-weight", type=_number(float, f"--{region}-weight"),
                        help=f"hallo/hallo2: how strongly the audio drives the {region} region (official 1.0)")
