@@ -106,3 +106,95 @@ def short_wav(librivox, tmp_path_factory) -> Path:
         w.setframerate(speech.sample_rate)
         w.writeframes(pcm.tobytes())
     return path
+
+
+SKYREELS_A1_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "skyreels_a1"
+
+
+@pytest.fixture(scope="session")
+def skyreels_a1_release(tmp_path_factory) -> Path:
+    """A tiny SkyReels-A1-5B folder in the official layout: transformer/, vae/, pose_guider/, scheduler/ from the
+    shared reference data, and a SigLIP folder with the release's 1152-wide, 729-token output (one layer,
+    27 x 27 patches of 2 px) written by transformers' own save_pretrained."""
+    import json
+    import shutil
+
+    import torch
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    tiny = SKYREELS_A1_FIXTURES / "skyreels_a1_tiny"
+    if not tiny.is_dir():
+        pytest.skip(f"shared reference data not found at {tiny}")
+    root = tmp_path_factory.mktemp("a1") / "pretrained_models" / "SkyReels-A1-5B"
+    for part in ("transformer", "vae", "pose_guider", "scheduler"):
+        shutil.copytree(tiny / part, root / part)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        siglip = SiglipVisionModel(SiglipVisionConfig(hidden_size=1152, intermediate_size=16, num_hidden_layers=1,
+                                                      num_attention_heads=16, image_size=54, patch_size=2))
+    siglip.save_pretrained(root / "siglip-so400m-patch14-384")
+    SiglipImageProcessor(size={"height": 54, "width": 54}).save_pretrained(root / "siglip-so400m-patch14-384")
+    assert json.loads((root / "siglip-so400m-patch14-384" / "config.json").read_text())
+    return root.parent.parent
+
+
+HALLO3_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo3"
+
+
+@pytest.fixture(scope="session")
+def hallo3_release(hallo_dir, tmp_path_factory) -> Path:
+    """A tiny Hallo3 release in the official layout: hallo3/latest + hallo3/1/mp_rank_00_model_states.pt (SAT
+    names, written by `sat_from_ours`) with hallo3/config.json (the reference data's SAT config at 2 layers,
+    48 x 32 px, 9-frame clips), cogvideox-5b-i2v-sat/vae/3d-vae.pt (+ config.json), a T5 encoder with a
+    sentencepiece tokenizer trained here, and the Hallo reference data's tiny wav2vec2."""
+    import copy
+    import json
+    import shutil
+
+    import sentencepiece as spm
+    import torch
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    from talkinghead.models.hallo3 import Hallo3Model, config_from_sat, sat_from_ours, sat_vae_from_diffusers
+
+    tiny = HALLO3_FIXTURES / "hallo3_tiny"
+    if not tiny.is_dir():
+        pytest.skip(f"shared reference data not found at {tiny}")
+    root = tmp_path_factory.mktemp("hallo3") / "pretrained_models"
+    (root / "hallo3" / "1").mkdir(parents=True)
+    (root / "hallo3" / "latest").write_text("1")
+    config = json.loads((tiny / "config.json").read_text())
+    mc = copy.deepcopy(config["model_config"])
+    mc["network_config"]["params"]["num_frames"] = 9
+    audio = {**config["audio_proj_args"], "blocks": 2, "channels": 32}  # the tiny wav2vec2: 2 layers of 32
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = Hallo3Model(**config_from_sat(mc, audio, config["face_proj_args"]))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "cross_layers" in name and "to_out" in name:
+                    p.normal_(0, 0.05)
+        vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8, 8), latent_channels=16, layers_per_block=1,
+                                     norm_num_groups=4, sample_height=32, sample_width=48)
+        t5 = T5EncoderModel(T5Config(vocab_size=128, d_model=32, d_kv=16, num_heads=2, num_layers=1, d_ff=64,
+                                     feed_forward_proj="gated-gelu"))
+    torch.save({"module": sat_from_ours(model.state_dict())}, root / "hallo3" / "1" / "mp_rank_00_model_states.pt")
+    (root / "hallo3" / "config.json").write_text(json.dumps({"model_config": mc, "audio_proj_args": audio,
+                                                             "face_proj_args": config["face_proj_args"]}))
+    vae_dir = root / "cogvideox-5b-i2v-sat" / "vae"
+    vae_dir.mkdir(parents=True)
+    torch.save({"state_dict": sat_vae_from_diffusers(vae.state_dict())}, vae_dir / "3d-vae.pt")
+    (vae_dir / "config.json").write_text(json.dumps({k: v for k, v in vae.config.items() if not k.startswith("_")}))
+    t5_dir = root / "t5-v1_1-xxl"
+    text = tmp_path_factory.mktemp("spm") / "corpus.txt"
+    text.write_text("a person is talking\nthe quick brown fox jumps over the lazy dog\n" * 20)
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(text.with_suffix("")), vocab_size=24,
+                                   model_type="unigram", minloglevel=2)
+    T5Tokenizer(str(text.with_suffix(".model")), extra_ids=8, legacy=True).save_pretrained(t5_dir)
+    t5.save_pretrained(t5_dir)
+    w2v = root / "wav2vec" / "wav2vec2-base-960h"
+    w2v.mkdir(parents=True)
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        shutil.copy(hallo_dir / "hallo_audio_tiny" / name, w2v / name)
+    return root

@@ -103,7 +103,8 @@ class DiffusionConfig:
     pose_weight: float | None = None  # head pose / full-image branch
     face_weight: float | None = None  # facial-expression branch
     lip_weight: float | None = None  # lip-motion branch
-    # EchoMimic: landmark-driven instead of audio-driven, from a driving video or a .npy landmark file
+    # EchoMimic, SkyReels-A1: landmark-driven instead of audio-driven, from a driving video or a .npy
+    # landmark file
     pose_video: str | None = None
     # EchoMimic: average overlapping context windows also without guidance (official: summed there, a bug)
     average_windows: bool = False

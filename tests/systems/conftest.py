@@ -7,6 +7,8 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoints(tmp_path_factory) -> dict[str, Callable[[], list[str]]]:
+def tiny_checkpoints(tmp_path_factory, request) -> dict[str, Callable[[], list[str]]]:
     """name -> a builder that writes a tiny weights folder and returns the CLI arguments that render with it."""
-    return {}
+    return {
+        "skyreels-a1": lambda: ["--checkpoint-dir", str(request.getfixturevalue("skyreels_a1_release")), "--steps", "2"],
+    }

@@ -242,7 +242,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp16/bf16 need a GPU")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--pose-video", help="echomimic: landmark-driven instead of audio-driven; a driving video (its "
-                                        "face landmarks) or a .npy landmark file (frames, points, 2|3) in output pixels")
+                                        "face landmarks) or a .npy landmark file (frames, points, 2|3) in output pixels; "
+                                        "skyreels-a1: the same sources, their motion retargeted onto the portrait's "
+                                        "landmarks (a .npy holds FaceMesh's 478 points)")
     g.add_argument("--average-windows", action="store_true",
                    help="echomimic: average overlapping context windows also at --guidance-scale <= 1 (fixes an "
                         "official bug: without guidance the audio-driven pipeline sums them; off by default to "

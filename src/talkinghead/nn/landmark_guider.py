@@ -209,3 +209,62 @@ class CausalLandmarkGuider(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         mean = self.moments(frames)[:, : self.config.latent_channels]
         return rearrange(mean * self.config.scaling_factor, "b c f h w -> b f c h w")
+
+
+# ------------------------------------------------------------------ the release's landmark drawing
+# SkyReels-A1's inference draws FaceMesh landmarks with MediaPipe's drawing utilities in its own colours (a
+# FaceMeshVisualizer2d with no forehead edge, no head outline, no iris rings): 1-px eye and eyebrow edges, the
+# lips as eight coloured runs, 2x2 pupils and a 4x4 nose tip, into a canvas the size of the face box that is
+# then pasted into a black frame. Colours are RGB as the release's frames hold them.
+RELEASE_LIPS = {  # (start, end) runs of landmark indices -> colour
+    (61, 146, 91, 181, 84, 17): (10, 180, 20), (17, 314, 405, 321, 375, 291): (20, 10, 180),
+    (78, 95, 88, 178, 87, 14): (100, 100, 30), (14, 317, 402, 318, 324, 308): (100, 150, 50),
+    (61, 185, 40, 39, 37, 0): (20, 80, 100), (0, 267, 269, 270, 409, 291): (80, 100, 20),
+    (78, 191, 80, 81, 82, 13): (120, 100, 200), (13, 312, 311, 310, 415, 308): (150, 120, 100),
+}
+RELEASE_EYES = {"LEFT_EYE": (180, 200, 10), "RIGHT_EYE": (10, 200, 180),
+                "LEFT_EYEBROW": (180, 220, 10), "RIGHT_EYEBROW": (10, 220, 180)}
+RELEASE_POINTS = ((468, 1, (10, 200, 250)), (473, 1, (250, 200, 10)), (4, 2, (200, 200, 200)))  # idx, half, colour
+
+
+def _release_edges() -> dict[tuple[int, int], tuple[int, int, int]]:
+    from mediapipe.tasks.python.vision import FaceLandmarksConnections as C
+
+    edges = {}
+    for name, colour in RELEASE_EYES.items():
+        for c in getattr(C, f"FACE_LANDMARKS_{name}"):
+            edges[(c.start, c.end)] = colour
+    for run, colour in RELEASE_LIPS.items():
+        edges.update({(a, b): colour for a, b in zip(run[:-1], run[1:])})
+    return edges
+
+
+def draw_release_landmarks(normed: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(478, >=2) landmarks normalised to a face box (0..1) -> (h, w, 3) uint8 canvas of `size` (w, h), drawn
+    as the release draws them (MediaPipe's pixel rounding: floor, points outside [0, 1] skipped)."""
+    w, h = size
+    canvas = np.zeros((h, w, 3), np.uint8)
+    xy = np.asarray(normed, np.float64)[:, :2]
+    inside = (xy >= 0).all(1) & (xy <= 1).all(1)
+    px = np.stack([np.minimum(np.floor(xy[:, 0] * w), w - 1), np.minimum(np.floor(xy[:, 1] * h), h - 1)], 1)
+    px = np.where(np.isfinite(px), px, 0).astype(int)
+    for (a, b), colour in _release_edges().items():
+        if inside[a] and inside[b]:
+            cv2.line(canvas, tuple(int(v) for v in px[a]), tuple(int(v) for v in px[b]), colour, 1)
+    for idx, half, colour in RELEASE_POINTS:
+        if inside[idx] and xy[idx, 0] < 1 and xy[idx, 1] < 1:
+            x, y = int(w * xy[idx, 0]), int(h * xy[idx, 1])
+            canvas[max(y - half, 0):y + half, max(x - half, 0):x + half] = colour
+    return canvas
+
+
+def release_control_frames(points: np.ndarray, box: tuple[int, int, int, int], frame: tuple[int, int]) -> np.ndarray:
+    """(f, 478, >=2) landmarks in frame pixels -> (f, H, W, 3) uint8: each drawn the release's way into the face
+    box (x0, y0, x1, y1) of an otherwise black frame of size `frame` (W, H)."""
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    out = np.zeros((len(points), frame[1], frame[0], 3), np.uint8)
+    for k, pts in enumerate(np.asarray(points, np.float64)):
+        normed = (pts[:, :2] - [x0, y0]) / [bw, bh]
+        out[k, y0:y1, x0:x1] = draw_release_landmarks(normed, (bw, bh))
+    return out
