@@ -15,6 +15,7 @@ from ..nn.audio_windows import audio_windows
 from ..nn.reference_attention import ReferenceBank, attach_reference
 from ..nn.speed import SpeedConfig, SpeedEmbedding
 from ..nn.temporal import TemporalConfig
+from ..sampling import denoise
 from .hallo import SD15_UNET
 from .unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
 
@@ -91,9 +92,7 @@ class ReferenceVideoNet(nn.Module):
         scheduler.set_timesteps(steps)
         b, _, c, h, w = batch["ref"].shape
         latents = torch.randn((b, c, frames, h, w), generator=generator)
-        for t in scheduler.timesteps:
-            latents = scheduler.step(self.predict(latents, t, batch), t, latents, return_dict=False)[0]
-        return latents
+        return denoise(lambda x, t: self.predict(x, t, batch), scheduler, latents)
 
 
 class EMONet(ReferenceVideoNet):

@@ -24,6 +24,7 @@ from ..nn.hand_motion import (N_PARTS, AdaLNBlock, HandConditionConfig, HandCond
 from ..nn.pose_discriminator import PoseDiscriminator, PoseDiscriminatorConfig, heatmap_loss, pose_targets
 from ..nn.pose_guider import HandConfidenceEmbedding, PoseGuider, render_guidance
 from ..nn.temporal import TemporalConfig
+from ..sampling import denoise
 from ..train.losses import diffusion_target, predicted_x0, sample_timesteps, spatial_weight
 from .checkpoints import load_state_dict, load_strict, require_files
 from .emo import ReferenceVideoNet
@@ -172,13 +173,11 @@ class EMO2Stage1Net(nn.Module):
         inputs = self._inputs(batch)
         b = inputs["audio"].shape[0]
         x = torch.randn((b, frames, self.layout.dim), generator=generator).to(inputs["audio"])
-        for t in scheduler.timesteps:
-            out = self.denoiser(x, t, **inputs)
-            if guidance_scale != 1.0:
-                uncond = self.denoiser(x, t, **{**inputs, "audio": torch.zeros_like(inputs["audio"])})
-                out = uncond + guidance_scale * (out - uncond)
-            x = scheduler.step(out, t, x, return_dict=False)[0]
-        return x
+        silent = {**inputs, "audio": torch.zeros_like(inputs["audio"])}
+        if guidance_scale == 1.0:
+            return denoise(lambda z, t: self.denoiser(z, t, **inputs), scheduler, x)
+        return denoise(lambda z, t: torch.cat([self.denoiser(z, t, **silent), self.denoiser(z, t, **inputs)]),
+                       scheduler, x, guidance_scale)
 
     def save_pretrained(self, folder: str | Path) -> None:
         save_pretrained(self, self.config, folder)

@@ -15,6 +15,7 @@ from diffusers import AutoencoderKL, DDIMScheduler
 
 from ..models.hallo import HalloNet
 from ..nn.reference_attention import ReferenceBank, attach_reference
+from ..sampling import denoise, split_guidance
 
 VAE_SCALE = 0.18215  # official Hallo hard-codes SD's latent scale, whatever the VAE config says
 BRANCH_NAMES = ("full", "face", "lip")
@@ -143,11 +144,10 @@ class HalloPipeline:
         return self.net.denoising_unet(batch, t, cond.image_tokens, cond.audio_tokens, cond.location,
                                        cond.masks, cond.branch_weights, self.bank)
 
-    def guided(self, out: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-        if out.shape[0] == 1:
-            return out
-        uncond, cond = out.chunk(2)
-        return uncond + guidance_scale * (cond - uncond)
+    @staticmethod
+    def guided(out: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """The CFG batch (g, ...) -> the guided prediction (one branch when g is 1)."""
+        return split_guidance(out, guidance_scale if out.shape[0] > 1 else None)
 
     @torch.no_grad()
     def sample_clip(self, ref_latents: torch.Tensor, cond: ClipCondition, latents: torch.Tensor, steps: int,
@@ -156,12 +156,11 @@ class HalloPipeline:
         self.scheduler.set_timesteps(steps, device=self.device)
         latents = latents.to(self.device, torch.float32) * self.scheduler.init_noise_sigma
         self.fill_bank(ref_latents, cond)
-        for i, t in enumerate(self.scheduler.timesteps):
-            out = self.guided(self.model_output(latents, t, cond).float(), guidance_scale)
-            if trace is not None:
-                trace[f"step_in_latents.{i}"] = latents.clone()
-                trace[f"step_guided_out.{i}"] = out.clone()
-            latents = self.scheduler.step(out, t, latents, return_dict=False)[0]  # DDIM: eta 0 by default
-            if progress is not None:
-                progress(1)
-        return latents
+
+        def record(i, t, x, out):
+            trace[f"step_in_latents.{i}"] = x.clone()
+            trace[f"step_guided_out.{i}"] = out.clone()
+
+        return denoise(lambda x, t: self.model_output(x, t, cond).float(), self.scheduler, latents,  # DDIM: eta 0
+                       guidance_scale if cond.groups > 1 else None, on_step=record if trace is not None else None,
+                       progress=progress)

@@ -23,6 +23,7 @@ from ..models.loopy import LoopyConfig, LoopyNet
 from ..nn.loopy import AudioToLatentsConfig
 from ..nn.speed import SpeedConfig, head_speed
 from ..nn.temporal import TemporalConfig
+from ..sampling import denoise
 from . import losses as L
 from .base import TrainSystem
 from .systems_hallo import EchoMimicTrainNet, HalloTrainNet, merge
@@ -244,8 +245,7 @@ class System(TrainSystem):
         scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
         scheduler.set_timesteps(steps)
         x = torch.randn(mb["target"].shape, generator=generator).to(mb["target"])
-        for t in scheduler.timesteps:
-            x = scheduler.step(self.net.predict(x, t, mb), t, x, return_dict=False)[0]
+        x = denoise(lambda z, t: self.net.predict(z, t, mb), scheduler, x)
         return self.decode(rearrange(x, "b c f h w -> b f c h w"))
 
     def target_crops(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
