@@ -1,13 +1,46 @@
 """Small shared helpers."""
 from __future__ import annotations
 
+import contextlib
+import importlib
 import queue
+import sys
 import threading
+import types
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 _DONE = object()
+
+
+class _Deferred(types.ModuleType):
+    """Stands in for a module that was not imported yet; imports it on first attribute use."""
+
+    def __getattr__(self, attr: str):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+@contextlib.contextmanager
+def deferred_imports(*names: str) -> Iterator[None]:
+    """Within the block, `import NAME` of a module in `names` that is not imported yet binds a
+    stand-in that imports the real module when an attribute of it is first used. The stand-ins
+    leave sys.modules when the block ends, so later imports anywhere get the real modules.
+
+    For a library that imports a heavy module at import time but uses it only in functions we
+    never call: MediaPipe imports matplotlib.pyplot (~0.25 s) and sounddevice for its drawing and
+    recording helpers.
+    """
+    placed = {name: _Deferred(name) for name in names if name not in sys.modules}
+    sys.modules.update(placed)
+    try:
+        yield
+    finally:
+        for name, stand_in in placed.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
 
 
 class _Failed:

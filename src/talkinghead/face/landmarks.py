@@ -48,7 +48,10 @@ def _face_mesh():
         # MediaPipe's C++ logging (glog/absl) would print internal notes on every run
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import mediapipe as mp
+        from ..utils import deferred_imports
+
+        with deferred_imports("matplotlib.pyplot", "sounddevice"):  # used only by helpers we never call
+            import mediapipe as mp
 
         _mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=8, refine_landmarks=True, min_detection_confidence=0.5
