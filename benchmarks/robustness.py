@@ -8,7 +8,7 @@ eval card over every case.
 Portraits: astronaut (skimage) and Grace Hopper (matplotlib), and variants of them: rotated +-20 deg,
 off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a hand drawn over
 the cheek (a gloved hand), clear glasses and sunglasses drawn on, an open mouth made by our own warp, a head
-turned by our own warp. Speech: espeak-ng in English (with its phone timings, so the card can score
+turned by our own warp, and skimage's cameraman (a real small three-quarter face looking down). Speech: espeak-ng in English (with its phone timings, so the card can score
 bilabials and open vowels), French, Italian, Russian and Mandarin (acoustic mouth, no transcript),
 plus real read English (LibriVox) aligned by pocketsphinx. Each case either renders and passes the
 card's sync check or is refused with an InputError; `EXPECT` says which.
@@ -83,11 +83,11 @@ def rotated(img: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def off_centre(img: np.ndarray) -> np.ndarray:
-    """The portrait at half size in the lower-right corner of a wide, plain frame."""
+    """The portrait at 3/4 size against the right edge of a wide (4:1), plain frame, cut below the chin."""
     h, w = img.shape[:2]
-    small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    canvas = np.full((h, int(w * 1.5), 3), (196, 204, 188), np.uint8)
-    canvas[h - h // 2:, canvas.shape[1] - w // 2:] = small
+    small = cv2.resize(img, (w * 3 // 4, h * 3 // 4), interpolation=cv2.INTER_AREA)
+    canvas = np.full((h // 2, w * 2, 3), (196, 204, 188), np.uint8)
+    canvas[:, canvas.shape[1] - small.shape[1]:] = small[:h // 2]
     return canvas
 
 
@@ -184,6 +184,13 @@ def warped(img: np.ndarray, size: int = 512, **motion) -> np.ndarray:
     return WarpRenderer(por, face).render(MotionFrame(**motion))
 
 
+def cameraman() -> np.ndarray:
+    """skimage's cameraman: a real three-quarter face looking down into a camera, grayscale, 54 px wide."""
+    import skimage.data
+
+    return np.repeat(skimage.data.camera()[..., None], 3, axis=2)
+
+
 @dataclass
 class Case:
     name: str
@@ -210,7 +217,8 @@ def cases() -> list[Case]:
         Case("glasses", "ru", "render", lambda: glasses(g())),
         Case("sunglasses", "cmn", "render", lambda: glasses(a(), dark=True)),
         Case("open_mouth", "en-us", "render", lambda: warped(a(), jaw=0.9)),
-        Case("turned_25_looking_down", "cmn", "render", lambda: warped(g(), yaw=25, pitch=12)),
+        Case("turned_20_looking_down", "cmn", "render", lambda: warped(g(), yaw=20, pitch=10)),
+        Case("cameraman", "en-us", "render", cameraman),
     ]
 
 

@@ -30,6 +30,9 @@ class MouthInterior:
         skin = np.mean(vals, axis=0)
         self.light = float(np.clip(skin.mean() / 170.0, 0.45, 1.15))
         self.tint = np.clip(skin / max(skin.mean(), 1.0), 0.8, 1.2).astype(np.float32)
+        # a black-and-white or faded photo gets an interior as colourless as its skin
+        sat = float(np.ptp(skin) / max(skin.max(), 1.0))
+        self.colour = float(np.clip(sat / 0.12, 0.0, 1.0))
         self.cover: np.ndarray | None = None  # (h, w) 0..1: rigid things in front of the mouth
 
     def draw(self, out: np.ndarray, lm: np.ndarray, m: MotionFrame) -> None:
@@ -82,6 +85,9 @@ class MouthInterior:
         img = img * self.tint * (1 - teeth) + TEETH * shade[..., None] * teeth
         # depth: darker towards the corners
         img *= (1.0 - 0.45 * across ** 2)[..., None] * self.light
+        if self.colour < 1.0:
+            grey = img.mean(axis=-1, keepdims=True)
+            img = grey + self.colour * (img - grey)
         vis = float(np.clip((opening / self.iod - MIN_OPEN) / 0.03, 0, 1))
         if self.cover is not None:  # a hand or a microphone stays in front of the mouth
             mask = mask * (1.0 - self.cover[y0:y1, x0:x1])

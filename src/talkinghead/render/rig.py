@@ -1,6 +1,8 @@
 """Motion parameters -> per-landmark displacements (the face rig), in image pixels.
 
-Expression moves landmarks in a face-aligned frame (unit = inter-ocular distance, IOD): jaw,
+Expression moves landmarks in a face-aligned frame (unit = inter-ocular distance, IOD; vertically
+at least FACE_HEIGHT_IOD of the face's height, so a face turned sideways, whose eyes look closer
+together, still opens its mouth as far as it would facing the camera): jaw,
 lip width/rounding/press, smile, brows, blinks, gaze. The head then rotates rigidly in 3D (MediaPipe
 depth) about a pivot behind the face; hair and neck anchors follow with falloff, the outer ring and
 image border stay put.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from ..face import regions as R
 from ..types import FaceAnalysis, MotionFrame
 
@@ -18,7 +21,11 @@ UPPER_LIP_RAISE = 0.035
 LIP_WIDTH = 0.10  # mouth-corner travel for width = 1
 LIP_ROUND = 0.12  # corner travel inwards for round = 1
 LIP_PROTRUDE = 0.025
-MAX_REST_GAP = 0.15  # parted lips in the portrait up to this gap are closed for the neutral mouth
+# An open mouth in the portrait is closed for the neutral (silent) mouth: lips parted up to PARTED
+# meet halfway; what is open beyond that is a dropped jaw, so the jaw takes JAW_SHARE of the rest.
+PARTED = 0.08
+JAW_SHARE = 0.8
+MAX_REST_GAP = 0.55  # wider open than this (a scream, a yawn) cannot be closed believably: refused
 SMILE_CORNER = (0.085, -0.075)  # (outwards, up)
 SMILE_CHEEK = 0.03
 BROW_LIFT = 0.10
@@ -29,7 +36,11 @@ HAIR_SCALE = (1.45, 1.65, 1.25)  # hair/ear/neck ring: x, up, down scale of the 
 STATIC_SCALE = 1.8  # outer ring that never moves
 HAIR_FOLLOW = 0.92  # share of the head motion the hair ring takes
 NECK_FOLLOW = 0.45  # below the chin the neck follows less
+RING_EXPRESSION = 0.6  # share of its face-outline point's expression a hair/neck ring point takes
+# (the skin under a dropping chin stretches instead of folding over the neck)
 BORDER_STEP = 48  # px between fixed anchors on the image border
+FACE_HEIGHT_IOD = 0.4  # IOD / (forehead-chin distance) of a face looking at the camera
+FACE_CLEARANCE = 1.08  # ring and anchor points inside the landmarks' hull grown by this are dropped
 
 
 def _smoothstep(x):
@@ -49,7 +60,9 @@ class FaceRig:
         self.origin = (el + er) / 2
         ex = (er - el) / self.iod
         self.ex, self.ey = ex, np.array([-ex[1], ex[0]])
-        uv = (P[:, :2] - self.origin) @ np.stack([self.ex, self.ey], 1) / self.iod  # (478, 2)
+        height = float(np.linalg.norm(P[R.CHIN, :2] - P[R.FOREHEAD, :2]))
+        self.unit = np.array([self.iod, max(self.iod, FACE_HEIGHT_IOD * height)])  # px per face unit: u, v
+        uv = (P[:, :2] - self.origin) @ np.stack([self.ex, self.ey], 1) / self.unit  # (478, 2)
         self.uv = uv
         self._mouth_weights(uv)
         self._eye_setup(uv)
@@ -87,8 +100,15 @@ class FaceRig:
         self.outer_up = list(R.LIPS_OUTER_UPPER[1:-1])
         self.outer_lo = list(R.LIPS_OUTER_LOWER[1:-1])
         self.inner_up, self.inner_lo = inner_up[1:-1], inner_lo[1:-1]
-        # a portrait with parted lips is brought to closed lips as the neutral (silent) mouth
-        self.rest_gap = np.clip(uv[self.inner_lo, 1] - uv[self.inner_up, 1], 0.0, MAX_REST_GAP)
+        # a portrait with parted lips or an open mouth is brought to closed lips as the neutral mouth
+        self.rest_gap = np.clip(uv[self.inner_lo, 1] - uv[self.inner_up, 1], 0.0, None)
+        gap = float(self.rest_gap[3:6].mean())
+        if gap > MAX_REST_GAP:
+            raise InputError(
+                f"the mouth in the portrait is wide open ({gap:.2f} eye distances between the lips), too wide "
+                "to close it believably before animating",
+                "use a photo with the mouth closed or slightly open")
+        self.rest_up = np.minimum(self.rest_gap, PARTED) / 2 + np.maximum(self.rest_gap - PARTED, 0) * (1 - JAW_SHARE)
         cheek = np.exp(-((du - 0.9 * self.hw) / 0.45) ** 2 - ((v - (self.vm - 0.35)) / 0.3) ** 2)
         self.w_cheek = cheek
 
@@ -128,10 +148,14 @@ class FaceRig:
             np.stack([np.zeros_like(ys), ys], 1), np.stack([np.full_like(ys, w - 1), ys], 1),
             [[w - 1, h - 1]],
         ])
-        # keep anchors inside the image, and drop static ones that crowd the hair ring
-        static = static[(static[:, 0] > 2) & (static[:, 0] < w - 3) & (static[:, 1] > 2) & (static[:, 1] < h - 3)]
-        hair_in = (hair[:, 0] > 1) & (hair[:, 0] < w - 2) & (hair[:, 1] > 1) & (hair[:, 1] < h - 2)
+        # keep anchors inside the image and off the face: on a turned face the scaled rings can land
+        # on the far cheek, where a still anchor beside a moving landmark would fold the mesh
+        off_face = _outside(P[:, :2], FACE_CLEARANCE)
+        static = static[(static[:, 0] > 2) & (static[:, 0] < w - 3) & (static[:, 1] > 2) & (static[:, 1] < h - 3)
+                        & off_face(static)]
+        hair_in = (hair[:, 0] > 1) & (hair[:, 0] < w - 2) & (hair[:, 1] > 1) & (hair[:, 1] < h - 2) & off_face(hair)
         hair, follow = hair[hair_in], follow[hair_in]
+        self.hair_source = np.array(R.FACE_OVAL)[hair_in]  # the outline point each ring point extends
         self.hair = hair
         self.hair_follow = follow
         self.fixed = np.concatenate([static, border])
@@ -159,10 +183,11 @@ class FaceRig:
         d[self.outer_up, 1] -= m.round * LIP_PROTRUDE
         d[self.outer_lo, 1] += m.round * LIP_PROTRUDE
         # neutral = lips together; press thins them a little more
-        g = self.rest_gap[3:6].mean() / 2  # the lips meet halfway; lip bodies and jaw come along
-        d[:, 1] += g * (self.w_upper_lip - self.w_jaw)
-        d[self.inner_up, 1] = self.rest_gap / 2 + m.press * 0.008 - m.jaw * UPPER_LIP_RAISE
-        d[self.inner_lo, 1] = -self.rest_gap / 2 - m.press * 0.008 + m.jaw * JAW_OPEN
+        gu = self.rest_up[3:6].mean()  # the lips meet; lip bodies and jaw come along
+        gl = self.rest_gap[3:6].mean() - gu
+        d[:, 1] += gu * self.w_upper_lip - gl * self.w_jaw
+        d[self.inner_up, 1] = self.rest_up + m.press * 0.008 - m.jaw * UPPER_LIP_RAISE
+        d[self.inner_lo, 1] = -(self.rest_gap - self.rest_up) - m.press * 0.008 + m.jaw * JAW_OPEN
         if m.press > 0:
             d[self.outer_up, 1] += m.press * 0.015
             d[self.outer_lo, 1] -= m.press * 0.015
@@ -200,7 +225,7 @@ class FaceRig:
         """(total, expression) (V, 2) pixel displacements: everything, and the share that comes from
         the expression (mouth, brows, blinks, gaze) as the head carries it; total - expression is
         the rigid head motion alone, which is all that rigid things in front of the face follow."""
-        d_face = self.expression(m) * self.iod
+        d_face = self.expression(m) * self.unit
         d_img = d_face[:, :1] * self.ex + d_face[:, 1:] * self.ey  # face frame -> image axes
         rot = _rotation(m.yaw, m.pitch, m.roll)
         t = np.array([m.tx, m.ty]) * self.face_width
@@ -210,10 +235,22 @@ class FaceRig:
         H = np.concatenate([self.hair, self.hair_z[:, None]], 1)
         moved_h = (H - self.pivot) @ rot.T + self.pivot
         d_hair = (moved_h[:, :2] + t - self.hair) * self.hair_follow[:, None]
-        total = np.concatenate([d_lm, d_hair, np.zeros_like(self.fixed)])
+        d_hair_expr = RING_EXPRESSION * d_expr[self.hair_source]
+        total = np.concatenate([d_lm, d_hair + d_hair_expr, np.zeros_like(self.fixed)])
         expr = np.zeros_like(total)
         expr[: len(d_expr)] = d_expr
+        expr[len(d_expr): len(d_expr) + len(d_hair_expr)] = d_hair_expr
         return total, expr
+
+
+def _outside(points: np.ndarray, grow: float):
+    """A test: which of some (n, 2) points lie outside the convex hull of `points` grown about its centre."""
+    import cv2
+
+    hull = cv2.convexHull(points.astype(np.float32)).reshape(-1, 2)
+    c = hull.mean(axis=0)
+    hull = (c + grow * (hull - c)).astype(np.float32)
+    return lambda q: np.array([cv2.pointPolygonTest(hull, (float(x), float(y)), False) < 0 for x, y in q], bool)
 
 
 def _sorted(x, y):

@@ -8,6 +8,9 @@ steps -> upsample -> one cv2.remap of the region. Pixels outside the region are 
 Rigid things in front of the face (glasses, dark lenses, a gloved hand, jewellery: face.occlusion)
 keep only the head's motion: on their grid cells the expression's share of the field is taken out
 again (a second sparse product over just those rows), and the mouth interior is not drawn over them.
+A frame whose mesh would fold over (a turned face's far side squeezed past its outline, where the
+warp would tear) takes as much of the head motion as keeps every triangle the right way round, then
+as much of the expression; a normal frame pays one vectorised area check for this.
 Behind glasses the brows do not lift (the rims rest on them); behind dark lenses the eyes neither
 blink nor look around (nothing of them shows).
 """
@@ -27,6 +30,8 @@ from .rig import FaceRig
 
 FIELD_STRIDE = 2  # px, the displacement field is computed at 1/FIELD_STRIDE resolution
 INVERSE_STEPS = 2  # fixed-point iterations inverting the forward warp
+MIN_AREA_KEPT = 0.1  # an outline triangle squeezed below this share of its rest area counts as folding
+FOLD_STEPS = 6  # bisection steps when a frame has to give up part of its motion
 
 
 class WarpRenderer:
@@ -42,6 +47,15 @@ class WarpRenderer:
         moving = self.rig.P.shape[0] + len(self.rig.hair)  # landmarks + hair ring come first
         # region: bounding box of every triangle touching a moving point
         touch = (self.keep < moving)[tri.simplices].any(axis=1)
+        self.rest = pts
+        area = _areas(pts, tri.simplices)
+        # the outline's triangles (a landmark and a hair-ring or fixed point): folding there tears the
+        # face from its surroundings; folds inside the face are the 2-D picture of 3-D occlusion
+        # (the nose passing the cheek, a lid over the iris) and are left to the inverse map
+        outline = (self.keep >= self.rig.P.shape[0])[tri.simplices].any(axis=1) & \
+            (self.keep < self.rig.P.shape[0])[tri.simplices].any(axis=1)
+        self.triangles = tri.simplices[outline & (area > 0.5)]  # slivers cannot fold visibly
+        self.rest_area = _areas(pts, self.triangles)
         corners = pts[tri.simplices[touch]].reshape(-1, 2)
         x0, y0 = np.floor(corners.min(0)).astype(int)
         x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
@@ -110,7 +124,7 @@ class WarpRenderer:
             m = replace(m, brows=0.0)
         if occ.eyes_hidden and (m.blink or m.gaze_x or m.gaze_y):
             m = replace(m, blink=0.0, gaze_x=0.0, gaze_y=0.0)
-        disp, expression = self.rig.displace_parts(m)
+        disp, expression = self._unfolded(*self.rig.displace_parts(m))
         x0, y0, x1, y1 = self.roi
         out = self.image.copy()
         if np.abs(disp).max() < 1e-3:
@@ -120,6 +134,34 @@ class WarpRenderer:
         lm = self.rig.P[:, :2] + disp[: self.rig.P.shape[0]]
         self.mouth.draw(out, lm, m)
         return out
+
+
+    def _folds(self, disp: np.ndarray) -> bool:
+        a = _areas(self.rest + disp[self.keep], self.triangles)
+        return bool((a < MIN_AREA_KEPT * self.rest_area).any())
+
+    def _unfolded(self, disp: np.ndarray, expression: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(disp, expression) scaled back just enough that no triangle folds (see the module docstring)."""
+        if not self._folds(disp):
+            return disp, expression
+        head = disp - expression
+        if not self._folds(expression):  # the head motion folds it: keep the largest share that does not
+            lo, hi = 0.0, 1.0
+            for _ in range(FOLD_STEPS):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if not self._folds(expression + mid * head) else (lo, mid)
+            return expression + lo * head, expression
+        lo, hi = 0.0, 1.0  # the expression alone folds it (an extreme face): scale both
+        for _ in range(FOLD_STEPS):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if not self._folds(mid * expression) else (lo, mid)
+        return lo * expression, lo * expression
+
+
+def _areas(pts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Signed areas (px^2, positive = Delaunay's orientation) of `triangles` over `pts`."""
+    a, b, c = pts[triangles[:, 0]], pts[triangles[:, 1]], pts[triangles[:, 2]]
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
 
 
 def _dedupe(pts: np.ndarray, tol: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
