@@ -530,3 +530,66 @@ def sat_from_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             a, b = parts["norm1.linear"].chunk(6), parts["norm2.linear"].chunk(6)
             sat[f"{base}{kind}"] = torch.cat(a[0:3] + b[0:3] + a[3:6] + b[3:6])
     return sat
+
+
+# ------------------------------------------------------------------ the official SAT 3D VAE (cogvideox-5b-i2v-sat/vae/3d-vae.pt)
+
+SAT_VAE_FILE = "cogvideox-5b-i2v-sat/vae/3d-vae.pt"
+_SAT_VAE_RENAMES = (("block.", "resnets."), ("down.", "down_blocks."), ("downsample", "downsamplers.0"),
+                    ("upsample", "upsamplers.0"), ("nin_shortcut", "conv_shortcut"),
+                    ("encoder.mid.block_1", "encoder.mid_block.resnets.0"),
+                    ("encoder.mid.block_2", "encoder.mid_block.resnets.1"),
+                    ("decoder.mid.block_1", "decoder.mid_block.resnets.0"),
+                    ("decoder.mid.block_2", "decoder.mid_block.resnets.1"))
+
+
+def sat_vae_to_diffusers(state: dict[str, torch.Tensor], up_blocks: int = 4) -> dict[str, torch.Tensor]:
+    """The SAT CogVideoX VAE state dict (as in 3d-vae.pt, or with the engine's `first_stage_model.` prefix) ->
+    `AutoencoderKLCogVideoX` names (diffusers' converter rules: renames, decoder `up.N` -> `up_blocks.{3-N}`;
+    the training loss entries are dropped)."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("first_stage_model.")
+        if key.startswith("loss."):
+            continue
+        for old, new in _SAT_VAE_RENAMES:
+            key = key.replace(old, new)
+        parts = key.split(".")
+        if parts[0] == "decoder" and parts[1] == "up":
+            parts[1], parts[2] = "up_blocks", str(up_blocks - 1 - int(parts[2]))
+        out[".".join(parts)] = value
+    return out
+
+
+def sat_vae_from_diffusers(state: dict[str, torch.Tensor], up_blocks: int = 4) -> dict[str, torch.Tensor]:
+    """The inverse of `sat_vae_to_diffusers` (our VAE -> the official 3d-vae.pt names)."""
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "decoder" and parts[1] == "up_blocks":
+            parts[1], parts[2] = "up", str(up_blocks - 1 - int(parts[2]))
+        key = ".".join(parts)
+        for old, new in reversed(_SAT_VAE_RENAMES):
+            key = key.replace(new, old)
+        out[key] = value
+    return out
+
+
+def load_sat_vae(path: str | Path, config: dict | None = None):
+    """An `AutoencoderKLCogVideoX` (the official CogVideoX-5B-I2V sizes unless `config` overrides) with the SAT
+    VAE file loaded strictly (weights_only; a `state_dict`/`module` wrapper is accepted)."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    path = Path(path)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file for the user
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}. Only weights-only torch pickles "
+                              "are loaded; re-download the file if it is truncated.") from exc
+    for wrapper in ("state_dict", "module"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    vc = {**COGVIDEOX_5B_VAE, **(config or {})}
+    vae = AutoencoderKLCogVideoX(**{k: tuple(v) if isinstance(v, list) else v for k, v in vc.items()})
+    load_strict(vae, sat_vae_to_diffusers(state, len(vc["block_out_channels"])), path)
+    return vae.eval()
