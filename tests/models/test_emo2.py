@@ -10,8 +10,9 @@ from diffusers import DDIMScheduler
 
 from talkinghead.errors import InputError
 from talkinghead.models.emo import TRAIN_SCHEDULER
-from talkinghead.models.emo2 import (EMO2Stage1Config, EMO2Stage1Net, EMO2Stage1TrainConfig, EMO2Stage2Config,
-                                     EMO2Stage2Net, EMO2Stage2TrainConfig, load_train_config, train_config_from_dict)
+from talkinghead.models.emo2 import EMO2Stage1Config, EMO2Stage1Net, EMO2Stage2Config, EMO2Stage2Net
+from talkinghead.train.stages import load_stage_config
+from talkinghead.train.trainer import TrainConfig
 from talkinghead.models.hallo import SD15_UNET
 from talkinghead.nn.hand_motion import HandConditionConfig
 from talkinghead.nn.pose_discriminator import PoseDiscriminatorConfig
@@ -150,19 +151,19 @@ def test_stage2_pose_loss_trains_the_denoiser_not_the_discriminator():
 
 
 def test_stage_configs_load_from_yaml():
-    s1 = load_train_config(CONFIGS / "emo2_stage1.yaml")
-    s2 = load_train_config(CONFIGS / "emo2_stage2.yaml")
-    assert isinstance(s1, EMO2Stage1TrainConfig) and isinstance(s2, EMO2Stage2TrainConfig)
-    m1 = s1.model_config()
-    assert (m1.frames, m1.prev_frames, m1.layout.body_weight, m1.audio_dim) == (50, 10, 0.1, 9216)
+    s1 = load_stage_config(CONFIGS / "emo2_stage1.yaml", "emo2")
+    s2 = load_stage_config(CONFIGS / "emo2_stage2.yaml", "emo2")
+    assert (s1.stage, s2.stage) == ("1", "2")
+    m1 = EMO2Stage1Config.from_dict({**s1.system.model, "frames": s1.clip_frames,
+                                     "prev_frames": s1.system.options["prev_frames"]})
+    assert (m1.frames, m1.prev_frames) == (50, 10) and s1.system.options["body_weight"] == 0.1
     assert m1.prev_frames + m1.frames <= m1.max_len
-    m2 = s2.model_config()
+    m2 = EMO2Stage2Config.from_dict(s2.system.model)
     assert m2.guider_channels == (16, 32, 96, 256) and m2.discriminator.channels == (128, 256)
-    assert s2.median_kernel % 2 == 1
     assert EMO2Stage2Config.from_dict(m2.to_dict()) == m2 and EMO2Stage1Config.from_dict(m1.to_dict()) == m1
-    with pytest.raises(InputError, match="unknown EMO2 stage-1 option"):
-        train_config_from_dict({"stage": "1", "dataset": "d", "learning_rat": 1.0})
-    with pytest.raises(InputError, match="stage must be 1 or 2"):
-        train_config_from_dict({"stage": 3, "dataset": "d"})
+    with pytest.raises(InputError, match="unknown emo2 option"):
+        TrainConfig.from_dict({"stage": "1", "dataset": "d", "system": {"name": "emo2", "options": {"prev": 1}}}).validate()
+    with pytest.raises(InputError, match="stages 1"):
+        TrainConfig.from_dict({"stage": 3, "dataset": "d", "system": "emo2"}).validate()
     with pytest.raises(InputError, match="no dataset"):
-        train_config_from_dict({"stage": "2"})
+        TrainConfig.from_dict({"stage": "2", "system": "emo2"}).validate()

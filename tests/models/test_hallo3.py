@@ -11,8 +11,9 @@ import torch
 from diffusers import CogVideoXDDIMScheduler
 
 from talkinghead.errors import InputError
-from talkinghead.models.hallo3 import (COGVIDEOX_SCHEDULER, HALLO3_TINY, Hallo3Model, apply_stage, load_stage_config,
-                                       select_trainable)
+from talkinghead.models.hallo3 import COGVIDEOX_SCHEDULER, HALLO3_TINY, Hallo3Model
+from talkinghead.train.stages import apply_stage, load_stage_config
+from talkinghead.utils import select_trainable
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 
@@ -87,7 +88,7 @@ def test_stage2_trains_only_the_audio_layers():
 @pytest.mark.parametrize("name", ["hallo3_stage1.yaml", "hallo3_stage2.yaml"])
 def test_stage_yaml_matches_the_model_stage(name):
     cfg = load_stage_config(CONFIGS / name)
-    assert cfg.system == "hallo3" and cfg.patterns() == Hallo3Model.trainable_patterns(cfg.stage)
+    assert cfg.system.name == "hallo3" and (cfg.train, cfg.freeze) == Hallo3Model.trainable_patterns(cfg.stage)
     assert (cfg.clip_frames - 1) % 4 == 0 and cfg.learning_rate > 0
 
 
@@ -101,11 +102,11 @@ def test_stage1_freezes_audio_and_trains_both_networks():
 def test_bad_stage_configs_are_refused(tmp_path):
     good = (CONFIGS / "hallo3_stage1.yaml").read_text()
     cases = {"unknown.yaml": good + "learnin_rate: 1\n", "frames.yaml": good.replace("clip_frames: 49", "clip_frames: 48"),
-             "system.yaml": good.replace("system: hallo3", "system: emo")}
+             "system.yaml": good.replace("name: hallo3", "name: emo")}
     for fname, text in cases.items():
         (tmp_path / fname).write_text(text)
         with pytest.raises(InputError):
-            load_stage_config(tmp_path / fname)
+            load_stage_config(tmp_path / fname, "hallo3")
     with pytest.raises(InputError):
         load_stage_config(tmp_path / "missing.yaml")
     with pytest.raises(InputError):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from talkinghead.models.hallo import HalloConfig, HalloNet
-from talkinghead.models.hallo3 import apply_stage, load_stage_config
+from talkinghead.train.stages import apply_stage, load_stage_config
 from talkinghead.models.hallo4 import (HALLO4_TINY, HalloEpsDenoiser, Hallo4Model, eps_dpo_loss, flow_dpo_loss)
 from talkinghead.train import losses as L
 
@@ -159,7 +159,7 @@ def test_eps_unet_dpo_log2_at_the_reference_and_zero_gradient_for_identical_pair
 
 def test_dpo_stage_yaml_matches_the_model_stage():
     cfg = load_stage_config(CONFIGS / "hallo4_dpo.yaml")
-    assert cfg.system == "hallo4" and cfg.dpo["beta"] > 0
-    assert cfg.patterns() == Hallo4Model.trainable_patterns(cfg.stage)
+    assert cfg.system.name == "hallo4" and cfg.system.options["dpo_beta"] > 0 and cfg.system.options["pairs"]
+    assert (cfg.train, cfg.freeze) == Hallo4Model.trainable_patterns(cfg.stage)
     names = apply_stage(_model(), cfg)
     assert names and all(n.startswith("transformer.transformer_blocks.") for n in names)

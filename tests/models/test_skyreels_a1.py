@@ -9,8 +9,8 @@ import torch
 from diffusers import DDIMScheduler
 
 from talkinghead.errors import InputError
-from talkinghead.models.skyreels_a1 import (OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1,
-                                            apply_stage, load_stage_config, loss_masks)
+from talkinghead.models.skyreels_a1 import OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1, loss_masks
+from talkinghead.train.stages import apply_stage, load_stage_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 F, C, H, W = 3, 4, 4, 4  # latent frames, channels, height, width (guidance: 9 frames of 16 x 16 px)
@@ -50,9 +50,9 @@ def test_stage_configs_select_the_paper_stages():
     assert {n for n in names if n.startswith("identity_proj.")} <= on2 and not any("ff." in n for n in on2)
     assert set(apply_stage(model, s3)) == names
     assert all(p.requires_grad for p in model.parameters())
-    with pytest.raises(InputError, match="unknown stage option"):
-        from talkinghead.models.skyreels_a1 import DiTStageConfig
-        DiTStageConfig.from_dict({"stage": "1", "learnrate": 1.0})
+    with pytest.raises(InputError, match="unknown training option"):
+        from talkinghead.train.trainer import TrainConfig
+        TrainConfig.from_dict({"stage": "1", "learnrate": 1.0})
     with pytest.raises(InputError, match="not 'skyreels_a1'"):
         load_stage_config(CONFIGS / "skyreels_a2.yaml", "skyreels_a1")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from talkinghead.errors import InputError
-from talkinghead.models.skyreels_a1 import apply_stage, load_stage_config
+from talkinghead.train.stages import apply_stage, load_stage_config
 from talkinghead.models.skyreels_a2 import OFFICIAL, TINY, SkyReelsA2, cfg_velocity
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"

@@ -6,7 +6,7 @@ re-implementation with typed configs saved beside safetensors weights."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,7 +17,6 @@ from einops import rearrange
 from safetensors.torch import save_file
 from torch import nn
 
-from ..errors import InputError
 from ..nn.audio_windows import audio_windows
 from ..nn.hand_motion import (N_PARTS, AdaLNBlock, HandConditionConfig, HandConditionEmbedding, MotionLayout,
                               hand_amplitude, hand_speed, masked_motion_loss)
@@ -303,85 +302,3 @@ def load_pretrained(cls, config_cls, folder: str | Path, release: str):
     net = cls(config_cls.from_dict(json.loads(files["config"].read_text())))
     load_strict(net, load_state_dict(files["weights"]), files["weights"])
     return net.eval()
-
-
-# ============================================================================ training stage configs
-
-
-@dataclass
-class EMO2TrainConfig:
-    """Options both stages share; YAML files configs/train/emo2_stage{1,2}.yaml map onto the subclasses."""
-
-    dataset: str = ""
-    output_dir: str = "runs/emo2"
-    stage: str = "1"
-    model: dict = field(default_factory=dict)  # overrides of the stage's model config
-    init_from: str | None = None
-    clip_frames: int = 16
-    batch_size: int = 4
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-2
-    max_steps: int = 1000
-    mixed_precision: str = "no"
-    seed: int = 0
-
-    def validate(self) -> "EMO2TrainConfig":
-        if not self.dataset:
-            raise InputError("the config names no dataset", "set dataset: to a folder made by `talkinghead preprocess`")
-        for name in ("clip_frames", "batch_size", "max_steps"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InputError(f"{name} must be a whole number >= 1, got {v!r}", f"e.g. {name}: 1")
-        return self
-
-
-@dataclass
-class EMO2Stage1TrainConfig(EMO2TrainConfig):
-    stage: str = "1"
-    prev_frames: int = 10  # motion frames of the previous clip shown to the model
-    body_weight: float = 0.1  # loss weight of the weakly supervised upper-body keypoints
-    audio_dropout: float = 0.1
-    min_hand_frames: float = 0.3  # clips where hands are present in fewer frames are skipped
-
-    def model_config(self) -> EMO2Stage1Config:
-        cfg = EMO2Stage1Config.from_dict({**self.model, "frames": self.clip_frames, "prev_frames": self.prev_frames,
-                                          "audio_dropout": self.audio_dropout})
-        cfg.layout.body_weight = self.body_weight
-        return cfg
-
-
-@dataclass
-class EMO2Stage2TrainConfig(EMO2TrainConfig):
-    stage: str = "2"
-    crop_size: int = 512
-    vae: str | None = None
-    motion_frames: int = 2
-    median_kernel: int = 15  # frames; temporal median filter of the upper-limb and leg keypoints
-    pose_loss_weight: float = 0.1
-    train: list[str] = field(default_factory=lambda: ["*"])
-    freeze: list[str] = field(default_factory=list)
-
-    def model_config(self) -> EMO2Stage2Config:
-        return EMO2Stage2Config.from_dict({**self.model, "pose_loss_weight": self.pose_loss_weight})
-
-
-STAGE_CONFIGS = {"1": EMO2Stage1TrainConfig, "2": EMO2Stage2TrainConfig}
-
-
-def train_config_from_dict(d: dict) -> EMO2Stage1TrainConfig | EMO2Stage2TrainConfig:
-    stage = str(d.get("stage", ""))
-    if stage not in STAGE_CONFIGS:
-        raise InputError(f"EMO2 stage must be 1 or 2, got {d.get('stage')!r}", "set stage: \"1\" or stage: \"2\"")
-    cls = STAGE_CONFIGS[stage]
-    known = {f.name for f in fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-        raise InputError(f"unknown EMO2 stage-{stage} option(s): {sorted(unknown)}", f"known: {sorted(known)}")
-    return cls(**{**d, "stage": stage}).validate()
-
-
-def load_train_config(path: str | Path) -> EMO2Stage1TrainConfig | EMO2Stage2TrainConfig:
-    """A configs/train/emo2_stage*.yaml file -> its typed stage config (unknown keys refused)."""
-    from ..config import read_yaml_options
-
-    return train_config_from_dict(read_yaml_options(path, "pass configs/train/emo2_stage1.yaml or emo2_stage2.yaml"))

@@ -3,7 +3,7 @@ Networks"): a CogVideoX-5B-I2V denoiser with face attention and per-latent-frame
 block, an identity reference network (the portrait as one 3D-VAE frame through a transformer of the
 denoiser's architecture, whose per-layer tokens join the denoiser's self-attention), wav2vec audio tokens
 from three linear layers, T5 text tokens, 3D RoPE, and motion-frame latents for long video; trained in two
-stages (identity, then audio layers only). Also the stage-config loader shared with Hallo4.
+stages (identity, then audio layers only; configs/train/hallo3_stage*.yaml).
 
 The official release is a SAT checkpoint (`hallo3/<latest>/mp_rank_00_model_states.pt`, `{"module": state}`);
 `load_sat_checkpoint` / `Hallo3Model.from_sat_release` convert its names onto this module (diffusers' CogVideoX
@@ -15,7 +15,6 @@ to latent frames by a strided convolution. Our own folders save/load diffusers-s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -31,7 +30,6 @@ from ..nn.dit import (AudioCrossAttention, DiTConditions, FaceAttention, Referen
                       use_sliced_positions)
 from ..nn.projections import ImageProjection
 from ..train import losses as L
-from ..utils import select_trainable
 
 # THUDM/CogVideoX-5b-I2V transformer/config.json: the base of Hallo3's denoiser and reference network
 COGVIDEOX_5B_I2V = {
@@ -221,92 +219,6 @@ class Hallo3Model(StagedModel, ModelMixin, ConfigMixin):
         noisy = scheduler.add_noise(x0, noise, t)
         loss = L.diffusion_loss(self.predict(noisy, t, batch), L.diffusion_target(scheduler, x0, noise, t))
         return loss, {"loss": loss.detach().item()}
-
-
-# ------------------------------------------------------------------ stage configs (configs/train/*.yaml)
-
-SYSTEMS = ("hallo3", "hallo4")
-
-
-@dataclass
-class StageConfig:
-    """One training stage of a DiT system, as written in configs/train/<system>_<stage>.yaml."""
-
-    system: str
-    stage: str
-    train: list[str]
-    freeze: list[str] = field(default_factory=list)
-    learning_rate: float = 1e-5
-    max_steps: int = 1000
-    batch_size: int = 1
-    clip_frames: int = 49  # video frames per clip: 1 + 4k for CogVideoX's causal VAE
-    motion_frames: int = 0  # last frames of the previous clip fed back as condition latents
-    mixed_precision: str = "bf16"
-    gradient_checkpointing: bool = True
-    dataset: str = ""
-    output_dir: str = ""
-    init_from: str | None = None
-    model: dict = field(default_factory=dict)  # Hallo3Model/Hallo4Model config overrides
-    dpo: dict | None = None  # Diffusion-DPO: {beta, pairs, reference}
-    notes: str = ""
-
-    def patterns(self) -> tuple[list[str], list[str]]:
-        return list(self.train), list(self.freeze)
-
-
-def load_stage_config(path: str | Path) -> StageConfig:
-    """Read and validate a stage YAML: known keys only, the right types, a known system, clip lengths a
-    causal VAE accepts, non-empty train patterns, and DPO settings where the stage needs them."""
-    from ..config import read_yaml_options
-
-    p = Path(path)
-    d = read_yaml_options(p, "pass one of configs/train/hallo*_*.yaml")
-    known = {f.name: f for f in fields(StageConfig)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise InputError(f"{p}: unknown keys {unknown}", f"known keys: {', '.join(known)}")
-    missing = [k for k in ("system", "stage", "train") if k not in d]
-    if missing:
-        raise InputError(f"{p}: missing {missing}", "every stage names its system, stage and train patterns")
-    d["stage"] = str(d["stage"])
-    cfg = StageConfig(**d)
-    problems = []
-    if cfg.system not in SYSTEMS:
-        problems.append(f"system must be one of {SYSTEMS}, not {cfg.system!r}")
-    for key in ("train", "freeze"):
-        v = getattr(cfg, key)
-        if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
-            problems.append(f"{key} must be a list of parameter-name patterns")
-    if not cfg.train:
-        problems.append("train selects nothing")
-    for key in ("learning_rate",):
-        if not isinstance(getattr(cfg, key), (int, float)) or getattr(cfg, key) <= 0:
-            problems.append(f"{key} must be a positive number")
-    for key in ("max_steps", "batch_size", "clip_frames"):
-        if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
-            problems.append(f"{key} must be a positive integer")
-    if isinstance(cfg.clip_frames, int) and (cfg.clip_frames - 1) % 4:
-        problems.append(f"clip_frames must be 1 + 4k for the causal 3D VAE, not {cfg.clip_frames}")
-    if not isinstance(cfg.motion_frames, int) or cfg.motion_frames < 0 or (
-            cfg.motion_frames and (cfg.motion_frames - 1) % 4):
-        problems.append(f"motion_frames must be 0 or 1 + 4k, not {cfg.motion_frames}")
-    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-        problems.append("mixed_precision must be no, fp16 or bf16")
-    if cfg.dpo is not None:
-        beta = cfg.dpo.get("beta") if isinstance(cfg.dpo, dict) else None
-        if not isinstance(beta, (int, float)) or beta <= 0:
-            problems.append("dpo.beta must be a positive number")
-    if problems:
-        raise InputError(f"{p}: " + "; ".join(problems), "fix these settings")
-    return cfg
-
-
-def apply_stage(model: nn.Module, stage: StageConfig) -> list[str]:
-    """Set requires_grad for `stage` on a model of its system; returns the trainable parameter names."""
-    system = getattr(model, "system", None)
-    if stage.system != system:
-        raise InputError(f"the stage is for {stage.system}, the model is {system}", "load the matching config")
-    return select_trainable(model, *stage.patterns())
 
 
 # ------------------------------------------------------------------ the official SAT release

@@ -6,7 +6,7 @@ CogVideoX I2V), in the release's order noise | landmarks | image, so the patch e
 (SigLIP; the facial image-text alignment module) go through a small MLP into the text-token space and replace
 the text prompt. Training: v-prediction on CogVideoX's zero-terminal-SNR DDPM schedule with the face-aware,
 flow-masked loss; three stages (motion-driven, identity-preserving, joint fine-tuning) are the
-configs/train/skyreels_a1_stage*.yaml files, read by `load_stage_config` and applied by `apply_stage`.
+configs/train/skyreels_a1_stage*.yaml files (train/systems_dit.py trains them).
 Sampling uses diffusers' UniPC with the same schedule.
 
 Module names follow the official release where it has them: `transformer.*` is a plain diffusers
@@ -32,7 +32,6 @@ from ..errors import InputError
 from ..nn.landmark_guider import CausalLandmarkGuider, LandmarkGuiderConfig
 from ..train.losses import (diffusion_target, face_aware_loss, face_mask_from_landmarks, flow_motion_mask, resize_mask,
                             sample_timesteps)
-from ..utils import select_trainable
 
 # CogVideoX-5B noise schedule (scheduler_config.json of the release): v-prediction, zero terminal SNR.
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -442,72 +441,3 @@ def load_model(cls, config_cls, folder: str | os.PathLike, name: str):
     model = cls(config_cls.from_dict(json.loads((folder / CONFIG_FILE).read_text())))
     load_strict(model, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
     return model
-
-
-# ------------------------------------------------------------------ training stages (shared with SkyReels-A2)
-
-
-@dataclass
-class DiTStageConfig:
-    """One training stage of a DiT system. configs/train/skyreels_*.yaml map onto it (unknown keys refused)."""
-
-    system: str = "skyreels_a1"  # skyreels_a1 | skyreels_a2
-    size: str = "official"  # official | tiny: which config of the model file
-    stage: str = "1"
-    name: str = ""  # what the stage teaches, in words
-    dataset: str = ""
-    output_dir: str = "runs/train"
-    init_from: str | None = None  # checkpoint folder of the previous stage
-    train: list[str] = field(default_factory=lambda: ["*"])  # parameter-name patterns (fnmatch) that train
-    freeze: list[str] = field(default_factory=list)  # ... minus these
-    clip_frames: int = 49
-    height: int = 480
-    width: int = 720
-    batch_size: int = 1
-    grad_accum: int = 1
-    learning_rate: float = 1e-5
-    weight_decay: float = 1e-2
-    max_steps: int = 1000
-    mixed_precision: str = "bf16"
-    gradient_checkpointing: bool = True
-    face_weight: float = 2.0  # SkyReels-A1 face-aware loss α
-    flow_shift: float = 3.0  # SkyReels-A2 training σ shift
-    reference_dropout: float = 0.1  # SkyReels-A2: drop the references for CFG
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict, system: str | None = None) -> "DiTStageConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError(f"unknown stage option(s): {unknown}", f"known: {sorted(known)}")
-        cfg = cls(**d)
-        if system is not None and cfg.system != system:
-            raise InputError(f"this config is for {cfg.system!r}, not {system!r}", f"set system: {system}")
-        if cfg.size not in ("official", "tiny"):
-            raise InputError(f"size must be official or tiny, got {cfg.size!r}", "size: official")
-        for name in ("clip_frames", "batch_size", "grad_accum", "max_steps"):
-            v = getattr(cfg, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InputError(f"{name} must be a whole number >= 1, got {v!r}", f"e.g. {name}: 1")
-        return cfg
-
-
-def load_stage_config(path: str | os.PathLike, system: str | None = None) -> DiTStageConfig:
-    """Read a stage YAML into a DiTStageConfig; InputError for a missing file, bad YAML or unknown keys."""
-    from ..config import read_yaml_options
-
-    return DiTStageConfig.from_dict(read_yaml_options(path, "pass one of configs/train/skyreels_*.yaml"), system)
-
-
-def apply_stage(model: nn.Module, stage: DiTStageConfig) -> list[str]:
-    """Set requires_grad by the stage's patterns (in `train` and not in `freeze`) and the transformer's
-    gradient checkpointing by `gradient_checkpointing`; returns the trainable names. Frozen modules are left
-    in train mode; the caller decides eval/train, precision and the optimiser."""
-    transformer = getattr(model, "transformer", None)
-    if transformer is not None:
-        if stage.gradient_checkpointing:
-            transformer.enable_gradient_checkpointing()
-        else:
-            transformer.disable_gradient_checkpointing()
-    return select_trainable(model, stage.train, stage.freeze)

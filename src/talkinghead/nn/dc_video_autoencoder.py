@@ -4,9 +4,7 @@ no temporal compression, and frame-by-frame streaming encode/decode over a cache
 from __future__ import annotations
 
 import fnmatch
-import os
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -195,46 +193,7 @@ def reconstruction_loss(ae: DCVideoAutoencoder, frames: torch.Tensor) -> tuple[t
     return l1 + mse, {"l1": l1.item(), "mse": mse.item()}
 
 
-STAGE_TRAINS = ("spatial", "temporal", "all")
-
-
-@dataclass
-class DCAEStageConfig:
-    """One stage of the autoencoder's training (configs/midas/ae_stage*.yaml): 1 spatial layers on single
-    frames, 2 temporal modules only on clips, 3 the whole model on 8-frame windows."""
-
-    stage: str = "1"
-    trains: str = "spatial"  # spatial | temporal | all
-    clip_frames: int = 1
-    frame_size: int = 256  # px
-    batch_size: int = 8
-    learning_rate: float = 1e-4
-    max_steps: int = 100000
-    init_from: str | None = None  # the previous stage's weights folder
-    dataset: str = ""
-    output_dir: str = "runs/midas_ae"
-    model: DCVideoAEConfig = field(default_factory=DCVideoAEConfig)
-
-    def __post_init__(self) -> None:
-        if self.trains not in STAGE_TRAINS:
-            raise InputError(f"trains must be one of {STAGE_TRAINS}, got {self.trains!r}",
-                             "use spatial, temporal or all")
-        if isinstance(self.model, dict):
-            self.model = DCVideoAEConfig(**self.model)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "DCAEStageConfig":
-        from ..config import read_yaml_options
-
-        p = Path(path)
-        d = read_yaml_options(p, "pass one of configs/midas/ae_stage*.yaml")
-        known = {f.name for f in fields(cls)}
-        if set(d) - known:
-            raise InputError(f"unknown option(s) in {p}: {sorted(set(d) - known)}", f"known: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+STAGE_TRAINS = ("spatial", "temporal", "all")  # configs/train/midas_ae1..3.yaml express these as patterns
 
 
 def stage_parameters(ae: DCVideoAutoencoder, trains: str) -> list[nn.Parameter]:

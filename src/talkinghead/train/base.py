@@ -49,6 +49,11 @@ class TrainSystem(nn.Module):
         return parse_options(cls.Options, config.system.options, config.system.name)
 
     @classmethod
+    def check_config(cls, config) -> None:
+        """Refuse a stage config this system cannot train (InputError); called by TrainConfig.validate."""
+        cls.options(config)
+
+    @classmethod
     def make_dataset(cls, config):
         """The training clips this system reads (default: the preprocessed dataset as `TalkingClips`)."""
         from .datasets import ConditionDropout, TalkingClips
@@ -71,6 +76,9 @@ class TrainSystem(nn.Module):
     def smoke_overrides(cls, config):
         """`config` (already shrunk by train/smoke.py) with this system's tiny sizes."""
         return config
+
+    def on_weights_loaded(self) -> None:
+        """Called after the trainer loaded init_from into `self.net` (e.g. to snapshot a frozen reference)."""
 
     def select_trainable(self, train: list[str], freeze: list[str]) -> list[str]:
         """requires_grad by parameter-name patterns of `self.net` (in `train`, not in `freeze`)."""

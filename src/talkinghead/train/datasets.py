@@ -18,6 +18,8 @@ Item of `TalkingClips` (S = `size`, F = clip_frames, M = motion_frames, W = 2 * 
     pose            float32 (F, 3)                    head yaw, pitch, roll in degrees (nn.speed's order)
     speed           float32 (F,)                      head rotation speed, degrees per frame
     speed_bucket    int64 (F,)                        EMO's speed bucket
+    hands, hand_mask, body, body_mask                 EMO2's hand and body keypoints in [0, 1] and their
+                                                      masks (only when the shards have them)
     drop_audio, drop_reference, drop_motion   bool ()  condition dropout flags. The dataset never zeroes the
                                                       tensors: the model (or the trainer's system) applies them
     video_id str, start int, reference_index int
@@ -42,6 +44,7 @@ from ..errors import InputError
 from .preprocess import FORMAT_VERSION, Shard
 
 VAL_FRACTION = 0.1  # share of the videos held out for validation
+BODY_KEYS = ("hands", "hand_mask", "body", "body_mask")  # EMO2 keypoint arrays of a shard (optional)
 
 
 @dataclass
@@ -110,7 +113,9 @@ def read_index(dataset_dir: str | os.PathLike) -> dict:
 
 def _pixels(frames: np.ndarray) -> torch.Tensor:
     """(n, s, s, 3) uint8 -> (n, 3, s, s) float32 in [-1, 1]."""
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    # contiguous (b, c, h, w): a permuted view reaches convolutions as channels-last strides, whose backward
+    # without a weight gradient crashes the CPU kernels of this torch (a stage that freezes the first convs)
+    return (torch.from_numpy(frames).float() / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
 def _windows(shard: Shard, key: str, start: int, n: int, radius: int) -> torch.Tensor:
@@ -237,12 +242,25 @@ class TalkingClips(Dataset):
             "pose": torch.from_numpy(shard.array("pose", start, start + f).astype(np.float32)),
             "speed": torch.from_numpy(shard.array("speed", start, start + f).astype(np.float32)),
             "speed_bucket": torch.from_numpy(shard.array("speed_bucket", start, start + f).astype(np.int64)),
+            **self._body(shard, start, f),
             **flags,
             "video_id": video["id"],
             "start": start,
             "reference_index": ref,
         })
         return item
+
+    @staticmethod
+    def _body(shard: Shard, start: int, n: int) -> dict[str, torch.Tensor]:
+        """EMO2's end effectors of the target frames when the shard has them (preprocess --body): `hands`
+        (F, 2, 21, 3) and `body` (F, 12, 2) in [0, 1] of the crop, `hand_mask` (F, 2) and `body_mask` (F, 12)
+        float {0, 1} (points found)."""
+        if "hands" not in shard.keys:
+            return {}
+        out = {}
+        for key in BODY_KEYS:
+            out[key] = torch.from_numpy(shard.array(key, start, start + n).astype(np.float32))
+        return out
 
     @staticmethod
     def _masks(shard: Shard, size: int) -> torch.Tensor:

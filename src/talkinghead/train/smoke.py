@@ -158,8 +158,9 @@ def write_smoke_dataset(folder: str | Path, videos: int = SMOKE_VIDEOS, frames: 
 
 
 def smoke_config(config, folder: str | Path):
-    """`config` (a TrainConfig) shrunk for a smoke run in `folder`: its system's tiny variant, a generated
-    dataset, two steps, fp32, no init_from, small clips; a sample grid and a checkpoint at the last step."""
+    """`config` (a TrainConfig) shrunk for a smoke run in `folder`: its system's tiny variant (the model-size
+    overrides of `system.model` dropped), a generated dataset, two steps, fp32, no init_from, small clips; a
+    sample grid and a checkpoint at the last step. The stage's train/freeze patterns and options stay."""
     from .adapters import adapter_class
 
     folder = Path(folder)
@@ -169,7 +170,7 @@ def smoke_config(config, folder: str | Path):
                   clip_frames=min(config.clip_frames, 2), motion_frames=min(config.motion_frames, 2),
                   audio_context=min(config.audio_context, 1), log_every=1, sample_every=SMOKE_STEPS,
                   sample_steps=2, checkpoint_every=SMOKE_STEPS, progress=False,
-                  system=replace(config.system, size="tiny", vae=None))
+                  system=replace(config.system, size="tiny", vae=None, model={}))  # the tiny variant's sizes
     return adapter_class(cfg.system.name).smoke_overrides(cfg)
 
 

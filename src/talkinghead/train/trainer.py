@@ -74,6 +74,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InputError(f"{name} must be a whole number >= 1, got {v!r}", f"e.g. {name}: 1")
+        adapter_class(self.system.name).check_config(self)  # the system's own rules (clip lengths, options)
         return self
 
     @classmethod
@@ -161,6 +162,7 @@ class Trainer:
         self.system = adapter.from_train_config(config, self.dataset)
         if config.init_from:
             self._load_weights(Path(config.init_from))
+            self.system.on_weights_loaded()
         self.trainable = self.system.select_trainable(config.train, config.freeze)
         if config.gradient_checkpointing:
             for m in self.system.net.modules():
