@@ -13,6 +13,7 @@ METRICS = (
     "time to first frame (animate)",
     "encode-only ceiling, 2 s",
     "end to end / encode-only ceiling",
+    "end to end CPU, 2 s",
     "talkinghead --help",
     "engine fps (motion+render+encode)",
     "render-only fps (no encode)",
