@@ -15,8 +15,11 @@ Contract for the code an entry points at:
   `Animator` and `HalloAnimator` have; `api.render_to_file` drives any of them.
 - `verifier`: `verify(fixture_dir: Path) -> list[verify.Check]`, reading every size, seed and setting from the
   fixture's own files.
-- `proven`: the capabilities ("render", "train", "verify") that tests/systems/ proves by running them; a claim
-  without its test fails the suite, so `talkinghead systems` never says more than the tests show.
+- `proven`: the capabilities ("render", "train", "verify") that tests/systems/test_registry.py proves by running
+  them, so `talkinghead systems` never says more than the tests show. "render" runs the real CLI with the
+  arguments the `tiny_checkpoints` builder of tests/systems/conftest.py returns for the system (a tiny weights
+  folder written the way users get one); "verify" runs `talkinghead verify NAME` on shared/fixtures/<fixture>;
+  "train" runs `talkinghead train --config F --smoke` for each of its stage configs.
 """
 from __future__ import annotations
 
@@ -95,9 +98,9 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("warp", "Warp (CPU)", "talkinghead's mesh-warp engine: landmarks -> audio-driven motion -> warp", "warp",
            engine=".pipelines.warp:Animator", weights="none", controls=RENDER + MOTION, proven=_P({"render"})),
     System("emo", "EMO", "EMO: Emote Portrait Alive (2024)", "unet",
-           models=(".models.emo:EMONet",), trainer="emo",
-           stage_configs=("emo_stage1.yaml", "emo_stage2.yaml", "emo_stage3.yaml"),
-           needs_gpu_for="paper-size training and sampling"),
+           models=(".models.emo:EMONet",), engine=".train.engine:EMOAnimator", trainer="emo",
+           stage_configs=("emo_stage1.yaml", "emo_stage2.yaml", "emo_stage3.yaml"), controls=DIFFUSION,
+           proven=_P({"render"}), needs_gpu_for="paper-size training and sampling"),
     System("hallo", "Hallo", "Hallo: Hierarchical Audio-Driven Visual Synthesis for Portrait Image Animation (2024)",
            "unet", models=(".models.hallo:HalloNet",), engine=".pipelines.hallo_engine:HalloAnimator",
            verifier=".verify.hallo:verify_hallo", fixture="hallo", trainer="hallo",
@@ -123,8 +126,9 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            models=(".models.emo2:EMO2Stage1Net", ".models.emo2:EMO2Stage2Net"),
            stage_configs=("emo2_stage1.yaml", "emo2_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
     System("loopy", "Loopy", "Loopy: Taming Audio-Driven Portrait Avatar with Long-Term Motion Dependency (2024)",
-           "unet", models=(".models.loopy:LoopyNet",), trainer="loopy",
-           stage_configs=("loopy_stage1.yaml", "loopy_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
+           "unet", models=(".models.loopy:LoopyNet",), engine=".train.engine:LoopyAnimator", trainer="loopy",
+           stage_configs=("loopy_stage1.yaml", "loopy_stage2.yaml"), proven=_P({"render"}),
+           needs_gpu_for="paper-size training and sampling"),
     System("hallo3", "Hallo3", "Hallo3: Highly Dynamic and Realistic Portrait Image Animation with Video Diffusion "
            "Transformer (2024)", "dit", models=(".models.hallo3:Hallo3Model",),
            verifier=".verify.hallo3:verify_hallo3", fixture="hallo3",
