@@ -32,6 +32,7 @@ RENDER = ("fps", "size", "crop", "face_index", "max_seconds")
 MOTION = ("head_motion", "blink_rate", "gaze", "mouth_scale", "smile", "brows", "lips_only", "seed")
 SAMPLING = ("checkpoint_dir", "steps", "guidance_scale", "scheduler", "dtype", "device")
 DIFFUSION = RENDER + ("seed",) + SAMPLING  # what every diffusion engine honours
+TRAINED = RENDER + ("seed", "checkpoint_dir", "steps")  # engines over a `talkinghead train` checkpoint (CPU, fp32)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            engine=".pipelines.warp:Animator", weights="none", controls=RENDER + MOTION, proven=_P({"render"})),
     System("emo", "EMO", "EMO: Emote Portrait Alive (2024)", "unet",
            models=(".models.emo:EMONet",), engine=".train.engine:EMOAnimator", trainer="emo",
-           stage_configs=("emo_stage1.yaml", "emo_stage2.yaml", "emo_stage3.yaml"), controls=DIFFUSION,
+           stage_configs=("emo_stage1.yaml", "emo_stage2.yaml", "emo_stage3.yaml"), controls=TRAINED,
            proven=_P({"render"}), needs_gpu_for="paper-size training and sampling"),
     System("hallo", "Hallo", "Hallo: Hierarchical Audio-Driven Visual Synthesis for Portrait Image Animation (2024)",
            "unet", models=(".models.hallo:HalloNet",), engine=".pipelines.hallo_engine:HalloAnimator",
@@ -127,7 +128,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            stage_configs=("emo2_stage1.yaml", "emo2_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
     System("loopy", "Loopy", "Loopy: Taming Audio-Driven Portrait Avatar with Long-Term Motion Dependency (2024)",
            "unet", models=(".models.loopy:LoopyNet",), engine=".train.engine:LoopyAnimator", trainer="loopy",
-           stage_configs=("loopy_stage1.yaml", "loopy_stage2.yaml"), proven=_P({"render"}),
+           stage_configs=("loopy_stage1.yaml", "loopy_stage2.yaml"), controls=TRAINED, proven=_P({"render"}),
            needs_gpu_for="paper-size training and sampling"),
     System("hallo3", "Hallo3", "Hallo3: Highly Dynamic and Realistic Portrait Image Animation with Video Diffusion "
            "Transformer (2024)", "dit", models=(".models.hallo3:Hallo3Model",),
