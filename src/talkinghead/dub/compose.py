@@ -25,7 +25,11 @@ MESH_TOP = 0.62  # IOD above the lip line: landmarks below this line are mesh ve
 ANCHOR_TOP = 0.8  # IOD above the lip line: the row of fixed anchors across the face
 ANCHOR_SCALE = 1.5  # fixed anchors sit this far out from the mouth centre, relative to the face oval
 MOVING = 0.05  # px: a vertex moving less than this is still
+MIN_AREA = 0.05  # px^2: a target triangle smaller than this (or folded over) is not drawn
 SHIFT = 4  # fractional bits for cv2.fillConvexPoly
+LIP_BITE = 0.015  # IOD: a closing mouth takes its lip line from this far inside each lip ...
+BITE_SHARE = 0.15  # ... plus this share of how far it closes (landmarks sit a little inside a wide opening)
+MAX_BITE = 0.05  # IOD
 INTERIOR_FULL = 0.25  # source/target opening ratio at or below which the interior is fully drawn
 INTERIOR_NONE = 0.75  # ... at or above which the source's own interior is kept
 
@@ -58,6 +62,8 @@ class ShotMesh:
         verts += np.random.default_rng(0).normal(0, 1e-5, verts.shape)  # no exactly coincident points
         self.triangles = Delaunay(verts).simplices.astype(np.int32)
         self.n_landmarks = len(self.landmarks)
+        pairs = [(pos[a], pos[b], i) for i, (a, b) in enumerate(zip(INNER_UP, INNER_LO)) if a in pos and b in pos]
+        self.inner_pairs = np.array(pairs, np.int64).reshape(-1, 3)  # (upper, lower) mesh positions, pair index
 
 
 class MouthCompositor:
@@ -71,15 +77,23 @@ class MouthCompositor:
         ff = rt.frame
         anchors = ff.px(mesh.anchors)
         src = np.concatenate([pts[mesh.landmarks, :2].astype(np.float64), anchors])
+        _bite(src, rt, mesh)
         dst = np.concatenate([rt.target[mesh.landmarks], anchors])
         move = np.zeros(len(src), bool)
         move[: mesh.n_landmarks] = np.abs(rt.displacement[mesh.landmarks]).max(1) > MOVING
-        tris = mesh.triangles[move[mesh.triangles].any(1)]
+        moving = move[mesh.triangles].any(1)
         out = image.copy()
         self.last_roi = None
-        if len(tris) == 0:
+        if not moving.any():
             return out
-        corners = np.concatenate([src[tris].reshape(-1, 2), dst[tris].reshape(-1, 2)])
+        corners = np.concatenate([src[mesh.triangles[moving]].reshape(-1, 2), dst[mesh.triangles[moving]].reshape(-1, 2)])
+        # every triangle near the moving ones is drawn (still ones map to themselves), except those
+        # that collapse (closing lips) or fold over: they have no area of their own, their pixels
+        # go to a neighbour below
+        lo, hi = corners.min(0) - 2, corners.max(0) + 2
+        near = ((dst[mesh.triangles] >= lo) & (dst[mesh.triangles] <= hi)).all(2).any(1)
+        tris = mesh.triangles[near]
+        tris = tris[_area(dst[tris]) * np.sign(_area(src[tris])) > MIN_AREA]
         stride = int(np.clip(round(ff.iod / 45.0), 1, 4))
         x0, y0 = np.floor(corners.min(0)).astype(int) - 2
         x1, y1 = np.ceil(corners.max(0)).astype(int) + 3
@@ -95,21 +109,35 @@ class MouthCompositor:
         gi = np.round(g * (1 << SHIFT)).astype(np.int32)
         for t in range(len(tris)):
             cv2.fillConvexPoly(ids, gi[t], t + 1, lineType=cv2.LINE_8, shift=SHIFT)
-        # target -> source affine map per triangle: src = A @ [x, y, 1]
+        # pixels inside the mesh left between drawn triangles (where collapsed or folded ones were
+        # skipped) take a neighbour's triangle, clamped to it below, instead of the unmoved source
+        hull = np.zeros((gh, gw), np.uint8)
+        ring = (anchors - [x0 + off, y0 + off]) / stride
+        cv2.fillConvexPoly(hull, np.round(cv2.convexHull(ring.astype(np.float32))[:, 0] * (1 << SHIFT)).astype(np.int32),
+                           1, lineType=cv2.LINE_8, shift=SHIFT)
+        for _ in range(3):
+            hole = (ids == 0) & (hull > 0)
+            if not hole.any():
+                break
+            ids[hole] = cv2.dilate(ids, np.ones((3, 3), np.uint8))[hole]
+        # per pixel: barycentric weights in its target triangle, clamped to the triangle (a pixel on
+        # a thin triangle's rasterised edge must not extrapolate), applied to the source triangle
         T = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], 2)  # (n, 3, 3) rows [x y 1]
-        S = src[tris]  # (n, 3, 2)
-        det = np.linalg.det(T)
-        ok = np.abs(det) > 1e-6
-        A = np.zeros((len(tris) + 1, 2, 3))
-        A[0] = [[1, 0, 0], [0, 1, 0]]
-        A[1:][ok] = np.transpose(np.linalg.solve(T[ok], S[ok]), (0, 2, 1))
-        A[1:][~ok] = A[0]
-        gx = (x0 + off + stride * np.arange(gw, dtype=np.float32))[None, :]
-        gy = (y0 + off + stride * np.arange(gh, dtype=np.float32))[:, None]
-        Ai = A.astype(np.float32)[ids]  # (gh, gw, 2, 3)
-        coarse = np.empty((gh, gw, 2), np.float32)
-        coarse[..., 0] = Ai[..., 0, 0] * gx + Ai[..., 0, 1] * gy + Ai[..., 0, 2]
-        coarse[..., 1] = Ai[..., 1, 0] * gx + Ai[..., 1, 1] * gy + Ai[..., 1, 2]
+        Tinv = np.zeros((len(tris) + 1, 3, 3), np.float32)
+        Tinv[1:] = np.linalg.inv(T)  # bary = [x y 1] @ Tinv
+        S = np.zeros((len(tris) + 1, 3, 2), np.float32)
+        S[1:] = src[tris]
+        gx = (x0 + off + stride * np.arange(gw, dtype=np.float32))[None, :].repeat(gh, 0)
+        gy = (y0 + off + stride * np.arange(gh, dtype=np.float32))[:, None].repeat(gw, 1)
+        inside = ids > 0
+        k = ids[inside]
+        Ti = Tinv[k]  # (m, 3, 3)
+        px, py = gx[inside], gy[inside]
+        bary = px[:, None] * Ti[:, 0] + py[:, None] * Ti[:, 1] + Ti[:, 2]  # (m, 3)
+        bary = np.maximum(bary, 0.0)
+        bary /= np.maximum(bary.sum(1, keepdims=True), 1e-6)
+        coarse = np.stack([gx, gy], -1)
+        coarse[inside] = np.einsum("mk,mkc->mc", bary, S[k])
         full = coarse if stride == 1 else cv2.resize(coarse, (gw * stride, gh * stride), interpolation=cv2.INTER_LINEAR)
         full = full[: y1 - y0, : x1 - x0]
         out[y0:y1, x0:x1] = cv2.remap(image, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -142,3 +170,25 @@ class MouthCompositor:
             roi[:] = drawn
         else:
             roi[:] = (roi.astype(np.float32) * (1 - a) + drawn.astype(np.float32) * a + 0.5).astype(np.uint8)
+
+
+def _area(t: np.ndarray) -> np.ndarray:
+    """Signed areas of triangles (n, 3, 2)."""
+    a, b, c = t[:, 0], t[:, 1], t[:, 2]
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+
+def _bite(src: np.ndarray, rt: Retarget, mesh: ShotMesh) -> None:
+    """Where the new mouth is more closed than the source's, sample the meeting lips from a little
+    inside each lip, so the dark edge of the source's opening does not show along the closed line."""
+    if not len(mesh.inner_pairs):
+        return
+    up, lo = mesh.inner_pairs[:, 0], mesh.inner_pairs[:, 1]
+    ey, iod = rt.frame.ey, rt.frame.iod
+    land = mesh.landmarks
+    src_gap = (src[lo] - src[up]) @ ey / iod
+    tgt_gap = (rt.target[land[lo]] - rt.target[land[up]]) @ ey / iod
+    closing = np.maximum(src_gap - tgt_gap, 0.0)  # IOD
+    bite = iod * np.minimum(LIP_BITE * np.clip(closing / 0.03, 0.0, 1.0) + BITE_SHARE * closing, MAX_BITE)
+    src[up] -= bite[:, None] * ey
+    src[lo] += bite[:, None] * ey

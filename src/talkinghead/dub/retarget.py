@@ -22,6 +22,7 @@ LIP_WIDTH = 0.10
 LIP_ROUND = 0.12
 LIP_PROTRUDE = 0.025
 PRESS = 0.008
+CORNER_CLOSE = 0.15  # the mouth corners' share of the jaw's rise when the source mouth is closed
 JAW_SHARE = 0.8  # share of the source opening closed by raising the jaw; the upper lip does the rest
 INNER_UP, INNER_LO = list(R.LIPS_INNER_UPPER[1:-1]), list(R.LIPS_INNER_LOWER[1:-1])
 OUTER_UP, OUTER_LO = list(R.LIPS_OUTER_UPPER[1:-1]), list(R.LIPS_OUTER_LOWER[1:-1])
@@ -105,7 +106,9 @@ def retarget(pts: np.ndarray, m: MotionFrame) -> Retarget:
     g = float(gap[CENTRE].mean())
     d = np.zeros_like(uv)
     # 1. close the source mouth: jaw and lower lip rise, the upper lip comes down; inner lips meet
-    d[:, 1] += g * ((1 - JAW_SHARE) * w["upper"] - JAW_SHARE * w["jaw"])
+    close_jaw = w["jaw"].copy()
+    close_jaw[list(R.MOUTH_CORNERS)] = CORNER_CLOSE  # the corners are already closed: they hardly move
+    d[:, 1] += g * ((1 - JAW_SHARE) * w["upper"] - JAW_SHARE * close_jaw)
     d[INNER_UP, 1] = (1 - JAW_SHARE) * gap
     d[INNER_LO, 1] = -JAW_SHARE * gap
     # 2. open and shape it as the new speech wants
