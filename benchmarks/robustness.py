@@ -217,6 +217,7 @@ def cases() -> list[Case]:
         Case("glasses", "ru", "render", lambda: glasses(g())),
         Case("sunglasses", "cmn", "render", lambda: glasses(a(), dark=True)),
         Case("open_mouth", "en-us", "render", lambda: warped(a(), jaw=0.9)),
+        Case("wide_open_mouth", "fr", "refuse", lambda: warped(a(), jaw=2.4)),
         Case("turned_20_looking_down", "cmn", "render", lambda: warped(g(), yaw=20, pitch=10)),
         Case("cameraman", "en-us", "render", cameraman),
     ]
@@ -319,11 +320,12 @@ def run(quick: bool, size: int, only: list[str] | None = None, sheet: Path | Non
             rows.append(row(case.name, case.voice, result, card) + f" {time.perf_counter() - t0:.1f} s")
             print(rows[-1], flush=True)
         if not quick and not only or (only and "librivox" in only):
-            for name in ("librivox_0870", "librivox_0880"):
-                sp, text = librivox(name)
-                card = full_card(bundled("astronaut"), sp, size, tmp, name, text=text)
-                rows.append(row(f"astronaut + {name} (aligned)", "en", "rendered", card))
-                print(rows[-1], flush=True)
+            for who in ("astronaut", "grace_hopper"):
+                for name in ("librivox_0870", "librivox_0880"):
+                    sp, text = librivox(name)
+                    card = full_card(bundled(who), sp, size, tmp, f"{who}_{name}", text=text)
+                    rows.append(row(f"{who} + {name} (aligned)", "en", "rendered", card))
+                    print(rows[-1], flush=True)
     if sheet is not None and thumbs:
         write_sheet(thumbs, sheet)
     return rows

@@ -25,7 +25,9 @@ LIP_PROTRUDE = 0.025
 # meet halfway; what is open beyond that is a dropped jaw, so the jaw takes JAW_SHARE of the rest.
 PARTED = 0.08
 JAW_SHARE = 0.8
-MAX_REST_GAP = 0.55  # wider open than this (a scream, a yawn) cannot be closed believably: refused
+OVERCLOSE = 0.25  # an open mouth is closed this much past its landmarks: FaceMesh puts the inner-lip
+# points of an open mouth a little inside the visible lip edges
+MAX_REST_GAP = 0.38  # wider open than our own widest (a scream, a yawn) cannot be closed believably: refused
 SMILE_CORNER = (0.085, -0.075)  # (outwards, up)
 SMILE_CHEEK = 0.03
 BROW_LIFT = 0.10
@@ -103,6 +105,7 @@ class FaceRig:
         # a portrait with parted lips or an open mouth is brought to closed lips as the neutral mouth
         self.rest_gap = np.clip(uv[self.inner_lo, 1] - uv[self.inner_up, 1], 0.0, None)
         gap = float(self.rest_gap[3:6].mean())
+        self.rest_gap = self.rest_gap + OVERCLOSE * np.maximum(self.rest_gap - PARTED, 0)
         if gap > MAX_REST_GAP:
             raise InputError(
                 f"the mouth in the portrait is wide open ({gap:.2f} eye distances between the lips), too wide "
