@@ -164,3 +164,20 @@ def test_hallo_seed_zero_is_seed_zero_and_branch_weights_change_the_video(hallo_
     zero, forty_two = render("s0", "--seed", "0"), render("s42", "--seed", "42")
     assert not np.array_equal(zero, forty_two)
     assert not np.array_equal(render("lip", "--seed", "0", "--lip-weight", "0"), zero)
+
+
+# ----------------------------------------------------------------------------------- train, where claimed
+@pytest.mark.parametrize("name", [n for n, s in SYSTEMS.items() if s.can("train")])
+def test_train_claim(name):
+    """Every stage config of a system that claims training names its trainer adapter; tests/train/test_smoke.py
+    runs `train --smoke` on each of them (every YAML under configs/) and test_every_system.py overfits and
+    resumes one stage per adapter."""
+    import yaml
+
+    from talkinghead.train.adapters import ADAPTERS
+
+    s = SYSTEMS[name]
+    assert s.trainer in ADAPTERS
+    for config in s.stage_configs:
+        system = yaml.safe_load((REPO / "configs" / "train" / config).read_text())["system"]
+        assert (system if isinstance(system, str) else system["name"]) == s.trainer, config
