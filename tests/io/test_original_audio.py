@@ -214,3 +214,10 @@ def test_cli_refuses_a_bad_bitrate(tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--audio-bitrate" in err and "how to fix" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_analysis_only_callers_can_skip_the_original(tmp_path):
+    wav = write_wav(tmp_path / "music.wav", stereo_music(0.5, 48000), 48000)
+    sp = load_audio(wav, keep_original=False)
+    assert sp.original is None and len(sp.samples) == 8000
+    np.testing.assert_array_equal(sp.samples, load_audio(wav).samples)  # the same analysis copy either way

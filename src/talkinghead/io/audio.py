@@ -83,8 +83,12 @@ def _metadata_duration(container, stream) -> float | None:
     return None
 
 
-def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0) -> Speech:
+def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0, keep_original: bool = True) -> Speech:
     """Decode any audio file (or a video's audio track) to 16 kHz mono float32.
+
+    With `keep_original` (the default) the audio is also kept as given, at its own rate and
+    channel layout, in `Speech.original` (None when it already is 16 kHz mono), for the output
+    video; callers that only analyse the sound pass False and skip that copy.
 
     The duration is checked from the container metadata before decoding when it is known, and
     decoding stops as soon as more than `max_seconds` (None = no limit) has been decoded.
@@ -131,7 +135,7 @@ def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0) -> Sp
         if max_seconds is not None and meta is not None and meta > max_seconds:
             raise _too_long(meta, max_seconds)
 
-        samples, original, n_errors = _decode(container, stream, max_seconds, meta)
+        samples, original, n_errors = _decode(container, stream, max_seconds, meta, keep_original)
         samples = _trim_padding(samples, container, meta, SAMPLE_RATE)
         if original is not None:
             original.samples = _trim_padding(original.samples.T, container, meta, original.sample_rate).T
@@ -155,7 +159,7 @@ def _trim_padding(samples: np.ndarray, container, meta: float | None, rate: int)
     return samples
 
 
-def _decode(container, stream, max_seconds: float | None, meta: float | None
+def _decode(container, stream, max_seconds: float | None, meta: float | None, keep_original: bool = True
             ) -> tuple[np.ndarray, AudioTrack | None, int]:
     """Decode the stream twice over in one pass: 16 kHz mono for analysis, and, unless the first
     frame already is 16 kHz mono, float samples at the stream's own rate and layout (the first
@@ -196,7 +200,7 @@ def _decode(container, stream, max_seconds: float | None, meta: float | None
                         take(resampler.resample(None))
                         if keeper is not None:
                             take_original(keeper.resample(None))
-                    elif not (frame.sample_rate == SAMPLE_RATE and frame.layout.nb_channels == 1):
+                    elif keep_original and not (frame.sample_rate == SAMPLE_RATE and frame.layout.nb_channels == 1):
                         keep_layout = _layout_name(frame.layout)
                         if keep_layout is not None:  # unnamed layouts of > 8 channels: the mono copy only
                             keep_rate = frame.sample_rate
@@ -274,7 +278,8 @@ def as_speech(samples, sample_rate: float = SAMPLE_RATE, *, transcript: str | No
     if planar is None and sr.denominator == 1 and sr != SAMPLE_RATE:
         planar = x[None]
     if planar is not None and sr.denominator == 1 and planar.shape[0] in DEFAULT_LAYOUTS and x.size:
-        original = AudioTrack(np.asarray(planar, np.float32), int(sr), DEFAULT_LAYOUTS[planar.shape[0]])
+        # a copy: the caller may reuse its buffer (a live stream's ring buffer) once we return
+        original = AudioTrack(np.array(planar, np.float32), int(sr), DEFAULT_LAYOUTS[planar.shape[0]])
     if sr != SAMPLE_RATE and x.size:
         from scipy.signal import resample_poly  # imported here: scipy.signal costs ~0.6 s at start-up
 
