@@ -104,3 +104,31 @@ class HalloNet(nn.Module):
         net = cls(config)
         load_strict(net, state, path)
         return net.eval()
+
+
+# -- Hallo2 ---------------------------------------------------------------------------------------------------
+def load_super_resolution(path: Path, config=None):
+    """Hallo2's video super-resolution network from `net_g.pth` (official: `{'params_ema': state}`, possibly
+    with the training weights under 'params' too; only 'params_ema' is used), a flat state dict, or a
+    .safetensors file. Loaded with weights_only=True, keys strict. `config`: VQSuperResolutionConfig
+    (default: the official sizes)."""
+    from ..errors import CheckpointError
+    from ..nn.vq_super_resolution import VQVideoSuperResolution
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state = load_state_dict(path)
+    else:
+        try:
+            blob = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a bad file for the user
+            raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}. Only safetensors and "
+                                  "weights-only torch pickles are loaded; re-download the file if it is "
+                                  "truncated.") from exc
+        state = blob.get("params_ema", blob) if isinstance(blob, dict) else blob
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{path} holds neither 'params_ema' nor a flat state dict of tensors "
+                                  f"(top-level keys: {sorted(blob)[:8] if isinstance(blob, dict) else type(blob)})")
+    net = VQVideoSuperResolution(config)
+    load_strict(net, state, path)
+    return net.eval()
