@@ -110,11 +110,18 @@ class DiffusionConfig:
     average_windows: bool = False
     # Hallo3: the text prompt its T5 encoder reads (None: "A person is talking.")
     prompt: str | None = None
+    # Hallo2: restore the rendered frames with its video super-resolution network (`hallo2/net_g.pth`); frames
+    # are restored 16 at a time at the network's 512x512
+    super_resolution: bool = False
+    sr_fidelity: float | None = None  # Hallo2 SR fidelity weight w in [0, 1] (None: official 0.5; 0: codes only)
+    sr_keep_last_frame: bool = False  # Hallo2 SR: keep the last frame (official video_sr.py drops it, a bug)
 
     def validate(self) -> "DiffusionConfig":
         for name in ("pose_weight", "face_weight", "lip_weight"):
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), 0.0, 5.0)
+        if self.sr_fidelity is not None:
+            _check_range("sr_fidelity", self.sr_fidelity, 0.0, 1.0)
         if self.steps is not None and (int(self.steps) != self.steps or not 1 <= self.steps <= 1000):
             raise InputError(f"--steps must be a whole number from 1 to 1000, got {self.steps}", "e.g. --steps 40")
         if self.guidance_scale is not None:

@@ -250,6 +250,14 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                         "official bug: without guidance the audio-driven pipeline sums them; off by default to "
                         "keep the official numbers)")
     g.add_argument("--prompt", help="hallo3: the text prompt (default: \"A person is talking.\")")
+    g.add_argument("--super-resolution", action="store_true",
+                   help="hallo2: restore the frames with its video super-resolution network (needs hallo2/net_g.pth "
+                        "in --checkpoint-dir); 16 frames at a time at 512x512, as the official video_sr.py")
+    g.add_argument("--sr-fidelity", type=_number(float, "--sr-fidelity"),
+                   help="hallo2 --super-resolution: fidelity weight w from 0 (codebook only) to 1 (official 0.5)")
+    g.add_argument("--sr-keep-last-frame", action="store_true",
+                   help="hallo2 --super-resolution: keep the last frame (fixes an official bug: video_sr.py drops "
+                        "it; off by default to keep the official output)")
     for region in ("pose", "face", "lip"):
         g.add_argument(f"--{region}-weight", type=_number(float, f"--{region}-weight"),
                        help=f"hallo/hallo2: how strongly the audio drives the {region} region (official 1.0)")

@@ -115,7 +115,8 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            trainer="hallo2", stage_configs=("hallo2_stage1.yaml", "hallo2_stage2.yaml"),
            weights="official",
            release_files=("hallo2/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
-           controls=DIFFUSION + ("face_embedding", "pose_weight", "face_weight", "lip_weight"),
+           controls=DIFFUSION + ("face_embedding", "pose_weight", "face_weight", "lip_weight", "super_resolution",
+                                 "sr_fidelity", "sr_keep_last_frame"),
            proven=_P({"render"}), needs_gpu_for="official-size sampling and super-resolution"),
     System("echomimic", "EchoMimic", "EchoMimic: Lifelike Audio-Driven Portrait Animations through Editable Landmark "
            "Conditions (2024)", "unet", models=(".models.echomimic:EchoMimicNet",), fixture="echomimic",
@@ -127,6 +128,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            needs_gpu_for="official-size sampling (30 steps at 512 px)"),
     System("emo2", "EMO2", "EMO2: End-Effector Guided Audio-Driven Avatar Video Generation (2025)", "unet",
            models=(".models.emo2:EMO2Stage1Net", ".models.emo2:EMO2Stage2Net"), trainer="emo2",
+           engine=".train.engine:EMO2Animator", controls=TRAINED,
            stage_configs=("emo2_stage1.yaml", "emo2_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
     System("loopy", "Loopy", "Loopy: Taming Audio-Driven Portrait Avatar with Long-Term Motion Dependency (2024)",
            "unet", models=(".models.loopy:LoopyNet",), engine=".train.engine:LoopyAnimator", trainer="loopy",
@@ -139,7 +141,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            engine=".pipelines.hallo3:Hallo3Animator",
            release_files=("hallo3/latest", "hallo3/<latest>/mp_rank_00_model_states.pt",
                           "cogvideox-5b-i2v-sat/vae/3d-vae.pt", "t5-v1_1-xxl/", "wav2vec/wav2vec2-base-960h/"),
-           front_ends=("wav2vec2", "t5"), proven=_P({"verify"}),
+           front_ends=("wav2vec2", "t5"), proven=_P({"render", "verify"}),
            controls=("fps", "face_index", "max_seconds", "seed", "checkpoint_dir", "face_embedding", "steps",
                      "guidance_scale", "dtype", "device", "prompt"),
            needs_gpu_for="official-size sampling (CogVideoX-5B)"),
@@ -167,6 +169,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("midas", "MIDAS", "MIDAS: Multimodal Interactive Digital-human Synthesis via Real-time Autoregressive "
            "Video Generation (2025)", "autoregressive",
            models=(".models.midas:MidasTransformer", ".nn.dc_video_autoencoder:DCVideoAutoencoder"), trainer="midas",
+           engine=".train.engine:MidasAnimator", controls=TRAINED,
            stage_configs=("midas_ae1.yaml", "midas_ae2.yaml", "midas_ae3.yaml", "midas_ar.yaml"),
            front_ends=("whisper",), needs_gpu_for="paper-size training and real-time sampling"),
 )}
