@@ -301,12 +301,13 @@ def release_state_shapes(model: SkyReelsA1) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _diffusers_state(folder: Path, rel: str) -> tuple[dict[str, torch.Tensor] | None, list[str]]:
-    """A diffusers model folder's tensors (one safetensors file, or an index and its shards), or the
-    relative paths of what is missing."""
+def read_weights(folder: Path, rel: str, name: str = DIFFUSERS_WEIGHTS
+                     ) -> tuple[dict[str, torch.Tensor] | None, list[str]]:
+    """A model folder's tensors (`{name}.safetensors`, or its index and shards), or the relative paths of what
+    is missing."""
     from safetensors.torch import load_file
 
-    single, index = folder / f"{DIFFUSERS_WEIGHTS}.safetensors", folder / f"{DIFFUSERS_WEIGHTS}.safetensors.index.json"
+    single, index = folder / f"{name}.safetensors", folder / f"{name}.safetensors.index.json"
     if single.is_file():
         return load_file(str(single)), []
     if not index.is_file():
@@ -343,7 +344,7 @@ def load_release(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     missing = [n for n in needed if not (root / n).is_file()]
     states = {}
     for part in RELEASE_PARTS:
-        states[part], absent = _diffusers_state(root / part, part)
+        states[part], absent = read_weights(root / part, part)
         missing += absent
     if missing:
         raise CheckpointError(f"{root} is missing files of the {RELEASE_NAME} release:\n"
@@ -379,6 +380,7 @@ def load_release(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     vae.load_state_dict(states["vae"], strict=True, assign=True)
     for module in (model, vae):  # nn.Module.to: diffusers' own .to warns about fp32 modules this VAE lacks
         nn.Module.to(module, device=device, dtype=dtype).eval()
+    vae.enable_tiling()  # as the release's inference: at 480 x 720 the image encode and the decode go by tiles
     release = SkyReelsA1Release(model, vae, json.loads((root / "scheduler" / "scheduler_config.json").read_text()))
     if identity_encoder:
         release.identity_encoder, release.image_processor = load_siglip(root / SIGLIP_FOLDER, device)

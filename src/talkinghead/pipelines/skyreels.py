@@ -608,3 +608,183 @@ class SkyReelsA1Animator:
                 video = sample_a1_release(release.model, release.vae, release.scheduler(), ref_pixels, control,
                                           self.identity, self.steps, self.guidance, generator=generator)
             yield from video[A1_DROPPED:A1_DROPPED + min(per_clip, n - start)]
+
+
+# ------------------------------------------------------------------ SkyReels-A2 as the release samples
+
+A2_TEXT_LEN = 512  # UMT5 tokens; the transformer reads the last 512 context tokens as text
+A2_CLIP_SIZE = 512  # infer.py pads every reference to a white 512 x 512 square before the CLIP processor
+A2_REPEAT = 4  # every reference after the first fills 4 pixel frames (one latent frame) of the condition video
+
+
+def pad_to_aspect(image: np.ndarray, height: int, width: int, fill: int = 255) -> np.ndarray:
+    """The release's subject preparation: pad the short side with `fill` (white) to the aspect height : width,
+    centred, then resize (PIL bicubic)."""
+    from PIL import Image
+
+    ih, iw = image.shape[:2]
+    if ih / iw < height / width:
+        pad = int(((height / width) * iw - ih) / 2.0)
+        canvas = np.full((ih + 2 * pad, iw, 3), fill, np.uint8)
+        canvas[pad:pad + ih] = image
+    else:
+        pad = int(((width / height) * ih - iw) / 2.0)
+        canvas = np.full((ih, iw + 2 * pad, 3), fill, np.uint8)
+        canvas[:, pad:pad + iw] = image
+    return np.asarray(Image.fromarray(canvas).resize((width, height), Image.BICUBIC))
+
+
+def crop_to_aspect(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The release's background preparation: centre-crop to the aspect height : width, then resize (bicubic)."""
+    from PIL import Image
+
+    ih, iw = image.shape[:2]
+    if ih / iw < height / width:
+        cw = int(ih / height * width)
+        left = (iw - cw) // 2
+        image = image[:, left:left + cw]
+    else:
+        ch = int(iw / width * height)
+        top = (ih - ch) // 2
+        image = image[top:top + ch]
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), Image.BICUBIC))
+
+
+def clean_prompt(text: str) -> str:
+    """The Wan pipelines' prompt cleaning without ftfy: HTML entities unescaped twice, whitespace collapsed."""
+    import html
+    import re
+
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(text)).strip()).strip()
+
+
+@torch.no_grad()
+def a2_prompt_embeds(release, text: str, dtype: torch.dtype, trace: dict | None = None, name: str = "prompt"
+                     ) -> torch.Tensor:
+    """(1, 512, d) UMT5 embeddings of `text`: the encoder runs on all 512 padded positions with the mask, then
+    the rows past the real tokens are replaced by zeros (the transformer attends to those zero rows)."""
+    tokens = release.tokenizer(clean_prompt(text), padding="max_length", max_length=A2_TEXT_LEN, truncation=True,
+                               add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+    device = next(release.text_encoder.parameters()).device
+    hidden = release.text_encoder(tokens.input_ids.to(device), tokens.attention_mask.to(device)).last_hidden_state
+    n = int(tokens.attention_mask.sum())
+    out = torch.cat([hidden[0, :n], hidden.new_zeros(A2_TEXT_LEN - n, hidden.shape[-1])])[None].to(dtype)
+    if trace is not None:
+        trace[f"text.{name}_input_ids"], trace[f"text.{name}_attention_mask"] = tokens.input_ids, tokens.attention_mask
+        trace[f"{name}_t5_last_hidden_state"], trace[f"{name}_embeds"] = hidden, out
+    return out
+
+
+@torch.no_grad()
+def a2_image_embeds(release, clip_images: Sequence[np.ndarray], dtype: torch.dtype, trace: dict | None = None
+                    ) -> torch.Tensor:
+    """(1, n T, d): CLIP's penultimate hidden states (float32) of each reference, in order, then cast."""
+    encoder = release.image_encoder
+    states = []
+    for i, image in enumerate(clip_images):
+        pixels = release.image_processor(images=image, return_tensors="pt").pixel_values
+        hidden = encoder(pixel_values=pixels.to(next(encoder.parameters())), output_hidden_states=True).hidden_states[-2]
+        if trace is not None:
+            trace[f"prep.clip_pixel_values_{i}"], trace[f"clip.hidden_states_penultimate_{i}"] = pixels, hidden
+        states.append(hidden.to(dtype))
+    return torch.cat(states, dim=1)
+
+
+def a2_condition_video(images: Sequence[torch.Tensor], frames: int) -> torch.Tensor:
+    """(1, 3, frames, H, W): the first reference once, each further one `A2_REPEAT` times, then zeros (mid-grey)."""
+    parts = [images[0]] + [img for img in images[1:] for _ in range(A2_REPEAT)]
+    if len(parts) > frames:
+        raise InputError(f"{len(images)} references need at least {len(parts)} frames, got {frames}",
+                         "ask for a longer clip or fewer references")
+    parts += [torch.zeros_like(images[0])] * (frames - len(parts))
+    return torch.cat(parts, dim=2)
+
+
+@torch.no_grad()
+def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Sequence[np.ndarray], prompt: str,
+                      negative_prompt: str, num_frames: int, steps: int, guidance_scale: float,
+                      generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                      posterior_noise: torch.Tensor | None = None, trace: dict | None = None) -> np.ndarray:
+    """One clip the way the release's A2Pipeline makes it: `vae_images` (H, W, 3) uint8 references already at the
+    video size (subjects padded, the background cropped), `clip_images` the same references padded to a white
+    square -> (num_frames, H, W, 3) uint8.
+
+    As the release: UMT5 prompt and negative-prompt embeddings zero-padded after the encoder; CLIP penultimate
+    tokens of every reference; the starting noise is the generator's first draw (float32), the condition video
+    [ref0, ref1 x4, ref2 x4, ..., zeros] is encoded as one causal video and its latent drawn from the posterior
+    (second draw), normalised with the VAE's latents mean/std; a mask of 1 on the reference latent frames;
+    each step two transformer calls (prompt, then negative prompt; same references), guidance in the
+    transformer dtype, UniPC (flow, shift 8) on float32 latents; the decode divides by 1 / std."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from ..models.skyreels_a2 import set_release_timesteps
+
+    record = trace.__setitem__ if trace is not None else (lambda k, v: None)
+    transformer, vae = release.transformer, release.vae
+    p = next(transformer.parameters())
+    dtype, device = p.dtype, p.device
+    cfg = guidance_scale > 1.0
+    text = a2_prompt_embeds(release, prompt, dtype, trace, "prompt")
+    negative = a2_prompt_embeds(release, negative_prompt, dtype, trace, "negative_prompt") if cfg else None
+    image_embeds = a2_image_embeds(release, clip_images, dtype, trace)
+    record("image_embeds", image_embeds)
+
+    scheduler = release.scheduler()
+    set_release_timesteps(scheduler, steps, device)
+    record("sched.timesteps", scheduler.timesteps), record("sched.sigmas", scheduler.sigmas)
+
+    height, width = vae_images[0].shape[:2]
+    temporal = 2 ** sum(vae.config.temperal_downsample)
+    spatial = 2 ** (len(vae.config.dim_mult) - 1)
+    f = (num_frames - 1) // temporal + 1
+    shape = (1, vae.config.z_dim, f, height // spatial, width // spatial)
+    latents = noise.to(device=device, dtype=torch.float32) if noise is not None else randn_tensor(
+        shape, generator=generator, device=device, dtype=torch.float32)
+    record("init.latents", latents)
+
+    pixels = []
+    for i, image in enumerate(vae_images):
+        record(f"prep.vae_image_{i}_uint8", torch.from_numpy(np.array(image)))
+        x = release_pixels(image).contiguous().unsqueeze(2)  # (1, 3, 1, H, W)
+        record(f"prep.vae_image_{i}", x)
+        pixels.append(x)
+    video = a2_condition_video(pixels, num_frames).to(device=device, dtype=vae.dtype)
+    dist = vae.encode(video).latent_dist
+    record("cond.vae_moments", dist.parameters)
+    if posterior_noise is None:
+        posterior_noise = randn_tensor(dist.mean.shape, generator=generator, device=device, dtype=dist.mean.dtype)
+    record("cond.posterior_noise", posterior_noise)
+    z = dist.mean + dist.std * posterior_noise.to(dist.mean)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(z)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(z)
+    ref_latents = (z - mean) * inv_std
+    mask = torch.zeros(1, temporal, f, *ref_latents.shape[3:], device=device, dtype=ref_latents.dtype)
+    mask[:, :, :len(vae_images)] = 1.0  # the reference latent frames
+    condition = torch.cat([mask, ref_latents], dim=1)
+    record("cond.condition", condition)
+
+    for i, t in enumerate(scheduler.timesteps):
+        x = torch.cat([latents, condition], dim=1).to(dtype)
+        record(f"step.{i}.latent_model_input", x)
+        timestep = t.expand(1)
+        record(f"step.{i}.timestep", timestep)
+        out = transformer(x, timestep, encoder_hidden_states=text, encoder_hidden_states_image=image_embeds,
+                          return_dict=False)[0]
+        record(f"step.{i}.transformer_out_cond", out)
+        if cfg:
+            uncond = transformer(x, timestep, encoder_hidden_states=negative,
+                                 encoder_hidden_states_image=image_embeds, return_dict=False)[0]
+            record(f"step.{i}.transformer_out_uncond", uncond)
+            out = uncond + guidance_scale * (out - uncond)
+        record(f"step.{i}.guided", out)
+        latents = scheduler.step(out, t, latents, return_dict=False)[0]
+        record(f"step.{i}.x0_pred", scheduler.model_outputs[-1])
+        if i:
+            record(f"step.{i}.corrected_sample", scheduler.last_sample)
+        record(f"step.{i}.latents_after", latents)
+    record("final_latents", latents)
+    z = latents.to(vae.dtype) / inv_std + mean
+    record("decode_input", z)
+    decoded = vae.decode(z).sample
+    record("decoded", decoded)
+    return release_uint8(decoded)
