@@ -321,9 +321,13 @@ def _clean_track(track: AudioTrack | None) -> AudioTrack | None:
     if track is None:
         return None
     x = track.samples
-    if not np.all(np.isfinite(x)):
+    if not x.size:
+        return track
+    lo, hi = float(x.min()), float(x.max())  # no temporaries the size of the track (NaN/inf propagate)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
+        lo, hi = float(x.min()), float(x.max())
+    peak = max(-lo, hi)
     if peak > 1.0:
         x = x / np.float32(peak)
     track.samples = x

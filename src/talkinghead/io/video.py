@@ -119,7 +119,8 @@ def _output_audio(audio: Speech) -> tuple[np.ndarray, int, str]:
     out_layout = layout if planar.shape[0] <= 2 or _encodable_layout(layout) else "stereo"
     if (out_rate, out_layout) != (rate, layout):
         planar = _convert(planar, rate, layout, out_rate, out_layout)
-    if not (np.isfinite(planar).all() and np.abs(planar).max(initial=0.0) <= 1.0):
+    lo, hi = float(planar.min()), float(planar.max())  # NaN/inf propagate; no track-sized temporaries
+    if not (-1.0 <= lo and hi <= 1.0):
         planar = np.clip(np.nan_to_num(planar), -1.0, 1.0)  # copy only when needed
     return planar, out_rate, out_layout
 
