@@ -154,7 +154,7 @@ def hallo3_release(hallo_dir, tmp_path_factory) -> Path:
     import sentencepiece as spm
     import torch
     from diffusers import AutoencoderKLCogVideoX
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+    from transformers import T5Config, T5EncoderModel
 
     from talkinghead.models.hallo3 import Hallo3Model, config_from_sat, sat_from_ours, sat_vae_from_diffusers
 
@@ -189,10 +189,10 @@ def hallo3_release(hallo_dir, tmp_path_factory) -> Path:
     t5_dir = root / "t5-v1_1-xxl"
     text = tmp_path_factory.mktemp("spm") / "corpus.txt"
     text.write_text("a person is talking\nthe quick brown fox jumps over the lazy dog\n" * 20)
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(text.with_suffix("")), vocab_size=24,
-                                   model_type="unigram", minloglevel=2)
-    T5Tokenizer(str(text.with_suffix(".model")), extra_ids=8, legacy=True).save_pretrained(t5_dir)
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(text.with_suffix("")), vocab_size=32,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
     t5.save_pretrained(t5_dir)
+    shutil.copy(text.with_suffix(".model"), t5_dir / "spiece.model")  # T5's layout: pad 0, eos 1, unk 2
     w2v = root / "wav2vec" / "wav2vec2-base-960h"
     w2v.mkdir(parents=True)
     for name in ("config.json", "preprocessor_config.json", "model.safetensors"):

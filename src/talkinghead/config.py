@@ -1,6 +1,8 @@
 """Typed configs. Every control lives here once; the CLI exposes each field as --field-name."""
 from __future__ import annotations
 
+import os
+
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InputError

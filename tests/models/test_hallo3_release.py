@@ -125,3 +125,18 @@ def test_a_pickle_with_code_is_refused(fixtures, tmp_path):
     torch.save({"module": {"x": torch.zeros(1)}, "hook": shutil.rmtree}, tmp_path / "1" / "mp_rank_00_model_states.pt")
     with pytest.raises(CheckpointError, match="cannot read"):
         read_sat_state(find_sat_checkpoint(tmp_path))
+
+
+def test_full_size_sat_vae_maps_onto_diffusers_cogvideox_vae_on_meta(fixtures):
+    from diffusers import AutoencoderKLCogVideoX
+
+    from talkinghead.models.hallo3 import COGVIDEOX_5B_VAE, sat_vae_from_diffusers, sat_vae_to_diffusers
+
+    sat = {k: v for k, v in _meta_manifest().items() if k.startswith("first_stage_model.")}
+    assert len(sat) == 436
+    with torch.device("meta"):
+        vae = AutoencoderKLCogVideoX(**COGVIDEOX_5B_VAE)
+    ours, mapped = vae.state_dict(), sat_vae_to_diffusers(sat)
+    assert set(mapped) == set(ours)
+    assert [k for k in ours if tuple(ours[k].shape) != tuple(mapped[k].shape)] == []
+    assert set(sat_vae_from_diffusers(mapped)) == {k.removeprefix("first_stage_model.") for k in sat}

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoints(tmp_path_factory) -> dict[str, Callable[[], list[str]]]:
+def tiny_checkpoints(tmp_path_factory, request) -> dict[str, Callable[[], list[str]]]:
     """name -> a builder that writes a tiny weights folder and returns the CLI arguments that render with it."""
 
     def trained(config: str) -> Callable[[], list[str]]:
@@ -24,4 +24,8 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Callable[[], list[str]]]:
             return ["--checkpoint-dir", str(trainer.out), "--size", "128", "--steps", "2"]
         return build
 
-    return {"emo": trained("emo_stage3.yaml"), "loopy": trained("loopy_stage2.yaml")}
+    def hallo3() -> list[str]:  # a tiny release in the official SAT layout (tests/conftest.py)
+        return ["--checkpoint-dir", str(request.getfixturevalue("hallo3_release")), "--face-embedding",
+                str(request.getfixturevalue("face_embedding_file")), "--steps", "2"]
+
+    return {"emo": trained("emo_stage3.yaml"), "loopy": trained("loopy_stage2.yaml"), "hallo3": hallo3}

@@ -249,7 +249,11 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="echomimic: average overlapping context windows also at --guidance-scale <= 1 (fixes an "
                         "official bug: without guidance the audio-driven pipeline sums them; off by default to "
                         "keep the official numbers)")
-    g.add_argument("--prompt", help="hallo3: the text prompt (default: \"A person is talking.\")")
+    g.add_argument("--prompt", help="hallo3, skyreels-a2: the text prompt (default: \"A person is talking.\")")
+    g.add_argument("--reference", action="append", default=[], metavar="IMAGE",
+                   help="skyreels-a2: another reference image composed with --image (repeat it; in order, the "
+                        "last is the background, centre-cropped; the others are subjects padded with white, "
+                        "as the official infer.py)")
     g.add_argument("--super-resolution", action="store_true",
                    help="hallo2: restore the frames with its video super-resolution network (needs hallo2/net_g.pth "
                         "in --checkpoint-dir); 16 frames at a time at 512x512, as the official video_sr.py")
