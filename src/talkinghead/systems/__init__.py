@@ -128,7 +128,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            needs_gpu_for="official-size sampling (30 steps at 512 px)"),
     System("emo2", "EMO2", "EMO2: End-Effector Guided Audio-Driven Avatar Video Generation (2025)", "unet",
            models=(".models.emo2:EMO2Stage1Net", ".models.emo2:EMO2Stage2Net"), trainer="emo2",
-           engine=".train.engine:EMO2Animator", controls=TRAINED,
+           engine=".train.engine:EMO2Animator", controls=TRAINED, proven=_P({"render"}),
            stage_configs=("emo2_stage1.yaml", "emo2_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
     System("loopy", "Loopy", "Loopy: Taming Audio-Driven Portrait Avatar with Long-Term Motion Dependency (2024)",
            "unet", models=(".models.loopy:LoopyNet",), engine=".train.engine:LoopyAnimator", trainer="loopy",
@@ -165,11 +165,17 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            models=(".models.skyreels_a2:SkyReelsA2",), fixture="skyreels_a2", trainer="skyreels_a2",
            stage_configs=("skyreels_a2.yaml",),
            verifier=".verify.skyreels_a2:verify_skyreels_a2", weights="official", front_ends=("clip", "umt5"),
-           proven=_P({"verify"}), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
+           engine=".pipelines.skyreels:SkyReelsA2Animator",
+           release_files=("SkyReels-A2/transformer/", "SkyReels-A2/vae/", "SkyReels-A2/image_encoder/",
+                          "SkyReels-A2/image_processor/", "SkyReels-A2/text_encoder/", "SkyReels-A2/tokenizer/"),
+           # not audio-driven: the prompt and the references make the video; --size sets the width
+           controls=("fps", "size", "max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "dtype",
+                     "device", "prompt", "reference"),
+           proven=_P({"render", "verify"}), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
     System("midas", "MIDAS", "MIDAS: Multimodal Interactive Digital-human Synthesis via Real-time Autoregressive "
            "Video Generation (2025)", "autoregressive",
            models=(".models.midas:MidasTransformer", ".nn.dc_video_autoencoder:DCVideoAutoencoder"), trainer="midas",
-           engine=".train.engine:MidasAnimator", controls=TRAINED,
+           engine=".train.engine:MidasAnimator", controls=TRAINED, proven=_P({"render"}),
            stage_configs=("midas_ae1.yaml", "midas_ae2.yaml", "midas_ae3.yaml", "midas_ar.yaml"),
            front_ends=("whisper",), needs_gpu_for="paper-size training and real-time sampling"),
 )}

@@ -61,7 +61,6 @@ class CheckpointAnimator:
         from ..face.landmarks import prepare
         from ..models.checkpoints import load_strict
         from .preprocess import union_masks
-        from .systems import System
         from .trainer import TrainConfig
 
         self.config = config = (config or AnimateConfig()).validate()
@@ -79,7 +78,7 @@ class CheckpointAnimator:
             raise InputError(f"--engine {self.engine} renders the square face crop it was trained on",
                              "use --crop face")
         self.train = train
-        self.system = System(train.system).eval()
+        self.system = self.build(train).eval()
         load_strict(self.system.net, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
         self._use_ema(folder)
         self.steps = d.steps or train.sample_steps
@@ -89,6 +88,12 @@ class CheckpointAnimator:
         self.masks = torch.from_numpy(masks.astype(np.float32))  # (3, S, S) lip, face, full
         self.landmarks = torch.from_numpy(points)
         self.reference = torch.from_numpy(self.portrait.image).permute(2, 0, 1).float() / 127.5 - 1.0
+
+    def build(self, train):
+        """The trained adapter (its `net` gets the checkpoint's weights)."""
+        from .systems import System
+
+        return System(train.system)
 
     def _use_ema(self, folder: Path) -> None:
         """Load the EMA weights over the stage's trainable parameters, as the trainer's sample grids show them."""
@@ -135,7 +140,12 @@ class CheckpointAnimator:
                 "motion_frames": (torch.stack(motion) if m else torch.zeros(0, 3, s, s))[None],
                 "audio": audio[None], "masks": self.masks[None],
                 "landmarks": self.landmarks[None].expand(1, f, -1, -1), "pose": torch.zeros(1, f, 3),
-                **{flag: torch.tensor([False]) for flag in ("drop_audio", "drop_reference", "drop_motion")}}
+                **{flag: torch.tensor([False]) for flag in ("drop_audio", "drop_reference", "drop_motion")},
+                **self.extra(f)}
+
+    def extra(self, frames: int) -> dict:
+        """More of a dataset item this system's batches read (none for EMO and Loopy)."""
+        return {}
 
     @torch.no_grad()
     def frames(self, speech: Speech) -> Iterator[np.ndarray]:
@@ -168,4 +178,116 @@ class LoopyAnimator(CheckpointAnimator):
     engine = "loopy"
 
 
-__all__ = ["CheckpointAnimator", "EMOAnimator", "LoopyAnimator", "find_checkpoint", "feathered"]
+class EMO2Animator(CheckpointAnimator):
+    """EMO2's stage-2 video model from its checkpoint. The end effectors guiding it are the portrait's own: its
+    upper body from MediaPipe Pose held still, and no hands unless the portrait shows them (generating hand
+    motion from audio with a stage-1 checkpoint is not wired into this engine)."""
+
+    engine = "emo2"
+
+    def build(self, train):
+        from .systems_emo2 import EMO2Options, EMO2Video
+
+        if str(train.stage) != "2":
+            raise InputError(f"this is an EMO2 stage-{train.stage} checkpoint (hand motion); the engine renders "
+                             "with the stage-2 video model", "pass the output folder of an emo2_stage2 run")
+        from .base import parse_options
+
+        return EMO2Video(train, parse_options(EMO2Options, train.system.options, "emo2"))
+
+    def extra(self, frames: int) -> dict:
+        if not hasattr(self, "_body"):
+            self._body = portrait_end_effectors(self.portrait)
+        return {k: v[None, None].expand(1, frames, *v.shape) for k, v in self._body.items()}
+
+
+def portrait_end_effectors(portrait: Portrait) -> dict[str, torch.Tensor]:
+    """The portrait's hands (2, 21, 3) and body points (12, 2) in [0, 1] of the image (x, y over width, height;
+    depth over width), with their masks (2,) and (12,) as float {0, 1}: the layout of a dataset item."""
+    from ..face.body import analyze_body
+
+    k = analyze_body(portrait)
+    w, h = k.image_size
+    hands = np.nan_to_num(k.hands / np.array([w, h, w], np.float32))
+    body = np.nan_to_num(k.body / np.array([w, h], np.float32))
+    return {"hands": torch.from_numpy(hands.astype(np.float32)),
+            "hand_mask": torch.from_numpy(k.hand_mask.astype(np.float32)),
+            "body": torch.from_numpy(body.astype(np.float32)),
+            "body_mask": torch.from_numpy(k.body_mask.astype(np.float32))}
+
+
+class MidasAnimator:
+    """MIDAS from its autoregressive-stage checkpoint (which names the autoencoder checkpoint it was trained on):
+    the portrait's latent fills the reference slot, log-mel features resampled as in training drive the
+    frame-causal transformer chunk by chunk, and the autoencoder decodes each frame as it comes (streaming)."""
+
+    engine = "midas"
+
+    def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
+        from safetensors.torch import load_file
+
+        from ..face.landmarks import prepare
+        from ..models.checkpoints import load_strict
+        from ..pipelines.midas import MidasPipeline
+        from .systems_midas import MidasAutoregressive
+        from .trainer import TrainConfig
+
+        self.config = config = (config or AnimateConfig()).validate()
+        d, r = config.diffusion, config.render
+        folder = find_checkpoint(d.checkpoint_dir, self.engine)
+        train = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        if train.system.name != "midas" or str(train.stage) != "ar":
+            raise InputError(f"{folder} is not a MIDAS autoregressive (stage ar) checkpoint",
+                             "pass the output folder of a midas_ar run")
+        if not train.system.vae:
+            raise InputError(f"{folder} was trained without a saved autoencoder (system.vae is empty)",
+                             "train midas_ae1..3 first and set system.vae to the ae3 checkpoint in midas_ar.yaml")
+        if r.crop != "face":
+            raise InputError("--engine midas renders the square face crop it was trained on", "use --crop face")
+        system = MidasAutoregressive(train)
+        load_strict(system.net, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
+        self.system, self.train = system.eval(), train
+        self.pipe = MidasPipeline(system.ae, system.net)
+        self.steps = d.steps
+        h, w = system.net.config.latent_size
+        s = system.ae.config.spatial_compression
+        self.portrait, self.face = prepare(portrait, r.size, "face", r.face_index, warn=warn)
+        import torch.nn.functional as F
+
+        image = torch.from_numpy(self.portrait.image).permute(2, 0, 1).float()[None] / 127.5 - 1.0
+        self.reference = F.interpolate(image, size=(h * s, w * s), mode="bilinear", antialias=True,
+                                       align_corners=False)
+
+    @property
+    def fps(self) -> float:
+        return self.config.render.fps
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.portrait.size
+
+    def n_frames(self, speech: Speech) -> int:
+        return max(1, int(np.ceil(speech.duration * self.fps - 1e-9)))
+
+    @torch.no_grad()
+    def frames(self, speech: Speech) -> Iterator[np.ndarray]:
+        import cv2
+
+        from ..pipelines.midas import frames_to_uint8, split_chunks
+        from .preprocess import log_mel
+
+        n = self.n_frames(speech)
+        chunk = self.system.net.config.chunk_frames
+        whole = -(-n // chunk) * chunk
+        mel = torch.from_numpy(log_mel(speech.samples, whole, self.fps))[:, None]  # (whole, 1, 4, 80)
+        features = self.system.audio({"audio": mel[None], "drop_audio": torch.tensor([False])}, whole)
+        generator = torch.Generator().manual_seed(self.config.motion.seed)
+        size = self.frame_size
+        stream = self.pipe.stream(self.reference, split_chunks(features, self.system.net.config),
+                                  generator=generator, steps=self.steps)
+        for _, frame in zip(range(n), stream):
+            yield cv2.resize(frames_to_uint8(frame[0]).numpy(), size, interpolation=cv2.INTER_CUBIC)
+
+
+__all__ = ["CheckpointAnimator", "EMOAnimator", "LoopyAnimator", "EMO2Animator", "MidasAnimator", "find_checkpoint",
+           "feathered", "portrait_end_effectors"]
