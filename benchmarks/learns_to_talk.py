@@ -1,4 +1,4 @@
-"""Does the training stack learn to move a mouth with audio? (issue 6's end-to-end proof, CPU or GPU)
+"""Does the training stack learn to move a mouth with audio? (CPU or GPU)
 
     .venv/bin/python benchmarks/learns_to_talk.py --threads 1     # ~45-60 min on 2 busy CPU cores
     .venv/bin/python benchmarks/learns_to_talk.py --quick         # a smoke run of a few minutes

@@ -1,1 +1,1 @@
-"""Training (GitHub issue 6): preprocessing, datasets, the seed papers' losses and the accelerate trainer."""
+"""Training: preprocessing, datasets, the seed papers' losses, every system's trainer adapter, the accelerate trainer."""
