@@ -238,8 +238,8 @@ class Hallo4System(DiTSystem):
         config = super().smoke_overrides(config)
         if cls.options(config).pairs:
             pairs = write_smoke_pairs(Path(config.dataset).parent / "preference")
-            config = replace(config, system=replace(config.system, options={**config.system.options,
-                                                                             "pairs": str(pairs)}))
+            config = replace(config, frame_size=32, system=replace(config.system, options={
+                **config.system.options, "pairs": str(pairs)}))
         return config
 
     def build_net(self, config):
@@ -331,6 +331,7 @@ class PreferenceClips(Dataset):
         self.root = p.parent
         self.pairs = read_pairs(p)
         self.clip_frames, self.size, self.audio_context = clip_frames, size, audio_context
+        self._items: dict[int, dict] = {}
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -340,6 +341,11 @@ class PreferenceClips(Dataset):
         return q if q.is_absolute() else self.root / q
 
     def __getitem__(self, index: int) -> dict:
+        if index not in self._items:  # decoded once: a pair's item never changes
+            self._items[index] = self._load(index)
+        return self._items[index]
+
+    def _load(self, index: int) -> dict:
         import av
 
         from ..io import load_audio
