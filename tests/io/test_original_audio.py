@@ -74,6 +74,8 @@ def test_48k_stereo_in_48k_stereo_out(tmp_path):
     assert info["audio_bit_rate"] >= 128000  # transparent for stereo music
     assert info["audio_duration"] == pytest.approx(2.0, abs=1e-3)  # the edit list trims the AAC padding
     assert info["video_duration"] == pytest.approx(2.0, abs=1e-6) and info["n_frames"] == 50
+    with av.open(str(out)) as c:  # both streams start at 0 (the AAC priming is hidden by the edit list)
+        assert [s.start_time for s in c.streams] == [0, 0]
 
     y, rate = decode_audio(out)
     assert rate == 48000 and y.shape[0] == 2
