@@ -119,8 +119,10 @@ def test_short_speech_leaves_a_closed_still_mouth(tmp_path, short_video):
     out = dub(short_video, Speech(load_audio(str(short_video)).samples[:8000]), tmp_path / "o.mp4")
     ap = aperture_series(decode_frames(out))
     assert len(ap) == 40
-    tail = ap[20:]
-    assert np.nanstd(tail) < 0.01 and np.nanmax(tail) < 0.12
+    tail, source_tail = ap[20:], aperture_series(decode_frames(short_video))[20:]
+    # closed (inner-lip gap in inter-ocular distances; FaceMesh reads a few hundredths on closed lips)
+    assert np.nanmedian(tail) < 0.04 and np.nanpercentile(tail, 90) < 0.08, tail
+    assert np.nanmedian(tail) < 0.3 * np.nanmedian(source_tail)
 
 
 def test_keep_original_audio_mixes_the_source_under_the_speech(tmp_path, short_video):

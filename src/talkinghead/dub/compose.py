@@ -30,6 +30,10 @@ SHIFT = 4  # fractional bits for cv2.fillConvexPoly
 LIP_BITE = 0.015  # IOD: a closing mouth takes its lip line from this far inside each lip ...
 BITE_SHARE = 0.15  # ... plus this share of how far it closes (landmarks sit a little inside a wide opening)
 MAX_BITE = 0.05  # IOD
+CLOSED = 0.03  # IOD: a new mouth opening less than this is closed
+FILL_GROW = 0.035  # IOD: the source opening is filled this much beyond FaceMesh's inner lips
+LIP_LINE = 0.4  # darkening of the line where filled lips meet
+CORNER_BITE = 0.7  # share of the way from the inner to the outer mouth corner a closed corner samples from
 INTERIOR_FULL = 0.25  # source/target opening ratio at or below which the interior is fully drawn
 INTERIOR_NONE = 0.75  # ... at or above which the source's own interior is kept
 
@@ -64,6 +68,9 @@ class ShotMesh:
         self.n_landmarks = len(self.landmarks)
         pairs = [(pos[a], pos[b], i) for i, (a, b) in enumerate(zip(INNER_UP, INNER_LO)) if a in pos and b in pos]
         self.inner_pairs = np.array(pairs, np.int64).reshape(-1, 3)  # (upper, lower) mesh positions, pair index
+        # (inner corner, outer corner, nearest inner-lip pair) on each side
+        corners = [(78, 61, 0), (308, 291, len(INNER_UP) - 1)]
+        self.corners = [(pos[a], pos[b], i) for a, b, i in corners if a in pos and b in pos]
 
 
 class MouthCompositor:
@@ -140,7 +147,10 @@ class MouthCompositor:
         coarse[inside] = np.einsum("mk,mkc->mc", bary, S[k])
         full = coarse if stride == 1 else cv2.resize(coarse, (gw * stride, gh * stride), interpolation=cv2.INTER_LINEAR)
         full = full[: y1 - y0, : x1 - x0]
-        out[y0:y1, x0:x1] = cv2.remap(image, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        texture = _closed_texture(image, pts, rt)
+        out[y0:y1, x0:x1] = cv2.remap(texture, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if texture is not image:
+            _lip_line(out, rt)
         self.last_roi = (x0, y0, x1, y1)
         self._interior(out, image, pts, rt, m)
         return out
@@ -192,3 +202,52 @@ def _bite(src: np.ndarray, rt: Retarget, mesh: ShotMesh) -> None:
     bite = iod * np.minimum(LIP_BITE * np.clip(closing / 0.03, 0.0, 1.0) + BITE_SHARE * closing, MAX_BITE)
     src[up] -= bite[:, None] * ey
     src[lo] += bite[:, None] * ey
+    # the opening's dark corners reach past FaceMesh's inner corner: take the closed corner from
+    # nearer the outer one
+    for inner, outer, pair in mesh.corners:
+        k = np.nonzero(mesh.inner_pairs[:, 2] == pair)[0]
+        if len(k):
+            share = CORNER_BITE * float(np.clip(closing[k[0]] / 0.04, 0.0, 1.0))
+            src[inner] += share * (src[outer] - src[inner])
+
+
+def _closed_texture(image: np.ndarray, pts: np.ndarray, rt: Retarget) -> np.ndarray:
+    """The frame to sample from. When an open source mouth must close, its opening (a little beyond
+    FaceMesh's inner lips, out to the mouth corners) is filled from the lips around it, so no dark edge
+    of the opening can reach the closed lip line; otherwise the frame itself."""
+    if rt.target_open >= CLOSED or rt.source_open < CLOSED:
+        return image
+    h, w = image.shape[:2]
+    inner = R.inner_lip_polygon(pts)
+    grow = max(1, int(round(FILL_GROW * rt.frame.iod)))
+    outer = pts[list(R.LIPS_OUTER_UPPER) + list(R.LIPS_OUTER_LOWER), :2]
+    x0, y0 = np.floor(outer.min(0)).astype(int) - 3 * grow
+    x1, y1 = np.ceil(outer.max(0)).astype(int) + 3 * grow
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return image
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [np.round(inner - [x0, y0]).astype(np.int32)], 255)
+    for a, b in ((78, 61), (308, 291)):  # the opening's corners reach towards the outer corners
+        pa, pb = np.round(pts[[a, b], :2] - [x0, y0]).astype(int)
+        cv2.line(mask, tuple(int(v) for v in pa), tuple(int(v) for v in pb), 255, 1)
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    texture = image.copy()
+    texture[y0:y1, x0:x1] = cv2.inpaint(np.ascontiguousarray(image[y0:y1, x0:x1]), mask, 3, cv2.INPAINT_TELEA)
+    return texture
+
+
+def _lip_line(out: np.ndarray, rt: Retarget) -> None:
+    """A soft darker line where the closed lips meet (the fill above leaves none)."""
+    line = (rt.target[list(R.LIPS_INNER_UPPER)] + rt.target[list(R.LIPS_INNER_LOWER)]) / 2
+    h, w = out.shape[:2]
+    x0, y0 = np.floor(line.min(0)).astype(int) - 3
+    x1, y1 = np.ceil(line.max(0)).astype(int) + 4
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 - x0 < 3 or y1 - y0 < 2:
+        return
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.polylines(mask, [np.round((line - [x0, y0]) * 4).astype(np.int32)], False, 255, 1, cv2.LINE_AA, shift=2)
+    a = cv2.GaussianBlur(mask, (0, 0), 0.6).astype(np.float32)[..., None] * (LIP_LINE / 255.0)
+    roi = out[y0:y1, x0:x1]
+    roi[:] = (roi.astype(np.float32) * (1.0 - a) + 0.5).astype(np.uint8)

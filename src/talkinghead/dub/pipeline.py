@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 from ..audio.features import n_frames
 from ..config import MotionConfig
 from ..errors import InputError
-from ..io import VideoWriter, as_speech, check_audio_bitrate, check_output_path, load_audio
+from ..io import VideoWriter, check_audio_bitrate, check_output_path, load_audio
 from ..motion import MotionGenerator
 from ..types import SAMPLE_RATE, AudioTrack, MotionFrame, Speech
 from ..utils import prefetch
@@ -270,12 +271,17 @@ def _mix(speech: Speech, source: VideoSource, db: float, seconds: float) -> Spee
 
 def dub(video, audio, output: str | os.PathLike, text: str | None = None, options: DubOptions | None = None,
         preview: str | os.PathLike | None = None, progress: bool = False, audio_bitrate: int | str | None = None,
-        **kw) -> Path:
+        cancel: threading.Event | None = None, on_progress: Callable[[float], None] | None = None, **kw) -> Path:
     """Re-sync the lips of the face in `video` to `audio` (a path, a 16 kHz array or a Speech) and
     write `output` (mp4). With `text` (the words spoken) the mouth follows aligned phones; without,
     the sound (any language). Options come as a DubOptions or keywords (fit="loop", face_index=1,
     keep_original_audio=-18, ...). The speech is written at its own rate and channels (AAC at
-    `audio_bitrate` kb/s, None: transparent default). Returns the output path; a failure leaves no file behind."""
+    `audio_bitrate` kb/s, None: transparent default). `cancel`, when set, stops between frames (raising
+    service.Cancelled); `on_progress` gets the fraction of frames written. Returns the output path; a
+    failure leaves no file behind."""
+    from ..service import Cancelled, check_preview, load_speech, progress_bar, read_transcript, with_transcript
+    from ..service import write_contact_sheet
+
     if options is None:
         options = DubOptions(**kw)
     elif kw:
@@ -283,19 +289,10 @@ def dub(video, audio, output: str | os.PathLike, text: str | None = None, option
     options.validate()
     bitrate = check_audio_bitrate(audio_bitrate)
     out = check_output_path(output)
-    preview_path = _check_preview(preview)
-    transcript = _transcript(text)
+    preview_path = check_preview(preview)
+    transcript = read_transcript(text)
     source = VideoSource(video, options.max_seconds)
-    speech = _load_speech(audio, options.max_seconds)
-    if transcript and not speech.phones:
-        from ..audio.phonemes import align
-
-        phones = align(speech, transcript)
-        if phones is None:
-            warnings.warn("could not align the transcript with the audio; the mouth follows the sound instead",
-                          stacklevel=2)
-        speech = Speech(speech.samples, speech.sample_rate, transcript, phones, speech.source,
-                        original=speech.original)
+    speech = with_transcript(load_speech(audio, options.max_seconds), transcript)
     dubber = Dubber(source, speech, options)
     fps = float(dubber.fps)
     track_audio = speech
@@ -303,83 +300,25 @@ def dub(video, audio, output: str | os.PathLike, text: str | None = None, option
         track_audio = _trim(speech, dubber.n_estimate / fps)
     if options.keep_original_audio is not None:
         track_audio = _mix(track_audio, source, options.keep_original_audio, dubber.n_estimate / fps)
-    total = dubber.n_estimate
-    picks = set(np.linspace(0, max(total - 1, 0), min(12, max(total, 1))).round().astype(int).tolist())
+    total = max(dubber.n_estimate, 1)
+    picks = set(np.linspace(0, total - 1, min(12, total)).round().astype(int).tolist())
     sheet = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="frame", desc=out.name, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total, progress, out.name)
     try:
         with VideoWriter(out, dubber.fps, dubber.size, audio=track_audio, audio_bitrate=bitrate) as writer:
             for i, (_, frame) in enumerate(dubber.frames()):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled  # the writer deletes its partial file
                 writer.write(frame)
                 if preview_path is not None and i in picks:
                     sheet.append(frame)
                 if bar is not None:
                     bar.update(1)
+                if on_progress is not None:
+                    on_progress(min(1.0, (i + 1) / total))
     finally:
         if bar is not None:
             bar.close()
     if preview_path is not None and sheet:
-        _contact_sheet(sheet, preview_path)
+        write_contact_sheet(sheet, preview_path)
     return out
-
-
-def _load_speech(audio, max_seconds: float) -> Speech:
-    if isinstance(audio, Speech):
-        if audio.duration > max_seconds:
-            raise InputError(f"the speech is {audio.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
-                             "trim it or raise --max-seconds")
-        return audio if audio.sample_rate == SAMPLE_RATE else as_speech(audio)
-    if isinstance(audio, (str, os.PathLike)):
-        return load_audio(audio, max_seconds=max_seconds)
-    return as_speech(audio)
-
-
-def _transcript(text) -> str | None:
-    """The words spoken, given literally or as a .txt file."""
-    if text is None:
-        return None
-    s = str(text)
-    if s.lower().endswith(".txt"):
-        p = Path(s)
-        if not p.is_file():
-            raise InputError(f"transcript file {s} does not exist", "pass the text itself or an existing .txt file")
-        try:
-            s = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read transcript {p}: {e}", "save it as UTF-8 text") from None
-    s = " ".join(s.split())
-    if not s:
-        raise InputError("--text is empty", "give the words spoken in the audio, or leave --text out")
-    return s
-
-
-def _check_preview(preview) -> Path | None:
-    if preview is None:
-        return None
-    p = Path(preview)
-    if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise InputError(f"--preview {p} must be a .png or .jpg file", "e.g. --preview sheet.png")
-    if not p.absolute().parent.is_dir() or not os.access(p.absolute().parent, os.W_OK):
-        raise InputError(f"cannot write --preview {p}: its folder is missing or not writable",
-                         "choose a folder that exists and that you can write to")
-    return p
-
-
-def _contact_sheet(frames: list[np.ndarray], path: Path, columns: int = 4, thumb: int = 320) -> None:
-    """A grid of thumbnails, written atomically."""
-    h, w = frames[0].shape[:2]
-    s = thumb / max(h, w)
-    th, tw = int(round(h * s)), int(round(w * s))
-    rows = -(-len(frames) // columns)
-    grid = np.full((rows * th, columns * tw, 3), 255, np.uint8)
-    for i, f in enumerate(frames):
-        r, c = divmod(i, columns)
-        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = cv2.resize(f, (tw, th), interpolation=cv2.INTER_AREA)
-    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise InputError(f"could not write {path}", "check the folder is writable")
-    os.replace(tmp, path)
