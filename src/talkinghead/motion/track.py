@@ -19,6 +19,10 @@ from .mouth import LevelTracker, acoustic_targets
 from .visemes import PhoneTimeline
 
 SMOOTH_SIGMA = 0.045  # s, symmetric mouth smoothing (fits inside the lookahead)
+PHONE_LEAD = 0.03  # s, the mouth shapes a phone this much before it sounds (anticipation)
+LOUD_SHARE = 0.3  # share of a phone's jaw opening that follows the loudness of the moment
+PEAK_KEEP = 0.85  # smoothing never takes a frame's jaw below this share of its own target: a short
+# open vowel keeps its opening (the jaw moves that fast in speech), as a closure keeps its press
 
 
 def _smoothing_kernel(fps: float) -> np.ndarray:
@@ -67,8 +71,11 @@ class MotionGenerator:
             k = self.n_feat + i
             loud, active = self.levels.update(float(feats.db[i]))
             if self.phones is not None:
-                jaw, width, rnd, press = self.phones.frame_targets(k / self.fps, (k + 1) / self.fps)
-                jaw *= 0.6 + 0.4 * loud if active else 0.6
+                t0 = k / self.fps + PHONE_LEAD
+                jaw, width, rnd, press = self.phones.frame_targets(t0, t0 + 1 / self.fps)
+                # a closure also holds on the frame where it sounds (lips shut until the release)
+                press = max(press, self.phones.frame_targets(k / self.fps, (k + 1) / self.fps)[3])
+                jaw *= 1.0 - LOUD_SHARE + LOUD_SHARE * loud if active else 1.0 - LOUD_SHARE
             else:
                 jaw, width, rnd, press = acoustic_targets(feats, i, loud, active)
             self.targets.append((k, jaw, width, rnd, press, loud))
@@ -86,8 +93,12 @@ class MotionGenerator:
             # symmetric smoothing, kernel renormalised at the clip's start (no frames before 0)
             w = self.kernel[np.array(ks) - k + self.half]
             jaw, width, rnd, _, loud = (w @ rows) / w.sum()
-            press = rows[ks.index(k), 3]  # closures are never smoothed away
-            jaw *= 1.0 - press
+            own = ks.index(k)
+            jaw = max(jaw, PEAK_KEEP * rows[own, 0])
+            press = rows[own, 3]  # closures are never smoothed away
+            # a closure shuts the jaw; a closure's approach or release (partial press) only narrows it,
+            # so the vowel next to an m or p still opens
+            jaw *= 1.0 - press if press >= 1.0 else 1.0 - press * press
             h = self.head.step(loud)
             gx, gy = self.gaze.step()
             s = cfg.mouth_scale

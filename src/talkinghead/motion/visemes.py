@@ -49,6 +49,9 @@ PHONE_TO_VISEME: dict[str, str] = {
 }
 
 CUTOFF = 2.5  # reaches: beyond this a phone has no influence at all
+OWN_SPAN = 3.0  # dominance multiplier inside a phone's own interval: while a phone sounds its shape
+# leads, so a short open vowel between consonants still opens the mouth (coarticulation shapes the
+# transitions, not the phone's own frames)
 SUBSTEPS = 5  # dominance is evaluated this many times per frame interval
 _TABLE = np.array([VISEMES[PHONE_TO_VISEME.get(p, "sil")] for p in PHONE_TO_VISEME], dtype=np.float64)
 _INDEX = {p: i for i, p in enumerate(PHONE_TO_VISEME)}
@@ -81,10 +84,13 @@ class PhoneTimeline:
         # distance from each sub-step to each phone's interval (0 inside)
         dist = np.maximum(0.0, np.maximum(s[None, :] - ts[:, None], ts[:, None] - e[None, :]))  # (k, p)
         rel = dist / rows[None, :, 5]
-        dom = rows[None, :, 4] * np.exp(-(rel ** 1.5)) * (rel < CUTOFF)
+        dom = rows[None, :, 4] * np.exp(-(rel ** 1.5)) * (rel < CUTOFF) * np.where(dist == 0, OWN_SPAN, 1.0)
         w = dom / (dom.sum(axis=1, keepdims=True) + 1e-9)
         vals = w @ rows[:, :4]  # (k, 4)
-        jaw, width, rnd = vals[:, :3].mean(axis=0)
+        width, rnd = vals[:, 1:3].mean(axis=0)
+        # the jaw takes the frame's peak, not its mean: a short open vowel (an unstressed "a") still
+        # opens the mouth visibly within its frame
+        jaw = vals[:, 0].max()
         # a bilabial overlapping this frame closes the lips on it, even if it lasts one frame
         overlap = np.minimum(e, t1) - np.maximum(s, t0)
         covered = self.bilabial[lo:hi] & ((overlap >= 0.4 * (t1 - t0)) | (overlap >= 0.5 * (e - s)))
