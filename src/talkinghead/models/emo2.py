@@ -24,7 +24,7 @@ from ..nn.pose_discriminator import PoseDiscriminator, PoseDiscriminatorConfig, 
 from ..nn.pose_guider import HandConfidenceEmbedding, PoseGuider, render_guidance
 from ..nn.temporal import TemporalConfig
 from ..sampling import denoise
-from ..train.losses import diffusion_target, predicted_x0, sample_timesteps, spatial_weight
+from ..nn.objectives import diffusion_target, predicted_x0, sample_timesteps, spatial_weight
 from .checkpoints import load_state_dict, load_strict, require_files
 from .emo import ReferenceVideoNet
 from .hallo import SD15_UNET

@@ -29,7 +29,7 @@ from ..nn.dit import (AudioCrossAttention, DiTConditions, FaceAttention, Referen
                       attach_identity_reference, conditioned_cogvideox, conditioned_forward, transformer_rope,
                       use_sliced_positions)
 from ..nn.projections import ImageProjection
-from ..train import losses as L
+from ..nn import objectives as L
 
 # THUDM/CogVideoX-5b-I2V transformer/config.json: the base of Hallo3's denoiser and reference network
 COGVIDEOX_5B_I2V = {

@@ -21,7 +21,7 @@ from ..nn.dit import DiTConditions, conditioned_cogvideox, conditioned_forward
 from ..nn.projections import AudioProjection
 from ..nn.reference_attention import ReferenceBank, attach_reference
 from ..nn.temporal_modulation import SkeletonMotionEncoder, TemporalMotionModulation
-from ..train import losses as L
+from ..nn import objectives as L
 from .hallo import HalloNet
 from .hallo3 import COGVIDEOX_5B_I2V, HALLO3_AUDIO, TINY_AUDIO, TINY_TRANSFORMER, StagedModel
 
@@ -102,7 +102,7 @@ def diffusion_dpo(policy: Denoiser, reference: Denoiser, winners: torch.Tensor, 
     """Diffusion-DPO on pairs of clean latents (b, ...) that share their conditions: the batch
     [winners; losers] is noised with the same `noise` and noise `level` (b,) for both halves, by
     `noiser(x0, noise, level) -> (x_t, model timestep, target)`; the policy's and the frozen reference's
-    per-sample errors go through `train.losses.dpo_errors` and `diffusion_dpo_loss`.
+    per-sample errors go through `nn.objectives.dpo_errors` and `diffusion_dpo_loss`.
     Returns (loss, implicit accuracy, reward margin)."""
     x0 = torch.cat([winners, losers])
     x_t, t, target = noiser(x0, torch.cat([noise, noise]), torch.cat([level, level]))

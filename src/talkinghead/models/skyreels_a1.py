@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..nn.landmark_guider import CausalLandmarkGuider, LandmarkGuiderConfig
-from ..train.losses import (diffusion_target, face_aware_loss, face_mask_from_landmarks, flow_motion_mask, resize_mask,
+from ..nn.objectives import (diffusion_target, face_aware_loss, face_mask_from_landmarks, flow_motion_mask, resize_mask,
                             sample_timesteps)
 
 # CogVideoX-5B noise schedule (scheduler_config.json of the release): v-prediction, zero terminal SNR.

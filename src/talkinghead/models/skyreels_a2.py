@@ -37,7 +37,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from ..nn.multi_reference import SemanticReferenceBranch, spatial_condition
-from ..train.losses import flow_matching_pair, sample_flow_sigmas
+from ..nn.objectives import flow_matching_pair, sample_flow_sigmas
 from .skyreels_a1 import load_model, save_model
 
 TEXT_LEN = 512  # UMT5 tokens; diffusers' Wan attention takes everything before the last 512 as image tokens

@@ -8,7 +8,7 @@ import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from ..train.losses import flow_matching_pair, sample_flow_sigmas
+from .objectives import flow_matching_pair, sample_flow_sigmas
 
 FLOW_TIMESTEPS = 1000.0  # sigma in [0, 1] is embedded as the timestep 1000 * sigma
 

@@ -12,7 +12,7 @@ from diffusers.models.embeddings import TimestepEmbedding
 from torch import nn
 
 from ..face.body import HAND_POINTS, N_HANDS, UPPER_LIMB
-from ..train.losses import per_sample_mse
+from .objectives import per_sample_mse
 from .speed import SpeedConfig, SpeedEmbedding
 
 N_PARTS = 3  # mask columns: left hand, right hand, upper body
