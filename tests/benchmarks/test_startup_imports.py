@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from talkinghead.assets import portrait_path, speech_path
 
 HEAVY = ("scipy.signal", "torch", "matplotlib.pyplot", "sounddevice", "mediapipe", "cv2", "av", "scipy")
@@ -61,3 +63,15 @@ def test_deferred_imports_stand_in_until_used():
         assert real.figure is plt.figure
     """)
     assert got["matplotlib.pyplot"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["animate", "--help"], ["say", "--help"]])
+def test_help_imports_nothing_heavy(argv):
+    got = loaded_after(f"""
+        from talkinghead.interfaces.cli import main
+        try:
+            main({argv!r})
+        except SystemExit as e:
+            assert e.code == 0
+    """)
+    assert not any(got.values()), {m: v for m, v in got.items() if v}

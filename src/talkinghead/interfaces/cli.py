@@ -67,7 +67,9 @@ def _config(args) -> AnimateConfig:
     return AnimateConfig(MotionConfig(**m), RenderConfig(**r), DiffusionConfig(**d)).validate()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with `command` (the subcommand about to run, "" for none), subcommands whose options
+    would import heavy packages get only their name and help line, so `--help` and `animate` stay fast."""
     p = _Parser(prog="talkinghead", description="Portrait + speech -> talking-head video, on a CPU.")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(`talkinghead voices` lists them)")
     _common(s)
 
-    _add_dub_parser(sub)
+    _add_dub_parser(sub, options=command in (None, "dub"))
 
     d = sub.add_parser("demo", help="render a demo video from a bundled portrait and generated speech")
     d.add_argument("-o", "--output", default="demo.mp4", help="output mp4 (default demo.mp4)")
@@ -185,11 +187,14 @@ def _common(p) -> None:
     _add_engine_options(p)
 
 
-def _add_dub_parser(sub) -> None:
-    """`talkinghead dub`: re-sync the lips of a face in a video to new speech."""
+def _add_dub_parser(sub, options: bool = True) -> None:
+    """`talkinghead dub`: re-sync the lips of a face in a video to new speech. Its options come from the
+    dub package (video decoding, tracking, OpenCV): `options=False` adds the command's help line only."""
+    p = sub.add_parser("dub", help="re-sync the lips of the face in a video to new speech (dubbing)")
+    if not options:
+        return
     from ..dub.pipeline import FITS, MIX_RANGE
 
-    p = sub.add_parser("dub", help="re-sync the lips of the face in a video to new speech (dubbing)")
     p.add_argument("--video", required=True, help="the video to dub (mp4, mov, mkv, webm, ...)")
     p.add_argument("--audio", required=True, help="the new speech (wav, mp3, flac, ogg, m4a, or a video's audio)")
     p.add_argument("--text", help="the words spoken (text or a .txt file): sharper lip-sync for English")
@@ -278,7 +283,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # the top level has no options with values
+    args = build_parser(command).parse_args(argv)
     progress = not getattr(args, "quiet", False)
     t0 = time.perf_counter()
     if args.command == "dub":
