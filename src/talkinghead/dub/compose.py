@@ -31,6 +31,8 @@ LIP_BITE = 0.015  # IOD: a closing mouth takes its lip line from this far inside
 BITE_SHARE = 0.15  # ... plus this share of how far it closes (landmarks sit a little inside a wide opening)
 MAX_BITE = 0.05  # IOD
 CLOSED = 0.03  # IOD: a new mouth opening less than this is closed
+FILL_RATIO = 0.5  # a new opening under this share of the source's: the source interior would be squeezed
+# into aliased streaks, so the opening is filled and the interior drawn instead
 FILL_GROW = 0.035  # IOD: the source opening is filled this much beyond FaceMesh's inner lips
 LIP_LINE = 0.4  # darkening of the line where filled lips meet
 CORNER_BITE = 0.7  # share of the way from the inner to the outer mouth corner a closed corner samples from
@@ -149,18 +151,20 @@ class MouthCompositor:
         full = full[: y1 - y0, : x1 - x0]
         texture = _closed_texture(image, pts, rt)
         out[y0:y1, x0:x1] = cv2.remap(texture, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if texture is not image:
+        if texture is not image and rt.target_open < CLOSED:
             _lip_line(out, rt)
         self.last_roi = (x0, y0, x1, y1)
-        self._interior(out, image, pts, rt, m)
+        self._interior(out, image, pts, rt, m, filled=texture is not image)
         return out
 
-    def _interior(self, out: np.ndarray, image: np.ndarray, pts: np.ndarray, rt: Retarget, m: MotionFrame) -> None:
-        """Draw teeth and cavity where the new mouth is open wider than the source frame's was."""
+    def _interior(self, out: np.ndarray, image: np.ndarray, pts: np.ndarray, rt: Retarget, m: MotionFrame,
+                  filled: bool = False) -> None:
+        """Draw teeth and cavity where the new mouth is open wider than the source frame's was (or
+        where the source opening was filled)."""
         if rt.target_open <= 0.0:
             return
         ratio = rt.source_open / max(rt.target_open, 1e-6)
-        a = float(np.clip((INTERIOR_NONE - ratio) / (INTERIOR_NONE - INTERIOR_FULL), 0.0, 1.0))
+        a = 1.0 if filled else float(np.clip((INTERIOR_NONE - ratio) / (INTERIOR_NONE - INTERIOR_FULL), 0.0, 1.0))
         if a <= 0.0:
             return
         lm = rt.target
@@ -215,7 +219,7 @@ def _closed_texture(image: np.ndarray, pts: np.ndarray, rt: Retarget) -> np.ndar
     """The frame to sample from. When an open source mouth must close, its opening (a little beyond
     FaceMesh's inner lips, out to the mouth corners) is filled from the lips around it, so no dark edge
     of the opening can reach the closed lip line; otherwise the frame itself."""
-    if rt.target_open >= CLOSED or rt.source_open < CLOSED:
+    if rt.source_open < CLOSED or (rt.target_open >= CLOSED and rt.target_open >= FILL_RATIO * rt.source_open):
         return image
     h, w = image.shape[:2]
     inner = R.inner_lip_polygon(pts)
