@@ -42,7 +42,7 @@ class MidasPipeline:
         if missing:
             raise InputError(f"MIDAS folder {folder} is missing " + "; ".join(missing),
                              "point to a folder written by MidasPipeline.save_pretrained (no official release "
-                             "exists; train one with configs/midas/)")
+                             "exists; train one with configs/train/midas_*.yaml)")
         ae = DCVideoAutoencoder(DCVideoAEConfig(**json.loads((folder / WEIGHTS["autoencoder config"]).read_text())))
         tr = MidasTransformer(MidasConfig(**json.loads((folder / WEIGHTS["transformer config"]).read_text())))
         for module, label in ((ae, "autoencoder weights"), (tr, "transformer weights")):

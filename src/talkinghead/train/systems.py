@@ -41,6 +41,23 @@ TINY_MODEL = {
 TINY_MODEL["hallo2"] = TINY_MODEL["hallo"]
 
 
+class _PixelSpace:
+    """The identity 'VAE' of a system trained in pixel space (no system.vae): decoding the x0 estimate for
+    EchoMimic's spatial loss is then the estimate itself."""
+
+    class config:  # noqa: N801 (mirrors a diffusers VAE's config attribute)
+        scaling_factor = 1.0
+
+    @staticmethod
+    def decode(z: torch.Tensor):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sample=z)
+
+
+PIXEL_SPACE = _PixelSpace()
+
+
 def motion_variances(pose: torch.Tensor, landmarks: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
     """Loopy's training-only queries of the audio-to-latents module, per frame of a clip:
     `head_motion` (b, f, 1), the squared deviation of the head pose (degrees, yaw/pitch/roll mean) from the
@@ -233,6 +250,13 @@ class System(TrainSystem):
         weight = None
         if self.config.min_snr_gamma:
             weight = L.min_snr_weight(L.snr(self.scheduler, t), self.config.min_snr_gamma, "v_prediction").to(x0)
+        if self.config.name == "echomimic":  # EchoMimic's objective adds the timestep-aware spatial loss
+            frames = rearrange(self.crops(batch["frames"], self.crop_box(batch["masks"])), "b f c h w -> b c f h w")
+            loss, parts = L.timestep_aware_spatial_loss(
+                self.scheduler, self.vae or PIXEL_SPACE, pred, target, noisy, t, frames, "v_prediction",
+                perceptual=L.structural_loss, latent_weight=weight)
+            return loss, {"loss": loss.detach().item(), "t_mean": t.float().mean().item(),
+                          "latent": parts["latent"].item(), "spatial": parts["spatial"].item()}
         loss = L.diffusion_loss(pred, target, weight)
         return loss, {"loss": loss.detach().item(), "t_mean": t.float().mean().item()}
 
