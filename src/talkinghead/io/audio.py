@@ -19,6 +19,7 @@ from ..types import SAMPLE_RATE, AudioTrack, Speech
 SUPPORTED_AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aac")
 MIN_AUDIO_SECONDS = 0.05  # shorter audio is refused as empty
 _DECODE_TOLERANCE = 0.25  # s past --max-seconds tolerated while decoding (codec padding)
+_PREALLOCATE_MAX_S = 600.0  # the kept original is preallocated from the header's duration, up to this
 _FORMATS_HINT = "use a " + ", ".join(SUPPORTED_AUDIO_FORMATS[:-1]) + f" or {SUPPORTED_AUDIO_FORMATS[-1]} file (or a video with sound)"
 _TOO_LONG_HINT = "trim it or raise --max-seconds"
 # Stereo/5.1 -> mono: normalise the downmix so that it is a mean, not a sum (no clipping).
@@ -205,7 +206,8 @@ def _decode(container, stream, max_seconds: float | None, meta: float | None, ke
                         if keep_layout is not None:  # unnamed layouts of > 8 channels: the mono copy only
                             keep_rate = frame.sample_rate
                             n_channels = av.AudioLayout(keep_layout).nb_channels
-                            keep = _Interleaved(n_channels, int((meta or 0.0) * keep_rate) + keep_rate // 4)
+                            expected = min(meta or 0.0, _PREALLOCATE_MAX_S)  # a header may lie; it grows if short
+                            keep = _Interleaved(n_channels, int(expected * keep_rate) + keep_rate // 4)
                     resampler, setup = _resampler(), key
                     if keep is not None:
                         keeper = av.AudioResampler(format="flt", layout=keep_layout, rate=keep_rate)
