@@ -1,4 +1,4 @@
-"""`--engine hallo | hallo2`: the official Hallo release folder → a talking video of any length.
+"""`--engine hallo | hallo2`: the official Hallo or Hallo2 release folder → a talking video of any length.
 
 Clips of 16 frames are generated one after another; each starts from the last 2 frames of the previous
 clip (motion frames) and is decoded and handed to the writer before the next begins, so memory stays
@@ -205,7 +205,6 @@ class HalloAnimator:
 
 # -- Hallo2 ---------------------------------------------------------------------------------------------------
 AUDIO_SEGMENT_SECONDS = 60  # Hallo2 cuts the speech into 60 s pieces, each through wav2vec on its own
-SR_SIZE = 512  # the super-resolution network's input and output side
 SR_CHUNK, SR_OVERLAP = 16, 4  # video_sr.py: frames per restoration, frames shared with the previous chunk
 SR_FIDELITY = 0.5  # video_sr.py's default fidelity weight w
 
@@ -268,7 +267,9 @@ class Hallo2Animator(HalloAnimator):
 
     @property
     def frame_size(self) -> tuple[int, int]:
-        return (SR_SIZE, SR_SIZE) if self.sr is not None else super().frame_size
+        if self.sr is None:
+            return super().frame_size
+        return self.sr.config.img_size, self.sr.config.img_size  # the official network: 512
 
     def _generated_frames(self, speech: Speech) -> int:
         lengths, pad = hallo2_audio_plan(len(speech.samples), speech.sample_rate, int(round(self.fps)),
@@ -337,7 +338,7 @@ def restore_video(net, frames: Iterator[np.ndarray], w: float = SR_FIDELITY, chu
                   overlap: int = SR_OVERLAP) -> Iterator[np.ndarray]:
     """video_sr.py's schedule on a frame stream: chunks of `chunk` frames, each starting `overlap` frames before
     the previous one ended and dropping those first `overlap` restored frames, so every frame is restored once
-    with up to chunk - 1 neighbours. Output: (512, 512, 3) uint8, clamped to [-1, 1] then rounded."""
+    with up to chunk - 1 neighbours. Output: (S, S, 3) uint8 (S = 512 officially), clamped to [-1, 1] and rounded."""
     size = net.config.img_size
     device = next(net.parameters()).device
     window: list[np.ndarray] = []

@@ -172,9 +172,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def find_hallo_weights(folder: Path, sha: str | None) -> Path:
+def find_hallo_weights(folder: Path, sha: str | None) -> tuple[Path, bool]:
     """The Hallo reference folder whose net.pth the long-video run used: in `folder`, beside it, or in a
-    `hallo` folder beside the Hallo2 data (../shared/fixtures/hallo/*), matched by sha256 when recorded."""
+    `hallo` folder beside the Hallo2 data (../shared/fixtures/hallo/*), matched by sha256 when recorded.
+    Returns (folder, whether its net.pth has the recorded sha256); with no match, the only candidate is used
+    (so changed weights show as differences rather than as missing data)."""
     from .hallo import is_net_fixture
 
     roots = [folder, folder.parent, folder.parent.parent / "hallo", folder.parent / "hallo"]
@@ -188,7 +190,9 @@ def find_hallo_weights(folder: Path, sha: str | None) -> Path:
                 candidates.append(p)
     for p in candidates:
         if sha is None or _sha256(p / "net.pth") == sha:
-            return p
+            return p, True
+    if len(candidates) == 1:
+        return candidates[0], False
     raise InputError(f"{folder.name} ran the Hallo net with sha256 {sha}, but no Hallo reference folder with that "
                      f"net.pth was found (looked in {', '.join(str(r) for r in roots)})",
                      "put the Hallo reference data (../shared/fixtures/hallo) beside the Hallo2 folder")
@@ -203,7 +207,7 @@ def check_long_video(folder: Path) -> list[Check]:
     config = json.loads((folder / "config.json").read_text())
     settings = config["settings"]
     run = settings["v1_run"]
-    weights = find_hallo_weights(folder, config.get("weights", {}).get("net.pth_sha256"))
+    weights, same = find_hallo_weights(folder, config.get("weights", {}).get("net.pth_sha256"))
     pipe, _ = load_fixture_pipeline(weights)
     from diffusers import DDIMScheduler
     pipe.scheduler = DDIMScheduler(**config["scheduler_kwargs"])
@@ -220,8 +224,10 @@ def check_long_video(folder: Path) -> list[Check]:
     reference = v1["in.ref_and_motion_pixels"][0, :1]  # (1, 3, H, W) in [-1, 1]
     emb, region = v1["in.face_emb"], v1["in.face_region_mask"]
     masks = {k: [v1[f"in.{k}_mask.{i}"] for i in range(_levels(v1, k))] for k in BRANCHES}
-    latent_hw = [s // 8 for s in reference.shape[-2:]]
-    checks: list[Check] = []
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)  # VAE downsampling
+    latent_hw = [side // factor for side in reference.shape[-2:]]
+    checks: list[Check] = [Check(f"{folder.name}/net.pth sha256 == recorded ({weights.name})",
+                                 0.0 if same else float("inf"), 0.0)]
 
     def check(key: str, ours: torch.Tensor, tol: float, label: str = "") -> None:
         if key in io:
