@@ -59,6 +59,7 @@ class SamplingConfig:
     seed: int = 420
     landmarks: bool = False  # AudioPose2VideoPipeline (per-frame landmark images) instead of Audio2VideoPipeline
     average_without_guidance: bool = False  # fix for the audio pipeline's unaveraged windows at guidance <= 1
+    window_batch: int = 1  # context windows per UNet call (officially 1; more is faster on a GPU, same numbers)
 
     @property
     def shift_per_step(self) -> int:
@@ -151,11 +152,11 @@ class EchoMimicPipeline:
     @torch.no_grad()
     def model_output(self, latents: torch.Tensor, t: torch.Tensor, audio: torch.Tensor, location: torch.Tensor,
                      guidance: bool) -> torch.Tensor:
-        """The denoising UNet on one window: latents (1, 4, f, h, w), audio (1, f, tokens, 384), location
-        (1, c, 1 or f, h, w) -> (g, 4, f, h, w), [uncond, cond] with guidance."""
-        f = latents.shape[2]
+        """The denoising UNet on n windows: latents (n, 4, f, h, w), audio (n, f, tokens, 384), location
+        (n or 1, c, 1 or f, h, w) -> (g n, 4, f, h, w), [uncond rows, cond rows] with guidance."""
+        n, _, f = latents.shape[:3]
         audio = audio.to(self.device, self.dtype)
-        location = location.to(self.device, self.dtype).expand(-1, -1, f, -1, -1)
+        location = location.to(self.device, self.dtype).expand(n, -1, f, -1, -1)
         batch = latents.to(self.device, self.dtype)
         if guidance:
             batch = batch.repeat(2, 1, 1, 1, 1)
@@ -190,16 +191,19 @@ class EchoMimicPipeline:
         for i, t in enumerate(self.scheduler.timesteps):
             total = torch.zeros((2 if guidance else 1, *latents.shape[1:]), device=self.device)
             counter = torch.zeros((1, 1, num_frames, 1, 1), device=self.device)
-            for j, window in enumerate(windows):
-                idx = shifted(window, i, s.shift_per_step, num_frames)
-                loc = location[:, :, idx] if per_frame_location else location
-                out = self.model_output(latents[:, :, idx], t, audio[:, idx], loc, guidance).float()
-                if trace is not None:
-                    trace[f"context_idx.{i}.{j}"] = torch.tensor(idx)
-                    if i == 0:
-                        trace[f"unet_out.{i}.{j}"] = out.clone()
-                total[:, :, idx] += out
-                counter[:, :, idx] += 1
+            for first in range(0, len(windows), max(s.window_batch, 1)):
+                chunk = [shifted(w, i, s.shift_per_step, num_frames) for w in windows[first:first + s.window_batch]]
+                loc = torch.cat([location[:, :, idx] for idx in chunk]) if per_frame_location else location
+                out = self.model_output(torch.cat([latents[:, :, idx] for idx in chunk]), t,
+                                        torch.cat([audio[:, idx] for idx in chunk]), loc, guidance).float()
+                out = out.unflatten(0, (-1, len(chunk)))  # (g, windows, 4, f, h, w)
+                for k, idx in enumerate(chunk):
+                    if trace is not None:
+                        trace[f"context_idx.{i}.{first + k}"] = torch.tensor(idx)
+                        if i == 0:
+                            trace[f"unet_out.{i}.{first + k}"] = out[:, k].clone()
+                    total[:, :, idx] += out[:, k]
+                    counter[:, :, idx] += 1
             if guidance or s.landmarks or s.average_without_guidance:
                 total = total / counter
             guided = self.guided(total, s.guidance_scale)
