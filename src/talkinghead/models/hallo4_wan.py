@@ -342,3 +342,53 @@ def load_release_dit(root: str | Path, audio: dict | None = None, **overrides) -
     model = Hallo4WanModel(**config, audio=audio)
     load_strict(model, official_to_ours(read_checkpoint(files["Hallo4 DiT"])), files["Hallo4 DiT"])
     return model.eval()
+
+
+# ------------------------------------------------------------------ the Wan2.1 VAE (`Wan2.1_Encoders/Wan2.1_VAE.pth`)
+
+VAE_FILE = "Wan2.1_Encoders/Wan2.1_VAE.pth"
+_RESIDUAL = ((".residual.0.gamma", ".norm1.gamma"), (".residual.2.", ".conv1."), (".residual.3.gamma", ".norm2.gamma"),
+             (".residual.6.", ".conv2."), (".shortcut.", ".conv_shortcut."))
+_VAE_FIXED = {"conv1": "quant_conv", "conv2": "post_quant_conv", "encoder.conv1": "encoder.conv_in",
+              "decoder.conv1": "decoder.conv_in", "encoder.head.0": "encoder.norm_out",
+              "encoder.head.2": "encoder.conv_out", "decoder.head.0": "decoder.norm_out",
+              "decoder.head.2": "decoder.conv_out"}
+
+
+def wan_vae_to_diffusers(state: dict[str, torch.Tensor], levels: int = 4, res_blocks: int = 2) -> dict[str, torch.Tensor]:
+    """Wan's own VAE names (`WanVAE_`) -> diffusers' `AutoencoderKLWan`: middle blocks to mid_block resnets /
+    attention, the decoder's flat `upsamples` list to up_blocks (res_blocks + 1 resnets, then an upsampler, per
+    level), the encoder's flat list kept flat as down_blocks, heads to norm_out/conv_out."""
+    per_level = res_blocks + 2  # decoder: res_blocks + 1 resnets and one resample per level (none after the last)
+    out = {}
+    for key, value in state.items():
+        name, _, kind = key.rpartition(".")
+        if name in _VAE_FIXED:
+            out[f"{_VAE_FIXED[name]}.{kind}"] = value
+            continue
+        m = re.match(r"^(encoder|decoder)\.middle\.(\d)\.(.+)$", key)
+        if m:
+            part = "attentions.0" if m[2] == "1" else f"resnets.{int(m[2]) // 2}"
+            key = f"{m[1]}.mid_block.{part}.{m[3]}"
+        m = re.match(r"^decoder\.upsamples\.(\d+)\.(.+)$", key)
+        if m:
+            level, j = divmod(int(m[1]), per_level)
+            sub = f"upsamplers.0.{m[2]}" if j == per_level - 1 else f"resnets.{j}.{m[2]}"
+            key = f"decoder.up_blocks.{level}.{sub}"
+        key = key.replace("encoder.downsamples.", "encoder.down_blocks.")
+        for old, new in _RESIDUAL:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+def load_wan_vae(path: str | Path, base_dim: int = 96):
+    """diffusers' `AutoencoderKLWan` with the official `Wan2.1_VAE.pth` loaded strictly (weights_only);
+    `base_dim` 96 at full size (the only size the official code builds; small test releases differ)."""
+    from diffusers import AutoencoderKLWan
+
+    path = Path(path)
+    state = read_checkpoint(path)
+    vae = AutoencoderKLWan(base_dim=base_dim)
+    load_strict(vae, wan_vae_to_diffusers(state), path)
+    return vae.eval()
