@@ -296,3 +296,22 @@ def test_whisper_features_one_row_per_frame(one_clip: Path, tmp_path: Path):
     assert index["audio_feats"] == {"kind": "whisper", "model": "whisper-tiny", "layers": 2, "dim": 16}
     shard = Shard(tmp_path / "ds" / index["videos"][0]["shard"])
     assert shard.array("audio_feats").shape == (shard.n_frames, 2, 16)
+
+
+def test_body_keypoints_are_stored_and_read(one_clip: Path, tmp_path: Path):
+    """body=True stores EMO2's hands and body keypoints (real MediaPipe Hands + Pose) per frame, in crop-box
+    units; TalkingClips then carries them, and a dataset made without them is made again when asked."""
+    from talkinghead.train.datasets import TalkingClips
+
+    preprocess(one_clip, tmp_path / "ds", size=64, workers=1, progress=False)
+    report = preprocess(one_clip, tmp_path / "ds", size=64, workers=1, progress=False, body=True)
+    assert report.processed == ["clip"]  # the shard had no keypoints
+    shard = Shard(tmp_path / "ds" / _index(tmp_path / "ds")["videos"][0]["shard"])
+    t = shard.n_frames
+    assert shard.array("hands").shape == (t, 2, 21, 3) and shard.array("body").shape == (t, 12, 2)
+    assert shard.array("hand_mask").shape == (t, 2) and set(np.unique(shard.array("body_mask"))) <= {0, 1}
+    body, mask = shard.array("body"), shard.array("body_mask").astype(bool)
+    assert np.isfinite(body).all() and (body[~mask] == 0).all()
+    item = TalkingClips(tmp_path / "ds", clip_frames=3, motion_frames=0)[0]
+    assert item["hands"].shape == (3, 2, 21, 3) and item["body_mask"].shape == (3, 12)
+    assert preprocess(one_clip, tmp_path / "ds", size=64, workers=1, progress=False, body=True).reused == ["clip"]

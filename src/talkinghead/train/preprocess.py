@@ -12,7 +12,7 @@ dataset/
   report.json      {"version": 1, "settings": {...}, "skipped": [{"source", "reason", "bytes", "mtime"}, ...]}
   shards/<id>.safetensors   one per video; written to a temporary name, then os.replace'd: a shard that
                    exists is complete. Metadata (str -> str): version, id, source, fps, size, frames,
-                   seconds, audio_model ("" or "kind:name"). T = frames, S = size. Tensors:
+                   seconds, audio_model ("" or "kind:name"), body ("1" with keypoints). T = frames, S = size. Tensors:
     jpeg          uint8 (N,)      the T face crops, RGB, S x S, as JPEG (quality 95, 4:4:4 chroma), concatenated;
     jpeg_offsets  int64 (T+1,)    frame i is jpeg[jpeg_offsets[i]:jpeg_offsets[i+1]] (see `Shard.frames`).
                                   JPEG, not raw uint8 (T,S,S,3): ~13x smaller (a 512 px frame is ~60 KB,
@@ -34,6 +34,11 @@ dataset/
     speed         float32 (T,)    head rotation speed, degrees per frame (nn.speed.head_speed of `pose`)
     speed_bucket  int64 (T,)      nearest EMO speed bucket (nn.speed.SpeedConfig().centers)
     mel           float32 (T, 4, 80) log10 mel power (see `log_mel`): 4 mel frames per video frame
+    hands         float32 (T, 2, 21, 3) optional (`body=True`): EMO2's MediaPipe hands (the person's left, right)
+                                  in units of the crop box (0..1 inside it; z in crop sides), zeros where missing
+    hand_mask     uint8 (T, 2)    1 where that hand was found
+    body          float32 (T, 12, 2) the upper-limb and leg keypoints (face.body.BODY_POINTS), crop-box units
+    body_mask     uint8 (T, 12)   1 where a keypoint is visible (MediaPipe Pose visibility >= 0.5)
     audio_feats   float16 (T, L, D) optional: wav2vec2 hidden states of layers 1..L at the video frame rate
                                   (Hallo's front end, audio/wav2vec.py), or whisper encoder hidden states
                                   (input + every layer) averaged down from 50 Hz to the video frame rate
@@ -454,6 +459,27 @@ def _crop(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=interp)
 
 
+BODY_KEYS = ("hands", "hand_mask", "body", "body_mask")
+
+
+def _body_in_crop(rgb: np.ndarray, box: np.ndarray) -> dict[str, np.ndarray]:
+    """EMO2's end effectors of one full frame in units of the crop `box` (0..1 inside it; hands and limbs
+    often reach outside a face crop): hands (2, 21, 3) with z in crop sides, hand_mask (2,), body (12, 2),
+    body_mask (12,) uint8; missing points are zeros with a 0 mask."""
+    from ..face.body import analyze_body
+
+    left, top, side = (float(v) for v in box)
+    k = analyze_body(rgb)
+    hands = np.nan_to_num(k.hands.astype(np.float32))
+    hands[..., 0], hands[..., 1], hands[..., 2] = (hands[..., 0] - left) / side, (hands[..., 1] - top) / side, \
+        hands[..., 2] / side
+    body = np.nan_to_num(k.body.astype(np.float32))
+    body[:, 0], body[:, 1] = (body[:, 0] - left) / side, (body[:, 1] - top) / side
+    hand_mask, body_mask = k.hand_mask.astype(np.uint8), k.body_mask.astype(np.uint8)
+    return {"hands": hands * hand_mask[:, None, None], "hand_mask": hand_mask,
+            "body": body * body_mask[:, None], "body_mask": body_mask}
+
+
 def _to_crop(landmarks: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """Source-pixel landmarks (T, 478, 3) -> pixels of each frame's size x size crop."""
     scale = (size / boxes[:, 2]).astype(np.float32)[:, None, None]
@@ -511,6 +537,7 @@ class Settings:
     fps: int = DEFAULT_FPS
     min_frames: int = MIN_FRAMES
     audio_model: str | None = None  # local wav2vec2 / whisper folder
+    body: bool = False  # also store EMO2's hand and body keypoints (MediaPipe Hands + Pose per frame)
 
 
 def process_video(path: Path, shard: Path, video_id: str, settings: Settings,
@@ -558,20 +585,26 @@ def process_video(path: Path, shard: Path, video_id: str, settings: Settings,
     seconds = n / settings.fps
     meta = {"version": str(FORMAT_VERSION), "id": video_id, "source": str(path), "fps": str(settings.fps),
             "size": str(size), "frames": str(n), "seconds": f"{seconds:.3f}",
-            "audio_model": encoder.signature if encoder is not None else "",
+            "audio_model": encoder.signature if encoder is not None else "", "body": "1" if settings.body else "",
             "audio_dims": ",".join(str(d) for d in arrays["audio_feats"].shape[1:]) if encoder is not None else ""}
     shard.parent.mkdir(parents=True, exist_ok=True)
     tmp = shard.with_name(f".{shard.name}.{os.getpid()}.part")
     jpeg_tmp = shard.with_name(f".{shard.name}.{os.getpid()}.jpeg.part")
     try:
         offsets = [0]
+        keypoints = []
         with open(jpeg_tmp, "wb") as out:
             for i, rgb in enumerate(_video_frames(path, settings.fps)):
                 if i < n:
                     offsets.append(offsets[-1] + out.write(encode_frame(_crop(rgb, boxes[i], size))))
+                    if settings.body:
+                        keypoints.append(_body_in_crop(rgb, boxes[i]))
         if len(offsets) != n + 1:
             raise _Reject(f"unreadable: the second decoding gave {len(offsets) - 1} frames, the first {n}")
         arrays["jpeg_offsets"] = np.asarray(offsets, np.int64)
+        if settings.body:
+            for key in BODY_KEYS:
+                arrays[key] = np.stack([k[key] for k in keypoints])
         write_shard(tmp, arrays, jpeg_tmp, meta)
         os.replace(tmp, shard)
     finally:
@@ -735,6 +768,8 @@ def _reusable(shard: Path, settings: Settings, signature: str | None) -> dict | 
         return None
     if signature is not None and meta.get("audio_model") != signature:
         return None
+    if settings.body and meta.get("body") != "1":  # keypoints asked for and missing: make it again
+        return None
     return {"id": meta["id"], "source": meta["source"], "frames": int(meta["frames"]),
             "shard": f"shards/{shard.name}", "seconds": float(meta["seconds"]), "_audio": meta.get("audio_model", ""),
             "_audio_dims": meta.get("audio_dims", "")}
@@ -747,7 +782,7 @@ def _file_key(path: Path) -> dict:
 
 def preprocess(videos_dir: str | os.PathLike, dataset_dir: str | os.PathLike, size: int = 512, workers: int = 2,
                audio_model: str | os.PathLike | None = None, fps: int | None = None, min_frames: int = MIN_FRAMES,
-               progress: bool = True) -> Report:
+               progress: bool = True, body: bool = False) -> Report:
     """Preprocess every video under `videos_dir` into `dataset_dir` (format: this module's docstring).
 
     Resumable: a video whose shard is complete and made with the same settings is not processed again, nor
@@ -758,7 +793,7 @@ def preprocess(videos_dir: str | os.PathLike, dataset_dir: str | os.PathLike, si
     fps = DEFAULT_FPS if fps is None else fps
     _check_args(videos_dir, dataset_dir, size, workers, fps, min_frames)
     settings = Settings(size=size, fps=int(fps), min_frames=min_frames,
-                        audio_model=str(Path(audio_model).expanduser()) if audio_model else None)
+                        audio_model=str(Path(audio_model).expanduser()) if audio_model else None, body=bool(body))
     paths = find_videos(videos_dir, exclude=dataset_dir.resolve() if dataset_dir.exists() else None)
     if not paths:
         raise InputError(f"no videos in {videos_dir} (looked for {', '.join(VIDEO_SUFFIXES)})",

@@ -133,7 +133,7 @@ def write_smoke_dataset(folder: str | Path, videos: int = SMOKE_VIDEOS, frames: 
         speed = head_speed(torch.from_numpy(pose))
         bucket = speed_bucket_index(speed, SpeedConfig().centers)
         arrays = {"landmarks": lm.astype(np.float16), "has_face": np.ones(frames, np.uint8),
-                  "box": np.tile(np.array([0, 0, size, size], np.float32), (frames, 1)), "masks": masks,
+                  "box": np.tile(np.array([0, 0, size], np.float32), (frames, 1)), "masks": masks,
                   "hallo_masks": hallo, "pose": pose, "speed": speed.numpy().astype(np.float32),
                   "speed_bucket": bucket.numpy().astype(np.int64),
                   "mel": log_mel(_speech(opening, phase), frames, SMOKE_FPS), **_body(opening, rng)}

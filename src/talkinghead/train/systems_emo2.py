@@ -1,7 +1,7 @@
 """Training adapter of EMO2 (models/emo2.py): stage 1 diffuses hand motion from audio, stage 2 is EMO's reference
 video net guided by rendered hand/body maps with the pose-discriminator loss. The stage label picks the net.
 
-Both read the dataset's hand and body keypoints (shards made with `talkinghead preprocess --body`). Stage 1
+Both read the dataset's hand and body keypoints (shards made by `preprocess(..., body=True)`). Stage 1
 splits each clip into `prev_frames` clean motion frames (continuity) and the frames it generates; motion is
 body-relative (origin between the shoulders, unit = shoulder width, shoulder roll removed). Its audio is the
 clip's per-frame audio windows flattened (wav2vec2 features when the dataset has them, else log-mel), so the
@@ -33,7 +33,8 @@ class EMO2Options:
 def _require_body(batch: dict) -> None:
     if "hands" not in batch:
         raise InputError("EMO2 trains on hand and body keypoints; this dataset has none",
-                         "preprocess the videos again with `talkinghead preprocess --body`")
+                         "preprocess the videos again with body keypoints: "
+                         "talkinghead.train.preprocess.preprocess(videos, dataset, body=True)")
 
 
 def body_relative(hands: torch.Tensor, body: torch.Tensor, body_mask: torch.Tensor
