@@ -87,3 +87,39 @@ def test_whisper_loader_refuses_what_is_not_an_openai_checkpoint(tmp_path):
     (tmp_path / "broken.pt").write_bytes(b"not a pickle")
     with pytest.raises(CheckpointError, match="cannot read"):
         WhisperFeatures.from_openai_checkpoint(tmp_path / "broken.pt")
+
+
+def _manifest(name: str) -> dict[str, list[int]]:
+    path = FIXTURE.parent / "manifests" / name
+    if not path.is_file():
+        pytest.skip(f"shared manifests not found at {path}")
+    rows = {}
+    for line in path.read_text().splitlines():
+        key, shape, _dtype = line.split("\t")
+        rows[key] = json.loads(shape)
+    return rows
+
+
+def test_full_size_whisper_and_landmark_locator_match_the_release_manifests():
+    """On the meta device: the openai whisper-tiny encoder keys map one to one onto transformers' encoder (the
+    decoder, unused by EchoMimic, is the only part left out) and face_locator_pose.pth fits the 3-channel locator."""
+    from talkinghead.audio.whisper import WhisperDims, WhisperFeatures, transformers_name
+    from talkinghead.models.echomimic import EchoMimicConfig, EchoMimicNet, face_locator_sizes
+
+    manifest = _manifest("whisper_tiny.tsv")
+    with torch.device("meta"):
+        whisper = WhisperFeatures(WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6,
+                                              n_audio_layer=4))
+    ours = {k: list(v.shape) for k, v in whisper.encoder.state_dict().items()}
+    encoder = {transformers_name(k): shape for k, shape in manifest.items() if k.startswith("encoder.")}
+    assert encoder == ours
+    assert all(k.startswith(("encoder.", "decoder.")) for k in manifest)
+
+    pose = _manifest("echomimic_face_locator_pose.tsv")
+    state = {k: torch.empty(shape, device="meta") for k, shape in pose.items()}
+    config = EchoMimicConfig()
+    config.face_locator = face_locator_sizes(state, config.face_locator)
+    assert config.face_locator["conditioning_channels"] == 3
+    with torch.device("meta"):
+        net = EchoMimicNet(config)
+    assert {k: list(v.shape) for k, v in net.face_locator.state_dict().items()} == pose

@@ -40,6 +40,18 @@ _BLOCK_NAMES = {
 _TOP_NAMES = {"conv1": "conv1", "conv2": "conv2", "ln_post": "layer_norm"}
 
 
+def transformers_name(key: str) -> str:
+    """An openai checkpoint key of the encoder (`encoder.blocks.0.attn.query.weight`) -> its WhisperEncoder name."""
+    name = key.removeprefix("encoder.")
+    if name == "positional_embedding":
+        return "embed_positions.weight"
+    head, _, leaf = name.rpartition(".")
+    if head.startswith("blocks."):
+        _, index, sub = head.split(".", 2)
+        return f"layers.{index}.{_BLOCK_NAMES.get(sub, sub)}.{leaf}"
+    return f"{_TOP_NAMES.get(head, head)}.{leaf}"
+
+
 def mel_filters(n_mels: int) -> torch.Tensor:
     """The Slaney-normalised mel filter bank openai whisper ships (librosa's, float32), (n_mels, n_fft/2+1)."""
     from transformers.audio_utils import mel_filter_bank
@@ -128,18 +140,7 @@ class WhisperFeatures(nn.Module):
     def load_openai_state(self, state: dict[str, torch.Tensor], source: str | Path) -> None:
         from ..models.checkpoints import load_strict
 
-        ours = {}
-        for key, value in state.items():
-            name = key.removeprefix("encoder.")
-            if name == "positional_embedding":
-                ours["embed_positions.weight"] = value
-                continue
-            head, _, leaf = name.rpartition(".")
-            if head.startswith("blocks."):
-                _, index, sub = head.split(".", 2)
-                ours[f"layers.{index}.{_BLOCK_NAMES.get(sub, sub)}.{leaf}"] = value
-            else:
-                ours[f"{_TOP_NAMES.get(head, head)}.{leaf}"] = value
+        ours = {transformers_name(key): value for key, value in state.items()}
         model_keys = self.encoder.state_dict()
         # openai's key projection has no bias: transformers' k_proj neither
         load_strict(self.encoder, {k: v.to(model_keys[k].dtype) if k in model_keys else v for k, v in ours.items()},
