@@ -52,13 +52,24 @@ class RenderRequest:
     labels: dict[str, str] = field(default_factory=dict)  # server path -> the name the client knows
 
 
+@dataclass
+class DubRequest:
+    """One validated dubbing submission (POST /v1/dubs): the video, the new speech, its options."""
+
+    video: Path
+    audio: Path
+    text: str | None  # the transcript of `audio`
+    options: object  # talkinghead.dub.DubOptions, validated
+    labels: dict[str, str] = field(default_factory=dict)  # server path -> the name the client knows
+
+
 @dataclass(eq=False)
 class Job:
     """One render: its state as clients see it and its private folder."""
 
     id: str
     folder: Path
-    request: RenderRequest | None = None
+    request: RenderRequest | DubRequest | None = None
     status: str = "queued"
     progress: float = 0.0
     error: str | None = None
@@ -320,6 +331,12 @@ def render_job(job: Job) -> None:
     from ..service import render
 
     request = job.request
+    if isinstance(request, DubRequest):
+        from ..dub import dub
+
+        dub(request.video, request.audio, job.video, text=request.text, options=request.options, cancel=job.cancel,
+            on_progress=lambda fraction: setattr(job, "progress", fraction))
+        return
     speech = load_speech(request, request.config.render.max_seconds)
     render(request.engine, request.image, speech, job.video, request.config, cancel=job.cancel,
            on_progress=lambda fraction: setattr(job, "progress", fraction), warn=False)

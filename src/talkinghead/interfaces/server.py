@@ -75,7 +75,7 @@ from starlette.requests import ClientDisconnect
 from ..config import DTYPES, SCHEDULERS, AnimateConfig, config_from_options, option_names
 from ..errors import InputError
 from ..types import SAMPLE_RATE
-from .jobs import JobService, RenderRequest, ServiceError, relabel
+from .jobs import DubRequest, JobService, RenderRequest, ServiceError, relabel
 from .settings import Settings, make_settings
 
 log = logging.getLogger("talkinghead.serve")
@@ -181,8 +181,9 @@ def _safe_suffix(filename: str) -> str:
 class _FormReader:
     """python-multipart callbacks: file fields go straight to disk, other fields are kept (size-capped)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, file_fields: tuple[str, ...] = FILE_FIELDS):
         self.folder = folder
+        self.file_fields = file_fields
         self.upload = Upload()
         self.ended = False
         self._headers: dict[bytes, bytes] = {}
@@ -226,14 +227,14 @@ class _FormReader:
         up = self.upload
         if name in up.fields or name in up.files:
             raise ServiceError(422, "invalid_option", f"field {name!r} was sent twice\n  how to fix: send it once")
-        if name in FILE_FIELDS:
+        if name in self.file_fields:
             client = _client_filename(options.get(b"filename", b"").decode("utf-8", "replace"), f"the uploaded {name}")
             path = self.folder / f"{name}{_safe_suffix(client)}"
             self._file = open(path, "xb")  # noqa: SIM115 - closed in on_part_end or close()
             up.files[name], up.filenames[name] = path, client
         elif b"filename" in options:
             raise ServiceError(422, "invalid_option", f"unexpected file field {name!r}\n"
-                               "  how to fix: send files only as `image` and `audio`")
+                               f"  how to fix: send files only as {' and '.join(f'`{f}`' for f in self.file_fields)}")
         elif len(up.fields) >= MAX_FIELDS:
             raise ServiceError(422, "invalid_option", f"more than {MAX_FIELDS} form fields\n"
                                "  how to fix: send only image, audio or text, voice, engine and the controls")
@@ -294,9 +295,10 @@ def check_upload_headers(request: Request, limit: int) -> bytes:
     return params[b"boundary"]
 
 
-async def read_upload(request: Request, boundary: bytes, folder: Path, limit: int) -> Upload:
+async def read_upload(request: Request, boundary: bytes, folder: Path, limit: int,
+                      file_fields: tuple[str, ...] = FILE_FIELDS) -> Upload:
     """Stream a multipart body into `folder`, refusing it (413) as soon as more than `limit` bytes came in."""
-    reader = _FormReader(folder)
+    reader = _FormReader(folder, file_fields)
     parser = MultipartParser(boundary, reader.callbacks())
     received = 0
     try:
@@ -428,6 +430,94 @@ def validate_submission(upload: Upload, settings: Settings) -> RenderRequest:
         raise _input_error(422, "invalid_image", relabel(e, labels)) from None
     check_speech(request, settings)
     return request
+
+
+# ------------------------------------------------------------------------------------------ dubbing
+DUB_FILE_FIELDS = ("video", "audio")
+DUB_FIELDS = ("fit", "face", "face-index", "keep-original-audio", "mouth-scale", "max-seconds", "text")
+
+
+def _dub_schema() -> dict:
+    """OpenAPI schema of the POST /v1/dubs form."""
+    from ..dub import FACES, FITS
+
+    return {"type": "object", "required": ["video", "audio"], "additionalProperties": False, "properties": {
+        "video": {"type": "string", "format": "binary", "description": "the video to dub (mp4, mov, mkv, webm, ...)"},
+        "audio": {"type": "string", "format": "binary", "description": "the new speech: wav, mp3, flac, ogg, m4a"},
+        "text": {"type": "string", "maxLength": MAX_TEXT_CHARS, "description": "the transcript of `audio` (English)"},
+        "fit": {"type": "string", "enum": list(FITS), "default": "pingpong", "description": "as the CLI's --fit"},
+        "face": {"type": "string", "enum": list(FACES), "default": "largest", "description": "as the CLI's --face"},
+        "face-index": {"type": "integer", "description": "as the CLI's --face-index"},
+        "keep-original-audio": {"type": "number", "description": "as the CLI's --keep-original-audio (dB)"},
+        "mouth-scale": {"type": "number", "default": 1.0, "description": "as the CLI's --mouth-scale"},
+        "max-seconds": {"type": "number", "description": "as the CLI's --max-seconds (at most the server's limit)"},
+    }}
+
+
+def validate_dub(upload: Upload, settings: Settings) -> DubRequest:
+    """A dubbing submission checked now (422 for anything wrong): options, the video (decoded, within the
+    server's length limit) and the speech. Whether a face is in the video is known only once it is tracked."""
+    from ..dub import DubOptions, VideoSource
+    from ..io import load_audio
+
+    fields_ = {k.replace("_", "-"): v for k, v in upload.fields.items()}
+    unknown = sorted(set(fields_) - set(DUB_FIELDS))
+    if unknown:
+        raise ServiceError(422, "invalid_option", f"unknown option(s) {', '.join(unknown)}\n"
+                           f"  how to fix: use only {', '.join(DUB_FIELDS)}")
+    for name in ("video", "audio"):
+        if name not in upload.files:
+            raise ServiceError(422, f"missing_{name}", f"no `{name}` file in the form\n"
+                               f"  how to fix: send the {'video to dub' if name == 'video' else 'new speech'} "
+                               f"as the file field `{name}`")
+    text = fields_.pop("text", None)
+    if text is not None:
+        text = " ".join(text.split())[:MAX_TEXT_CHARS] or None
+
+    def number(name, kind):
+        v = fields_.get(name)
+        if v is None or str(v).strip() == "":
+            return None
+        try:
+            x = float(v)
+        except ValueError:
+            raise ServiceError(422, "invalid_option", f"{name} needs a number, got {v!r}\n"
+                               f"  how to fix: e.g. {name}=1") from None
+        if kind is int:
+            if not x.is_integer():
+                raise ServiceError(422, "invalid_option", f"{name} needs a whole number, got {v!r}\n"
+                                   f"  how to fix: e.g. {name}=0")
+            return int(x)
+        return x
+
+    cap = settings.max_audio_seconds
+    asked = number("max-seconds", float)
+    mouth = number("mouth-scale", float)
+    options = DubOptions(fit=fields_.get("fit", "pingpong").strip() or "pingpong",
+                         face=fields_.get("face", "largest").strip() or "largest",
+                         face_index=number("face-index", int), keep_original_audio=number("keep-original-audio", float),
+                         max_seconds=cap if asked is None else min(asked, cap),
+                         mouth_scale=1.0 if mouth is None else mouth)
+    labels = {str(upload.files[k]): upload.filenames[k] for k in upload.files}
+    try:
+        options.validate()
+    except InputError as e:
+        raise _input_error(422, "invalid_option", e) from None
+    video, audio = upload.files["video"], upload.files["audio"]
+    try:
+        VideoSource(video, options.max_seconds)
+    except InputError as e:
+        code = "video_too_long" if "max-seconds" in e.message else "invalid_video"
+        raise _input_error(422, code, relabel(e, labels)) from None
+    except (ValueError, TypeError, AttributeError, OSError):
+        raise ServiceError(422, "invalid_video", f"cannot read the video {upload.filenames.get('video', '')}\n"
+                           "  how to fix: send a complete video file (mp4, mov, mkv, webm)") from None
+    try:
+        load_audio(audio, max_seconds=options.max_seconds)
+    except InputError as e:
+        code = "audio_too_long" if "max-seconds" in e.message else "invalid_audio"
+        raise _input_error(422, code, relabel(e, labels)) from None
+    return DubRequest(video, audio, text, options, labels)
 
 
 # ------------------------------------------------------------------------------------------ streaming
@@ -871,6 +961,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service.release(job)
             raise
         service.submit(job, render_request)
+        return JSONResponse({"id": job.id}, status_code=202, headers={"Location": f"/v1/videos/{job.id}"})
+
+    @app.post("/v1/dubs", status_code=202, response_model=JobCreated, dependencies=auth, tags=["dubs"],
+              summary="Submit a video and new speech to re-sync its lips; returns the job id",
+              description="The job is a video job: follow it, fetch it and cancel it at /v1/videos/{id}.",
+              responses=_errors(400, *deny, 408, 413, 415, 422, 429, 503),
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "multipart/form-data": {"schema": _dub_schema()}}}})
+    async def submit_dub(request: Request) -> JSONResponse:
+        """Checked like a video submission; the same limits, queue and errors."""
+        boundary = check_upload_headers(request, settings.max_upload_bytes)
+        job = service.reserve()
+        try:
+            upload = await read_upload(request, boundary, job.folder, settings.max_upload_bytes, DUB_FILE_FIELDS)
+            dub_request = await run_in_threadpool(validate_dub, upload, settings)
+        except BaseException:
+            service.release(job)
+            raise
+        service.submit(job, dub_request)
         return JSONResponse({"id": job.id}, status_code=202, headers={"Location": f"/v1/videos/{job.id}"})
 
     @app.get("/v1/videos/{job_id}", response_model=JobStatus, dependencies=auth, tags=["videos"],
