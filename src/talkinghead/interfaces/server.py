@@ -81,7 +81,7 @@ from .settings import Settings, make_settings
 log = logging.getLogger("talkinghead.serve")
 
 FILE_FIELDS = ("image", "audio")
-SERVER_ONLY_OPTIONS = ("checkpoint-dir", "face-embedding", "device")  # the operator's, never a client's
+SERVER_ONLY_OPTIONS = ("checkpoint-dir", "face-embedding", "device", "pose-video")  # paths and devices: the operator's
 CHOICES = {"gaze": ("camera", "wander"), "crop": ("face", "full"), "scheduler": SCHEDULERS, "dtype": DTYPES}
 MAX_FIELDS = 64  # form fields per submission
 MAX_FIELD_BYTES = 64 * 1024  # one non-file form field
