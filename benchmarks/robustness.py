@@ -3,7 +3,8 @@ eval card over every case.
 
     python benchmarks/robustness.py            # render every case, full card (sync, mouth, blinks, identity)
     python benchmarks/robustness.py --quick    # sync check only, frames kept in memory (what the test runs)
-    python benchmarks/robustness.py --sheet docs/robustness.png   # contact sheet of the corpus
+    python benchmarks/robustness.py --sheet docs/robustness.png   # and a contact sheet of the corpus,
+                                                                  # cut from each video's own --preview
 
 Portraits: astronaut (skimage) and Grace Hopper (matplotlib), and variants of them: rotated +-20 deg,
 off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a hand drawn over
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 
 from talkinghead.assets import portrait as bundled
+from talkinghead.audio.features import n_frames  # noqa: F401  (the frame count a clip must have)
 from talkinghead.assets import speech_path
 from talkinghead.config import AnimateConfig
 from talkinghead.errors import InputError
@@ -181,7 +183,9 @@ def warped(img: np.ndarray, size: int = 512, **motion) -> np.ndarray:
     from talkinghead.types import MotionFrame, Portrait
 
     por, face = prepare(Portrait(img, "warp"), size)
-    return WarpRenderer(por, face).render(MotionFrame(**motion))
+    r = WarpRenderer(por, face)
+    r.mouth.teeth = None  # the drawn interior throughout: the case stays the same whatever teeth the portrait shows
+    return r.render(MotionFrame(**motion))
 
 
 def cameraman() -> np.ndarray:
@@ -306,13 +310,17 @@ def run(quick: bool, size: int, only: list[str] | None = None, sheet: Path | Non
                 if quick:
                     frames = render_frames(image, sp, size)
                     card = {"sync": sync_check(frames, sp)}
-                    if sheet is not None:
-                        thumbs.append((case.name, frames[len(frames) // 3]))
                 else:
-                    card = full_card(image, sp, size, tmp, case.name)
+                    preview = tmp / f"{case.name}.preview.png" if sheet is not None else None
+                    card = full_card(image, sp, size, tmp, case.name, preview=preview)
+                    if preview is not None:
+                        thumbs.append((f"{case.name} ({case.voice})", preview_frame(preview)))
                 result = "rendered"
             except InputError as e:
-                card, result = None, f"refused: {e.message}" if hasattr(e, "message") else f"refused: {e}"
+                card, result = None, f"refused: {e.message}"
+                if sheet is not None:
+                    thumbs.append((f"{case.name}: refused", cv2.resize(image, (PREVIEW_THUMB, PREVIEW_THUMB),
+                                                                         interpolation=cv2.INTER_AREA)))
             if case.expect == "render" and card is not None and not card["sync"].get("passed"):
                 result += " (sync FAIL)"
             elif case.expect != ("render" if card is not None else "refuse"):
@@ -331,7 +339,20 @@ def run(quick: bool, size: int, only: list[str] | None = None, sheet: Path | Non
     return rows
 
 
-def write_sheet(thumbs: list[tuple[str, np.ndarray]], path: Path, side: int = 160, columns: int = 5) -> None:
+PREVIEW_THUMB = 256  # px, the side of each frame on a --preview contact sheet (api.write_contact_sheet)
+PREVIEW_PICK = 5  # which of the preview's frames (0..11, evenly spaced over the clip) goes on the corpus sheet
+
+
+def preview_frame(path: Path, pick: int = PREVIEW_PICK) -> np.ndarray:
+    """One frame cut out of a --preview contact sheet (4 columns of PREVIEW_THUMB px thumbnails)."""
+    from talkinghead.api import PREVIEW_COLUMNS
+
+    grid = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    r, c = divmod(pick, PREVIEW_COLUMNS)
+    return grid[r * PREVIEW_THUMB:(r + 1) * PREVIEW_THUMB, c * PREVIEW_THUMB:(c + 1) * PREVIEW_THUMB]
+
+
+def write_sheet(thumbs: list[tuple[str, np.ndarray]], path: Path, side: int = 170, columns: int = 5) -> None:
     rows = -(-len(thumbs) // columns)
     grid = np.full((rows * (side + 18), columns * side, 3), 255, np.uint8)
     for i, (name, f) in enumerate(thumbs):
@@ -339,7 +360,7 @@ def write_sheet(thumbs: list[tuple[str, np.ndarray]], path: Path, side: int = 16
         t = cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA)
         y = r * (side + 18)
         grid[y:y + side, c * side:(c + 1) * side] = t
-        cv2.putText(grid, name, (c * side + 3, y + side + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(grid, name, (c * side + 3, y + side + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
@@ -348,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="sync check only, frames in memory")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--only", nargs="*", help="case names (and/or 'librivox')")
-    ap.add_argument("--sheet", type=Path, help="with --quick: write a contact sheet of one frame per case")
+    ap.add_argument("--sheet", type=Path, help="write a PNG contact sheet: one frame per case from its --preview")
     args = ap.parse_args(argv)
     t = time.perf_counter()
     rows = run(args.quick, args.size, args.only, args.sheet)

@@ -138,3 +138,25 @@ def test_black_and_white_photo_gets_a_colourless_mouth(grace_image):
     frame = r.render(MotionFrame(jaw=0.9)).astype(int)
     spread = frame.max(axis=2) - frame.min(axis=2)
     assert spread.max() <= 3
+
+
+def test_teeth_shown_in_the_portrait_are_reused(astronaut_image, grace_image):
+    portrait, r = _renderer(astronaut_image)  # she smiles with her upper teeth showing
+    assert r.mouth.teeth is not None
+    _, closed = _renderer(grace_image)
+    assert closed.mouth.teeth is None  # closed lips: the drawn teeth
+    m = MotionFrame(jaw=0.6)
+    own = r.render(m).astype(np.float32)
+    r.mouth.teeth, saved = None, r.mouth.teeth
+    drawn = r.render(m).astype(np.float32)
+    r.mouth.teeth = saved
+    # the band under the upper lip: the portrait's own teeth colour, not the drawn one
+    matte = saved.matte > 0.5
+    real = saved.patch[matte].mean(axis=0)
+    lm = r.rig.P[:, :2] + r.rig.displace(m)[: r.rig.P.shape[0]]
+    up = lm[list(R.LIPS_INNER_UPPER[3:8])]
+    lo = lm[list(R.LIPS_INNER_LOWER[3:8])]
+    ys = np.round(up[:, 1] + 0.25 * (lo[:, 1] - up[:, 1])).astype(int)
+    xs = np.round(up[:, 0]).astype(int)
+    assert np.abs(own[ys, xs] - real).mean() < np.abs(drawn[ys, xs] - real).mean()
+    assert np.abs(own[ys, xs].mean(axis=0) - real).max() < 40

@@ -1,5 +1,10 @@
 """Mouth interior: when the lips part, fill the inner-lip polygon with a shaded cavity, tongue and
-teeth whose visibility follows the opening, feathered so no seam shows."""
+teeth whose visibility follows the opening, feathered so no seam shows.
+
+Where the portrait itself shows its upper teeth (a smile, parted lips), those teeth are reused: cut
+out once with a brightness matte, they ride on the upper inner lip (the upper teeth sit in the skull,
+so they move with the upper lip, not the jaw) in place of the drawn upper teeth.
+"""
 from __future__ import annotations
 
 import cv2
@@ -16,6 +21,8 @@ UPPER_TEETH = 0.085  # IOD, visible height of the upper teeth when open
 LOWER_TEETH = 0.045
 TOOTH_WIDTH = 0.085  # IOD, spacing of the faint gaps between teeth
 MIN_OPEN = 0.012  # IOD, below this opening nothing is drawn
+TEETH_GAP = 0.04  # IOD, a portrait's lips parted at least this much may show teeth to reuse
+TEETH_SHARE = 0.2  # share of the portrait's lip gap that must look like teeth to reuse them
 SS = 4  # supersampling of the polygon mask (cv2 shift bits = 2)
 
 
@@ -34,6 +41,7 @@ class MouthInterior:
         sat = float(np.ptp(skin) / max(skin.max(), 1.0))
         self.colour = float(np.clip(sat / 0.12, 0.0, 1.0))
         self.cover: np.ndarray | None = None  # (h, w) 0..1: rigid things in front of the mouth
+        self.teeth = _own_teeth(image, P[:, :2].astype(np.float64), self.iod, skin)
 
     def draw(self, out: np.ndarray, lm: np.ndarray, m: MotionFrame) -> None:
         """Composite the interior into `out` in place. `lm`: displaced landmarks (478, 2)."""
@@ -82,18 +90,74 @@ class MouthInterior:
         gaps = 1.0 - 0.22 * np.exp(-(((phase - np.round(phase)) * TOOTH_WIDTH * self.iod / 0.7) ** 2))
         shade = (0.62 + 0.38 * np.sqrt(below_lip)) * gaps * (0.8 + 0.2 * (1 - across))
         # the cavity takes the skin's hue, the teeth only its brightness
+        if self.teeth is not None:
+            teeth = lower[..., None]  # the upper teeth come from the portrait, below
         img = img * self.tint * (1 - teeth) + TEETH * shade[..., None] * teeth
         # depth: darker towards the corners
         img *= (1.0 - 0.45 * across ** 2)[..., None] * self.light
         if self.colour < 1.0:
             grey = img.mean(axis=-1, keepdims=True)
             img = grey + self.colour * (img - grey)
+        if self.teeth is not None:
+            own, alpha = self.teeth.place(up, (x0, y0, bw, bh))
+            # below the upper lip's edge, and over at most the share of the gap drawn teeth take: the
+            # dark gap under them is what shows the mouth open
+            alpha = alpha * np.clip((frac * gap - 0.5) / 1.5, 0, 1) * np.clip((up_y + 0.45 * opening - yy) / 1.5, 0, 1)
+            img = img * (1 - alpha[..., None]) + own * alpha[..., None]
         vis = float(np.clip((opening / self.iod - MIN_OPEN) / 0.03, 0, 1))
         if self.cover is not None:  # a hand or a microphone stays in front of the mouth
             mask = mask * (1.0 - self.cover[y0:y1, x0:x1])
         a = (mask * vis)[..., None]
         roi = out[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = np.clip(roi * (1 - a) + img * a + 0.5, 0, 255).astype(np.uint8)
+
+
+class _Teeth:
+    """The portrait's own upper teeth: an RGB patch, its matte, and the upper inner lip it hangs from."""
+
+    def __init__(self, patch: np.ndarray, matte: np.ndarray, lip: np.ndarray):
+        self.patch, self.matte, self.lip = patch, matte, lip  # lip: (3, 2) left corner, centre, right, patch px
+
+    def place(self, up: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB float32, alpha) of the teeth in the box (x0, y0, w, h) for the upper inner lip `up` (11, 2)."""
+        x0, y0, bw, bh = box
+        dst = np.float64([up[0], up[5], up[10]]) - [x0, y0]
+        src = self.lip.astype(np.float64)
+        # similarity: scale and turn from the corners, the centre of the lip pinned (an affine fit to
+        # three nearly collinear lip points would squash the teeth as the lip flattens)
+        a, b = src[2] - src[0], dst[2] - dst[0]
+        scale = np.linalg.norm(b) / max(np.linalg.norm(a), 1e-6)
+        turn = np.arctan2(b[1], b[0]) - np.arctan2(a[1], a[0])
+        rot = scale * np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+        m = np.hstack([rot, (dst[1] - rot @ src[1])[:, None]]).astype(np.float32)
+        rgb = cv2.warpAffine(self.patch, m, (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(self.matte, m, (bw, bh), flags=cv2.INTER_LINEAR, borderValue=0)
+        return rgb, alpha
+
+
+def _own_teeth(image: np.ndarray, P: np.ndarray, iod: float, skin: np.ndarray) -> _Teeth | None:
+    """The upper teeth shown between the portrait's parted lips, or None (lips closed, or no teeth
+    there: a dark gap, a tongue)."""
+    up, lo = P[list(R.LIPS_INNER_UPPER)], P[list(R.LIPS_INNER_LOWER)]
+    if float(np.linalg.norm(lo[3:8] - up[3:8], axis=1).mean()) < TEETH_GAP * iod:
+        return None
+    poly = np.concatenate([up, lo[::-1]])
+    h, w = image.shape[:2]
+    x0, y0 = np.maximum(np.floor(poly.min(0)).astype(int) - 2, 0)
+    x1, y1 = np.minimum(np.ceil(poly.max(0)).astype(int) + 3, [w, h])
+    if x1 - x0 < 6 or y1 - y0 < 3:
+        return None
+    patch = image[y0:y1, x0:x1].astype(np.float32)
+    inside = _poly_mask(poly - [x0, y0], x1 - x0, y1 - y0)
+    # teeth: bright and nearly colourless next to the lips and the dark mouth
+    lum = patch.mean(axis=-1)
+    sat = np.ptp(patch, axis=-1) / np.maximum(patch.max(axis=-1), 1.0)
+    bright = np.clip((lum - 0.75 * float(skin.mean())) / 30.0, 0, 1) * np.clip((0.45 - sat) / 0.15, 0, 1)
+    matte = cv2.GaussianBlur((bright * inside).astype(np.float32), (0, 0), 0.6)
+    if matte.sum() < TEETH_SHARE * max(inside.sum(), 1.0):
+        return None
+    lip = np.float32([up[0], up[5], up[10]]) - np.float32([x0, y0])
+    return _Teeth(patch, matte, lip)
 
 
 def _poly_mask(poly: np.ndarray, w: int, h: int) -> np.ndarray:

@@ -1,0 +1,72 @@
+"""The robustness corpus (benchmarks/robustness.py): every hard portrait either renders and passes the
+eval card's sync check, or is refused with a clear InputError; each case says which it must do.
+
+Portraits: astronaut and Grace Hopper and variants (rotated +-20 deg, off-centre in a 4:1 frame,
+grayscale, 80 px and 5000 px, JPEG quality 15, a gloved hand over the cheek, glasses, sunglasses, an
+open mouth and a turned head made by our own warp, a wide-open mouth), plus skimage's cameraman (a
+real three-quarter face looking down). Speech: espeak-ng English with its phone timings, and French,
+Italian, Russian and Mandarin with the mouth following the sound alone. Frames stay in memory and
+are scored by the card's own aperture and sync code; small frames keep the whole corpus fast.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from talkinghead.errors import InputError
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
+SIZE = 192  # px: FaceMesh still reads the mouth reliably, rendering and scoring stay fast
+
+
+def _corpus():
+    if "robustness_corpus" in sys.modules:
+        return sys.modules["robustness_corpus"]
+    spec = importlib.util.spec_from_file_location("robustness_corpus", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["robustness_corpus"] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+C = _corpus()
+CASES = {case.name: case for case in C.cases()}
+
+
+@functools.lru_cache(maxsize=None)
+def _speech(voice: str):
+    return C.speech(voice)
+
+
+def test_corpus_covers_the_hard_cases_and_languages():
+    assert {"rotated_+20", "rotated_-20", "off_centre", "grayscale", "tiny_80px", "huge_5000px", "jpeg_q15",
+            "gloved_hand", "glasses", "sunglasses", "open_mouth", "cameraman"} <= set(CASES)
+    voices = {case.voice for case in CASES.values()}
+    assert len(voices) >= 4 and "cmn" in voices  # a tonal language among them
+    assert {case.expect for case in CASES.values()} == {"render", "refuse"}
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.expect == "render"])
+def test_case_renders_in_sync(name):
+    case = CASES[name]
+    sp = _speech(case.voice)
+    frames = C.render_frames(case.build(), sp, SIZE)
+    assert len(frames) == C.n_frames(sp.duration, 25.0)
+    assert frames[0].shape[:2] == (SIZE, SIZE)
+    sync = C.sync_check(frames, sp)
+    assert sync["passed"], f"{name} ({case.voice}): {sync}"
+    assert abs(sync["offset_frames"]) <= 1, f"{name} ({case.voice}): {sync}"
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.expect == "refuse"])
+def test_case_is_refused_with_a_clear_message(name):
+    case = CASES[name]
+    with pytest.raises(InputError) as e:
+        C.render_frames(case.build(), _speech(case.voice), SIZE)
+    # one line saying what is wrong, and how to fix it
+    assert e.value.message and "\n" not in e.value.message
+    assert e.value.hint
