@@ -244,6 +244,104 @@ def generate(image: str | None, audio: str | None = None, text: str | None = "",
     return str(job.video), str(job.sheet), eval_card(job)
 
 
+# ------------------------------------------------------------------------------------------ dubbing
+def dub_video(video: str | None, audio: str | None, text: str | None = "", options: dict | None = None,
+              workdir: str | os.PathLike | None = None, progress=None) -> tuple[str, str, str]:
+    """Dub one video into a fresh folder under `workdir`: (dubbed mp4, contact sheet png, summary line).
+    `options`: fit, face, face-index, keep-original-audio, mouth-scale as the page (or the CLI) names
+    them, strings allowed. A user mistake raises gr.Error with the message and the fix."""
+    from ..dub import DubOptions, dub
+
+    uploads = (video, audio)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if not video:
+                raise InputError("no video", "upload the video whose lips should follow the new speech")
+            if not audio:
+                raise InputError("no speech", "upload or record the new speech")
+            o = {k.replace("_", "-"): v for k, v in (options or {}).items()}
+
+            def number(name, kind=float):
+                v = o.get(name)
+                if v is None or str(v).strip() == "":
+                    return None
+                try:
+                    x = float(v)
+                except ValueError:
+                    raise InputError(f"{name} needs a number, got {v!r}", f"e.g. {name} 1") from None
+                if kind is int and not x.is_integer():
+                    raise InputError(f"{name} needs a whole number, got {v!r}", "0 is the largest face")
+                return kind(x)
+
+            mouth = number("mouth-scale")
+            opts = DubOptions(fit=o.get("fit") or "pingpong", face=o.get("face") or "largest",
+                              face_index=number("face-index", int),
+                              keep_original_audio=number("keep-original-audio"),
+                              mouth_scale=1.0 if mouth is None else mouth)
+            run = _new_run_dir(Path(workdir or tempfile.mkdtemp(prefix="talkinghead-web-")))
+            out, sheet = run / "dubbed.mp4", run / "frames.png"
+            transcript = None
+            if (text or "").strip():
+                transcript = run / "transcript.txt"
+                transcript.write_text(text.strip(), encoding="utf-8")
+            if progress is not None:
+                progress(0.0, desc="reading the video and the speech")
+            dub(video, audio, out, text=transcript, options=opts, preview=sheet, progress=True)
+    except TalkingHeadError as e:
+        raise _user_error(e, uploads) from None
+    package = Path(__file__).resolve().parents[1]
+    for w in caught:
+        if issubclass(w.category, UserWarning) and Path(w.filename).resolve().is_relative_to(package):
+            gr.Warning(_redact(str(w.message), uploads))
+    import av
+
+    with av.open(str(out)) as container:
+        s = container.streams.video[0]
+        frames, width, height = s.frames, s.codec_context.width, s.codec_context.height
+        rate = float(s.average_rate or 0)
+    summary = (f"`{out.name}`: {frames} frames at {rate:g} fps, {width}×{height}; fit {opts.fit}, "
+               f"face {opts.face if opts.face_index is None else f'#{opts.face_index}'}")
+    return str(out), str(sheet), summary
+
+
+def _dub_tab(sessions) -> None:
+    """The "Dub a video" tab: a video and new speech in, the video with re-synced lips out."""
+    from ..dub import FACES, FITS
+
+    gr.Markdown("Re-sync the lips of the person in a video to new speech. Only the mouth region changes; "
+                "every other pixel is the video's own.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            video = gr.Video(label="Video to dub", sources=["upload"], elem_id="dub-video")
+            audio = gr.Audio(label="New speech", sources=["upload", "microphone"], type="filepath",
+                             elem_id="dub-speech")
+            text = gr.Textbox(label="Text", lines=2, elem_id="dub-text",
+                              info="Optional: the words of the new speech (English), so the lips follow every sound.")
+            fit = gr.Radio(list(FITS), value="pingpong", label="fit", elem_id="dub-fit",
+                           info="speech longer than the video: play it back and forth, loop, or hold the last "
+                                "frame; trim: stop at whichever ends first")
+            face = gr.Radio(list(FACES), value="largest", label="face", elem_id="dub-face",
+                            info="which face: the largest, or the one whose lips move most")
+            face_index = gr.Textbox("", label="face index", placeholder="empty: as chosen above",
+                                    elem_id="dub-face-index", info="the N-th face by size (0 = largest)")
+            mix = gr.Textbox("", label="keep original audio (dB)", placeholder="empty: the new speech only",
+                             elem_id="dub-keep-original-audio", info="e.g. -18: the video's sound 18 dB under")
+            mouth = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="mouth scale", elem_id="dub-mouth-scale")
+            button = gr.Button("Dub", variant="primary", elem_id="dub")
+        with gr.Column(scale=1):
+            result = gr.Video(label="Dubbed", elem_id="dub-result", interactive=False, autoplay=False)
+            sheet = gr.Image(label="Frames", type="filepath", elem_id="dub-sheet", interactive=False)
+            summary = gr.Markdown("", elem_id="dub-summary")
+
+    def on_dub(v, a, t, f, fc, fi, mx, ms, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        """Dub button."""
+        options = {"fit": f, "face": fc, "face-index": fi, "keep-original-audio": mx, "mouth-scale": ms}
+        return dub_video(v, a, t, options, sessions.folder(request) / "dub", progress)
+
+    button.click(on_dub, [video, audio, text, fit, face, face_index, mix, mouth], [result, sheet, summary])
+
+
 # ------------------------------------------------------------------------------------------ the page
 class _Sessions:
     """Per-browser-session output folders under one temporary root, removed when the tab closes and
@@ -283,65 +381,69 @@ def build_app(checkpoint_dir: str | os.PathLike | None = None) -> gr.Blocks:
     sessions = _Sessions()
     with gr.Blocks(title="talkinghead", analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown("# talkinghead\nA portrait and speech become a talking-head video, rendered on this machine.")
-        with gr.Row():
-            with gr.Column(scale=1):
-                # image_mode=None: Gradio hands over the uploaded file itself and our loader reads it
-                image = gr.Image(label="Portrait", type="filepath", image_mode=None, elem_id="portrait",
-                                 sources=["upload", "clipboard"], height=320)
-                gr.Examples([[str(portrait_path(name))] for name in BUNDLED_PORTRAITS.values()], [image],
-                            label="Bundled portraits: " + ", ".join(BUNDLED_PORTRAITS))
-                audio = gr.Audio(label="Speech", sources=["upload", "microphone"], type="filepath",
-                                 elem_id="speech")
-                text = gr.Textbox(label="Text", lines=2, elem_id="text", placeholder="Hello! I am a talking head.",
-                                  info="Without audio: spoken by the voice below. With audio: the words spoken "
-                                       "(English), so the lips follow every sound.")
-                voice = gr.Dropdown(_voices(), value=DEFAULT_VOICE, label="Voice (language)", elem_id="voice",
-                                    info="espeak-ng, used when there is no audio")
-                clip, words = speech_path(next(iter(SPEECH)))
-                gr.Examples([[str(clip), words]], [audio, text], label="Bundled speech (LibriVox, public domain)")
-                engine = gr.Radio(_engine_choices(status), value="warp", label="Engine", elem_id="engine")
-                gr.Markdown(_engine_notes(status), elem_id="engine-status")
-                button = gr.Button("Generate", variant="primary", elem_id="generate")
-                controls: dict[str, gr.components.Component] = {}
-                with gr.Accordion("Motion", open=True):
-                    for s in MOTION_SLIDERS:
-                        controls[s.name] = gr.Slider(s.lo, s.hi, value=getattr(motion, s.attr), step=s.step,
-                                                     label=s.name.replace("-", " "), info=HELP[s.attr],
-                                                     elem_id=s.name)
-                    controls["gaze"] = gr.Radio(["camera", "wander"], value=motion.gaze, label="gaze",
-                                                info=HELP["gaze"], elem_id="gaze")
-                    controls["lips-only"] = gr.Checkbox(value=motion.lips_only, label="lips only",
-                                                        info=HELP["lips_only"], elem_id="lips-only")
-                    controls["seed"] = gr.Number(value=motion.seed, precision=0, minimum=0, label="seed",
-                                                 info=HELP["seed"], elem_id="seed")
-                with gr.Accordion("Output", open=True):
-                    for s in OUTPUT_SLIDERS:
-                        controls[s.name] = gr.Slider(s.lo, s.hi, value=getattr(render_defaults, s.attr),
-                                                     step=s.step, label=s.name, info=HELP[s.attr],
-                                                     elem_id=s.name)
-                    controls["crop"] = gr.Radio(["face", "full"], value=render_defaults.crop, label="crop",
-                                                info=HELP["crop"], elem_id="crop")
-                    # Optional numbers are text boxes: an empty gr.Number reaches us as 0, not None.
-                    # config_from_options parses the text ("" -> None) and names any mistake.
-                    controls["face-index"] = gr.Textbox("", label="face index", placeholder="empty: the largest",
-                                                        info=HELP["face_index"], elem_id="face-index")
-                with gr.Accordion("Diffusion engines (hallo, hallo2)", open=False):
-                    controls["face-embedding"] = gr.File(label="face embedding (.npy/.npz/.txt/.safetensors "
-                                                               "or an ArcFace .onnx)", type="filepath",
-                                                         elem_id="face-embedding")
-                    controls["steps"] = gr.Textbox("", label="steps", placeholder="empty: the official 40",
-                                                   elem_id="steps")
-                    controls["guidance-scale"] = gr.Textbox("", label="guidance scale",
-                                                            placeholder="empty: the official 3.5",
-                                                            elem_id="guidance-scale")
-                    controls["scheduler"] = gr.Radio(list(SCHEDULERS), value=diffusion.scheduler, label="scheduler",
-                                                     elem_id="scheduler")
-                    controls["dtype"] = gr.Radio(list(DTYPES), value=diffusion.dtype,
-                                                 label="dtype (fp16/bf16 need a GPU)", elem_id="dtype")
-            with gr.Column(scale=1):
-                video = gr.Video(label="Result", elem_id="result", interactive=False, autoplay=False)
-                sheet = gr.Image(label="Frames", type="filepath", elem_id="sheet", interactive=False)
-                card = gr.Markdown("Generate a video to see its eval card here.", elem_id="card")
+        with gr.Tabs():
+            with gr.Tab("Animate a photo", elem_id="animate-tab"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        # image_mode=None: Gradio hands over the uploaded file itself and our loader reads it
+                        image = gr.Image(label="Portrait", type="filepath", image_mode=None, elem_id="portrait",
+                                         sources=["upload", "clipboard"], height=320)
+                        gr.Examples([[str(portrait_path(name))] for name in BUNDLED_PORTRAITS.values()], [image],
+                                    label="Bundled portraits: " + ", ".join(BUNDLED_PORTRAITS))
+                        audio = gr.Audio(label="Speech", sources=["upload", "microphone"], type="filepath",
+                                         elem_id="speech")
+                        text = gr.Textbox(label="Text", lines=2, elem_id="text", placeholder="Hello! I am a talking head.",
+                                          info="Without audio: spoken by the voice below. With audio: the words spoken "
+                                               "(English), so the lips follow every sound.")
+                        voice = gr.Dropdown(_voices(), value=DEFAULT_VOICE, label="Voice (language)", elem_id="voice",
+                                            info="espeak-ng, used when there is no audio")
+                        clip, words = speech_path(next(iter(SPEECH)))
+                        gr.Examples([[str(clip), words]], [audio, text], label="Bundled speech (LibriVox, public domain)")
+                        engine = gr.Radio(_engine_choices(status), value="warp", label="Engine", elem_id="engine")
+                        gr.Markdown(_engine_notes(status), elem_id="engine-status")
+                        button = gr.Button("Generate", variant="primary", elem_id="generate")
+                        controls: dict[str, gr.components.Component] = {}
+                        with gr.Accordion("Motion", open=True):
+                            for s in MOTION_SLIDERS:
+                                controls[s.name] = gr.Slider(s.lo, s.hi, value=getattr(motion, s.attr), step=s.step,
+                                                             label=s.name.replace("-", " "), info=HELP[s.attr],
+                                                             elem_id=s.name)
+                            controls["gaze"] = gr.Radio(["camera", "wander"], value=motion.gaze, label="gaze",
+                                                        info=HELP["gaze"], elem_id="gaze")
+                            controls["lips-only"] = gr.Checkbox(value=motion.lips_only, label="lips only",
+                                                                info=HELP["lips_only"], elem_id="lips-only")
+                            controls["seed"] = gr.Number(value=motion.seed, precision=0, minimum=0, label="seed",
+                                                         info=HELP["seed"], elem_id="seed")
+                        with gr.Accordion("Output", open=True):
+                            for s in OUTPUT_SLIDERS:
+                                controls[s.name] = gr.Slider(s.lo, s.hi, value=getattr(render_defaults, s.attr),
+                                                             step=s.step, label=s.name, info=HELP[s.attr],
+                                                             elem_id=s.name)
+                            controls["crop"] = gr.Radio(["face", "full"], value=render_defaults.crop, label="crop",
+                                                        info=HELP["crop"], elem_id="crop")
+                            # Optional numbers are text boxes: an empty gr.Number reaches us as 0, not None.
+                            # config_from_options parses the text ("" -> None) and names any mistake.
+                            controls["face-index"] = gr.Textbox("", label="face index", placeholder="empty: the largest",
+                                                                info=HELP["face_index"], elem_id="face-index")
+                        with gr.Accordion("Diffusion engines (hallo, hallo2)", open=False):
+                            controls["face-embedding"] = gr.File(label="face embedding (.npy/.npz/.txt/.safetensors "
+                                                                       "or an ArcFace .onnx)", type="filepath",
+                                                                 elem_id="face-embedding")
+                            controls["steps"] = gr.Textbox("", label="steps", placeholder="empty: the official 40",
+                                                           elem_id="steps")
+                            controls["guidance-scale"] = gr.Textbox("", label="guidance scale",
+                                                                    placeholder="empty: the official 3.5",
+                                                                    elem_id="guidance-scale")
+                            controls["scheduler"] = gr.Radio(list(SCHEDULERS), value=diffusion.scheduler, label="scheduler",
+                                                             elem_id="scheduler")
+                            controls["dtype"] = gr.Radio(list(DTYPES), value=diffusion.dtype,
+                                                         label="dtype (fp16/bf16 need a GPU)", elem_id="dtype")
+                    with gr.Column(scale=1):
+                        video = gr.Video(label="Result", elem_id="result", interactive=False, autoplay=False)
+                        sheet = gr.Image(label="Frames", type="filepath", elem_id="sheet", interactive=False)
+                        card = gr.Markdown("Generate a video to see its eval card here.", elem_id="card")
+            with gr.Tab("Dub a video", elem_id="dub-tab"):
+                _dub_tab(sessions)
         job_state = gr.State()
         inputs = {image, audio, text, voice, engine, *controls.values()}
 
@@ -375,4 +477,4 @@ def launch(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, checkpoint_dir: s
     return demo
 
 
-__all__ = ["build_app", "engine_status", "eval_card", "generate", "launch", "render"]
+__all__ = ["build_app", "dub_video", "engine_status", "eval_card", "generate", "launch", "render"]
