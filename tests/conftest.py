@@ -138,6 +138,35 @@ def skyreels_a1_release(tmp_path_factory) -> Path:
     return root.parent.parent
 
 
+@pytest.fixture(scope="session")
+def skyreels_a2_release(tmp_path_factory) -> Path:
+    """The tiny SkyReels-A2 release folder of the shared reference data, in the official Skywork/SkyReels-A2 place."""
+    import shutil
+
+    tiny = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "skyreels_a2" / "skyreels_a2_tiny"
+    if not tiny.is_dir():
+        pytest.skip(f"shared reference data not found at {tiny}")
+    root = tmp_path_factory.mktemp("a2")
+    shutil.copytree(tiny, root / "Skywork" / "SkyReels-A2", ignore=shutil.ignore_patterns("io.safetensors"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_images(tmp_path_factory) -> list[Path]:
+    """An object (a red disc on white) and a background (a blue-green gradient), as png files."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("refs")
+    thing = np.full((96, 96, 3), 255, np.uint8)
+    cv2.circle(thing, (48, 48), 30, (200, 30, 30), -1)
+    ramp = np.linspace(0, 255, 160, dtype=np.float32)
+    background = np.stack([np.zeros((96, 160)), np.tile(ramp, (96, 1)), np.full((96, 160), 180)], -1).astype(np.uint8)
+    paths = [folder / "thing.png", folder / "background.png"]
+    for path, image in zip(paths, (thing, background)):
+        cv2.imwrite(str(path), image[:, :, ::-1])
+    return paths
+
+
 HALLO3_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo3"
 
 
