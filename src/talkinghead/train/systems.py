@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from ..errors import InputError
@@ -26,7 +26,7 @@ from ..nn.temporal import TemporalConfig
 from ..sampling import denoise
 from . import losses as L
 from .base import TrainSystem
-from .systems_hallo import EchoMimicTrainNet, HalloTrainNet, merge
+from .systems_hallo import EchoMimicTrainNet, HalloTrainNet, crop_square, merge
 
 CROPS = ("mouth", "face")
 SYSTEMS = ("emo", "loopy", "hallo", "hallo2", "echomimic")
@@ -149,7 +149,9 @@ class System(TrainSystem):
         time_dim = 4 * unet["block_out_channels"][0]
         if config.name == "emo":
             speed = SpeedConfig(dim=time_dim) if config.speed_layers else None
-            return EMONet(EMOConfig(unet=unet, audio_dim=audio_dim, audio_radius=0, motion=motion, speed=speed))
+            locator = (16,) if self.vae is None else (16, 32, 64, 128)  # its output at the model's resolution
+            return EMONet(EMOConfig(unet=unet, audio_dim=audio_dim, audio_radius=0, motion=motion, speed=speed,
+                                    face_locator=locator))
         if config.name == "loopy":
             a2l = AudioToLatentsConfig(audio_dim=config.audio_tokens * audio_dim, dim=32, heads=2, num_latents=8,
                                        time_embed_dim=time_dim)
@@ -230,6 +232,11 @@ class System(TrainSystem):
             out.update(self.net.conditions(batch, boxes, self.latent_size, target.dtype))
         else:
             out["ref"] = torch.cat([ref, motion], dim=1)
+            locator = getattr(self.net, "face_locator", None)
+            if locator is not None:  # EMO's face locator reads the face-region mask, cropped like the frames
+                side = self.latent_size * 2 ** (len(locator.blocks) // 2)
+                region = crop_square(batch["masks"][:, 1:2], boxes, batch["frames"].shape[-1], side)
+                out["face_region"] = repeat(region, "b 1 h w -> b 1 f h w", f=target.shape[1]).to(target.dtype)
             if self.config.speed_layers:
                 out["speed"] = head_speed(batch["pose"]).to(target.dtype)  # degrees per frame
         return out
