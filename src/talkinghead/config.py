@@ -110,6 +110,8 @@ class DiffusionConfig:
     pose_video: str | None = None
     # EchoMimic: average overlapping context windows also without guidance (official: summed there, a bug)
     average_windows: bool = False
+    # EchoMimic: context windows per UNet call (official 1; more is faster on a GPU, same numbers up to rounding)
+    window_batch: int = 1
     # Hallo3: the text prompt its T5 encoder reads (None: "A person is talking.")
     prompt: str | None = None
     # Hallo2: restore the rendered frames with its video super-resolution network (`hallo2/net_g.pth`); frames
@@ -119,6 +121,10 @@ class DiffusionConfig:
     sr_keep_last_frame: bool = False  # Hallo2 SR: keep the last frame (official video_sr.py drops it, a bug)
 
     def validate(self) -> "DiffusionConfig":
+        if isinstance(self.window_batch, bool) or int(self.window_batch) != self.window_batch or \
+                not 1 <= self.window_batch <= 64:
+            raise InputError(f"--window-batch must be a whole number from 1 to 64, got {self.window_batch}",
+                             "e.g. --window-batch 4 on a GPU (1 is the official one window per call)")
         for name in ("pose_weight", "face_weight", "lip_weight"):
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), 0.0, 5.0)

@@ -56,6 +56,29 @@ def test_audio_driven_video_has_the_audio_length_and_repeats_with_the_seed(relea
     assert probe(other)["n_frames"] == 22  # ceil(0.9 s * 24 fps)
 
 
+def test_window_batch_gives_the_frames_of_one_window_per_call(release, short_wav):
+    """Before encoding (H.264 would magnify a rounding difference), 4 windows per UNet call render the frames
+    of the official one window per call, up to one grey level."""
+    from talkinghead.assets import portrait_path
+    from talkinghead.config import AnimateConfig
+    from talkinghead.io.audio import load_audio
+    from talkinghead.io.image import load_image
+    from talkinghead.pipelines.echomimic import EchoMimicAnimator
+
+    portrait, speech = load_image(portrait_path("astronaut")), load_audio(short_wav)
+
+    def render(window_batch: int) -> np.ndarray:
+        config = AnimateConfig()
+        config.render.size, config.motion.seed = 128, 420
+        d = config.diffusion
+        d.checkpoint_dir, d.steps, d.window_batch = str(release), 2, window_batch
+        return np.stack(list(EchoMimicAnimator(portrait, config, warn=False).frames(speech))).astype(int)
+
+    one, batched = render(1), render(4)
+    assert one.shape == (23, 128, 128, 3)
+    assert np.abs(one - batched).max() <= 1
+
+
 def test_landmark_driven_from_a_landmark_file_and_a_driving_video(release, short_wav, tmp_path):
     from talkinghead.assets import portrait_path
     from talkinghead.face.landmarks import prepare

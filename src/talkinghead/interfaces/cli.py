@@ -254,6 +254,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="echomimic: average overlapping context windows also at --guidance-scale <= 1 (fixes an "
                         "official bug: without guidance the audio-driven pipeline sums them; off by default to "
                         "keep the official numbers)")
+    g.add_argument("--window-batch", type=_number(int, "--window-batch"), default=1,
+                   help="echomimic: context windows per UNet call (default 1, as officially; more is faster on a "
+                        "GPU and gives the same numbers up to float rounding, at more memory)")
     g.add_argument("--prompt", help="hallo3, skyreels-a2: the text prompt (default: \"A person is talking.\")")
     g.add_argument("--reference", action="append", default=[], metavar="IMAGE",
                    help="skyreels-a2: another reference image composed with --image (repeat it; in order, the "

@@ -424,7 +424,7 @@ class EchoMimicAnimator:
             steps=d.steps or defaults.steps,
             guidance_scale=d.guidance_scale if d.guidance_scale is not None else defaults.guidance_scale,
             fps=r.fps, seed=config.motion.seed, landmarks=bool(self.pose_source),
-            average_without_guidance=d.average_windows)
+            average_without_guidance=d.average_windows, window_batch=d.window_batch)
         self.portrait, self.face = prepare(portrait, r.size, "face", r.face_index, warn=warn)
         self.pipe, self.whisper = load_release(d.checkpoint_dir, self.sampling.landmarks, device, dtype)
         self.scheduler = make_scheduler(d.scheduler)  # set on the shared pipeline while this animator holds it
