@@ -704,7 +704,8 @@ def a2_condition_video(images: Sequence[torch.Tensor], frames: int) -> torch.Ten
 def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Sequence[np.ndarray], prompt: str,
                       negative_prompt: str, num_frames: int, steps: int, guidance_scale: float,
                       generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-                      posterior_noise: torch.Tensor | None = None, trace: dict | None = None) -> np.ndarray:
+                      posterior_noise: torch.Tensor | None = None, trace: dict | None = None,
+                      cfg_batch: bool = False) -> np.ndarray:
     """One clip the way the release's A2Pipeline makes it: `vae_images` (H, W, 3) uint8 references already at the
     video size (subjects padded, the background cropped), `clip_images` the same references padded to a white
     square -> (num_frames, H, W, 3) uint8.
@@ -714,7 +715,9 @@ def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Se
     [ref0, ref1 x4, ref2 x4, ..., zeros] is encoded as one causal video and its latent drawn from the posterior
     (second draw), normalised with the VAE's latents mean/std; a mask of 1 on the reference latent frames;
     each step two transformer calls (prompt, then negative prompt; same references), guidance in the
-    transformer dtype, UniPC (flow, shift 8) on float32 latents; the decode divides by 1 / std."""
+    transformer dtype, UniPC (flow, shift 8) on float32 latents; the decode divides by 1 / std. `cfg_batch`
+    runs both guidance branches as one batch of 2 (the release's multi-GPU pipeline does; same math, float
+    rounding may differ)."""
     from diffusers.utils.torch_utils import randn_tensor
 
     from ..models.skyreels_a2 import set_release_timesteps
@@ -768,10 +771,17 @@ def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Se
         record(f"step.{i}.latent_model_input", x)
         timestep = t.expand(1)
         record(f"step.{i}.timestep", timestep)
-        out = transformer(x, timestep, encoder_hidden_states=text, encoder_hidden_states_image=image_embeds,
-                          return_dict=False)[0]
-        record(f"step.{i}.transformer_out_cond", out)
-        if cfg:
+        if cfg and cfg_batch:
+            both = transformer(torch.cat([x, x]), timestep.expand(2), encoder_hidden_states=torch.cat([text, negative]),
+                               encoder_hidden_states_image=torch.cat([image_embeds] * 2), return_dict=False)[0]
+            out, uncond = both.chunk(2)
+            record(f"step.{i}.transformer_out_cond", out), record(f"step.{i}.transformer_out_uncond", uncond)
+            out = uncond + guidance_scale * (out - uncond)
+        else:
+            out = transformer(x, timestep, encoder_hidden_states=text, encoder_hidden_states_image=image_embeds,
+                              return_dict=False)[0]
+            record(f"step.{i}.transformer_out_cond", out)
+        if cfg and not cfg_batch:
             uncond = transformer(x, timestep, encoder_hidden_states=negative,
                                  encoder_hidden_states_image=image_embeds, return_dict=False)[0]
             record(f"step.{i}.transformer_out_uncond", uncond)

@@ -1,0 +1,30 @@
+"""benchmarks/skyreels.py runs end to end on the tiny release folders and prints every row; it checks that the
+script works and that batched guidance keeps float32 parity, never how fast anything is."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "skyreels.py"
+
+
+def test_prints_times_and_parity_and_skips_the_gpu_part_without_one(capsys):
+    spec = importlib.util.spec_from_file_location("skyreels_bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    if not bench.FIXTURES.is_dir():
+        pytest.skip("shared reference data not found")
+    assert bench.main([]) == 0
+    out = capsys.readouterr().out
+    for name in ("A1 tiny fp32", "A1 tiny bf16", "A2 tiny fp32 serial", "A2 tiny fp32 batched", "A2 tiny bf16 batched"):
+        assert re.search(rf"^{name}: [0-9.]+ s per clip", out, re.M), out
+    batched = int(re.search(r"max \|fp32 batched - fp32 serial\| frames: (\d+)/255", out).group(1))
+    assert batched <= 1  # one batch of 2 instead of two calls: float rounding only
+    if not torch.cuda.is_available():
+        assert "skipped: no GPU" in out
