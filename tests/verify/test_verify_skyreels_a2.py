@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +111,99 @@ def test_release_missing_files_and_keys_are_named_at_once(a2_dir, tmp_path):
     shutil.copytree(a2_dir / "skyreels_a2_tiny" / "image_processor", folder / "image_processor", dirs_exist_ok=True)
     with pytest.raises(CheckpointError, match="proj_out.bias"):
         load_release(folder)
+
+
+# ----------------------------------------------------------------- a variant of the format, from our modules
+
+
+def _randomise(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(module.state_dict().items()):
+            if not p.is_floating_point():
+                continue
+            if p.dim() == 1 or name.endswith("gamma"):
+                p.copy_((0 if name.endswith("bias") else 1) + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(max(1, int(np.prod(p.shape[1:])))))
+            p.copy_(p.bfloat16().float())
+
+
+def _variant(folder: Path, steps=2, guidance=4.0, seed=7, frames=9, size=(32, 48), refs=2):
+    """A release folder + config.json + io.safetensors in the fixture's format with other sizes, depths,
+    widths, reference count, frame count, steps, guidance and seed, recorded from our pipeline."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
+
+    from talkinghead.models.skyreels_a2 import load_release
+    from talkinghead.pipelines.skyreels import sample_a2_release
+    from talkinghead.verify.skyreels_a2 import _record_first_step, references
+
+    tiny = FIXTURE / "skyreels_a2_tiny"
+    for part in ("tokenizer", "image_processor"):
+        shutil.copytree(tiny / part, folder / part)
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=1, attention_head_dim=16,
+                                        in_channels=36, out_channels=16, text_dim=16, freq_dim=64, ffn_dim=32,
+                                        num_layers=3, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                        eps=1e-6, image_dim=24, added_kv_proj_dim=16, rope_max_seq_len=64)
+    vae = AutoencoderKLWan(base_dim=4, z_dim=16)
+    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=24, intermediate_size=32, num_hidden_layers=2,
+                                                          num_attention_heads=2, image_size=28, patch_size=14,
+                                                          projection_dim=8))
+    text = UMT5EncoderModel(UMT5Config(vocab_size=176, d_model=16, d_kv=8, d_ff=32, num_heads=2, num_layers=1,
+                                       feed_forward_proj="gated-gelu", dense_act_fn="gelu_new"))
+    for k, module in enumerate((transformer, vae, clip, text)):
+        _randomise(module, seed + k)
+    transformer.save_pretrained(folder / "transformer")
+    vae.save_pretrained(folder / "vae")
+    clip.save_pretrained(folder / "image_encoder")
+    text.save_pretrained(folder / "text_encoder")
+    processor = json.loads((tiny / "image_processor" / "preprocessor_config.json").read_text())
+    processor.update(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    (folder / "image_processor" / "preprocessor_config.json").write_text(json.dumps(processor))
+    height, width = size
+    config = {"run": {"height": height, "width": width, "num_frames": frames, "num_inference_steps": steps,
+                      "guidance_scale": guidance, "generator": f"torch.Generator('cpu').manual_seed({seed})"},
+              "inputs": {"prompt": "A man is holding a teddy bear.", "negative_prompt": "blurred details, ugly"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    g = torch.Generator().manual_seed(seed)
+    io = {f"in.ref_image_{i}_uint8": torch.randint(0, 256, (20 + 6 * i, 30 - 4 * i, 3), generator=g,
+                                                   dtype=torch.uint8) for i in range(refs)}
+    vae_images, clip_images = references(io, config, height, width)
+    run = config["run"]
+    for prefix, dtype in (("c", torch.float32), ("b", torch.bfloat16)):
+        release = load_release(folder, dtype)
+        trace: dict = {}
+        handles = _record_first_step(release.transformer, trace) if prefix == "c" else []
+        frames_out = sample_a2_release(release, vae_images, clip_images, config["inputs"]["prompt"],
+                                       config["inputs"]["negative_prompt"], frames, steps, guidance,
+                                       generator=torch.Generator().manual_seed(seed), trace=trace)
+        for h in handles:
+            h.remove()
+        trace["frames_uint8"] = torch.from_numpy(frames_out)
+        for key, value in trace.items():
+            shared = key.startswith(("prep.", "clip.", "text.", "cond.", "init.", "sched."))
+            if shared and prefix == "c":
+                io[key] = value
+            elif not shared:
+                io[f"{prefix}.{key}"] = value
+    save_file({k: v.detach().contiguous().clone() for k, v in io.items()}, str(folder / "io.safetensors"))
+    return folder
+
+
+def test_a_variant_with_other_sizes_seeds_and_settings_passes(a2_dir, tmp_path):
+    from talkinghead.verify.skyreels_a2 import verify_skyreels_a2
+
+    folder = _variant(tmp_path / "variant")
+    checks = verify_skyreels_a2(folder)
+    names = {c.name.split("/", 1)[1] for c in checks}
+    assert {"c.step.1.corrected_sample", "b.step.1.x0_pred", "c.s0.cond.block.2_out", "cond.condition",
+            "clip.hidden_states_penultimate_1", "b.frames_uint8"} <= names
+    assert not any(n.startswith(("c.step.2", "clip.hidden_states_penultimate_2")) for n in names)
+    assert all(c.passed for c in checks), [c.line() for c in checks if not c.passed]
+    config = json.loads((folder / "config.json").read_text())
+    config["run"]["generator"] = "torch.Generator('cpu').manual_seed(8)"
+    (folder / "config.json").write_text(json.dumps(config))
+    failed = {c.name.split("/", 1)[1] for c in verify_skyreels_a2(folder) if not c.passed}
+    assert {"init.latents", "cond.posterior_noise"} <= failed
