@@ -109,7 +109,7 @@ def gpu(repeats: int) -> None:
         print(f"A1 official transformer ({layers or 42} layers, {dtype}): {sec:.3f} s per CFG forward")
         if layers == 2:
             globals().setdefault("_a1", {})[dtype] = y.float().cpu()
-        del model
+        model = None  # free it before the next size
     a = globals()["_a1"]
     print(f"A1 2-layer max |bf16 - fp32|: {(a[torch.bfloat16] - a[torch.float32]).abs().max():.3e}")
     from talkinghead.models.skyreels_a2 import WAN_14B_I2V
@@ -131,7 +131,7 @@ def gpu(repeats: int) -> None:
         print(f"A2 official transformer ({layers or 40} layers, {dtype}): {sec:.3f} s per call")
         if layers == 2:
             globals().setdefault("_a2", {})[dtype] = y.float().cpu()
-        del model
+        model = None  # free it before the next size
     a = globals()["_a2"]
     print(f"A2 2-layer max |bf16 - fp32|: {(a[torch.bfloat16] - a[torch.float32]).abs().max():.3e}")
 

@@ -171,7 +171,6 @@ def _variant(folder: Path, steps=2, guidance=4.0, seed=7, frames=9, size=(32, 48
     io = {f"in.ref_image_{i}_uint8": torch.randint(0, 256, (20 + 6 * i, 30 - 4 * i, 3), generator=g,
                                                    dtype=torch.uint8) for i in range(refs)}
     vae_images, clip_images = references(io, config, height, width)
-    run = config["run"]
     for prefix, dtype in (("c", torch.float32), ("b", torch.bfloat16)):
         release = load_release(folder, dtype)
         trace: dict = {}

@@ -14,7 +14,6 @@ folder with missing files is an InputError listing every missing file.
 """
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,8 +32,6 @@ from ..nn.multi_reference import compose_subject
 from ..types import FaceAnalysis, MotionTrack, Portrait, Speech
 
 SIGLIP_MEAN = SIGLIP_STD = 0.5  # SigLIP image normalisation
-SIGLIP_FOLDER = "siglip-so400m-patch14-384"  # the release's identity encoder folder
-RELEASE_A1 = "SkyReels-A1-5B release (huggingface.co/Skywork/SkyReels-A1)"
 VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
 
 
@@ -49,28 +46,6 @@ def require_local(folder: str | Path, needed: dict[str, list[str]], system: str,
             f"put the files there (no download is attempted); `model/` is written by "
             f"{system.replace('-', '')}.save_pretrained, `vae/` is the diffusers VAE folder of the release"))
     return folder
-
-
-def load_sharded(folder: Path, name: str = "diffusion_pytorch_model") -> dict[str, torch.Tensor]:
-    """A diffusers weights folder: `{name}.safetensors`, or `{name}.safetensors.index.json` and its shards
-    (InputError listing the missing shards)."""
-    from safetensors.torch import load_file
-
-    single, index = folder / f"{name}.safetensors", folder / f"{name}.safetensors.index.json"
-    if single.is_file():
-        return load_file(str(single))
-    if not index.is_file():
-        raise InputError(f"{folder} holds no weights: {single.name} or {index.name} (+ shards) is missing",
-                         "copy the release's weight files there")
-    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    missing = [s for s in shards if not (folder / s).is_file()]
-    if missing:
-        raise InputError(f"{folder} is missing weight shards:\n" + "\n".join(f"  {m}" for m in missing),
-                         "copy every shard named in the index file")
-    state = {}
-    for s in shards:
-        state.update(load_file(str(folder / s)))
-    return state
 
 
 def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float = 0.25) -> np.ndarray:
@@ -231,7 +206,9 @@ class SkyReelsA1Pipeline:
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kwargs) -> "SkyReelsA1Pipeline":
-        """`model/` (SkyReelsA1.save_pretrained), `vae/` (AutoencoderKLCogVideoX), `siglip/` (SiglipVisionModel)."""
+        """`model/` (SkyReelsA1.save_pretrained), `vae/` (AutoencoderKLCogVideoX), `siglip/` (SiglipVisionModel):
+        our own trained layout. The official release folder is `models.skyreels_a1.load_release` and
+        `SkyReelsA1Animator`."""
         from diffusers import AutoencoderKLCogVideoX
         from transformers import SiglipVisionModel
 
@@ -240,33 +217,6 @@ class SkyReelsA1Pipeline:
         return cls(SkyReelsA1.from_pretrained(root / "model"),
                    AutoencoderKLCogVideoX.from_pretrained(str(root / "vae"), local_files_only=True),
                    SiglipVisionModel.from_pretrained(str(root / "siglip"), local_files_only=True), **kwargs)
-
-    @classmethod
-    def from_release(cls, folder: str | Path, **kwargs) -> "SkyReelsA1Pipeline":
-        """The official SkyReels-A1-5B folder as released: `transformer/` (diffusers, identity MLP as
-        `patch_embed.pose_proj`), `vae/`, `pose_guider/` (a CogVideoX VAE whose encoder is the landmark
-        guider) and `siglip-so400m-patch14-384/`; loaded strictly, nothing downloaded."""
-        import inspect
-
-        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
-        from transformers import SiglipVisionModel
-
-        from ..models.skyreels_a1 import SkyReelsA1Config
-
-        root = require_local(folder, {"transformer": ["config.json"], "vae": VAE_FILES, "pose_guider": VAE_FILES,
-                                      SIGLIP_FOLDER: ["config.json", "model.safetensors"]}, "SkyReels-A1",
-                             f"copy the {RELEASE_A1} folder there (no download is attempted)")
-        state = load_sharded(root / "transformer")
-        accepted = set(inspect.signature(CogVideoXTransformer3DModel.__init__).parameters) - {"self"}
-        tconf = json.loads((root / "transformer" / "config.json").read_text())
-        tconf = {k: v for k, v in tconf.items() if k in accepted}
-        hidden, identity_dim = state["patch_embed.pose_proj.0.weight"].shape
-        vae_conf = json.loads((root / "pose_guider" / "config.json").read_text())
-        model = SkyReelsA1(SkyReelsA1Config(transformer=tconf, vae=vae_conf, identity_dim=identity_dim,
-                                            identity_mult=hidden // identity_dim))
-        model.load_official_state({f"transformer.{k}": v for k, v in state.items()}, load_sharded(root / "pose_guider"))
-        return cls(model, AutoencoderKLCogVideoX.from_pretrained(str(root / "vae"), local_files_only=True),
-                   SiglipVisionModel.from_pretrained(str(root / SIGLIP_FOLDER), local_files_only=True), **kwargs)
 
     @staticmethod
     def motion(speech: Speech, fps: float = 25.0, config=None) -> MotionTrack:
