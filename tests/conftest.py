@@ -138,35 +138,6 @@ def skyreels_a1_release(tmp_path_factory) -> Path:
     return root.parent.parent
 
 
-@pytest.fixture(scope="session")
-def skyreels_a2_release(tmp_path_factory) -> Path:
-    """The tiny SkyReels-A2 release folder of the shared reference data, in the official Skywork/SkyReels-A2 place."""
-    import shutil
-
-    tiny = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "skyreels_a2" / "skyreels_a2_tiny"
-    if not tiny.is_dir():
-        pytest.skip(f"shared reference data not found at {tiny}")
-    root = tmp_path_factory.mktemp("a2")
-    shutil.copytree(tiny, root / "Skywork" / "SkyReels-A2", ignore=shutil.ignore_patterns("io.safetensors"))
-    return root
-
-
-@pytest.fixture(scope="session")
-def reference_images(tmp_path_factory) -> list[Path]:
-    """An object (a red disc on white) and a background (a blue-green gradient), as png files."""
-    import cv2
-
-    folder = tmp_path_factory.mktemp("refs")
-    thing = np.full((96, 96, 3), 255, np.uint8)
-    cv2.circle(thing, (48, 48), 30, (200, 30, 30), -1)
-    ramp = np.linspace(0, 255, 160, dtype=np.float32)
-    background = np.stack([np.zeros((96, 160)), np.tile(ramp, (96, 1)), np.full((96, 160), 180)], -1).astype(np.uint8)
-    paths = [folder / "thing.png", folder / "background.png"]
-    for path, image in zip(paths, (thing, background)):
-        cv2.imwrite(str(path), image[:, :, ::-1])
-    return paths
-
-
 HALLO3_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo3"
 
 
@@ -227,3 +198,106 @@ def hallo3_release(hallo_dir, tmp_path_factory) -> Path:
     for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
         shutil.copy(hallo_dir / "hallo_audio_tiny" / name, w2v / name)
     return root
+
+
+@pytest.fixture(scope="session")
+def skyreels_a2_release(tmp_path_factory) -> Path:
+    """The tiny SkyReels-A2 release folder of the shared reference data, in the official Skywork/SkyReels-A2 place."""
+    import shutil
+
+    tiny = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "skyreels_a2" / "skyreels_a2_tiny"
+    if not tiny.is_dir():
+        pytest.skip(f"shared reference data not found at {tiny}")
+    root = tmp_path_factory.mktemp("a2")
+    shutil.copytree(tiny, root / "Skywork" / "SkyReels-A2", ignore=shutil.ignore_patterns("io.safetensors"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_images(tmp_path_factory) -> list[Path]:
+    """An object (a red disc on white) and a background (a blue-green gradient), as png files."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("refs")
+    thing = np.full((96, 96, 3), 255, np.uint8)
+    cv2.circle(thing, (48, 48), 30, (200, 30, 30), -1)
+    ramp = np.linspace(0, 255, 160, dtype=np.float32)
+    background = np.stack([np.zeros((96, 160)), np.tile(ramp, (96, 1)), np.full((96, 160), 180)], -1).astype(np.uint8)
+    paths = [folder / "thing.png", folder / "background.png"]
+    for path, image in zip(paths, (thing, background)):
+        cv2.imwrite(str(path), image[:, :, ::-1])
+    return paths
+
+
+HALLO4_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo4"
+
+
+@pytest.fixture(scope="session")
+def hallo4_release(tmp_path_factory) -> Path:
+    """A tiny Hallo4 release in the official layout: the reference data's hallo4/model_weight.ckpt,
+    Wan2.1_Encoders/{config.json, Wan2.1_VAE.pth} and wav2vec2, plus a one-layer umt5 encoder in Wan's own format
+    (4096 wide, as the DiT's text input is fixed) with a word-level tokenizer, and hallo4/inference.json with the
+    small sizes (48 x 32 px, 9-frame clips, the reference data's audio projection and VAE width)."""
+    import json
+    import shutil
+
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    tiny = HALLO4_FIXTURES / "hallo4_tiny"
+    if not tiny.is_dir():
+        pytest.skip(f"shared reference data not found at {tiny}")
+    root = tmp_path_factory.mktemp("hallo4") / "pretrained_models"
+    for part in ("hallo4", "Wan2.1_Encoders", "wav2vec"):
+        shutil.copytree(tiny / part, root / part)
+    config = json.loads((tiny / "config.json").read_text())
+    a = config["audio_proj_ctor"]
+    (root / "hallo4" / "inference.json").write_text(json.dumps({
+        "audio_proj": {k: a[k] for k in ("seq_len", "blocks", "channels", "intermediate_dim", "context_tokens")},
+        "vae_dim": config["vae_cfg"]["dim"], "size_hw": [32, 48], "frame_num": 9, "sample_steps": 2}))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        t5 = UMT5EncoderModel(UMT5Config(vocab_size=32, d_model=4096, d_kv=8, d_ff=16, num_layers=1, num_heads=2,
+                                         feed_forward_proj="gated-gelu"))
+    names = {"shared": "token_embedding", "encoder.final_layer_norm": "norm"}
+    wan = {}
+    for key, value in t5.state_dict().items():  # transformers -> Wan's T5 names (the inverse of our loader's map)
+        if key == "encoder.embed_tokens.weight":
+            continue
+        k = key.removesuffix(".weight")
+        k = names.get(k, k)
+        for ours, theirs in (("layer.0.SelfAttention.relative_attention_bias", "pos_embedding.embedding"),
+                             ("layer.0.SelfAttention.", "attn."), ("layer.0.layer_norm", "norm1"),
+                             ("layer.1.layer_norm", "norm2"), ("layer.1.DenseReluDense.wi_0", "ffn.gate.0"),
+                             ("layer.1.DenseReluDense.wi_1", "ffn.fc1"), ("layer.1.DenseReluDense.wo", "ffn.fc2"),
+                             ("encoder.block.", "blocks.")):
+            k = k.replace(ours, theirs)
+        wan[k + ".weight"] = value.to(torch.bfloat16)
+    torch.save(wan, root / "Wan2.1_Encoders" / "models_t5_umt5-xxl-enc-bf16.pth")
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", "a", "person", "is", "talking"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(
+        root / "Wan2.1_Encoders" / "google" / "umt5-xxl")
+    return root
+
+
+@pytest.fixture(scope="session")
+def skeleton_video(tmp_path_factory) -> Path:
+    """A 30-frame, 64 x 40 skeleton-style video (coloured limb lines on black), as a DWPose rendering looks."""
+    import cv2
+
+    from talkinghead.io.video import VideoWriter
+
+    path = tmp_path_factory.mktemp("skeleton") / "skeleton.mp4"
+    with VideoWriter(path, fps=25, size=(64, 40)) as writer:
+        for i in range(30):
+            frame = np.zeros((40, 64, 3), np.uint8)
+            x = 32 + int(6 * np.sin(i / 4))
+            cv2.line(frame, (x, 8), (x, 28), (255, 0, 0), 2)
+            cv2.line(frame, (x, 14), (x - 10, 22 + i % 3), (0, 255, 0), 2)
+            cv2.line(frame, (x, 14), (x + 10, 22 - i % 3), (0, 0, 255), 2)
+            writer.write(frame)
+    return path

@@ -49,6 +49,10 @@ def tiny_checkpoints(tmp_path_factory, request) -> dict[str, Callable[[], list[s
         return ["--checkpoint-dir", str(request.getfixturevalue("skyreels_a2_release")), "--steps", "2", "--size", "80",
                 *(arg for ref in refs for arg in ("--reference", str(ref)))]
 
+    def hallo4() -> list[str]:  # a tiny release in the official layout and a skeleton video (tests/conftest.py)
+        return ["--checkpoint-dir", str(request.getfixturevalue("hallo4_release")), "--pose-video",
+                str(request.getfixturevalue("skeleton_video"))]
+
     return {"emo": trained("emo_stage3.yaml"), "loopy": trained("loopy_stage2.yaml"), "hallo3": hallo3,
-            "emo2": trained("emo2_stage2.yaml"), "midas": midas, "skyreels-a1": skyreels_a1,
+            "hallo4": hallo4, "emo2": trained("emo2_stage2.yaml"), "midas": midas, "skyreels-a1": skyreels_a1,
             "skyreels-a2": skyreels_a2}

@@ -392,3 +392,55 @@ def load_wan_vae(path: str | Path, base_dim: int = 96):
     vae = AutoencoderKLWan(base_dim=base_dim)
     load_strict(vae, wan_vae_to_diffusers(state), path)
     return vae.eval()
+
+
+# ------------------------------------------------------------------ Wan's umt5-xxl encoder (`models_t5_umt5-xxl-enc-bf16.pth`)
+
+T5_FILE = "Wan2.1_Encoders/models_t5_umt5-xxl-enc-bf16.pth"
+T5_TOKENIZER = "Wan2.1_Encoders/google/umt5-xxl"
+_T5_BLOCK = {"attn.q": "layer.0.SelfAttention.q", "attn.k": "layer.0.SelfAttention.k",
+             "attn.v": "layer.0.SelfAttention.v", "attn.o": "layer.0.SelfAttention.o",
+             "pos_embedding.embedding": "layer.0.SelfAttention.relative_attention_bias",
+             "norm1": "layer.0.layer_norm", "norm2": "layer.1.layer_norm", "ffn.gate.0": "layer.1.DenseReluDense.wi_0",
+             "ffn.fc1": "layer.1.DenseReluDense.wi_1", "ffn.fc2": "layer.1.DenseReluDense.wo"}
+
+
+def wan_t5_to_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Wan's own T5 encoder names -> transformers' `UMT5EncoderModel` (gated GELU: `gate.0` is wi_0, `fc1` wi_1;
+    every block keeps its own relative-position table, as umt5 does)."""
+    out = {}
+    for key, value in state.items():
+        if key == "token_embedding.weight":
+            out["shared.weight"] = out["encoder.embed_tokens.weight"] = value
+        elif key == "norm.weight":
+            out["encoder.final_layer_norm.weight"] = value
+        elif m := re.match(r"^blocks\.(\d+)\.(.+)\.weight$", key):
+            out[f"encoder.block.{m[1]}.{_T5_BLOCK.get(m[2], m[2])}.weight"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def wan_t5_config(state: dict[str, torch.Tensor]):
+    """The `UMT5Config` of a Wan T5 encoder state dict, read from its shapes (umt5-xxl: 24 layers, 64 heads of 64,
+    d_ff 10240, 32 buckets, vocab 256384)."""
+    from transformers import UMT5Config
+
+    vocab, d_model = state["token_embedding.weight"].shape
+    layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    buckets, heads = state["blocks.0.pos_embedding.embedding.weight"].shape
+    return UMT5Config(vocab_size=vocab, d_model=d_model, d_kv=state["blocks.0.attn.q.weight"].shape[0] // heads,
+                      d_ff=state["blocks.0.ffn.fc1.weight"].shape[0], num_layers=layers, num_heads=heads,
+                      relative_attention_num_buckets=buckets, relative_attention_max_distance=128,
+                      feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6, dropout_rate=0.0)
+
+
+def load_wan_t5(path: str | Path):
+    """transformers' `UMT5EncoderModel` with Wan's T5 encoder file loaded strictly (weights_only)."""
+    from transformers import UMT5EncoderModel
+
+    path = Path(path)
+    state = read_checkpoint(path)
+    model = UMT5EncoderModel(wan_t5_config(state))
+    load_strict(model, {k: v.to(torch.float32) for k, v in wan_t5_to_transformers(state).items()}, path)
+    return model.eval()

@@ -10,11 +10,15 @@
 """
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler
 
 from ..models.hallo4_wan import Hallo4WanModel
+from ..types import Portrait, Speech
 
 
 def official_scheduler(steps: int, shift: float, num_train_timesteps: int = 1000) -> UniPCMultistepScheduler:
@@ -142,3 +146,199 @@ def vace_context(latents: WanLatents, frames: torch.Tensor, mask: torch.Tensor, 
     m = torch.nn.functional.interpolate(m[None], size=((f + 3) // 4, H // 8, W // 8), mode="nearest-exact")[0]
     m = torch.cat([torch.zeros_like(m[:, :1]), m], dim=1)
     return torch.cat([inactive, reactive, m], dim=0)
+
+
+# ------------------------------------------------------------------ `--engine hallo4`: the official release
+
+RELEASE_URL = "https://huggingface.co/fudan-generative-ai/hallo4"
+# Wan2.1's default negative prompt (the official `n_prompt ""` is replaced by it)
+NEGATIVE_PROMPT = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+OFFICIAL = {"size_hw": [480, 832], "frame_num": 81, "sample_steps": 25, "sample_shift": 8.0, "guide_scale": 6.0,
+            "context_scale": 1.0, "prompt": "a person is talking", "fps": 25}
+INFERENCE_FILE = "hallo4/inference.json"  # optional: other sizes/settings (small test releases)
+WAV2VEC_DIRS = ("wav2vec/wav2vec2-base-960h", "wav2vec2-base-960h")
+PATCH_MASK_RATE = 0.1  # share of the motion frame's 2x2 patches set to -1
+
+
+def random_mask_patches(frame: torch.Tensor, generator: torch.Generator, rate: float = PATCH_MASK_RATE,
+                        patch: int = 2) -> torch.Tensor:
+    """(3, 1, H, W): `rate` of its patch x patch squares set to -1, chosen by a random permutation."""
+    _, _, h, w = frame.shape
+    n = (h // patch) * (w // patch)
+    chosen = torch.randperm(n, generator=generator)[: int(n * rate)]
+    out = frame.clone()
+    for i in chosen.tolist():
+        r, c = divmod(i, w // patch)
+        out[:, :, r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = -1.0
+    return out
+
+
+class Hallo4Release:
+    """The loaded parts of an official Hallo4 `pretrained_models/` folder."""
+
+    def __init__(self, folder, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        import json
+        import threading
+
+        from transformers import AutoTokenizer
+
+        from ..audio.wav2vec import load_wav2vec
+        from ..models.checkpoints import require_files
+        from ..models.hallo4_wan import (CHECKPOINT, CONFIG, T5_FILE, T5_TOKENIZER, VAE_FILE, load_release_dit,
+                                         load_wan_t5, load_wan_vae)
+
+        root = Path(folder)
+        root = root / "pretrained_models" if (root / "pretrained_models").is_dir() else root
+        files = require_files(root, {"Hallo4 DiT": [CHECKPOINT], "DiT config": [CONFIG], "Wan2.1 VAE": [VAE_FILE],
+                                     "umt5-xxl encoder": [T5_FILE],
+                                     "umt5-xxl tokenizer": [f"{T5_TOKENIZER}/tokenizer_config.json"],
+                                     "wav2vec2": [f"{d}/config.json" for d in WAV2VEC_DIRS]}, "Hallo4")
+        own = root / INFERENCE_FILE
+        settings = json.loads(own.read_text()) if own.is_file() else {}
+        self.settings = {**OFFICIAL, **{k: v for k, v in settings.items() if k in OFFICIAL}}
+        self.dit = load_release_dit(root, audio=settings.get("audio_proj"))
+        self.latents = WanLatents(load_wan_vae(files["Wan2.1 VAE"], settings.get("vae_dim", 96)))
+        self.text_encoder = load_wan_t5(files["umt5-xxl encoder"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(files["umt5-xxl tokenizer"].parent), local_files_only=True)
+        self.audio_model, self.extractor = load_wav2vec(files["wav2vec2"].parent, device=device)
+        if (device, dtype) != ("cpu", torch.float32):
+            for part in (self.dit, self.latents.vae, self.text_encoder):
+                part.to(device=device, dtype=dtype)
+        self.lock = threading.Lock()
+
+    @torch.no_grad()
+    def encode_text(self, text: str) -> torch.Tensor:
+        """(L, 4096) T5 states of `text`, whitespace-collapsed, trimmed to its true token count."""
+        import re
+
+        text = re.sub(r"\s+", " ", text).strip()
+        t = self.tokenizer([text], return_tensors="pt", padding="max_length", truncation=True,
+                           max_length=self.dit.text_len, add_special_tokens=True)
+        p = next(self.text_encoder.parameters())
+        out = self.text_encoder(input_ids=t.input_ids.to(p.device), attention_mask=t.attention_mask.to(p.device))
+        return out.last_hidden_state[0, : int(t.attention_mask.sum())].float()
+
+
+_RELEASES: dict[tuple, Hallo4Release] = {}
+
+
+def load_hallo4_release(folder, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Hallo4Release:
+    """One loaded release per process (a server renders many videos), reloaded when its folder changes."""
+    key = (str(Path(folder).resolve()), device, str(dtype))
+    if key not in _RELEASES:
+        _RELEASES.clear()
+        _RELEASES[key] = Hallo4Release(folder, device, dtype)
+    return _RELEASES[key]
+
+
+class Hallo4Animator:
+    """`--engine hallo4`: the official release driven by speech and a skeleton video (`--pose-video`, a DWPose-style
+    rendering, as the official `--src_video`), clip by clip as the official script: clips of `frame_num` frames
+    overlapping by one, the portrait as latent frame 0 and as the VACE reference, each later clip starting from
+    the previous clip's last frame with 10 % of its 2x2 patches blanked, the same starting noise in every clip,
+    UniPC with guidance 6 on the shifted sigmas, output cropped back to the portrait's aspect and truncated to
+    uint8 at 25 fps."""
+
+    def __init__(self, portrait: Portrait, config=None, warn: bool = True):
+        from ..config import AnimateConfig
+        from ..errors import InputError
+        from .hallo_engine import DTYPES, _device
+
+        self.config = config = (config or AnimateConfig()).validate()
+        d = config.diffusion
+        if not d.checkpoint_dir:
+            raise InputError("--engine hallo4 needs --checkpoint-dir",
+                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder")
+        if not d.pose_video:
+            raise InputError("--engine hallo4 needs --pose-video: the driving skeleton video (a DWPose rendering, "
+                             "the official --src_video)", "render the skeleton of a driving video with DWPose")
+        device, dtype = _device(d.device), DTYPES[d.dtype]
+        if dtype != torch.float32 and device == "cpu":
+            raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")
+        self.release = load_hallo4_release(d.checkpoint_dir, device, dtype)
+        s = self.release.settings
+        self.height, self.width = s["size_hw"]
+        image = torch.from_numpy(portrait.image).permute(2, 0, 1).float() / 255.0
+        self.ref_hw = tuple(portrait.image.shape[:2])
+        self.reference = resize_for_rectangle_crop(((image - 0.5) / 0.5)[:, None], self.height, self.width)
+        self.skeleton = self._read_skeleton(d.pose_video)
+        out_w = center_crop_width(torch.zeros(1, 1, self.height, self.width), self.ref_hw, self.height).shape[-1]
+        self.out_size = (out_w, self.height)
+        self.steps = d.steps or s["sample_steps"]
+        self.guidance = s["guide_scale"] if d.guidance_scale is None else d.guidance_scale
+        self.prompt = d.prompt or s["prompt"]
+        self.seed = config.motion.seed
+
+    @staticmethod
+    def _read_skeleton(path: str) -> torch.Tensor:
+        """(3, T, H, W) in [-1, 1] (uint8 / 127.5 - 1), the official decoding of the skeleton video."""
+        import av
+
+        from ..errors import InputError
+
+        try:
+            with av.open(str(path)) as c:
+                frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        except Exception as exc:  # noqa: BLE001 - any failure here is a bad input file
+            raise InputError(f"cannot read the skeleton video {path}: {exc}", "pass an mp4 skeleton rendering") from exc
+        if not frames:
+            raise InputError(f"the skeleton video {path} has no frames", "pass an mp4 skeleton rendering")
+        return torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+    @property
+    def fps(self) -> float:
+        return float(self.release.settings["fps"])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.out_size
+
+    def _audio(self, speech: Speech):
+        from ..audio.wav2vec import audio_windows, trace_hallo_audio
+
+        r = self.release
+        with r.lock:
+            w = trace_hallo_audio(r.audio_model, r.extractor, speech.samples, fps=int(self.fps), clip_length=-1)
+        return audio_windows(w.audio_emb), w.audio_length
+
+    def n_frames(self, speech: Speech) -> int:
+        from ..audio.wav2vec import video_frame_count
+
+        return min(video_frame_count(len(speech.samples), speech.sample_rate, int(self.fps)), self.skeleton.shape[1])
+
+    @torch.no_grad()
+    def frames(self, speech: Speech):
+        r, s = self.release, self.release.settings
+        windows, n_audio = self._audio(speech)
+        total = min(n_audio, self.skeleton.shape[1])
+        F = s["frame_num"]
+        clips = max(1, math.ceil((total - 1) / (F - 1)))
+        masks = torch.Generator().manual_seed(self.seed + 1)  # the official patch mask uses the unseeded global RNG
+        with r.lock:
+            context, negative = r.encode_text(self.prompt), r.encode_text(NEGATIVE_PROMPT)
+            ref_latent = r.latents.encode(self.reference)
+        emitted, last = 0, None
+        for i in range(clips):
+            idx = torch.arange(i * (F - 1), i * (F - 1) + F).clamp(max=total - 1)
+            skel = resize_for_rectangle_crop(self.skeleton[:, idx], self.height, self.width)
+            frames = torch.zeros(3, F, self.height, self.width)
+            mask = torch.ones(3, F, self.height, self.width)
+            if last is not None:
+                frames[:, :1] = random_mask_patches(last, masks)
+                mask[:, :1] = 0
+            with r.lock:
+                skeleton_latents = r.latents.encode_frames(skel)
+                z = vace_context(r.latents, frames, mask, ref_latent)
+                noise = torch.randn((ref_latent.shape[0], z.shape[1], *ref_latent.shape[2:]),
+                                    generator=torch.Generator().manual_seed(self.seed))
+                final = sample_clip(r.dit, noise, ref_latent, context, negative, z, skeleton_latents,
+                                    windows[idx][None], self.steps, s["sample_shift"], self.guidance,
+                                    s["context_scale"])
+                video = r.latents.decode(final[:, 1:])  # (3, F, H, W)
+            last = video[:, -1:]
+            video = center_crop_width(video if i == 0 else video[:, 1:], self.ref_hw, self.height)
+            for frame in ((video.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 3, 0):
+                if emitted >= total:
+                    return
+                yield frame.numpy().copy()
+                emitted += 1

@@ -148,10 +148,13 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            needs_gpu_for="official-size sampling (CogVideoX-5B)"),
     System("hallo4", "Hallo4", "Hallo4: High-Fidelity Dynamic Portrait Animation via Direct Preference Optimization "
            "(2025)", "dit", models=(".models.hallo4:Hallo4Model", ".models.hallo4_wan:Hallo4WanModel"),
-           verifier=".verify.hallo4:verify_hallo4", fixture="hallo4",
+           engine=".pipelines.hallo4_wan:Hallo4Animator", verifier=".verify.hallo4:verify_hallo4", fixture="hallo4",
            trainer="hallo4", stage_configs=("hallo4_sft.yaml", "hallo4_dpo.yaml"), weights="official", front_ends=("wav2vec2", "umt5"),
            release_files=("hallo4/model_weight.ckpt", "Wan2.1_Encoders/config.json", "Wan2.1_Encoders/Wan2.1_VAE.pth",
-                          "wav2vec/wav2vec2-base-960h/"), proven=_P({"verify"}),
+                          "Wan2.1_Encoders/models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_Encoders/google/umt5-xxl/",
+                          "wav2vec/wav2vec2-base-960h/"), proven=_P({"render", "verify"}),
+           controls=("max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "dtype", "device",
+                     "pose_video", "prompt"),
            needs_gpu_for="official-size sampling (Wan2.1-VACE 1.3B, 81 frames at 480x832)"),
     System("skyreels-a1", "SkyReels-A1", "SkyReels-A1: Expressive Portrait Animation in Video Diffusion Transformers "
            "(2025)", "dit", models=(".models.skyreels_a1:SkyReelsA1",), fixture="skyreels_a1",
