@@ -34,6 +34,12 @@ def test_overfits_and_resumes_bit_identically(name: str, tmp_path: Path):
     assert min(losses[-2:]) < losses[0], f"{name}: loss {losses}"
     if name.startswith("emo_"):  # EMO's face locator reads the face region and learns (zero-initialised output)
         assert straight.system.net.face_locator.conv_out.weight.abs().sum() > 0
+    if name.startswith("loopy"):  # every temporal layer is Loopy's inter/intra-clip module, and it learns
+        from talkinghead.nn.loopy import LoopyMotionModule
+
+        modules = [m for m in straight.system.net.denoising_unet.modules() if isinstance(m, LoopyMotionModule)]
+        assert modules and not any(type(m).__name__ == "MotionModule" for m in straight.system.net.modules())
+        assert any(m.temporal.inter_clip.attn.to_out[0].weight.abs().sum() > 0 for m in modules)
     if name.startswith("echomimic"):  # its objective includes the timestep-aware spatial loss
         assert all(r["spatial"] > 0 and r["loss"] > r["latent"] for r in straight.history)
     half = train(_config(name, tmp_path / "b", STEPS // 2), resume=False)

@@ -1,7 +1,8 @@
 """Loopy (Jiang et al. 2024, arXiv 2409.02634): audio-only conditioning with long-term motion context.
 A temporal segment module abstracts a long motion-frame history into a few frames that the reference net
-encodes; the video UNet's temporal modules attend over [those frames, the clip] (inter-clip); an
-audio-to-latents module turns audio into a motion latent added to every frame's timestep embedding.
+encodes; every temporal layer of the video UNet is Loopy's inter/intra-clip module (the clip attends over
+[those frames' features, the clip], then over itself); an audio-to-latents module turns audio into a
+motion latent added to every frame's timestep embedding.
 No official weights exist; this is a trainable re-implementation with typed configs."""
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from dataclasses import dataclass, field
 
 import torch
 from einops import rearrange
+from torch import nn
 
-from ..nn.loopy import AudioToLatents, AudioToLatentsConfig, temporal_segment_indices
+from ..nn.loopy import AudioToLatents, AudioToLatentsConfig, LoopyMotionModule, temporal_segment_indices
 from ..nn.temporal import TemporalConfig
 from .emo import ReferenceVideoNet
 from .hallo import SD15_UNET
@@ -25,6 +27,9 @@ class LoopyConfig:
     segment_stride: int = 4  # abstract frames per segment (s)
     segment_expand: int = 2  # each older segment covers r times more frames
     audio_to_latents: AudioToLatentsConfig = field(default_factory=AudioToLatentsConfig)
+    temporal: str = "loopy"  # "loopy": inter/intra-clip modules; "animatediff": the UNet family's motion module
+    max_motion_frames: int = 32  # abstract motion frames the inter-clip layer's frame slots cover
+    max_frames: int = 32  # clip frames the frame slots cover
 
     def denoising(self) -> VideoUNetConfig:
         return VideoUNetConfig(unet=self.unet, motion_module=self.motion, audio_attention_dim=self.audio_dim,
@@ -38,6 +43,16 @@ class LoopyNet(ReferenceVideoNet):
     def __init__(self, config: LoopyConfig | None = None):
         self.config = config = config or LoopyConfig()
         super().__init__(config.unet, config.denoising())
+        if config.temporal not in ("loopy", "animatediff"):
+            raise ValueError(f"temporal must be loopy or animatediff, got {config.temporal!r}")
+        if config.temporal == "loopy":
+            for block in self.denoising_unet.modules():
+                modules = getattr(block, "motion_modules", None)
+                if isinstance(modules, nn.ModuleList):
+                    for j, old in enumerate(modules):
+                        channels = old.temporal_transformer.norm.num_channels
+                        modules[j] = LoopyMotionModule(channels, config.motion.num_attention_heads,
+                                                       config.max_motion_frames, config.max_frames)
         self.audio_to_latents = AudioToLatents(config.audio_to_latents)
 
     def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:

@@ -156,3 +156,25 @@ class AudioToLatents(nn.Module):
         kv = repeat(self.latents, "l d -> bf l d", bf=b * f)
         motion = rearrange(self.attn(q, encoder_hidden_states=kv), "(b f) 1 d -> b f d", b=b)  # motion latents
         return temb[:, None] + self.to_time_embed(motion)
+
+
+class LoopyMotionModule(nn.Module):
+    """`LoopyTemporalModule` with the video UNet's motion-module interface: frames folded into the batch,
+    ((b f), c, h, w), and the motion frames' features at this layer as `context` (b, c, m, h, w) (the
+    reference net's features of the abstract motion frames), so LoopyNet's UNet runs the inter-clip layer
+    over [motion frames, clip] and the intra-clip layer over the clip in place of AnimateDiff's module."""
+
+    def __init__(self, channels: int, heads: int = 8, max_motion_frames: int = 32, max_frames: int = 32):
+        super().__init__()
+        heads = max(1, min(heads, channels))
+        self.temporal = LoopyTemporalModule(channels, heads, channels // heads, max_motion_frames, max_frames)
+
+    def forward(self, x: torch.Tensor, num_frames: int, context: torch.Tensor | None = None) -> torch.Tensor:
+        h = x.shape[-2]
+        clip = rearrange(x, "(b f) c h w -> b f (h w) c", f=num_frames)
+        if context is None:
+            motion = clip[:, :0]  # no motion frames: the inter-clip layer attends within the clip
+        else:
+            motion = rearrange(context.to(x.dtype), "b c m h w -> b m (h w) c")
+        out = self.temporal(clip, motion)
+        return rearrange(out, "b f (h w) c -> (b f) c h w", h=h)
