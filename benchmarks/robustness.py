@@ -345,7 +345,7 @@ PREVIEW_PICK = 5  # which of the preview's frames (0..11, evenly spaced over the
 
 def preview_frame(path: Path, pick: int = PREVIEW_PICK) -> np.ndarray:
     """One frame cut out of a --preview contact sheet (4 columns of PREVIEW_THUMB px thumbnails)."""
-    from talkinghead.api import PREVIEW_COLUMNS
+    from talkinghead.service import PREVIEW_COLUMNS
 
     grid = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     r, c = divmod(pick, PREVIEW_COLUMNS)

@@ -34,9 +34,9 @@ def _corpus():
 C = _corpus()
 
 
-def _renderer(image: np.ndarray) -> tuple[Portrait, WarpRenderer]:
+def _renderer(image: np.ndarray, **kw) -> tuple[Portrait, WarpRenderer]:
     portrait, face = prepare(Portrait(image, "test"), SIZE)
-    return portrait, WarpRenderer(portrait, face)
+    return portrait, WarpRenderer(portrait, face, **kw)
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -141,9 +141,10 @@ def test_black_and_white_photo_gets_a_colourless_mouth(grace_image):
 
 
 def test_teeth_shown_in_the_portrait_are_reused(astronaut_image, grace_image):
-    portrait, r = _renderer(astronaut_image)  # she smiles with her upper teeth showing
+    assert _renderer(astronaut_image)[1].mouth.teeth is None  # off unless asked for
+    portrait, r = _renderer(astronaut_image, own_teeth=True)  # she smiles with her upper teeth showing
     assert r.mouth.teeth is not None
-    _, closed = _renderer(grace_image)
+    _, closed = _renderer(grace_image, own_teeth=True)
     assert closed.mouth.teeth is None  # closed lips: the drawn teeth
     m = MotionFrame(jaw=0.6)
     own = r.render(m).astype(np.float32)

@@ -27,7 +27,9 @@ SS = 4  # supersampling of the polygon mask (cv2 shift bits = 2)
 
 
 class MouthInterior:
-    def __init__(self, image: np.ndarray, face: FaceAnalysis, rig):
+    def __init__(self, image: np.ndarray, face: FaceAnalysis, rig, own_teeth: bool = False):
+        """`own_teeth`: reuse the upper teeth `image` shows (the warp engine's portrait) instead of
+        drawing them."""
         self.iod = rig.iod
         # brightness of the skin under the eyes, to light the interior like the face
         P = face.landmarks
@@ -41,7 +43,7 @@ class MouthInterior:
         sat = float(np.ptp(skin) / max(skin.max(), 1.0))
         self.colour = float(np.clip(sat / 0.12, 0.0, 1.0))
         self.cover: np.ndarray | None = None  # (h, w) 0..1: rigid things in front of the mouth
-        self.teeth = _own_teeth(image, P[:, :2].astype(np.float64), self.iod, skin)
+        self.teeth = _own_teeth(image, P[:, :2].astype(np.float64), self.iod, skin) if own_teeth else None
 
     def draw(self, out: np.ndarray, lm: np.ndarray, m: MotionFrame) -> None:
         """Composite the interior into `out` in place. `lm`: displaced landmarks (478, 2)."""
@@ -100,9 +102,9 @@ class MouthInterior:
             img = grey + self.colour * (img - grey)
         if self.teeth is not None:
             own, alpha = self.teeth.place(up, (x0, y0, bw, bh))
-            # below the upper lip's edge, and over at most the share of the gap drawn teeth take: the
-            # dark gap under them is what shows the mouth open
-            alpha = alpha * np.clip((frac * gap - 0.5) / 1.5, 0, 1) * np.clip((up_y + 0.45 * opening - yy) / 1.5, 0, 1)
+            # below the upper lip's edge, and no taller than drawn teeth would be: the dark gap under
+            # them is what shows the mouth open
+            alpha = alpha * np.clip((frac * gap - 0.5) / 1.5, 0, 1) * np.clip((up_y + top_h - yy) / 1.5, 0, 1)
             img = img * (1 - alpha[..., None]) + own * alpha[..., None]
         vis = float(np.clip((opening / self.iod - MIN_OPEN) / 0.03, 0, 1))
         if self.cover is not None:  # a hand or a microphone stays in front of the mouth
