@@ -78,3 +78,19 @@ def test_missing_files_and_keys_are_named(fixtures, tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_release_dit(tmp_path, audio=_audio())
     assert "blocks.1.condition_attn.to_q.weight" in str(err.value) and "pose_proj.norm.bias" in str(err.value)
+
+
+def test_full_size_wan_t5_manifest_maps_onto_transformers_umt5_on_meta(fixtures):
+    from transformers import UMT5EncoderModel
+
+    from talkinghead.models.hallo4_wan import wan_t5_config, wan_t5_to_transformers
+
+    official = _manifest("umt5_xxl_encoder.tsv")
+    config = wan_t5_config(official)
+    assert (config.num_layers, config.num_heads, config.d_kv, config.d_ff, config.vocab_size) == (24, 64, 64, 10240,
+                                                                                                  256384)
+    with torch.device("meta"):
+        t5 = UMT5EncoderModel(config)
+    ours, mapped = t5.state_dict(), wan_t5_to_transformers(official)
+    assert set(mapped) == set(ours)
+    assert [k for k in ours if tuple(ours[k].shape) != tuple(mapped[k].shape)] == []
