@@ -181,3 +181,12 @@ def test_train_claim(name):
     for config in s.stage_configs:
         system = yaml.safe_load((REPO / "configs" / "train" / config).read_text())["system"]
         assert (system if isinstance(system, str) else system["name"]) == s.trainer, config
+
+
+def test_readme_table_is_current():
+    from talkinghead.systems import markdown_table
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- systems-table")
+    body = readme[readme.index("\n", start) + 1: readme.index("<!-- /systems-table -->")].strip()
+    assert body == markdown_table(), "regenerate the README's systems table from talkinghead.systems.markdown_table()"

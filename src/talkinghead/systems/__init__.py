@@ -190,6 +190,15 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
 )}
 
 
+def markdown_table() -> str:
+    """The registry as the README shows it (a test keeps the README's copy current)."""
+    rows = ["| system | paper | weights | render | train | verify |", "|---|---|---|---|---|---|"]
+    for s in SYSTEMS.values():
+        rows.append(f"| `{s.name}` | {s.paper} | {s.weights} | "
+                    + " | ".join("yes" if s.can(c) else "—" for c in CAPABILITIES) + " |")
+    return "\n".join(rows)
+
+
 def get(name: str) -> System:
     """The system called `name`; an InputError that lists the known ones otherwise."""
     if name not in SYSTEMS:
@@ -243,4 +252,4 @@ def check_controls(system: System, config) -> None:
                              f"leave {flag} out, or use an engine that honours it: {', '.join(others) or 'none yet'}")
 
 
-__all__ = ["System", "SYSTEMS", "CAPABILITIES", "get", "engine_names", "verifier_names", "make_animator", "check_controls", "resolve"]
+__all__ = ["System", "SYSTEMS", "CAPABILITIES", "get", "engine_names", "verifier_names", "make_animator", "check_controls", "markdown_table", "resolve"]
