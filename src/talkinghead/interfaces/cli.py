@@ -249,7 +249,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pose-video", help="echomimic: landmark-driven instead of audio-driven; a driving video (its "
                                         "face landmarks) or a .npy landmark file (frames, points, 2|3) in output pixels; "
                                         "skyreels-a1: the same sources, their motion retargeted onto the portrait's "
-                                        "landmarks (a .npy holds FaceMesh's 478 points)")
+                                        "landmarks (a .npy holds FaceMesh's 478 points); hallo4 (required): the "
+                                        "driving skeleton video, a DWPose-style rendering (the official --src_video)")
     g.add_argument("--average-windows", action="store_true",
                    help="echomimic: average overlapping context windows also at --guidance-scale <= 1 (fixes an "
                         "official bug: without guidance the audio-driven pipeline sums them; off by default to "
@@ -257,7 +258,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window-batch", type=_number(int, "--window-batch"), default=1,
                    help="echomimic: context windows per UNet call (default 1, as officially; more is faster on a "
                         "GPU and gives the same numbers up to float rounding, at more memory)")
-    g.add_argument("--prompt", help="hallo3, skyreels-a2: the text prompt (default: \"A person is talking.\")")
+    g.add_argument("--prompt", help="hallo3, hallo4, skyreels-a2: the text prompt (default: the official one, "
+                                    "e.g. \"A person is talking.\")")
     g.add_argument("--reference", action="append", default=[], metavar="IMAGE",
                    help="skyreels-a2: another reference image composed with --image (repeat it; in order, the "
                         "last is the background, centre-cropped; the others are subjects padded with white, "
