@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InputError
@@ -114,6 +113,9 @@ class DiffusionConfig:
     window_batch: int = 1
     # Hallo3: the text prompt its T5 encoder reads (None: "A person is talking.")
     prompt: str | None = None
+    # SkyReels-A2: reference images composed with --image, in order (the last is the background); a string holds
+    # paths separated by os.pathsep
+    reference: tuple[str, ...] = ()
     # Hallo2: restore the rendered frames with its video super-resolution network (`hallo2/net_g.pth`); frames
     # are restored 16 at a time at the network's 512x512
     super_resolution: bool = False
@@ -121,6 +123,12 @@ class DiffusionConfig:
     sr_keep_last_frame: bool = False  # Hallo2 SR: keep the last frame (official video_sr.py drops it, a bug)
 
     def validate(self) -> "DiffusionConfig":
+        if isinstance(self.reference, str):
+            self.reference = tuple(p for p in self.reference.split(os.pathsep) if p)
+        self.reference = tuple(self.reference or ())
+        for path in self.reference:
+            if not os.path.isfile(path):
+                raise InputError(f"--reference {path} does not exist", "pass an image file (jpg, png, webp, ...)")
         if isinstance(self.window_batch, bool) or int(self.window_batch) != self.window_batch or \
                 not 1 <= self.window_batch <= 64:
             raise InputError(f"--window-batch must be a whole number from 1 to 64, got {self.window_batch}",
