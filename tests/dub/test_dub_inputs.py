@@ -89,8 +89,9 @@ def test_silence_keeps_the_mouth_closed(tmp_path, capsys, short_video):
     code, err = _cli(["--video", str(short_video), "--audio", str(wav), "-o", str(out)], capsys)
     assert code == 0, err
     src, dubbed = aperture_series(decode_frames(short_video)), aperture_series(decode_frames(out))
-    assert np.nanstd(dubbed) < 0.5 * np.nanstd(src), (np.nanstd(dubbed), np.nanstd(src))
-    assert np.nanmax(dubbed) < np.nanmax(src)
+    # the source talks; the dub keeps the lips together (FaceMesh reads up to ~0.1 on closed, smiling lips)
+    assert np.nanmedian(dubbed) < 0.45 * np.nanmedian(src), (dubbed, src)
+    assert np.nanpercentile(dubbed, 90) < 0.5 * np.nanpercentile(src, 90), (dubbed, src)
 
 
 @pytest.mark.parametrize("fit", ["pingpong", "loop", "freeze", "trim"])

@@ -33,6 +33,8 @@ MAX_BITE = 0.05  # IOD
 CLOSED = 0.03  # IOD: a new mouth opening less than this is closed
 FILL_RATIO = 0.5  # a new opening under this share of the source's: the source interior would be squeezed
 # into aliased streaks, so the opening is filled and the interior drawn instead
+FILL_START = 0.005  # IOD of closing before the fill begins ...
+FILL_RAMP = 0.03  # ... and over which it grows to full
 FILL_GROW = 0.035  # IOD: the source opening is filled this much beyond FaceMesh's inner lips
 LIP_LINE = 0.4  # darkening of the line where filled lips meet
 CORNER_BITE = 0.7  # share of the way from the inner to the outer mouth corner a closed corner samples from
@@ -95,14 +97,12 @@ class MouthCompositor:
         self.last_roi = None
         if not moving.any():
             return out
-        corners = np.concatenate([src[mesh.triangles[moving]].reshape(-1, 2), dst[mesh.triangles[moving]].reshape(-1, 2)])
-        # every triangle near the moving ones is drawn (still ones map to themselves), except those
-        # that collapse (closing lips) or fold over: they have no area of their own, their pixels
-        # go to a neighbour below
-        lo, hi = corners.min(0) - 2, corners.max(0) + 2
-        near = ((dst[mesh.triangles] >= lo) & (dst[mesh.triangles] <= hi)).all(2).any(1)
-        tris = mesh.triangles[near]
-        tris = tris[_area(dst[tris]) * np.sign(_area(src[tris])) > MIN_AREA]
+        cand = mesh.triangles[moving]
+        corners = np.concatenate([src[cand].reshape(-1, 2), dst[cand].reshape(-1, 2)])
+        # a triangle that collapses (closing lips) or folds over has no area of its own: it is not
+        # drawn, and its pixels go to a neighbour below
+        ok = _area(dst[cand]) * np.sign(_area(src[cand])) > MIN_AREA
+        tris, skipped = cand[ok], cand[~ok]
         stride = int(np.clip(round(ff.iod / 45.0), 1, 4))
         x0, y0 = np.floor(corners.min(0)).astype(int) - 2
         x1, y1 = np.ceil(corners.max(0)).astype(int) + 3
@@ -112,23 +112,21 @@ class MouthCompositor:
             return out
         gw, gh = -(-(x1 - x0) // stride), -(-(y1 - y0) // stride)
         off = (stride - 1) / 2
-        # triangle ids on the coarse grid (0: identity), in grid units: p_grid = (p - x0 - off) / stride
+        # triangle ids on the coarse grid (0: the identity), in grid units: p_grid = (p - x0 - off) / stride
         ids = np.zeros((gh, gw), np.uint16)
-        g = (dst[tris] - [x0 + off, y0 + off]) / stride  # (n, 3, 2)
-        gi = np.round(g * (1 << SHIFT)).astype(np.int32)
+        scale = (1 << SHIFT) / stride
+        gi = np.round((dst[tris] - [x0 + off, y0 + off]) * scale).astype(np.int32)
         for t in range(len(tris)):
             cv2.fillConvexPoly(ids, gi[t], t + 1, lineType=cv2.LINE_8, shift=SHIFT)
-        # pixels inside the mesh left between drawn triangles (where collapsed or folded ones were
-        # skipped) take a neighbour's triangle, clamped to it below, instead of the unmoved source
-        hull = np.zeros((gh, gw), np.uint8)
-        ring = (anchors - [x0 + off, y0 + off]) / stride
-        cv2.fillConvexPoly(hull, np.round(cv2.convexHull(ring.astype(np.float32))[:, 0] * (1 << SHIFT)).astype(np.int32),
-                           1, lineType=cv2.LINE_8, shift=SHIFT)
-        for _ in range(3):
-            hole = (ids == 0) & (hull > 0)
-            if not hole.any():
-                break
-            ids[hole] = cv2.dilate(ids, np.ones((3, 3), np.uint8))[hole]
+        if len(skipped):
+            holes = np.zeros((gh, gw), np.uint8)
+            for tri in np.round((dst[skipped] - [x0 + off, y0 + off]) * scale).astype(np.int32):
+                cv2.fillConvexPoly(holes, tri, 1, lineType=cv2.LINE_8, shift=SHIFT)
+            for _ in range(3):
+                hole = (ids == 0) & (holes > 0)
+                if not hole.any():
+                    break
+                ids[hole] = cv2.dilate(ids, np.ones((3, 3), np.uint8))[hole]
         # per pixel: barycentric weights in its target triangle, clamped to the triangle (a pixel on
         # a thin triangle's rasterised edge must not extrapolate), applied to the source triangle
         T = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], 2)  # (n, 3, 3) rows [x y 1]
@@ -149,22 +147,25 @@ class MouthCompositor:
         coarse[inside] = np.einsum("mk,mkc->mc", bary, S[k])
         full = coarse if stride == 1 else cv2.resize(coarse, (gw * stride, gh * stride), interpolation=cv2.INTER_LINEAR)
         full = full[: y1 - y0, : x1 - x0]
-        texture = _closed_texture(image, pts, rt)
+        sx0, sy0 = np.maximum(np.floor(src[tris].reshape(-1, 2).min(0)).astype(int) - 4, 0)
+        sx1, sy1 = np.minimum(np.ceil(src[tris].reshape(-1, 2).max(0)).astype(int) + 5, [w, h])
+        texture, filled = _closed_texture(image[sy0:sy1, sx0:sx1], pts[:, :2] - [sx0, sy0], rt)
+        full -= np.array([sx0, sy0], np.float32)
         out[y0:y1, x0:x1] = cv2.remap(texture, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if texture is not image and rt.target_open < CLOSED:
-            _lip_line(out, rt)
+        if filled > 0.0 and rt.target_open < CLOSED:
+            _lip_line(out, rt, filled)
         self.last_roi = (x0, y0, x1, y1)
-        self._interior(out, image, pts, rt, m, filled=texture is not image)
+        self._interior(out, image, pts, rt, m, filled=filled)
         return out
 
     def _interior(self, out: np.ndarray, image: np.ndarray, pts: np.ndarray, rt: Retarget, m: MotionFrame,
-                  filled: bool = False) -> None:
+                  filled: float = 0.0) -> None:
         """Draw teeth and cavity where the new mouth is open wider than the source frame's was (or
         where the source opening was filled)."""
         if rt.target_open <= 0.0:
             return
         ratio = rt.source_open / max(rt.target_open, 1e-6)
-        a = 1.0 if filled else float(np.clip((INTERIOR_NONE - ratio) / (INTERIOR_NONE - INTERIOR_FULL), 0.0, 1.0))
+        a = max(filled, float(np.clip((INTERIOR_NONE - ratio) / (INTERIOR_NONE - INTERIOR_FULL), 0.0, 1.0)))
         if a <= 0.0:
             return
         lm = rt.target
@@ -215,12 +216,23 @@ def _bite(src: np.ndarray, rt: Retarget, mesh: ShotMesh) -> None:
             src[inner] += share * (src[outer] - src[inner])
 
 
-def _closed_texture(image: np.ndarray, pts: np.ndarray, rt: Retarget) -> np.ndarray:
-    """The frame to sample from. When an open source mouth must close, its opening (a little beyond
-    FaceMesh's inner lips, out to the mouth corners) is filled from the lips around it, so no dark edge
-    of the opening can reach the closed lip line; otherwise the frame itself."""
-    if rt.source_open < CLOSED or (rt.target_open >= CLOSED and rt.target_open >= FILL_RATIO * rt.source_open):
-        return image
+def fill_weight(rt: Retarget) -> float:
+    """How much of the source opening is filled (0..1): none while the new mouth keeps at least
+    FILL_RATIO of it open, then rising with how far the mouth closes, so that the choice never flips
+    from one frame to the next."""
+    if rt.target_open >= max(CLOSED, FILL_RATIO * rt.source_open):
+        return 0.0
+    return float(np.clip((rt.source_open - rt.target_open - FILL_START) / FILL_RAMP, 0.0, 1.0))
+
+
+def _closed_texture(image: np.ndarray, pts: np.ndarray, rt: Retarget) -> tuple[np.ndarray, float]:
+    """(what to sample from, how much its opening was filled). `image` is the part of the frame the
+    warp samples, `pts` the landmarks in its pixels. When an open source mouth must close (or open
+    much less), its opening (a little beyond FaceMesh's inner lips, out to the mouth corners) is
+    filled from the lips around it, so no dark edge of the opening can reach the closed lip line."""
+    f = fill_weight(rt)
+    if f <= 0.0:
+        return image, 0.0
     h, w = image.shape[:2]
     inner = R.inner_lip_polygon(pts)
     grow = max(1, int(round(FILL_GROW * rt.frame.iod)))
@@ -229,7 +241,7 @@ def _closed_texture(image: np.ndarray, pts: np.ndarray, rt: Retarget) -> np.ndar
     x1, y1 = np.ceil(outer.max(0)).astype(int) + 3 * grow
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if x1 - x0 < 4 or y1 - y0 < 4:
-        return image
+        return image, 0.0
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(mask, [np.round(inner - [x0, y0]).astype(np.int32)], 255)
     for a, b in ((78, 61), (308, 291)):  # the opening's corners reach towards the outer corners
@@ -237,11 +249,15 @@ def _closed_texture(image: np.ndarray, pts: np.ndarray, rt: Retarget) -> np.ndar
         cv2.line(mask, tuple(int(v) for v in pa), tuple(int(v) for v in pb), 255, 1)
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     texture = image.copy()
-    texture[y0:y1, x0:x1] = cv2.inpaint(np.ascontiguousarray(image[y0:y1, x0:x1]), mask, 3, cv2.INPAINT_TELEA)
-    return texture
+    box = np.ascontiguousarray(image[y0:y1, x0:x1])
+    filled = cv2.inpaint(box, mask, 3, cv2.INPAINT_TELEA)
+    if f < 1.0:
+        filled = cv2.addWeighted(filled, f, box, 1.0 - f, 0.0)
+    texture[y0:y1, x0:x1] = filled
+    return texture, f
 
 
-def _lip_line(out: np.ndarray, rt: Retarget) -> None:
+def _lip_line(out: np.ndarray, rt: Retarget, strength: float = 1.0) -> None:
     """A soft darker line where the closed lips meet (the fill above leaves none)."""
     line = (rt.target[list(R.LIPS_INNER_UPPER)] + rt.target[list(R.LIPS_INNER_LOWER)]) / 2
     h, w = out.shape[:2]
@@ -252,6 +268,6 @@ def _lip_line(out: np.ndarray, rt: Retarget) -> None:
         return
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.polylines(mask, [np.round((line - [x0, y0]) * 4).astype(np.int32)], False, 255, 1, cv2.LINE_AA, shift=2)
-    a = cv2.GaussianBlur(mask, (0, 0), 0.6).astype(np.float32)[..., None] * (LIP_LINE / 255.0)
+    a = cv2.GaussianBlur(mask, (0, 0), 0.6).astype(np.float32)[..., None] * (strength * LIP_LINE / 255.0)
     roi = out[y0:y1, x0:x1]
     roi[:] = (roi.astype(np.float32) * (1.0 - a) + 0.5).astype(np.uint8)
