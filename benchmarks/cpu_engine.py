@@ -504,9 +504,11 @@ def libraries() -> str:
     import av
     import cv2
 
+    from talkinghead.io.video import _X264_PARAMS
+
     return (f"numpy {np.__version__}, OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads), "
             f"PyAV {av.__version__} (libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}), "
-            f"x264 preset veryfast crf 18")
+            f"x264 preset veryfast ({_X264_PARAMS.get('veryfast', 'as is')}) crf 18")
 
 
 def load() -> str:

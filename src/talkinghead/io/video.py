@@ -30,6 +30,10 @@ _AAC_MAX_BITS_PER_FRAME = 6144  # per channel per 1024-sample frame (the AAC bit
 MIN_AUDIO_BITRATE, MAX_AUDIO_BITRATE = 16, 1024  # kb/s accepted from the user
 _TRACK_TOLERANCE = 0.02  # s: an original whose length differs more than this from the samples is stale
 _MP4_HINT = "use a name ending in .mp4"
+# With the default preset: diamond motion search and one sub-pixel refinement pass. On talking heads
+# (still background, one moving face) this takes ~30% less x264 CPU than plain veryfast for 9-14% more
+# bytes and 0.1-0.2 dB less PSNR at CRF 18 (measured: bundled portraits, natural and lively heads).
+_X264_PARAMS = {"veryfast": "me=dia:subme=1"}
 
 # cv2's RGB -> I420 conversion is BT.601 limited range (and ~10x faster than swscale); the stream
 # is tagged accordingly so players decode the colours exactly. Primaries/transfer: sRGB ~ BT.709.
@@ -180,6 +184,9 @@ class VideoWriter:
     `audio_bitrate` is the AAC bit rate in bit/s (None: `default_audio_bitrate`, transparent for
     speech and music: 96 kb/s mono, 192 kb/s stereo at 32 kHz and up). After construction,
     `audio_rate`, `audio_layout` and `audio_bitrate` say what is written (None without audio).
+
+    Video: libx264 at `crf` and `preset`; the default `veryfast` is tuned for talking heads
+    (`_X264_PARAMS`: ~30% less encoder CPU for ~10% more bytes at the same CRF).
     """
 
     def __init__(
@@ -252,7 +259,10 @@ class VideoWriter:
 
     def _open(self, crf: int, preset: str) -> None:
         self._container = av.open(str(self._tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
-        vs = self._container.add_stream("libx264", rate=self.fps, options={"crf": str(int(crf)), "preset": preset})
+        options = {"crf": str(int(crf)), "preset": preset}
+        if preset in _X264_PARAMS:
+            options["x264-params"] = _X264_PARAMS[preset]
+        vs = self._container.add_stream("libx264", rate=self.fps, options=options)
         vs.width, vs.height = self.size
         vs.pix_fmt = "yuv420p"
         cc = vs.codec_context
