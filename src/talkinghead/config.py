@@ -116,6 +116,9 @@ class DiffusionConfig:
     # SkyReels-A2: reference images composed with --image, in order (the last is the background); a string holds
     # paths separated by os.pathsep
     reference: tuple[str, ...] = ()
+    # SkyReels-A2: drop only the 1 + 4 (n - 1) frames of the n reference slots from each clip (infer.py always
+    # drops 12, right only for 3 references: a bug that keeps reference frames or loses generated ones)
+    exact_reference_frames: bool = False
     # Hallo2: restore the rendered frames with its video super-resolution network (`hallo2/net_g.pth`); frames
     # are restored 16 at a time at the network's 512x512
     super_resolution: bool = False

@@ -64,3 +64,25 @@ def test_one_reference_alone_is_refused_with_the_fix(skyreels_a2_release, refere
     assert "--reference" in capsys.readouterr().err and not out.exists()
     assert _run(_argv(skyreels_a2_release, short_wav, out, [tmp_path / "missing.png"])) == 2
     assert "missing.png" in capsys.readouterr().err and not out.exists()
+
+
+def test_exact_reference_frames_drops_only_the_reference_slots(skyreels_a2_release, reference_images, short_wav):
+    """With 3 references infer.py's fixed 12 dropped frames are the 1 + 4 + 4 reference frames plus 3; the option
+    drops just the 9, so the same clip is handed out 3 frames earlier."""
+    from talkinghead.assets import portrait_path
+    from talkinghead.config import AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig
+    from talkinghead.io import load_audio
+    from talkinghead.io.image import as_portrait
+    from talkinghead.pipelines.skyreels import SkyReelsA2Animator
+
+    speech = load_audio(short_wav)
+    runs = []
+    for exact in (False, True):
+        config = AnimateConfig(motion=MotionConfig(seed=2), render=RenderConfig(size=80), diffusion=DiffusionConfig(
+            checkpoint_dir=str(skyreels_a2_release), steps=1, reference=tuple(str(p) for p in reference_images),
+            exact_reference_frames=exact))
+        animator = SkyReelsA2Animator(as_portrait(str(portrait_path("astronaut"))), config)
+        runs.append(np.stack(list(animator.frames(speech))))
+    official, exact = runs
+    assert official.shape == exact.shape == (22, 48, 80, 3)
+    np.testing.assert_array_equal(exact[3:], official[:-3])

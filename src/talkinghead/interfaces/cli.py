@@ -264,6 +264,10 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="skyreels-a2: another reference image composed with --image (repeat it; in order, the "
                         "last is the background, centre-cropped; the others are subjects padded with white, "
                         "as the official infer.py)")
+    g.add_argument("--exact-reference-frames", action="store_true",
+                   help="skyreels-a2: drop only the 1 + 4 (n - 1) frames of the n reference slots from each clip "
+                        "(fixes an official bug: infer.py always drops 12, which keeps reference frames with 4 or "
+                        "more references and loses generated ones with 2; off by default to keep the official output)")
     g.add_argument("--super-resolution", action="store_true",
                    help="hallo2: restore the frames with its video super-resolution network (needs hallo2/net_g.pth "
                         "in --checkpoint-dir); 16 frames at a time at 512x512, as the official video_sr.py")

@@ -791,7 +791,8 @@ class SkyReelsA2Animator:
 
     As infer.py: subjects are padded with white to the frame's aspect and the background centre-cropped; each
     is padded to a white square for CLIP; clips of 81 frames with 50 UniPC steps (flow shift 8) at guidance
-    5.0 against infer.py's negative prompt; the first 12 frames of each clip are dropped (69 new frames). Clips
+    5.0 against infer.py's negative prompt; the first 12 frames of each clip are dropped (69 new frames;
+    --exact-reference-frames drops only the reference slots' 1 + 4 (n - 1), fixing that bug). Clips
     follow one another from one generator, each composed afresh from the references. Frames are 832 x 480
     unless --size sets another width (the height keeps 480 : 832, both multiples of 16)."""
 
@@ -823,6 +824,11 @@ class SkyReelsA2Animator:
         self.guidance = d.guidance_scale if d.guidance_scale is not None else A2_GUIDANCE
         self.prompt = d.prompt or A2_PROMPT
         self.seed = config.motion.seed
+        # infer.py drops 12 frames whatever the count; the option drops exactly the reference slots' frames
+        self.dropped = 1 + A2_REPEAT * (len(images) - 1) if d.exact_reference_frames else A2_DROPPED
+        if self.dropped >= A2_FRAMES:
+            raise InputError(f"{len(images)} references fill a whole {A2_FRAMES}-frame clip",
+                             f"use at most {(A2_FRAMES - 2) // A2_REPEAT} --reference images")
         self.release = load_a2_release_cached(d.checkpoint_dir, dtype, self.device)
 
     @property
@@ -838,11 +844,11 @@ class SkyReelsA2Animator:
 
     def frames(self, speech: Speech) -> Iterator[np.ndarray]:
         n = self.n_frames(speech)
-        per_clip = A2_FRAMES - A2_DROPPED
+        per_clip = A2_FRAMES - self.dropped
         generator = torch.Generator(self.device).manual_seed(self.seed)
         release = self.release
         for start in range(0, n, per_clip):
             with release.lock:
                 video = sample_a2_release(release, self.vae_images, self.clip_images, self.prompt, A2_NEGATIVE_PROMPT,
                                           A2_FRAMES, self.steps, self.guidance, generator=generator)
-            yield from video[A2_DROPPED:A2_DROPPED + min(per_clip, n - start)]
+            yield from video[self.dropped:self.dropped + min(per_clip, n - start)]

@@ -177,7 +177,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                           "SkyReels-A2/image_processor/", "SkyReels-A2/text_encoder/", "SkyReels-A2/tokenizer/"),
            # not audio-driven: the prompt and the references make the video; --size sets the width
            controls=("fps", "size", "max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "dtype",
-                     "device", "prompt", "reference"),
+                     "device", "prompt", "reference", "exact_reference_frames"),
            # render is tested in tests/pipelines/test_skyreels_a2_engine.py on the frames before encoding: the tiny
            # release's noise-like frames did not always encode to the same H.264 twice, which the claim test needs
            proven=_P({"verify"}), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
