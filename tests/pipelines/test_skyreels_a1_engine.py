@@ -75,3 +75,29 @@ def test_a_release_without_siglip_names_the_missing_files(skyreels_a1_release, s
     assert _run(_argv(broken, short_wav, out)) != 0
     err = capsys.readouterr().err
     assert "siglip-so400m-patch14-384/model.safetensors" in err and not out.exists()
+
+
+def test_a_driving_video_moves_the_landmarks(skyreels_a1_release, short_wav, tmp_path):
+    """A driving video whose face moves down: its FaceMesh landmarks (real MediaPipe) move the portrait's
+    landmarks by the same displacement, scaled by the face sizes, in every control clip."""
+    import cv2
+
+    from talkinghead.assets import portrait
+    from talkinghead.config import AnimateConfig, DiffusionConfig
+    from talkinghead.io.image import as_portrait
+    from talkinghead.io.video import encode_frames
+    from talkinghead.pipelines.skyreels import SkyReelsA1Animator
+
+    face = cv2.resize(portrait("grace_hopper"), (256, 300))
+    frames = [np.roll(face, 2 * k, axis=0) for k in range(12)]
+    video = encode_frames(frames, tmp_path / "driving.mp4", 25.0)
+    config = AnimateConfig(diffusion=DiffusionConfig(checkpoint_dir=str(skyreels_a1_release), steps=1,
+                                                     pose_video=str(video)))
+    animator = SkyReelsA1Animator(as_portrait(portrait("astronaut")), config)
+    points = animator._pose_landmarks(12)
+    shift = (points[:, :, :2] - animator.ref_points[None, :, :2]).mean(axis=1)  # (frames, 2)
+    assert np.allclose(shift[0], 0)
+    assert (np.diff(shift[:, 1]) > 0).mean() > 0.8 and np.abs(shift[:, 0]).max() < 0.5 * shift[-1, 1]
+    out = tmp_path / "driven.mp4"
+    assert _run(_argv(skyreels_a1_release, short_wav, out, "--pose-video", str(video))) == 0
+    assert probe(out)["n_frames"] == 22  # the video is shorter than the speech: its last pose is held
