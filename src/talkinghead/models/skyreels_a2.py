@@ -8,6 +8,9 @@ rectified flow (`flow_matching_pair`); only cross-attention, the patch embedding
 encoder train (configs/train/skyreels_a2.yaml). Sampling: diffusers' UniPC in flow mode (Wan's default),
 or FlowMatchEulerDiscreteScheduler, with classifier-free guidance.
 
+The official release folder loads with `load_release` (diffusers' Wan classes and transformers' CLIP/UMT5, key
+for key) and samples with `pipelines.skyreels.sample_a2_release`, which reproduces the release's pipeline.
+
 Design note: parallelism across GPUs (what the official release does with xDiT/xfuser, and what we do)
 - CFG parallelism: the conditional and unconditional branches are independent forwards of the same
   weights. `cfg_velocity` runs them as one batch of 2b on one device ("batch"), or, when

@@ -1,5 +1,11 @@
 """SkyReels-A1 and SkyReels-A2 sampling pipelines: any length, chunk by chunk, frames yielded as they decode.
 
+Two kinds live here. The official releases, computed as their upstream pipelines compute them (every cast, draw
+and quirk; `verify skyreels-a1|skyreels-a2` compares them with reference data of the upstream code):
+`sample_a1_release` / `SkyReelsA1Animator` (`--engine skyreels-a1`) and `sample_a2_release` /
+`SkyReelsA2Animator` (`--engine skyreels-a2`). And the pipelines of our own trained checkpoints (the layout
+`talkinghead train` writes), which follow the papers with our sampler and chunking:
+
 A1 (portrait animation): the MotionTrack (the same controls the warp engine uses) moves the portrait's
 FaceMesh landmarks; each chunk renders them to guidance frames, samples with the landmark guider, and
 decodes. Chunk k > 0 is conditioned on the last frame of chunk k − 1 (the I2V image slot) and drops its
@@ -10,7 +16,7 @@ A2 (multi-reference composition): subjects and a background feed both reference 
 chunk k > 0 also gets the last latent frame of chunk k − 1 as a continuation slot.
 
 Only the current chunk's latents and frames live in memory. Weights come from a local folder only; a
-folder with missing files is an InputError listing every missing file.
+folder with missing files is an error listing every missing file.
 """
 from __future__ import annotations
 
