@@ -21,6 +21,12 @@ from ..models.hallo4_wan import Hallo4WanModel
 from ..types import Portrait, Speech
 
 
+def _pad(context: torch.Tensor, length: int) -> torch.Tensor:  # (L, d) -> (length, d), zeros after
+    out = context.new_zeros(length, context.shape[-1])
+    out[: min(length, context.shape[0])] = context[:length]
+    return out
+
+
 def official_scheduler(steps: int, shift: float, num_train_timesteps: int = 1000) -> UniPCMultistepScheduler:
     """diffusers' UniPC with the official FlowUniPC settings and sigmas/timesteps for `steps` at `shift`."""
     s = UniPCMultistepScheduler(num_train_timesteps=num_train_timesteps, prediction_type="flow_prediction",
@@ -38,10 +44,13 @@ def official_scheduler(steps: int, shift: float, num_train_timesteps: int = 1000
 def sample_clip(model: Hallo4WanModel, noise: torch.Tensor, ref_latent: torch.Tensor, context: torch.Tensor,
                 negative_context: torch.Tensor, vace_context: torch.Tensor, skeleton_latents: torch.Tensor,
                 audio_windows: torch.Tensor, steps: int, shift: float = 8.0, guide_scale: float = 6.0,
-                context_scale: float = 1.0, trace: dict | None = None, prefix: str = "") -> torch.Tensor:
+                context_scale: float = 1.0, trace: dict | None = None, prefix: str = "",
+                batched_cfg: bool = False) -> torch.Tensor:
     """Denoise one clip. `noise` (16, 1 + F', h, w) (frame 0 is replaced by `ref_latent` (16, 1, h, w));
     contexts (L, 4096); `vace_context` (96, 1 + F', h, w); `skeleton_latents` (1, 16, F, h, w);
-    `audio_windows` (1, F, 5, layers, channels). Returns the final latents (16, 1 + F', h, w), frame 0 included."""
+    `audio_windows` (1, F, 5, layers, channels). Returns the final latents (16, 1 + F', h, w), frame 0 included.
+    `batched_cfg`: both guidance rows in one model call (the contexts zero-padded to `text_len` first, as the model
+    pads each anyway); the official code makes two calls, and the rows then differ from it by float reordering."""
     scheduler = official_scheduler(steps, shift)
     latents = noise.clone()
     if trace is not None:
@@ -59,10 +68,16 @@ def sample_clip(model: Hallo4WanModel, noise: torch.Tensor, ref_latent: torch.Te
     for i, t in enumerate(scheduler.timesteps):
         latents[:, :1] = ref_latent
         tt = torch.tensor([int(t)])
-        cond = model(latents[None], tt, context[None], vace_context[None], skeleton_latents, audio_windows,
-                     context_scale)[0]
-        uncond = model(latents[None], tt, negative_context[None], vace_context[None], skeleton_latents, silent,
-                       context_scale)[0]
+        if batched_cfg:
+            both = torch.stack([_pad(context, model.text_len), _pad(negative_context, model.text_len)])
+            cond, uncond = model(latents[None].expand(2, -1, -1, -1, -1), tt.expand(2), both,
+                                 vace_context[None].expand(2, -1, -1, -1, -1), skeleton_latents.expand(2, -1, -1, -1, -1),
+                                 torch.cat([audio_windows, silent]), context_scale)
+        else:
+            cond = model(latents[None], tt, context[None], vace_context[None], skeleton_latents, audio_windows,
+                         context_scale)[0]
+            uncond = model(latents[None], tt, negative_context[None], vace_context[None], skeleton_latents, silent,
+                           context_scale)[0]
         guided = uncond + guide_scale * (cond - uncond)
         corrected.clear()
         out = scheduler.step(guided[None], t, latents[None], return_dict=False)[0][0]
