@@ -105,3 +105,30 @@ def test_mouth_really_changes(frames, cutaway):
     assert ok.sum() > 50
     assert np.corrcoef(a_src[ok], a_out[ok])[0, 1] < 0.6
     assert np.abs(a_src[ok] - a_out[ok]).max() > 0.08  # inter-ocular distances
+
+
+def test_changed_region_meets_the_source_without_a_seam(source_video, utterance_b, frames):
+    """The warp is the identity on the edge of the region it changes, so its border pixels are the
+    source's exactly; and the mouth stays on the face as the head moves (no floating)."""
+    src, _ = frames
+    dubber = Dubber(VideoSource(source_video), utterance_b, DubOptions())
+    checked = 0
+    for i, (slot, frame) in enumerate(dubber.frames()):
+        roi = dubber.compositor.last_roi
+        if slot.landmarks is None or roi is None or i % 5:
+            continue
+        x0, y0, x1, y1 = roi
+        for edge in (np.s_[y0, x0:x1], np.s_[y1 - 1, x0:x1], np.s_[y0:y1, x0], np.s_[y0:y1, x1 - 1]):
+            np.testing.assert_array_equal(frame[edge], slot.image[edge])
+        checked += 1
+    assert checked > 20
+    offsets = []
+    for s, o in zip(src[:50], frames[1][:50]):
+        fs, fo = detect_all(s), detect_all(o)
+        if fs and fo:
+            iod = float(np.linalg.norm(np.subtract(*R.eye_centres(fs[0]))))
+            mouth = list(R.LIPS_OUTER_UPPER)
+            # the mouth's horizontal place relative to the nose, source vs dub, in inter-ocular distances
+            rel = [(p[mouth, 0].mean() - p[R.NOSE_TIP, 0]) / iod for p in (fs[0], fo[0])]
+            offsets.append(abs(rel[0] - rel[1]))
+    assert len(offsets) > 40 and max(offsets) < 0.06, max(offsets)
