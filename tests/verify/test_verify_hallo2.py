@@ -133,3 +133,64 @@ def test_not_a_fixture_is_a_user_error(tmp_path, capsys):
         main(["verify", "hallo2", str(tmp_path)])
     assert exc.value.code == 2
     assert "no Hallo2 reference data" in capsys.readouterr().err
+
+
+def _write_long_variant(root: Path, hallo_tiny: Path, seed: int, steps: int, cfg: float, mask_rate: float,
+                        clips: int) -> Path:
+    """A long-video folder in the official format whose run is ours: Hallo's tiny net and inputs, other seed,
+    steps, guidance, mask rate and clip count (the loop written out here from the pipeline's parts)."""
+    from diffusers import DDIMScheduler
+    from safetensors.torch import load_file, save_file
+
+    from talkinghead.pipelines.hallo import DEFAULT_SCHEDULER, mask_motion_frames
+    from talkinghead.verify.hallo import BRANCHES, load_fixture_pipeline
+
+    shutil.copytree(hallo_tiny, root / "hallo" / "hallo_tiny")
+    folder = root / "hallo2" / "long_variant"
+    folder.mkdir(parents=True)
+    pipe, v1_config = load_fixture_pipeline(root / "hallo" / "hallo_tiny")
+    scheduler = {k: v for k, v in DEFAULT_SCHEDULER.items() if k not in ("num_train_timesteps", "set_alpha_to_one")}
+    pipe.scheduler = DDIMScheduler(**scheduler)
+    v1 = load_file(str(hallo_tiny / "io.safetensors"))
+    frames = v1["in.audio_windows"].shape[1]
+    windows = torch.randn((clips * frames, *v1["in.audio_windows"].shape[2:]),
+                          generator=torch.Generator().manual_seed(seed + 1))
+    masks = {k: [v1[f"in.{k}_mask.{i}"] for i in range(4)] for k in BRANCHES}
+    reference, region = v1["in.ref_and_motion_pixels"][0, :1], v1["in.face_region_mask"]
+    io = {"in.audio_windows_all": windows}
+    generator = torch.Generator().manual_seed(seed)
+    motion = reference.repeat(2, 1, 1, 1)
+    with torch.no_grad():
+        for t in range(clips):
+            masked, keep = mask_motion_frames(motion, region, generator, mask_rate)
+            cond = pipe.condition(v1["in.face_emb"], windows[t * frames:(t + 1) * frames][None], region, masks,
+                                  cfg > 1.0, (1.0, 1.0, 1.0))
+            noise = torch.randn((1, 4, frames, 16, 16), generator=generator)
+            trace: dict = {}
+            latents = pipe.sample_clip(pipe.encode_images(torch.cat([reference, masked])), cond, noise, steps, cfg,
+                                       trace=trace)
+            video = pipe.decode_latents(latents)
+            p = f"long.clip{t}."
+            io.update({p + "keep_mask_u8": keep.to(torch.uint8), p + "step_in_latents.0": trace["step_in_latents.0"],
+                       p + f"step_guided_out.{steps - 1}": trace[f"step_guided_out.{steps - 1}"],
+                       p + "final_latents": latents, p + "videos.avgpool4": torch.nn.functional.avg_pool3d(video, (1, 4, 4))})
+            motion = video[0, :, -2:].permute(1, 0, 2, 3) * 2.0 - 1.0
+    save_file({k: v.contiguous() for k, v in io.items()}, str(folder / "io.safetensors"))
+    run = {"n_frames": frames, "n_motion_frames": 2, "num_inference_steps": steps, "cfg_scale": cfg, "seed": seed}
+    (folder / "config.json").write_text(json.dumps({
+        "settings": {"clips": clips, "v1_run": run, "mask_rate": mask_rate, "n_motion_frames": 2,
+                     "motion_scale": [1.0, 1.0, 1.0]},
+        "scheduler_kwargs": scheduler, "weights": {}}))
+    return folder
+
+
+def test_a_long_video_variant_with_other_settings_passes(hallo2_dir, tmp_path, capsys):
+    """Seed, steps, guidance, mask rate and clip count come from the folder's config.json."""
+    hallo = hallo2_dir.parent / "hallo" / "hallo_tiny"
+    if not hallo.is_dir():
+        pytest.skip("Hallo reference data not found")
+    folder = _write_long_variant(tmp_path, hallo, seed=11, steps=2, cfg=2.0, mask_rate=0.6, clips=3)
+    code, out = _verify(folder, capsys)
+    assert code == 0, out
+    assert "long_variant/long.clip2.step_guided_out.1 (chained)" in out
+    assert "long_variant/long.clip0.keep_mask_u8" in out
