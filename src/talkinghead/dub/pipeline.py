@@ -162,8 +162,11 @@ class Dubber:
         """Source slots for the whole output: the video once, then extended or cut to the speech."""
         o = self.options
         n = 0
-        need_more = o.fit == "pingpong" and self.n_speech > 0
-        store = _Store(max(self.n_speech - self.n_source_estimate, 0) + 2 * int(self.fps) if need_more else 1)
+        need_more = o.fit == "pingpong" and self.n_speech > self.n_source_estimate - int(self.fps)
+        capacity = max(self.n_speech - self.n_source_estimate, 0) + 2 * int(self.fps)
+        # only the tail that will be played backwards is kept (all of it when the length is unknown)
+        keep_from = self.n_source_estimate - capacity if self.n_source_estimate else 0
+        store = _Store(capacity if need_more else 1)
         last = None
         try:
             for t in self._tracked(0):
@@ -172,11 +175,11 @@ class Dubber:
                 yield t
                 n += 1
                 last = t
-                if need_more:
+                if need_more and n > keep_from:
                     store.add(t)
             if last is None or o.fit == "trim" or n >= self.n_speech:
                 return
-            if o.fit == "freeze":
+            if o.fit == "freeze" or (o.fit == "pingpong" and len(store) == 0):  # (the header's length was off)
                 while n < self.n_speech:
                     yield last
                     n += 1
