@@ -361,7 +361,14 @@ def write_sheet(thumbs: list[tuple[str, np.ndarray]], path: Path, side: int = 17
         y = r * (side + 18)
         grid[y:y + side, c * side:(c + 1) * side] = t
         cv2.putText(grid, name, (c * side + 3, y + side + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    save_small_png(grid, path)
+
+
+def save_small_png(rgb: np.ndarray, path: Path) -> None:
+    """A 256-colour PNG (a few hundred KB for the whole corpus, small enough for the README)."""
+    from PIL import Image
+
+    Image.fromarray(rgb).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,9 +220,11 @@ class FaceRig:
                 d[e["iris"], 1] = new_up + t * (new_lo - new_up) - uv[e["iris"], 1]
         return d
 
-    def displace(self, m: MotionFrame) -> np.ndarray:
-        """(V, 2) pixel displacement of every control point (`points`) for frame parameters `m`."""
-        return self.displace_parts(m)[0]
+    def displace(self, m: MotionFrame, with_expression: bool = False):
+        """(V, 2) pixel displacement of every control point (`points`) for frame parameters `m`;
+        with `with_expression`, the pair (total, expression) of `displace_parts`."""
+        parts = self.displace_parts(m)
+        return parts if with_expression else parts[0]
 
     def displace_parts(self, m: MotionFrame) -> tuple[np.ndarray, np.ndarray]:
         """(total, expression) (V, 2) pixel displacements: everything, and the share that comes from

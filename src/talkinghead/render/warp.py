@@ -127,7 +127,7 @@ class WarpRenderer:
             m = replace(m, brows=0.0)
         if occ.eyes_hidden and (m.blink or m.gaze_x or m.gaze_y):
             m = replace(m, blink=0.0, gaze_x=0.0, gaze_y=0.0)
-        disp, expression = self._unfolded(*self.rig.displace_parts(m))
+        disp, expression = self._unfolded(*self.rig.displace(m, with_expression=True))
         x0, y0, x1, y1 = self.roi
         out = self.image.copy()
         if np.abs(disp).max() < 1e-3:
