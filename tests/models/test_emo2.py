@@ -162,7 +162,8 @@ def test_stage_configs_load_from_yaml():
     assert m2.guider_channels == (16, 32, 96, 256) and m2.discriminator.channels == (128, 256)
     assert EMO2Stage2Config.from_dict(m2.to_dict()) == m2 and EMO2Stage1Config.from_dict(m1.to_dict()) == m1
     with pytest.raises(InputError, match="unknown emo2 option"):
-        TrainConfig.from_dict({"stage": "1", "dataset": "d", "system": {"name": "emo2", "options": {"prev": 1}}}).validate()
+        TrainConfig.from_dict({"stage": "1", "dataset": "d",
+                               "system": {"name": "emo2", "options": {"prev": 1}}}).validate()
     with pytest.raises(InputError, match="stages 1"):
         TrainConfig.from_dict({"stage": 3, "dataset": "d", "system": "emo2"}).validate()
     with pytest.raises(InputError, match="no dataset"):

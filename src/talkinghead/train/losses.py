@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..nn.objectives import (  # noqa: F401  (re-exported: trainers import one module)
+from ..nn.objectives import (  # re-exported (see __all__): trainers import one module
     diffusion_dpo_loss,
     diffusion_loss,
     diffusion_target,
@@ -136,3 +136,10 @@ def timestep_aware_spatial_loss(
     spatial = (w * per_sample).mean()
     total = latent + spatial_scale * spatial
     return total, {"latent": latent.detach(), "spatial": spatial.detach(), "w_t": w.detach()}
+
+
+__all__ = ["decode_latents", "diffusion_dpo_loss", "diffusion_loss", "diffusion_target", "dpo_errors",
+           "face_aware_loss", "face_mask_from_landmarks", "flow_matching_pair", "flow_motion_mask",
+           "flow_predicted_x0", "min_snr_weight", "per_sample_mse", "predicted_x0", "resize_mask",
+           "sample_flow_sigmas", "sample_timesteps", "snr", "spatial_weight", "ssim", "structural_loss",
+           "timestep_aware_spatial_loss", "PredictionType"]

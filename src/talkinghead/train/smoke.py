@@ -30,13 +30,13 @@ N_LANDMARKS = 478
 BODY_KEYPOINTS = 12  # face.body.BODY_POINTS
 
 
-def _loudness(n: int, phase: float) -> np.ndarray:
+def mouth_opening(n: int, phase: float) -> np.ndarray:
     """(n,) mouth opening in [0, 1] per frame: a syllable-rate (4 Hz) envelope."""
     t = np.arange(n) / SMOKE_FPS
     return (0.5 + 0.5 * np.sin(2 * math.pi * 4.0 * t + phase)).astype(np.float32)
 
 
-def _speech(opening: np.ndarray, phase: float) -> np.ndarray:
+def speech_for(opening: np.ndarray, phase: float) -> np.ndarray:
     """A 16 kHz tone (pitch glides with the phase) whose amplitude follows the per-frame opening."""
     n = int(len(opening) * SAMPLE_RATE / SMOKE_FPS)
     t = np.arange(n) / SAMPLE_RATE
@@ -64,7 +64,7 @@ def _landmarks(opening: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     return out
 
 
-def _frame(opening: float, sway: float, size: int, hue: int) -> np.ndarray:
+def draw_frame(opening: float, sway: float, size: int, hue: int) -> np.ndarray:
     """One RGB frame: gradient, face ellipse, eyes and a mouth whose height follows `opening`."""
     y, x = np.mgrid[0:size, 0:size]
     img = np.stack([40 + 80 * x / size, 60 + 60 * y / size, np.full_like(x, hue)], -1).astype(np.uint8)
@@ -123,7 +123,7 @@ def write_smoke_dataset(folder: str | Path, videos: int = SMOKE_VIDEOS, frames: 
     for v in range(videos):
         rng = np.random.default_rng([seed, v])
         phase = v * 1.3
-        opening = _loudness(frames, phase)
+        opening = mouth_opening(frames, phase)
         lm = _landmarks(opening, size, rng)
         sway = lm[:, :, 0].mean(1) - size / 2
         masks, hallo = _masks(lm, size)
@@ -136,13 +136,14 @@ def write_smoke_dataset(folder: str | Path, videos: int = SMOKE_VIDEOS, frames: 
                   "box": np.tile(np.array([0, 0, size], np.float32), (frames, 1)), "masks": masks,
                   "hallo_masks": hallo, "pose": pose, "speed": speed.numpy().astype(np.float32),
                   "speed_bucket": bucket.numpy().astype(np.int64),
-                  "mel": log_mel(_speech(opening, phase), frames, SMOKE_FPS), **_body(opening, rng)}
+                  "mel": log_mel(speech_for(opening, phase), frames, SMOKE_FPS), **_body(opening, rng)}
         vid = f"smoke{v:02d}"
         jpeg = folder / "shards" / f".{vid}.jpeg.part"
         offsets = [0]
         with open(jpeg, "wb") as out:
             for i in range(frames):
-                offsets.append(offsets[-1] + out.write(encode_frame(_frame(opening[i], sway[i], size, 90 + 60 * v))))
+                frame = draw_frame(opening[i], sway[i], size, 90 + 60 * v)
+                offsets.append(offsets[-1] + out.write(encode_frame(frame)))
         arrays["jpeg_offsets"] = np.asarray(offsets, np.int64)
         meta = {"version": str(FORMAT_VERSION), "id": vid, "source": "generated", "fps": str(SMOKE_FPS),
                 "size": str(size), "frames": str(frames), "seconds": f"{frames / SMOKE_FPS:.3f}",

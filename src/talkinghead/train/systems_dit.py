@@ -368,13 +368,13 @@ def write_smoke_pairs(folder: Path, frames: int = 9, size: int = 32) -> Path:
     """Two generated videos with speech and a pairs JSONL ranking one above the other (smoke runs)."""
     from ..io import as_speech, encode_frames
     from .preference import PreferencePair, write_pairs
-    from .smoke import SMOKE_FPS, _frame, _loudness, _speech
+    from .smoke import SMOKE_FPS, draw_frame, mouth_opening, speech_for
 
     folder.mkdir(parents=True, exist_ok=True)
-    opening = _loudness(frames, 0.0)
+    opening = mouth_opening(frames, 0.0)
     for name, scale in (("winner.mp4", 1.0), ("loser.mp4", 0.2)):
-        encode_frames((_frame(scale * o, 0.0, size, 120) for o in opening), folder / name, SMOKE_FPS,
-                      audio=as_speech(_speech(opening, 0.0)))
+        encode_frames((draw_frame(scale * o, 0.0, size, 120) for o in opening), folder / name, SMOKE_FPS,
+                      audio=as_speech(speech_for(opening, 0.0)))
     pair = PreferencePair(audio="winner.mp4", winner="winner.mp4", loser="loser.mp4", winner_engine="smoke",
                           loser_engine="smoke", winner_reward=1.0, loser_reward=0.0)
     return write_pairs([pair], folder / "pairs.jsonl")
