@@ -49,3 +49,25 @@ def test_a_variable_frame_rate_file_is_dubbed_at_its_average_rate(tmp_path, shor
     assert abs(info["fps"] - 25.0) < 0.5
     assert abs(info["n_frames"] - 50) <= 1  # 2 s at 25 fps
     assert len(decode_frames(out)) == info["n_frames"]
+
+
+def test_a_rotated_video_is_dubbed_upright(tmp_path, short_speech):
+    """A phone-style file: the pictures stored sideways with a 90° display rotation. The dub is
+    upright (the rotation applied to the pixels) and its face is found and dubbed."""
+    path = tmp_path / "rotated.mp4"
+    frames = list(source_frames(short_speech, 256, 192, 160))[:25]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 192, 256, "yuv420p"
+        s.set_display_rotation(90)  # shown turned 90° counter-clockwise
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(f, k=-1)), format="rgb24")
+            vf.pts, vf.time_base = i, Fraction(1, 25)
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    out = dub(path, short_speech, tmp_path / "out.mp4", fit="trim")
+    got = decode_frames(out)
+    assert got[0].shape == (192, 256, 3)
+    assert np.abs(got[0].astype(int) - frames[0]).mean() < 6  # upright: the stored picture turned back
