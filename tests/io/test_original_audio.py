@@ -26,7 +26,8 @@ def stereo_music(seconds: float, rate: int) -> np.ndarray:
     """(n, 2) float32: a different chord in each channel (so a channel swap or a shift shows)."""
     t = np.arange(int(round(seconds * rate))) / rate
     left = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 660 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2
-    right = 0.3 * np.sin(2 * np.pi * 523.25 * t + 1.0) + 0.15 * np.sin(2 * np.pi * 3100 * t)
+    right = (0.3 * np.sin(2 * np.pi * 523.25 * t + 1.0) + 0.15 * np.sin(2 * np.pi * 3100 * t)
+             + 0.05 * np.sin(2 * np.pi * 12000 * t))  # "air" only a full-band track keeps
     return np.stack([left, right], axis=1).astype(np.float32)
 
 
@@ -51,6 +52,13 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     if sp.original is None:
         return sp.samples[None], SAMPLE_RATE
     return np.asarray(sp.original.samples), sp.original.sample_rate
+
+
+def band_level(x: np.ndarray, rate: int, lo: float, hi: float) -> float:
+    """RMS of `x` within [lo, hi] Hz."""
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / rate)
+    return float(np.sqrt(spec[(f >= lo) & (f <= hi)].sum() / len(x) ** 2))
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,6 +91,8 @@ def test_48k_stereo_in_48k_stereo_out(tmp_path):
     for c in range(2):  # same waveform, same channel, no shift: start times are exact
         assert corr(y[c], x[:, c]) > 0.99, c
     assert corr(y[0], x[:, 1]) < 0.2  # channels not swapped or mixed
+    # the 12 kHz "air" in the right channel (gone in a 16 kHz copy) comes through
+    assert band_level(y[1], 48000, 11500, 12500) > 0.5 * band_level(x[:, 1], 48000, 11500, 12500) > 0.01
 
 
 def test_16k_mono_in_16k_mono_out(tmp_path):
