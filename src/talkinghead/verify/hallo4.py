@@ -16,8 +16,8 @@ import torch
 from ..errors import InputError
 from ..models.checkpoints import require_files
 from ..models.hallo4_wan import CHECKPOINT, CONFIG, VAE_FILE, load_release_dit, load_wan_vae
-from ..pipelines.hallo4_wan import (WanLatents, center_crop_width, resize_for_rectangle_crop, sample_clip,
-                                    vace_context)
+from ..pipelines.hallo4_wan import (WanLatents, center_crop_width, random_mask_patches,
+                                    resize_for_rectangle_crop, sample_clip, vace_context)
 from . import Check, compare
 
 WAV2VEC = "wav2vec/wav2vec2-base-960h"
@@ -53,7 +53,7 @@ def tolerance(key: str) -> float:
     if any(k in name for k in ("guided", "x0_pred", "corrected_sample", "latents_after", "decode_input")) or (
             "latent_model_input" in name and ".step.0." not in key):
         return TOL_LATENTS
-    if name in ("decoded", "video", "motion_frame_unmasked"):
+    if name in ("decoded", "video"):
         return TOL_VIDEO
     if name == "frames_uint8":
         return TOL_FRAMES
@@ -109,15 +109,19 @@ def run_release(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.
         frames = torch.zeros(3, F, height, width)
         mask = torch.ones(3, F, height, width)
         if i:
-            motion = io.get(f"{p}motion_frame_masked")
-            if motion is None:
-                raise InputError(f"{folder} has no {p}motion_frame_masked",
-                                 "the official patch mask draws from an unseeded RNG: the reference data stores it")
-            kept = motion != -1.0
-            # the stored frame is an input; what the patch mask kept must be the previous clip's last frame
-            ours[f"{p}motion_frame_masked"] = motion
-            ours[f"{p}motion_frame_unmasked"] = torch.where(kept, outputs[-1][:, -1:], motion)
-            io[f"{p}motion_frame_unmasked"] = motion
+            # the official patch mask draws torch.randperm from the global RNG, which it never seeds; the reference
+            # data seeds it with mask_seed + clip index right before the call and stores the result. Stage by
+            # stage: the stored frame is this clip's input, and our mask of the stored previous clip's last frame
+            # is compared with it; without a stored frame our own previous clip is masked
+            stored, prev = io.get(f"{p}motion_frame_masked"), f"{'bcdefghijk'[i - 1]}.decoded"
+            seed = run.get("mask_seed")
+            if seed is not None:
+                last = io[prev][:, -1:] if stored is not None and prev in io else outputs[-1][:, -1:]
+                ours[f"{p}motion_frame_masked"] = random_mask_patches(last, torch.Generator().manual_seed(seed + i))
+            if stored is None and seed is None:
+                raise InputError(f"{folder} has no {p}motion_frame_masked and no run.mask_seed",
+                                 "the official patch mask draws from an unseeded RNG: store the masked frame")
+            motion = stored if stored is not None else ours[f"{p}motion_frame_masked"]
             frames[:, :1] = motion
             mask[:, :1] = 0
         ours.update({f"{p}skeleton_frames": skel, f"{p}audio_tensor": audio, f"{p}ref_latent": ref_latent})
