@@ -53,6 +53,11 @@ def tiny_checkpoints(tmp_path_factory, request) -> dict[str, Callable[[], list[s
         return ["--checkpoint-dir", str(request.getfixturevalue("hallo4_release")), "--pose-video",
                 str(request.getfixturevalue("skeleton_video"))]
 
+    def echomimic() -> list[str]:  # the tiny release folder of the shared reference data, as downloaded
+        return ["--checkpoint-dir", str(REPO.parent / "shared" / "fixtures" / "echomimic" / "echomimic_tiny"),
+                "--size", "128", "--steps", "2"]
+
     return {"emo": trained("emo_stage3.yaml"), "loopy": trained("loopy_stage2.yaml"), "hallo3": hallo3,
+            "echomimic": echomimic,
             "hallo4": hallo4, "emo2": trained("emo2_stage2.yaml"), "midas": midas, "skyreels-a1": skyreels_a1,
             "skyreels-a2": skyreels_a2}

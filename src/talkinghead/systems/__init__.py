@@ -125,7 +125,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            release_files=("denoising_unet.pth", "reference_unet.pth", "motion_module.pth", "face_locator.pth",
                           "audio_processor/whisper_tiny.pt", "sd-vae-ft-mse/"),
            front_ends=("whisper",), controls=DIFFUSION + ("pose_video", "average_windows", "window_batch"),
-           proven=_P({"verify"}),
+           proven=_P({"render", "verify"}),
            needs_gpu_for="official-size sampling (30 steps at 512 px)"),
     System("emo2", "EMO2", "EMO2: End-Effector Guided Audio-Driven Avatar Video Generation (2025)", "unet",
            models=(".models.emo2:EMO2Stage1Net", ".models.emo2:EMO2Stage2Net"), trainer="emo2",

@@ -24,7 +24,7 @@ class Check:
 
     def line(self) -> str:
         verdict = "ok  " if self.passed else "FAIL"
-        return f"{verdict} {self.name:<48} max|diff| {self.max_abs_diff:.3e}  (tolerance {self.tolerance:.0e})"
+        return f"{verdict} {self.name:<48} max|diff| {self.max_abs_diff:.3e}  (tolerance {self.tolerance:.2g})"
 
 
 def compare(name: str, ours: torch.Tensor, ref: torch.Tensor, tolerance: float) -> Check:
