@@ -28,6 +28,31 @@ class EMO2Options:
     body_weight: float = 0.1  # stage 1: loss weight of the weakly supervised upper-body keypoints
     audio_dropout: float = 0.1  # stage 1: classifier-free guidance on audio
     pose_loss_weight: float = 0.1  # stage 2: weight of the pose-discriminator heatmap loss
+    median_kernel: int = 15  # stage 2: frames of the temporal median filter on the limb and leg keypoints
+
+    def __post_init__(self):
+        if isinstance(self.median_kernel, bool) or not isinstance(self.median_kernel, int) or \
+                self.median_kernel < 1 or self.median_kernel % 2 == 0:
+            raise ValueError(f"median_kernel must be an odd whole number >= 1, got {self.median_kernel!r}")
+
+
+def temporal_median(x: torch.Tensor, mask: torch.Tensor, kernel: int) -> torch.Tensor:
+    """(b, f, k, 2) keypoints -> the same, each point the median over a window of `kernel` frames (shrunk to
+    the clip, edges replicated) of the frames where it was found (mask (b, f, k)); unseen points keep their
+    value. EMO2 smooths the detected limbs this way before rendering the guidance maps."""
+    f = x.shape[1]
+    k = min(kernel, f if f % 2 else f - 1)
+    if k <= 1:
+        return x
+    r = k // 2
+
+    def pad(t: torch.Tensor) -> torch.Tensor:  # edges replicated r frames
+        return torch.cat([t[:, :1].expand(-1, r, *t.shape[2:]), t, t[:, -1:].expand(-1, r, *t.shape[2:])], 1)
+
+    seen = mask.bool()[..., None].expand_as(x)
+    windows = pad(torch.where(seen, x, torch.full_like(x, float("nan")))).unfold(1, k, 1)  # (b, f, k, 2, k)
+    med = windows.nanmedian(-1).values
+    return torch.where(seen & med.isfinite(), med, x)
 
 
 def _require_body(batch: dict) -> None:
@@ -131,8 +156,9 @@ class EMO2Video(System):
         if self.config.crop != "face":
             raise InputError("EMO2 stage 2 draws hands over the whole frame", "use system.crop: face")
         side = self.latent_size * self.net.config.map_scale
-        out["pose_maps"] = self.net.guidance_maps(batch["hands"], batch["hand_mask"], batch["body"],
-                                                  batch["body_mask"], (side, side)).to(out["target"])
+        body = temporal_median(batch["body"], batch["body_mask"], self.options_.median_kernel)
+        out["pose_maps"] = self.net.guidance_maps(batch["hands"], batch["hand_mask"], body, batch["body_mask"],
+                                                  (side, side)).to(out["target"])
         out["hand_confidence"] = batch["hand_mask"].to(out["target"])
         out["body"], out["body_mask"] = batch["body"], batch["body_mask"]
         return out
@@ -185,4 +211,4 @@ class EMO2System(TrainSystem):
         return replace(config, system=replace(config.system, crop="face", crop_size=16, motion_heads=2))
 
 
-__all__ = ["EMO2HandMotion", "EMO2Options", "EMO2System", "EMO2Video", "body_relative"]
+__all__ = ["EMO2HandMotion", "EMO2Options", "EMO2System", "EMO2Video", "body_relative", "temporal_median"]
