@@ -164,8 +164,7 @@ class MouthCompositor:
         where the source opening was filled)."""
         if rt.target_open <= 0.0:
             return
-        ratio = rt.source_open / max(rt.target_open, 1e-6)
-        a = max(filled, float(np.clip((INTERIOR_NONE - ratio) / (INTERIOR_NONE - INTERIOR_FULL), 0.0, 1.0)))
+        a = max(filled, interior_weight(rt))
         if a <= 0.0:
             return
         lm = rt.target
@@ -216,10 +215,21 @@ def _bite(src: np.ndarray, rt: Retarget, mesh: ShotMesh) -> None:
             src[inner] += share * (src[outer] - src[inner])
 
 
+def interior_weight(rt: Retarget) -> float:
+    """How much of the drawn interior covers the new opening (0..1): all of it where the source shows
+    little of its own mouth, none where it shows most of what the new mouth needs."""
+    if rt.target_open <= 0.0:
+        return 0.0
+    ratio = rt.source_open / rt.target_open
+    return float(np.clip((INTERIOR_NONE - ratio) / (INTERIOR_NONE - INTERIOR_FULL), 0.0, 1.0))
+
+
 def fill_weight(rt: Retarget) -> float:
     """How much of the source opening is filled (0..1): none while the new mouth keeps at least
     FILL_RATIO of it open, then rising with how far the mouth closes, so that the choice never flips
     from one frame to the next."""
+    if rt.target_open > rt.source_open:  # opening wider: filled as far as the interior is drawn over it
+        return interior_weight(rt)
     if rt.target_open >= max(CLOSED, FILL_RATIO * rt.source_open):
         return 0.0
     return float(np.clip((rt.source_open - rt.target_open - FILL_START) / FILL_RAMP, 0.0, 1.0))
