@@ -25,6 +25,34 @@ def split_guidance(out: torch.Tensor, scale: float | None) -> torch.Tensor:
     return classifier_free_guidance(uncond, cond, scale)
 
 
+def guided_prediction(predict: Callable[[torch.Tensor, dict], torch.Tensor], x: torch.Tensor, cond: dict,
+                      uncond: dict, scale: float, mode: str = "auto") -> torch.Tensor:
+    """The guided prediction of `predict(x, inputs)` for systems whose two branches differ in their input
+    dicts. "batch": one forward of [cond; uncond] (tensors in the dicts stacked along the batch); "serial": two
+    forwards; "ranks": rank 0 runs cond, rank 1 uncond, one all_gather (torch.distributed with 2 ranks, the
+    CFG parallelism of large DiTs); "auto": ranks when such a group is up, else batch. Without guidance
+    (scale 1) only the conditional forward runs."""
+    if scale == 1.0:
+        return predict(x, cond)
+    if mode == "auto":
+        dist = torch.distributed
+        mode = "ranks" if dist.is_available() and dist.is_initialized() and dist.get_world_size() == 2 else "batch"
+    if mode == "batch":
+        both = {k: (torch.cat([v, uncond[k]]) if isinstance(v, torch.Tensor) else v) for k, v in cond.items()}
+        c, u = predict(torch.cat([x, x]), both).chunk(2)
+    elif mode == "serial":
+        c, u = predict(x, cond), predict(x, uncond)
+    elif mode == "ranks":
+        dist = torch.distributed
+        mine = predict(x, cond if dist.get_rank() == 0 else uncond).contiguous()
+        parts = [torch.empty_like(mine) for _ in range(2)]
+        dist.all_gather(parts, mine)
+        c, u = parts
+    else:
+        raise ValueError(f"mode must be auto, batch, serial or ranks, not {mode!r}")
+    return classifier_free_guidance(u, c, scale)
+
+
 @torch.no_grad()
 def denoise(predict: Predict, scheduler, latents: torch.Tensor, guidance_scale: float | None = None,
             timesteps=None, step_kwargs: dict | None = None,
@@ -48,4 +76,4 @@ def denoise(predict: Predict, scheduler, latents: torch.Tensor, guidance_scale: 
     return latents
 
 
-__all__ = ["classifier_free_guidance", "split_guidance", "denoise"]
+__all__ = ["classifier_free_guidance", "split_guidance", "guided_prediction", "denoise"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from talkinghead.errors import InputError
+from talkinghead.errors import CheckpointError, InputError
 from talkinghead.models.skyreels_a1 import OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1, loss_masks
 from talkinghead.train.stages import apply_stage, load_stage_config
 
@@ -128,7 +128,7 @@ def test_sampling_is_seeded_and_save_load_round_trips(tmp_path):
     assert (folder / "model.safetensors").is_file()
     again = SkyReelsA1.from_pretrained(folder).eval()
     assert torch.equal(again.sample(batch, 3, torch.Generator().manual_seed(5)), a)
-    with pytest.raises(InputError, match="model.safetensors"):
+    with pytest.raises(CheckpointError, match="model.safetensors"):
         (folder / "model.safetensors").unlink()
         SkyReelsA1.from_pretrained(folder)
 

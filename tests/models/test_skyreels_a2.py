@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from talkinghead.errors import InputError
+from talkinghead.errors import CheckpointError
 from talkinghead.train.stages import apply_stage, load_stage_config
-from talkinghead.models.skyreels_a2 import OFFICIAL, TINY, SkyReelsA2, cfg_velocity
+from talkinghead.models.skyreels_a2 import OFFICIAL, TINY, SkyReelsA2
+from talkinghead.sampling import guided_prediction as cfg_velocity
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 
@@ -96,5 +97,5 @@ def test_cfg_batched_equals_serial_and_sampling_is_seeded(tmp_path):
     again = SkyReelsA2.from_pretrained(folder).eval()
     assert torch.equal(again.sample(batch, 3, 2, torch.Generator().manual_seed(5)), a)
     (folder / "config.json").unlink()
-    with pytest.raises(InputError, match="config.json"):
+    with pytest.raises(CheckpointError, match="config.json"):
         SkyReelsA2.from_pretrained(folder)

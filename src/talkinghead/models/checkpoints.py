@@ -102,3 +102,35 @@ def load_vae_folder(folder: Path):
         "VAE weights": ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"],
     }, "sd-vae-ft-mse")
     return load_vae(files["VAE weights"], json.loads(files["VAE config"].read_text()))
+
+
+# ------------------------------------------------------------------ our own weights: one way to save and load
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+def save_pretrained(model: nn.Module, folder: str | Path, config=None) -> Path:
+    """`config.json` (the model's typed config, `model.config` unless given) + `model.safetensors` (every
+    parameter and persistent buffer) in `folder`: the layout `load_pretrained` reads."""
+    import json
+    from dataclasses import asdict, is_dataclass
+
+    from safetensors.torch import save_file
+
+    config = model.config if config is None else config
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = config.to_dict() if hasattr(config, "to_dict") else asdict(config) if is_dataclass(config) else dict(config)
+    (folder / CONFIG_FILE).write_text(json.dumps(data, indent=1))
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    return folder
+
+
+def load_pretrained(cls, config_cls, folder: str | Path, name: str):
+    """`cls(config_cls.from_dict(config.json))` with the folder's weights loaded strictly; the files missing
+    are named in one error."""
+    import json
+
+    files = require_files(Path(folder), {"config": [CONFIG_FILE], "weights": [WEIGHTS_FILE]}, name)
+    model = cls(config_cls.from_dict(json.loads(files["config"].read_text())))
+    load_strict(model, load_state_dict(files["weights"]), files["weights"])
+    return model.eval()

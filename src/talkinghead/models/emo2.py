@@ -5,7 +5,6 @@ a hand-confidence embedding and a pose discriminator loss. No official weights e
 re-implementation with typed configs saved beside safetensors weights."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding, TimestepEmbedding, Timesteps
 from einops import rearrange
-from safetensors.torch import save_file
 from torch import nn
 
 from ..nn.audio_windows import audio_windows
@@ -23,14 +21,13 @@ from ..nn.hand_motion import (N_PARTS, AdaLNBlock, HandConditionConfig, HandCond
 from ..nn.pose_discriminator import PoseDiscriminator, PoseDiscriminatorConfig, heatmap_loss, pose_targets
 from ..nn.pose_guider import HandConfidenceEmbedding, PoseGuider, render_guidance
 from ..nn.temporal import TemporalConfig
-from ..sampling import denoise
 from ..nn.objectives import diffusion_target, predicted_x0, sample_timesteps, spatial_weight
-from .checkpoints import load_state_dict, load_strict, require_files
+from ..sampling import denoise
+from .checkpoints import load_pretrained, save_pretrained
 from .emo import ReferenceVideoNet
 from .hallo import SD15_UNET
 from .unet3d import VideoUNetConfig
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 # x0 ("sample") prediction is the usual choice for motion diffusion: the loss is on the motion itself, so the
 # mask of missing hands applies directly
 STAGE1_SCHEDULER = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "clip_sample": False,
@@ -179,7 +176,7 @@ class EMO2Stage1Net(nn.Module):
                        scheduler, x, guidance_scale)
 
     def save_pretrained(self, folder: str | Path) -> None:
-        save_pretrained(self, self.config, folder)
+        save_pretrained(self, folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "EMO2Stage1Net":
@@ -279,26 +276,10 @@ class EMO2Stage2Net(ReferenceVideoNet):
         return self.losses(batch, scheduler, generator)["total"]
 
     def save_pretrained(self, folder: str | Path) -> None:
-        save_pretrained(self, self.config, folder)
+        save_pretrained(self, folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "EMO2Stage2Net":
         return load_pretrained(cls, EMO2Stage2Config, folder, "EMO2 stage 2")
 
 
-# ============================================================================ weights on disk
-
-
-def save_pretrained(net: nn.Module, config, folder: str | Path) -> None:
-    """`config.json` (the typed config) + `model.safetensors` (the state dict) in `folder`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(folder / WEIGHTS_FILE))
-
-
-def load_pretrained(cls, config_cls, folder: str | Path, release: str):
-    files = require_files(Path(folder), {"config": [CONFIG_FILE], "weights": [WEIGHTS_FILE]}, release)
-    net = cls(config_cls.from_dict(json.loads(files["config"].read_text())))
-    load_strict(net, load_state_dict(files["weights"]), files["weights"])
-    return net.eval()

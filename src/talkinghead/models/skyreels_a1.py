@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +28,16 @@ from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 from torch import nn
 
-from ..errors import InputError
 from ..nn.landmark_guider import CausalLandmarkGuider, LandmarkGuiderConfig
 from ..nn.objectives import (diffusion_target, face_aware_loss, face_mask_from_landmarks, flow_motion_mask, resize_mask,
                             sample_timesteps)
+from ..sampling import denoise, guided_prediction
+from .checkpoints import load_pretrained, save_pretrained
 
 # CogVideoX-5B noise schedule (scheduler_config.json of the release): v-prediction, zero terminal SNR.
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                 prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")
 TRAIN_SCHEDULER = dict(SCHEDULE, clip_sample=False, set_alpha_to_one=True)  # DDIMScheduler kwargs
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 # CogVideoX-5B-I2V transformer (THUDM/CogVideoX-5b-I2V transformer/config.json) widened as the release:
 # 48 input channels (noise + image + landmark latents) and 729 identity tokens (SigLIP-so400m, 27 x 27).
@@ -189,9 +189,7 @@ class SkyReelsA1(nn.Module):
                guidance_scale: float = 1.0) -> torch.Tensor:
         """(b, f, c, h, w) latents by UniPC (v-prediction, zero terminal SNR) from seeded noise. With
         guidance_scale > 1, classifier-free guidance against zero identity features (the release samples
-        with 3.0), cond and uncond batched in one forward (`cfg_velocity`)."""
-        from .skyreels_a2 import cfg_velocity  # the shared CFG (batched, or one branch per rank)
-
+        with 3.0), cond and uncond batched in one forward (`sampling.guided_prediction`)."""
         guide = self.guidance_latents(batch)  # the guider runs once, not per step
         cond = {"guidance_latents": guide, "ref_latent": batch["ref_latent"], "identity": batch["identity"]}
         uncond = {**cond, "identity": torch.zeros_like(batch["identity"])}
@@ -204,20 +202,20 @@ class SkyReelsA1(nn.Module):
         if progress:
             from tqdm.auto import tqdm
             timesteps = tqdm(timesteps, desc="SkyReels-A1 denoise", leave=False)
-        for t in timesteps:
-            def predict(x, inputs, t=t):
-                return self.predict(x, t.reshape(1).expand(x.shape[0]), inputs)
-            v = cfg_velocity(predict, scheduler.scale_model_input(latents, t), cond, uncond, guidance_scale)
-            latents = scheduler.step(v, t, latents, return_dict=False)[0]
-        return latents
+        def velocity(x, t):
+            def predict(z, inputs):
+                return self.predict(z, t.reshape(1).expand(z.shape[0]), inputs)
+            return guided_prediction(predict, scheduler.scale_model_input(x, t), cond, uncond, guidance_scale)
+
+        return denoise(velocity, scheduler, latents, timesteps=timesteps)
 
     # -- weights --------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        return save_model(self, folder)
+        return save_pretrained(self, folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "SkyReelsA1":
-        return load_model(cls, SkyReelsA1Config, folder, "SkyReels-A1")
+        return load_pretrained(cls, SkyReelsA1Config, folder, "SkyReels-A1")
 
     def load_official_state(self, state: dict[str, torch.Tensor], guider_vae_state: dict[str, torch.Tensor] | None
                             = None) -> None:
@@ -414,32 +412,3 @@ def load_siglip(folder: Path, device: str | torch.device = "cpu"):
     return encoder.to(device).eval(), processor
 
 
-# ------------------------------------------------------------------ weights (shared with SkyReels-A2)
-
-
-def save_model(model: nn.Module, folder: str | os.PathLike) -> Path:
-    """`config.json` (the typed config) + `model.safetensors` (every parameter and persistent buffer)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=1))
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
-    return folder
-
-
-def load_model(cls, config_cls, folder: str | os.PathLike, name: str):
-    """Inverse of `save_model`; missing files are an InputError naming each of them."""
-    from safetensors.torch import load_file
-
-    from .checkpoints import load_strict
-
-    folder = Path(folder)
-    missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / n).is_file()]
-    if missing:
-        raise InputError(f"{folder} is missing {name} weights: {', '.join(missing)}",
-                         f"point to a folder written by {cls.__name__}.save_pretrained "
-                         "(config.json + model.safetensors)")
-    model = cls(config_cls.from_dict(json.loads((folder / CONFIG_FILE).read_text())))
-    load_strict(model, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
-    return model

@@ -13,7 +13,7 @@ for key) and samples with `pipelines.skyreels.sample_a2_release`, which reproduc
 
 Design note: parallelism across GPUs (what the official release does with xDiT/xfuser, and what we do)
 - CFG parallelism: the conditional and unconditional branches are independent forwards of the same
-  weights. `cfg_velocity` runs them as one batch of 2b on one device ("batch"), or, when
+  weights. `sampling.guided_prediction` runs them as one batch of 2b on one device ("batch"), or, when
   torch.distributed is initialised with 2 ranks, one branch per rank followed by one all_gather ("ranks"):
   each step then costs one forward of batch b per GPU and a (b, c, f, h, w) exchange. Implemented.
 - Context (sequence) parallelism: a 14B DiT at 480p x 81 frames sees 32,760 video tokens; Ulysses
@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,8 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from ..nn.multi_reference import SemanticReferenceBranch, spatial_condition
 from ..nn.objectives import flow_matching_pair, sample_flow_sigmas
-from .skyreels_a1 import load_model, save_model
+from ..sampling import denoise, guided_prediction
+from .checkpoints import load_pretrained, save_pretrained
 
 TEXT_LEN = 512  # UMT5 tokens; diffusers' Wan attention takes everything before the last 512 as image tokens
 TIMESTEP_SCALE = 1000.0  # Wan timestep = 1000 σ
@@ -90,33 +91,6 @@ TINY = SkyReelsA2Config(
               patch_size=8, projection_dim=16, hidden_act="gelu"))
 
 CfgMode = Literal["auto", "batch", "serial", "ranks"]
-
-
-def cfg_velocity(predict: Callable[[torch.Tensor, dict], torch.Tensor], x: torch.Tensor, cond: dict, uncond: dict,
-                 scale: float, mode: CfgMode = "auto") -> torch.Tensor:
-    """Classifier-free guidance u + s (c − u) of `predict(x, inputs)`. "batch": one forward of [cond; uncond]
-    (tensors in the dicts are stacked along the batch); "serial": two forwards; "ranks": rank 0 runs cond,
-    rank 1 uncond, one all_gather (torch.distributed with 2 ranks); "auto": ranks when such a group is up,
-    else batch. Without guidance (scale 1) only the conditional forward runs."""
-    if scale == 1.0:
-        return predict(x, cond)
-    if mode == "auto":
-        dist = torch.distributed
-        mode = "ranks" if dist.is_available() and dist.is_initialized() and dist.get_world_size() == 2 else "batch"
-    if mode == "batch":
-        both = {k: (torch.cat([v, uncond[k]]) if isinstance(v, torch.Tensor) else v) for k, v in cond.items()}
-        c, u = predict(torch.cat([x, x]), both).chunk(2)
-    elif mode == "serial":
-        c, u = predict(x, cond), predict(x, uncond)
-    elif mode == "ranks":
-        dist = torch.distributed
-        mine = predict(x, cond if dist.get_rank() == 0 else uncond).contiguous()
-        parts = [torch.empty_like(mine) for _ in range(2)]
-        dist.all_gather(parts, mine)
-        c, u = parts
-    else:
-        raise ValueError(f"mode must be auto, batch, serial or ranks, not {mode!r}")
-    return u + scale * (c - u)
 
 
 class SkyReelsA2(nn.Module):
@@ -205,20 +179,20 @@ class SkyReelsA2(nn.Module):
         if progress:
             from tqdm.auto import tqdm
             timesteps = tqdm(timesteps, desc="SkyReels-A2 denoise", leave=False)
-        for t in timesteps:
-            def predict(x, inputs, t=t):
-                return self.forward_cond(x, t.reshape(1).expand(x.shape[0]).to(x), inputs)
-            v = cfg_velocity(predict, latents, cond, uncond, guidance_scale, cfg_mode)
-            latents = scheduler.step(v, t, latents, return_dict=False)[0]
-        return latents
+        def velocity(x, t):
+            def predict(z, inputs):
+                return self.forward_cond(z, t.reshape(1).expand(z.shape[0]).to(z), inputs)
+            return guided_prediction(predict, x, cond, uncond, guidance_scale, cfg_mode)
+
+        return denoise(velocity, scheduler, latents, timesteps=timesteps)
 
     # -- weights --------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike):
-        return save_model(self, folder)
+        return save_pretrained(self, folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "SkyReelsA2":
-        return load_model(cls, SkyReelsA2Config, folder, "SkyReels-A2")
+        return load_pretrained(cls, SkyReelsA2Config, folder, "SkyReels-A2")
 
 
 # ------------------------------------------------------------------ the official release folder

@@ -13,7 +13,8 @@ import torch
 from ..errors import InputError
 from ..face.body import UPPER_LIMB, BodyKeypoints
 from ..models.checkpoints import find_file, load_vae_folder
-from ..models.emo2 import CONFIG_FILE, WEIGHTS_FILE, EMO2Stage1Net, EMO2Stage2Net
+from ..models.checkpoints import CONFIG_FILE, WEIGHTS_FILE
+from ..models.emo2 import EMO2Stage1Net, EMO2Stage2Net
 from ..motion.body import body_motion
 from ..nn.pose_guider import MEDIAN_KERNEL, hand_confidence, median_filter
 

@@ -31,7 +31,8 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..models.skyreels_a1 import CONFIG_FILE, WEIGHTS_FILE, SkyReelsA1
+from ..models.checkpoints import CONFIG_FILE, WEIGHTS_FILE
+from ..models.skyreels_a1 import SkyReelsA1
 from ..models.skyreels_a2 import SkyReelsA2
 from ..nn.landmark_guider import guidance_tensor, motion_landmarks, release_control_frames, render_landmarks
 from ..nn.multi_reference import compose_subject
