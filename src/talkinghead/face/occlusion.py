@@ -168,11 +168,14 @@ def _follow_outwards(rigid: np.ndarray, lab: np.ndarray, reach: np.ndarray, insi
     band = (band > 0) & ~inside & ~moving
     n, labels = cv2.connectedComponents(rigid, connectivity=8)
     out = rigid.copy()
+    by, bx = np.nonzero(band)
+    band_lab = lab[by, bx]  # (m, 3): only the band's pixels are compared with each occluder's colour
     for k in range(1, n):
         part = labels == k
         colour = np.median(lab[part], axis=0)
-        similar = band & (np.linalg.norm(lab - colour, axis=-1) < SAME_COLOUR)
-        grown_k = (similar | part).astype(np.uint8)
+        near = ((band_lab - colour) ** 2).sum(axis=1) < SAME_COLOUR ** 2
+        grown_k = part.astype(np.uint8)
+        grown_k[by[near], bx[near]] = 1
         _, lab_k = cv2.connectedComponents(grown_k, connectivity=8)
         keep = np.unique(lab_k[part])
         out[np.isin(lab_k, keep[keep > 0])] = 255
