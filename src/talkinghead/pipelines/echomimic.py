@@ -33,6 +33,7 @@ from ..config import AnimateConfig
 from ..errors import InputError
 from ..models.echomimic import EchoMimicNet
 from ..nn.reference_attention import ReferenceBank, attach_reference
+from ..sampling import denoise, split_guidance
 from ..types import Portrait, Speech
 
 if TYPE_CHECKING:
@@ -167,10 +168,8 @@ class EchoMimicPipeline:
 
     @staticmethod
     def guided(out: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-        if out.shape[0] == 1:
-            return out
-        uncond, cond = out.chunk(2)
-        return uncond + guidance_scale * (cond - uncond)
+        """The CFG batch (g, ...) -> the guided prediction (one branch when g is 1)."""
+        return split_guidance(out, guidance_scale if out.shape[0] > 1 else None)
 
     def initial_latents(self, shape: tuple[int, ...], generator: torch.Generator, clamp: bool) -> torch.Tensor:
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
@@ -188,13 +187,16 @@ class EchoMimicPipeline:
         windows = context_windows(num_frames, s.context_frames, s.context_overlap)
         per_frame_location = location.shape[2] > 1
         self.fill_bank(ref_latents, guidance)
-        for i, t in enumerate(self.scheduler.timesteps):
-            total = torch.zeros((2 if guidance else 1, *latents.shape[1:]), device=self.device)
+        index = {int(t): i for i, t in enumerate(self.scheduler.timesteps)}  # the windows shift with the step
+
+        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            i = index[int(t)]
+            total = torch.zeros((2 if guidance else 1, *x.shape[1:]), device=self.device)
             counter = torch.zeros((1, 1, num_frames, 1, 1), device=self.device)
             for first in range(0, len(windows), max(s.window_batch, 1)):
                 chunk = [shifted(w, i, s.shift_per_step, num_frames) for w in windows[first:first + s.window_batch]]
                 loc = torch.cat([location[:, :, idx] for idx in chunk]) if per_frame_location else location
-                out = self.model_output(torch.cat([latents[:, :, idx] for idx in chunk]), t,
+                out = self.model_output(torch.cat([x[:, :, idx] for idx in chunk]), t,
                                         torch.cat([audio[:, idx] for idx in chunk]), loc, guidance).float()
                 out = out.unflatten(0, (-1, len(chunk)))  # (g, windows, 4, f, h, w)
                 for k, idx in enumerate(chunk):
@@ -206,15 +208,15 @@ class EchoMimicPipeline:
                     counter[:, :, idx] += 1
             if guidance or s.landmarks or s.average_without_guidance:
                 total = total / counter
-            guided = self.guided(total, s.guidance_scale)
-            if trace is not None:
-                trace[f"step_in_latents.{i}"] = latents.clone()
-                trace[f"step_guided_out.{i}"] = guided.clone()
-                trace[f"step_t.{i}"] = t.clone()
-            latents = self.scheduler.step(guided, t, latents, return_dict=False)[0]  # DDIM, eta 0
-            if progress is not None:
-                progress(1)
-        return latents
+            return total
+
+        def record(i, t, x, guided):
+            trace[f"step_in_latents.{i}"] = x.clone()
+            trace[f"step_guided_out.{i}"] = guided.clone()
+            trace[f"step_t.{i}"] = t.clone()
+
+        return denoise(predict, self.scheduler, latents, s.guidance_scale if guidance else None,  # DDIM, eta 0
+                       on_step=record if trace is not None else None, progress=progress)
 
 
 # ================================================================================================ engine
