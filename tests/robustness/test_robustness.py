@@ -70,3 +70,16 @@ def test_case_is_refused_with_a_clear_message(name):
     # one line saying what is wrong, and how to fix it
     assert e.value.message and "\n" not in e.value.message
     assert e.value.hint
+
+
+def test_acoustic_mouth_follows_mandarin_as_well_as_english():
+    """Without a transcript, syllables of a tonal language drive the mouth as well as English ones do."""
+    image = C.bundled("astronaut")
+    confidence = {}
+    for voice in ("en-us", "cmn"):
+        sp = C.speech(voice, phones=False)
+        assert sp.phones is None
+        sync = C.sync_check(C.render_frames(image, sp, SIZE), sp)
+        assert sync["passed"] and abs(sync["offset_frames"]) <= 1, f"{voice}: {sync}"
+        confidence[voice] = sync["confidence"]
+    assert confidence["cmn"] >= 0.8 * confidence["en-us"], confidence
