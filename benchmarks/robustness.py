@@ -8,7 +8,8 @@ eval card over every case.
 
 Portraits: astronaut (skimage) and Grace Hopper (matplotlib), and variants of them: rotated +-20 deg,
 off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a hand drawn over
-the cheek (a gloved hand), clear glasses and sunglasses drawn on, an open mouth made by our own warp, a head
+the cheek (a gloved hand), clear glasses and sunglasses drawn on, an open mouth (also wide open, and with a
+tongue drawn sticking out) made by our own warp, a head
 turned by our own warp, and skimage's cameraman (a real small three-quarter face looking down). Speech: espeak-ng in English (with its phone timings, so the card can score
 bilabials and open vowels), French, Italian, Russian and Mandarin (acoustic mouth, no transcript),
 plus real read English (LibriVox) aligned by pocketsphinx. Each case either renders and passes the
@@ -176,6 +177,21 @@ def glasses(img: np.ndarray, dark: bool = False) -> np.ndarray:
     return out
 
 
+def tongue_out(img: np.ndarray) -> np.ndarray:
+    """An open mouth (our own warp) with a tongue drawn sticking out over the lower lip."""
+    out = warped(img, jaw=0.7)
+    p = _landmarks(out)
+    iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
+    top = p[14, :2]  # lower inner lip, centre
+    centre = top + np.array([0.0, 0.12 * iod])
+    axes = (int(0.2 * iod), int(0.17 * iod))
+    tongue = out.copy()
+    cv2.ellipse(tongue, tuple(np.round(centre).astype(int)), axes, 0, 0, 360, (196, 92, 104), -1, cv2.LINE_AA)
+    cv2.line(tongue, tuple(np.round(top).astype(int)), tuple(np.round(centre + [0, 0.1 * iod]).astype(int)),
+             (160, 64, 78), max(1, int(0.02 * iod)), cv2.LINE_AA)
+    return cv2.addWeighted(out, 0.1, tongue, 0.9, 0)
+
+
 def warped(img: np.ndarray, size: int = 512, **motion) -> np.ndarray:
     """The portrait with one expression/pose applied by our own warp (e.g. jaw=0.9: an open mouth)."""
     from talkinghead.face import prepare
@@ -222,6 +238,7 @@ def cases() -> list[Case]:
         Case("sunglasses", "cmn", "render", lambda: glasses(a(), dark=True)),
         Case("open_mouth", "en-us", "render", lambda: warped(a(), jaw=0.9)),
         Case("wide_open_mouth", "fr", "refuse", lambda: warped(a(), jaw=2.4)),
+        Case("tongue_out", "cmn", "render", lambda: tongue_out(a())),
         Case("turned_20_looking_down", "cmn", "render", lambda: warped(g(), yaw=20, pitch=10)),
         Case("cameraman", "en-us", "render", cameraman),
     ]

@@ -3,7 +3,7 @@ eval card's sync check, or is refused with a clear InputError; each case says wh
 
 Portraits: astronaut and Grace Hopper and variants (rotated +-20 deg, off-centre in a 4:1 frame,
 grayscale, 80 px and 5000 px, JPEG quality 15, a gloved hand over the cheek, glasses, sunglasses, an
-open mouth and a turned head made by our own warp, a wide-open mouth), plus skimage's cameraman (a
+open mouth, a wide-open one, one with the tongue out and a turned head made by our own warp), plus skimage's cameraman (a
 real three-quarter face looking down). Speech: espeak-ng English with its phone timings, and French,
 Italian, Russian and Mandarin with the mouth following the sound alone. Frames stay in memory and
 are scored by the card's own aperture and sync code; small frames keep the whole corpus fast.
