@@ -94,3 +94,20 @@ def test_full_size_wan_t5_manifest_maps_onto_transformers_umt5_on_meta(fixtures)
     ours, mapped = t5.state_dict(), wan_t5_to_transformers(official)
     assert set(mapped) == set(ours)
     assert [k for k in ours if tuple(ours[k].shape) != tuple(mapped[k].shape)] == []
+
+
+def test_bf16_weights_run_with_fp32_residuals_close_to_fp32(fixtures):
+    """The GPU path casts the weights (`--dtype bf16`): projections then take bf16 inputs while modulation, residual
+    stream and head stay fp32, as the official autocast does; one evaluation stays close to the fp32 one."""
+    from safetensors.torch import load_file
+
+    io = load_file(str(TINY / "io.safetensors"))
+    model = load_release_dit(TINY, audio=_audio())
+    args = (io["b.step.0.latent_model_input"][None], io["a.t"], io["in.context_cond"].float()[None],
+            io["b.vace_context"][None], io["b.skeleton_latents"], io["b.audio_tensor"])
+    with torch.no_grad():
+        fp32 = model(*args)
+        assert (fp32[0] - io["a.cond.model_out"]).abs().max() < 2e-2  # the README tolerance of one evaluation
+        bf16 = model.to(torch.bfloat16)(*args)
+    assert bf16.dtype == torch.bfloat16
+    assert (bf16.float() - fp32).abs().max() < 0.1 * fp32.abs().max()

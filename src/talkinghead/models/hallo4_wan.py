@@ -113,7 +113,9 @@ def attention(attn: WanAttention, x: torch.Tensor, context: torch.Tensor | None 
               bf16: bool = True) -> torch.Tensor:
     """Wan attention: q/k RMSNorm over the full width, heads, RoPE (self-attention), q/k/v rounded to bf16 as the
     official flash-attention wrapper does (`bf16`), fp32 softmax, output back in x's dtype."""
-    ctx = x if context is None else context
+    w = attn.to_q.weight.dtype  # inputs of the projections in the weights' dtype (autocast-style with bf16 weights)
+    x = x.to(w)
+    ctx = x if context is None else context.to(w)
     q, k, v = attn.norm_q(attn.to_q(x)), attn.norm_k(attn.to_k(ctx)), attn.to_v(ctx)
     q, k, v = (t.unflatten(2, (attn.heads, -1)) for t in (q, k, v))  # (b, l, heads, d)
     if rope is not None:
@@ -165,16 +167,17 @@ class Hallo4WanModel(WanVACETransformer3DModel):
         return F.layer_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x)
 
     def _block(self, block, x, e0, context, rope, name, audio=None, pose=None, frames=1):
-        e = (block.scale_shift_table + e0).chunk(6, dim=1)  # (b, 1, dim) each, fp32
+        e = (block.scale_shift_table.float() + e0.float()).chunk(6, dim=1)  # (b, 1, dim) each, fp32
+        w = block.ffn.net[2].weight.dtype
         y = attention(block.attn1, self._norm(x).float() * (1 + e[1]) + e[0], rope=rope, bf16=self.bf16)
         self._keep(f"{name}.self_attn.out", y)
         x = x + y * e[2]
-        y = attention(block.attn2, block.norm2(x), context, bf16=self.bf16)
+        y = attention(block.attn2, block.norm2(x.to(w)), context, bf16=self.bf16)
         self._keep(f"{name}.cross_attn.out", y)
         x = x + y
         if audio is not None:
             xf = rearrange(x, "b (f l) c -> (b f) l c", f=frames)
-            y = attention(block.audio_attn, block.audio_norm(xf), rearrange(audio, "b f m c -> (b f) m c"),
+            y = attention(block.audio_attn, block.audio_norm(xf.to(w)), rearrange(audio, "b f m c -> (b f) m c"),
                           bf16=self.bf16)
             self._keep(f"{name}.audio_cross_attn.out", y)
             x = x + rearrange(y, "(b f) l c -> b (f l) c", f=frames)
@@ -182,11 +185,11 @@ class Hallo4WanModel(WanVACETransformer3DModel):
         x = self._norm(x).float() * (1 + e[4]) + e[3]
         if pose is not None:
             xf = rearrange(x, "b (f l) c -> (b f) l c", f=frames)
-            y = attention(block.condition_attn, rearrange(pose, "b f n c -> (b f) n c"), block.condition_norm(xf),
+            y = attention(block.condition_attn, rearrange(pose, "b f n c -> (b f) n c"), block.condition_norm(xf.to(w)),
                           bf16=self.bf16)
             self._keep(f"{name}.condition_cross_attn.out", y)
             x = x + rearrange(y, "(b f) l c -> b (f l) c", f=frames)
-        y = block.ffn(x)
+        y = block.ffn(x.to(w))
         self._keep(f"{name}.ffn.out", y)
         return residual + y * e[5]
 
@@ -194,13 +197,20 @@ class Hallo4WanModel(WanVACETransformer3DModel):
                 skeleton_latents: torch.Tensor | None = None, audio_windows: torch.Tensor | None = None,
                 context_scale: float = 1.0) -> torch.Tensor:
         b = latents.shape[0]
+        dtype, device = self.patch_embedding.weight.dtype, self.patch_embedding.weight.device
+        latents, context, vace_context = (v.to(device, dtype) for v in (latents, context, vace_context))
+        t = torch.as_tensor(t, device=device)
+        if skeleton_latents is not None:
+            skeleton_latents = skeleton_latents.to(device, dtype)
+        if audio_windows is not None:
+            audio_windows = audio_windows.to(device, dtype)
         x = self.patch_embedding(latents)  # (b, dim, f, h, w)
         self._keep("patch_embedding_out", x)
         grid = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2)
         rope = (grid, self.ropes)
         ce = self.condition_embedder
-        e = ce.time_embedder.linear_2(F.silu(ce.time_embedder.linear_1(sinusoid(self.config.freq_dim, t).float())))
+        e = ce.time_embedder.linear_2(F.silu(ce.time_embedder.linear_1(sinusoid(self.config.freq_dim, t).to(dtype))))
         self._keep("time_embedding_out", e)
         e0 = ce.time_proj(F.silu(e))
         self._keep("time_projection_out", e0)
@@ -228,7 +238,7 @@ class Hallo4WanModel(WanVACETransformer3DModel):
             if i == 0:
                 c = block.proj_in(c) + x
             c = self._block(block, c, e0, text, rope, f"vace_blocks.{i}")
-            hints.append(block.proj_out(c))
+            hints.append(block.proj_out(c.to(dtype)))
             self._keep(f"vace_blocks.{i}.out", torch.stack([*hints, c]))
         vace_layers = list(self.config.vace_layers)
         for i, block in enumerate(self.blocks):
@@ -236,8 +246,8 @@ class Hallo4WanModel(WanVACETransformer3DModel):
             if i in vace_layers:
                 x = x + hints[vace_layers.index(i)] * context_scale
             self._keep(f"blocks.{i}.out", x)
-        shift, scale = (self.scale_shift_table + e.unsqueeze(1)).chunk(2, dim=1)
-        x = self.proj_out(self._norm(x) * (1 + scale) + shift)
+        shift, scale = (self.scale_shift_table.float() + e.float().unsqueeze(1)).chunk(2, dim=1)
+        x = self.proj_out((self._norm(x).float() * (1 + scale) + shift).to(dtype))
         self._keep("head_out", x)
         f, h, w = grid
         p = self.config.patch_size

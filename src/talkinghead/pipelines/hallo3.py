@@ -208,7 +208,8 @@ class Hallo3Sampler:
         return torch.from_numpy(idx[::-1].copy()), torch.cat([alphas, alphas.new_ones(1)])
 
     def snap(self, alpha: torch.Tensor) -> torch.Tensor:
-        return self.table[(alpha.reshape(-1)[:, None] - self.table[None]).abs().argmin(dim=1)].reshape(alpha.shape)
+        table = self.table.to(alpha.device)
+        return table[(alpha.reshape(-1)[:, None] - table[None]).abs().argmin(dim=1)].reshape(alpha.shape)
 
     def denoised(self, model_out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """x0 from the network's v-prediction at √ᾱ = `alpha` (snapped to the table)."""

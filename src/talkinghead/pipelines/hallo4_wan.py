@@ -52,7 +52,7 @@ def sample_clip(model: Hallo4WanModel, noise: torch.Tensor, ref_latent: torch.Te
     `batched_cfg`: both guidance rows in one model call (the contexts zero-padded to `text_len` first, as the model
     pads each anyway); the official code makes two calls, and the rows then differ from it by float reordering."""
     scheduler = official_scheduler(steps, shift)
-    latents = noise.clone()
+    latents = noise.to(ref_latent.device, torch.float32).clone()
     if trace is not None:
         trace[f"{prefix}timesteps"], trace[f"{prefix}sigmas"] = scheduler.timesteps, scheduler.sigmas
     corrected = {}
@@ -78,6 +78,7 @@ def sample_clip(model: Hallo4WanModel, noise: torch.Tensor, ref_latent: torch.Te
                          context_scale)[0]
             uncond = model(latents[None], tt, negative_context[None], vace_context[None], skeleton_latents, silent,
                            context_scale)[0]
+        cond, uncond = cond.float(), uncond.float()
         guided = uncond + guide_scale * (cond - uncond)
         corrected.clear()
         out = scheduler.step(guided[None], t, latents[None], return_dict=False)[0][0]
@@ -159,7 +160,7 @@ def vace_context(latents: WanLatents, frames: torch.Tensor, mask: torch.Tensor, 
     f, H, W = mask.shape[1:]
     m = mask[0].view(f, H // 8, 8, W // 8, 8).permute(2, 4, 0, 1, 3).reshape(64, f, H // 8, W // 8)
     m = torch.nn.functional.interpolate(m[None], size=((f + 3) // 4, H // 8, W // 8), mode="nearest-exact")[0]
-    m = torch.cat([torch.zeros_like(m[:, :1]), m], dim=1)
+    m = torch.cat([torch.zeros_like(m[:, :1]), m], dim=1).to(inactive.device)
     return torch.cat([inactive, reactive, m], dim=0)
 
 
@@ -355,5 +356,5 @@ class Hallo4Animator:
             for frame in ((video.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 3, 0):
                 if emitted >= total:
                     return
-                yield frame.numpy().copy()
+                yield frame.cpu().numpy().copy()
                 emitted += 1
