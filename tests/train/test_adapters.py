@@ -76,3 +76,19 @@ def test_system_options_are_typed_per_system():
     with pytest.raises(InputError, match="median_kernel"):
         TrainConfig.from_dict({**base, "stage": "2", "system": {"name": "emo2", "options": {"median_kernel": 4}}}
                               ).validate()
+
+
+def test_emo2_hand_motion_skips_clips_with_too_few_hand_frames(tmp_path):
+    from talkinghead.train.smoke import write_smoke_dataset
+    from talkinghead.train.systems_emo2 import EMO2System
+
+    data = write_smoke_dataset(tmp_path / "ds", frames=24)  # a hand in every frame (the right one enters late)
+    base = {"dataset": str(data), "stage": "1", "clip_frames": 4, "motion_frames": 0}
+
+    def clips(share: float) -> int:
+        cfg = TrainConfig.from_dict({**base, "system": {"name": "emo2", "options": {"prev_frames": 2,
+                                                                                    "min_hand_frames": share}}})
+        return len(EMO2System.make_dataset(cfg))
+
+    assert clips(0.0) == clips(1.0) == 4  # one training video, 24 frames in clips of 2 + 4
+    assert clips(1.01) == 0

@@ -186,6 +186,12 @@ class TalkingClips(Dataset):
         state["_shards"] = {}
         return state
 
+    def keep_clips(self, keep) -> int:
+        """Drop the clips for which `keep(shard, start, clip_frames)` is false (e.g. EMO2's clips without
+        enough hand frames); returns how many remain. Item indices then count the kept clips only."""
+        self._clips = [(k, s) for k, s in self._clips if keep(self.shard(k), s, self.clip_frames)]
+        return len(self._clips)
+
     def set_epoch(self, epoch: int) -> None:
         """Draw other references, dropout flags and augmentations (still reproducible) in this epoch."""
         self.epoch = int(epoch)

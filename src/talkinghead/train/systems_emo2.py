@@ -27,6 +27,7 @@ class EMO2Options:
     prev_frames: int = 10  # stage 1: clean motion frames of the previous clip shown to the model
     body_weight: float = 0.1  # stage 1: loss weight of the weakly supervised upper-body keypoints
     audio_dropout: float = 0.1  # stage 1: classifier-free guidance on audio
+    min_hand_frames: float = 0.3  # stage 1: clips with a hand in fewer than this share of frames are skipped
     pose_loss_weight: float = 0.1  # stage 2: weight of the pose-discriminator heatmap loss
     median_kernel: int = 15  # stage 2: frames of the temporal median filter on the limb and leg keypoints
 
@@ -189,9 +190,19 @@ class EMO2System(TrainSystem):
 
     @classmethod
     def make_dataset(cls, config):
-        if cls._stage(config) == "1":  # the previous clip's frames come first in each dataset clip
-            config = replace(config, clip_frames=config.clip_frames + cls.options(config).prev_frames)
-        return super().make_dataset(config)
+        if cls._stage(config) != "1":
+            return super().make_dataset(config)
+        opts = cls.options(config)  # the previous clip's frames come first in each dataset clip
+        dataset = super().make_dataset(replace(config, clip_frames=config.clip_frames + opts.prev_frames))
+
+        def enough_hands(shard, start: int, n: int) -> bool:
+            if "hand_mask" not in shard.keys:
+                return True  # the adapter says what is missing when it reads the first batch
+            present = shard.array("hand_mask", start, start + n).max(axis=1)  # (n,) a hand in the frame
+            return float(present.mean()) >= opts.min_hand_frames
+
+        dataset.keep_clips(enough_hands)
+        return dataset
 
     @classmethod
     def from_train_config(cls, config, dataset):
