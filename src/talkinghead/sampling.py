@@ -57,6 +57,7 @@ def guided_prediction(predict: Callable[[torch.Tensor, dict], torch.Tensor], x: 
 def denoise(predict: Predict, scheduler, latents: torch.Tensor, guidance_scale: float | None = None,
             timesteps=None, step_kwargs: dict | None = None,
             on_step: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+            after_step: Callable[[int, torch.Tensor, tuple], torch.Tensor] | None = None,
             progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Run `scheduler` from `latents` to the clean sample.
 
@@ -64,13 +65,15 @@ def denoise(predict: Predict, scheduler, latents: torch.Tensor, guidance_scale: 
     returns the unconditional and conditional outputs stacked along the batch ([uncond; cond]), which are
     guided here. `timesteps` defaults to the scheduler's (set them first); `step_kwargs` go to every
     `scheduler.step` (e.g. a generator); `on_step(i, t, latents, guided)` sees each step's input and guided
-    output (parity traces); `progress(1)` is called once per step."""
+    output (parity traces); `after_step(i, t, step_output)` gets the scheduler's output tuple and returns the
+    next latents (a release's dtype cast, or recording its predicted x0); `progress(1)` is called once per step."""
     kwargs = step_kwargs or {}
     for i, t in enumerate(scheduler.timesteps if timesteps is None else timesteps):
         out = split_guidance(predict(latents, t), guidance_scale)
         if on_step is not None:
             on_step(i, t, latents, out)
-        latents = scheduler.step(out, t, latents, return_dict=False, **kwargs)[0]
+        stepped = scheduler.step(out, t, latents, return_dict=False, **kwargs)
+        latents = stepped[0] if after_step is None else after_step(i, t, stepped)
         if progress is not None:
             progress(1)
     return latents

@@ -36,6 +36,7 @@ from ..models.skyreels_a1 import SkyReelsA1
 from ..models.skyreels_a2 import SkyReelsA2
 from ..nn.landmark_guider import guidance_tensor, motion_landmarks, release_control_frames, render_landmarks
 from ..nn.multi_reference import compose_subject
+from ..sampling import classifier_free_guidance, denoise
 from ..types import FaceAnalysis, MotionTrack, Portrait, Speech
 
 SIGLIP_MEAN = SIGLIP_STD = 0.5  # SigLIP image normalisation
@@ -174,22 +175,26 @@ def sample_a1_release(model: SkyReelsA1, vae, scheduler, ref_pixels: torch.Tenso
         rope = model.rotary(f, *ref.shape[3:], device)
     record("rope_cos", rope[0]), record("rope_sin", rope[1])
 
-    for i, t in enumerate(scheduler.timesteps):
-        x = torch.cat([torch.cat([latents] * n), guide, image_latents2], dim=2)
+    index = {int(t): i for i, t in enumerate(scheduler.timesteps)}
+
+    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        i = index[int(t)]
+        x = torch.cat([torch.cat([x] * n), guide, image_latents2], dim=2)
         record(f"step.{i}.latent_model_input", x)
         out = model.transformer(x, model.identity_proj(tokens), t.expand(n), image_rotary_emb=rope,
                                 return_dict=False)[0]
         record(f"step.{i}.transformer_out", out)
-        out = out.float()
-        if cfg:
-            uncond, cond = out.chunk(2)
-            out = uncond + guidance_scale * (cond - uncond)
-        record(f"step.{i}.guided", out)
-        step = scheduler.step(out, t, latents, return_dict=True)
-        record(f"step.{i}.scheduler_prev_sample", step.prev_sample)
-        record(f"step.{i}.scheduler_pred_original_sample", step.pred_original_sample)
-        latents = step.prev_sample.to(dtype)
-        record(f"step.{i}.latents_after", latents)
+        return out.float()
+
+    def after(i: int, t: torch.Tensor, stepped: tuple) -> torch.Tensor:  # the release keeps latents in its dtype
+        prev, original = stepped
+        record(f"step.{i}.scheduler_prev_sample", prev)
+        record(f"step.{i}.scheduler_pred_original_sample", original)
+        record(f"step.{i}.latents_after", prev.to(dtype))
+        return prev.to(dtype)
+
+    latents = denoise(predict, scheduler, latents, guidance_scale if cfg else None,
+                      on_step=lambda i, t, x, guided: record(f"step.{i}.guided", guided), after_step=after)
     record("final_latents", latents)
     z = 1 / vae.config.scaling_factor * latents.permute(0, 2, 1, 3, 4)
     record("decode_input", z)
@@ -723,7 +728,10 @@ def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Se
     condition = torch.cat([mask, ref_latents], dim=1)
     record("cond.condition", condition)
 
-    for i, t in enumerate(scheduler.timesteps):
+    index = {int(t): i for i, t in enumerate(scheduler.timesteps)}
+
+    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        i = index[int(t)]
         x = torch.cat([latents, condition], dim=1).to(dtype)
         record(f"step.{i}.latent_model_input", x)
         timestep = t.expand(1)
@@ -733,22 +741,26 @@ def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Se
                                encoder_hidden_states_image=torch.cat([image_embeds] * 2), return_dict=False)[0]
             out, uncond = both.chunk(2)
             record(f"step.{i}.transformer_out_cond", out), record(f"step.{i}.transformer_out_uncond", uncond)
-            out = uncond + guidance_scale * (out - uncond)
-        else:
-            out = transformer(x, timestep, encoder_hidden_states=text, encoder_hidden_states_image=image_embeds,
-                              return_dict=False)[0]
-            record(f"step.{i}.transformer_out_cond", out)
-        if cfg and not cfg_batch:
-            uncond = transformer(x, timestep, encoder_hidden_states=negative,
-                                 encoder_hidden_states_image=image_embeds, return_dict=False)[0]
-            record(f"step.{i}.transformer_out_uncond", uncond)
-            out = uncond + guidance_scale * (out - uncond)
-        record(f"step.{i}.guided", out)
-        latents = scheduler.step(out, t, latents, return_dict=False)[0]
+            return classifier_free_guidance(uncond, out, guidance_scale)
+        out = transformer(x, timestep, encoder_hidden_states=text, encoder_hidden_states_image=image_embeds,
+                          return_dict=False)[0]
+        record(f"step.{i}.transformer_out_cond", out)
+        if not cfg:
+            return out
+        uncond = transformer(x, timestep, encoder_hidden_states=negative,
+                             encoder_hidden_states_image=image_embeds, return_dict=False)[0]
+        record(f"step.{i}.transformer_out_uncond", uncond)
+        return classifier_free_guidance(uncond, out, guidance_scale)
+
+    def after(i: int, t: torch.Tensor, stepped: tuple) -> torch.Tensor:
         record(f"step.{i}.x0_pred", scheduler.model_outputs[-1])
         if i:
             record(f"step.{i}.corrected_sample", scheduler.last_sample)
-        record(f"step.{i}.latents_after", latents)
+        record(f"step.{i}.latents_after", stepped[0])
+        return stepped[0]
+
+    latents = denoise(predict, scheduler, latents, on_step=lambda i, t, x, guided: record(f"step.{i}.guided", guided),
+                      after_step=after)
     record("final_latents", latents)
     z = latents.to(vae.dtype) / inv_std + mean
     record("decode_input", z)
