@@ -22,7 +22,6 @@ LIP_WIDTH = 0.10
 LIP_ROUND = 0.12
 LIP_PROTRUDE = 0.025
 PRESS = 0.008
-CORNER_CLOSE = 0.15  # the mouth corners' share of the jaw's rise when the source mouth is closed
 JAW_SHARE = 0.8  # share of the source opening closed by raising the jaw; the upper lip does the rest
 INNER_UP, INNER_LO = list(R.LIPS_INNER_UPPER[1:-1]), list(R.LIPS_INNER_LOWER[1:-1])
 OUTER_UP, OUTER_LO = list(R.LIPS_OUTER_UPPER[1:-1]), list(R.LIPS_OUTER_LOWER[1:-1])
@@ -106,9 +105,18 @@ def retarget(pts: np.ndarray, m: MotionFrame) -> Retarget:
     g = float(gap[CENTRE].mean())
     d = np.zeros_like(uv)
     # 1. close the source mouth: jaw and lower lip rise, the upper lip comes down; inner lips meet
-    close_jaw = w["jaw"].copy()
-    close_jaw[list(R.MOUTH_CORNERS)] = CORNER_CLOSE  # the corners are already closed: they hardly move
-    d[:, 1] += g * ((1 - JAW_SHARE) * w["upper"] - JAW_SHARE * close_jaw)
+    # each column closes by the opening above/below it: the full gap at the middle, nothing at the
+    # corners (closed already), so lips near the corners never fold over each other
+    cu = (uv[INNER_UP, 0] + uv[INNER_LO, 0]) / 2
+    corners_u = uv[[R.LIPS_INNER_UPPER[0], R.LIPS_INNER_UPPER[-1]], 0]
+    us = np.concatenate([corners_u[:1], cu, corners_u[1:]])
+    gs = np.concatenate([[0.0], gap, [0.0]])
+    order = np.argsort(us)
+    column = np.interp(uv[:, 0], us[order], gs[order], left=0.0, right=0.0)
+    below_lip = w["jaw"] * (uv[:, 1] > uv[INNER_LO, 1].max())  # chin and below: the whole jaw rises
+    column = np.where(below_lip > 0, np.maximum(column, g * np.clip(1 - np.abs(uv[:, 0] - w["centre"][0])
+                                                                     / (2.5 * w["half_width"]), 0, 1)), column)
+    d[:, 1] += column * ((1 - JAW_SHARE) * w["upper"] - JAW_SHARE * w["jaw"])
     d[INNER_UP, 1] = (1 - JAW_SHARE) * gap
     d[INNER_LO, 1] = -JAW_SHARE * gap
     # 2. open and shape it as the new speech wants
