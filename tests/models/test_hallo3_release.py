@@ -140,3 +140,17 @@ def test_full_size_sat_vae_maps_onto_diffusers_cogvideox_vae_on_meta(fixtures):
     assert set(mapped) == set(ours)
     assert [k for k in ours if tuple(ours[k].shape) != tuple(mapped[k].shape)] == []
     assert set(sat_vae_from_diffusers(mapped)) == {k.removeprefix("first_stage_model.") for k in sat}
+
+
+def test_bf16_weights_sample_close_to_fp32(fixtures):
+    """The GPU path casts the release to bf16 (`--dtype bf16`): the official sampling run stays close to fp32."""
+    from safetensors.torch import load_file
+
+    from talkinghead.verify.hallo3 import load_fixture_model, run_recorded_inputs
+
+    model, config = load_fixture_model(TINY)
+    io = load_file(str(TINY / "io.safetensors"))
+    model.to(torch.bfloat16)
+    half = {k: (v.to(torch.bfloat16) if k.startswith("in.") else v) for k, v in io.items()}
+    samples = run_recorded_inputs(model, config, half)["s.samples"].float()
+    assert (samples - io["s.samples"]).abs().max() < 0.05 * io["s.samples"].abs().max()

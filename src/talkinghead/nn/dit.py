@@ -345,7 +345,7 @@ def conditioned_forward(transformer: CogVideoXTransformer3DModel, noisy: torch.T
     """The denoiser's output for noisy latents (b, T', c, h, w): motion-frame latents joined on channels, the
     timestep broadcast over the batch, 3D RoPE, and `conditions` read by the blocks' cross-attention."""
     b, f, _, h, w = noisy.shape
-    x = concat_motion_latents(noisy, motion_latents)  # (b, T', 2c, h, w)
+    x = concat_motion_latents(noisy.to(transformer.dtype), motion_latents)  # (b, T', 2c, h, w), the model's dtype
     t = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
     rope = transformer_rope(transformer, f, h, w, x.device)
     conditions.rope = rope
