@@ -3,11 +3,13 @@ Networks"): a CogVideoX-5B-I2V denoiser with face attention and per-latent-frame
 block, an identity reference network (the portrait as one 3D-VAE frame through a transformer of the
 denoiser's architecture, whose per-layer tokens join the denoiser's self-attention), wav2vec audio tokens
 from three linear layers, T5 text tokens, 3D RoPE, and motion-frame latents for long video; trained in two
-stages (identity, then audio layers only; configs/train/hallo3_stage*.yaml).
+stages (identity, then audio layers only; configs/train/hallo3_stage*.yaml). Official numbers are checked by
+`talkinghead verify hallo3` (verify/hallo3.py).
 
 The official release is a SAT checkpoint (`hallo3/<latest>/mp_rank_00_model_states.pt`, `{"module": state}`);
-`load_sat_checkpoint` / `Hallo3Model.from_sat_release` convert its names onto this module (diffusers' CogVideoX
-names for both transformers, see `sat_to_ours`). The model computes what the official one computes: the reference
+`find_sat_checkpoint` + `load_sat_checkpoint` load it into this module, converting its names (diffusers' CogVideoX
+names for both transformers, see `sat_to_ours`; `sat_from_ours` is the inverse), `config_from_sat` turns the
+official SAT model config into this module's arguments, and `load_sat_vae` reads the release's SAT 3D VAE. The model computes what the official one computes: the reference
 network's tokens join each denoiser layer's self-attention unrotated, face and audio attention run per latent frame
 with the self-attention's qk-LayerNorm and latent frame 0's RoPE on their queries, and audio tokens are compressed
 to latent frames by a strided convolution. Our own folders save/load diffusers-style (config.json + safetensors).
