@@ -7,13 +7,13 @@ eval card over every case.
                                                                   # cut from each video's own --preview
 
 Portraits: astronaut (skimage) and Grace Hopper (matplotlib), and variants of them: rotated +-20 deg,
-off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a hand drawn over
-the cheek (a gloved hand), clear glasses and sunglasses drawn on, an open mouth (also wide open, and with a
-tongue drawn sticking out) made by our own warp, a head
-turned by our own warp, and skimage's cameraman (a real small three-quarter face looking down). Speech: espeak-ng in English (with its phone timings, so the card can score
-bilabials and open vowels), French, Italian, Russian and Mandarin (acoustic mouth, no transcript),
-plus real read English (LibriVox) aligned by pocketsphinx. Each case either renders and passes the
-card's sync check or is refused with an InputError; `EXPECT` says which.
+off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a gloved hand drawn
+over the cheek, clear glasses and sunglasses drawn on, an open mouth (also a wide-open one, and one
+with a tongue drawn sticking out) and a turned head made by our own warp, and skimage's cameraman (a
+real, small three-quarter face looking down). Speech: espeak-ng in English (with its phone timings,
+so the card can score bilabials and open vowels), French, Italian, Russian and Mandarin (acoustic
+mouth, no transcript), plus real read English (LibriVox) aligned by pocketsphinx. Each case either
+renders and passes the card's sync check or is refused with an InputError; its `expect` says which.
 """
 from __future__ import annotations
 
