@@ -127,6 +127,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     pp.add_argument("--size", type=_number(int, "--size"), default=512, help="face crop side in pixels (default 512)")
     pp.add_argument("--workers", type=_number(int, "--workers"), default=2, help="parallel processes (default 2)")
     pp.add_argument("--audio-model", help="local wav2vec2 or whisper folder: also store its features")
+    pp.add_argument("--body", action="store_true", help="also store hand and body keypoints (MediaPipe Hands + "
+                                                        "Pose), which EMO2 trains on")
 
     sy = sub.add_parser("synth", help="SynthTalk: render training videos with the warp engine and espeak-ng")
     sy.add_argument("dataset", help="output folder for NAME.mp4 + NAME.json (true phoneme timings)")
@@ -459,7 +461,8 @@ def _preprocess(args) -> int:
     """Preprocess a folder of videos; print what was skipped and why."""
     from ..train.preprocess import preprocess
 
-    report = preprocess(args.videos, args.dataset, size=args.size, workers=args.workers, audio_model=args.audio_model)
+    report = preprocess(args.videos, args.dataset, size=args.size, workers=args.workers, audio_model=args.audio_model,
+                        body=args.body)
     for source, reason in report.skipped:
         print(f"skipped {source}: {reason}", file=sys.stderr)
     print(f"{len(report.processed)} videos in {args.dataset}, {len(report.skipped)} skipped", file=sys.stderr)
