@@ -19,7 +19,6 @@ from .mouth import LevelTracker, acoustic_targets
 from .visemes import PhoneTimeline
 
 SMOOTH_SIGMA = 0.045  # s, symmetric mouth smoothing (fits inside the lookahead)
-PHONE_LEAD = 0.03  # s, the mouth shapes a phone this much before it sounds (anticipation)
 LOUD_SHARE = 0.3  # share of a phone's jaw opening that follows the loudness of the moment
 PEAK_KEEP = 0.85  # smoothing never takes a frame's jaw below this share of its own target: a short
 # open vowel keeps its opening (the jaw moves that fast in speech), as a closure keeps its press
@@ -71,10 +70,7 @@ class MotionGenerator:
             k = self.n_feat + i
             loud, active = self.levels.update(float(feats.db[i]))
             if self.phones is not None:
-                t0 = k / self.fps + PHONE_LEAD
-                jaw, width, rnd, press = self.phones.frame_targets(t0, t0 + 1 / self.fps)
-                # a closure also holds on the frame where it sounds (lips shut until the release)
-                press = max(press, self.phones.frame_targets(k / self.fps, (k + 1) / self.fps)[3])
+                jaw, width, rnd, press = self.phones.frame_targets(k / self.fps, (k + 1) / self.fps)
                 jaw *= 1.0 - LOUD_SHARE + LOUD_SHARE * loud if active else 1.0 - LOUD_SHARE
             else:
                 jaw, width, rnd, press = acoustic_targets(feats, i, loud, active)
