@@ -27,6 +27,7 @@ ANCHOR_SCALE = 1.5  # fixed anchors sit this far out from the mouth centre, rela
 MOVING = 0.05  # px: a vertex moving less than this is still
 MIN_AREA = 0.05  # px^2: a target triangle smaller than this (or folded over) is not drawn
 SHIFT = 4  # fractional bits for cv2.fillConvexPoly
+GRID_IOD = 40.0  # px of inter-ocular distance per pixel of the coarse grid the warp is computed on
 LIP_BITE = 0.015  # IOD: a closing mouth takes its lip line from this far inside each lip ...
 BITE_SHARE = 0.15  # ... plus this share of how far it closes (landmarks sit a little inside a wide opening)
 MAX_BITE = 0.05  # IOD
@@ -103,7 +104,7 @@ class MouthCompositor:
         # drawn, and its pixels go to a neighbour below
         ok = _area(dst[cand]) * np.sign(_area(src[cand])) > MIN_AREA
         tris, skipped = cand[ok], cand[~ok]
-        stride = int(np.clip(round(ff.iod / 45.0), 1, 4))
+        stride = int(np.clip(round(ff.iod / GRID_IOD), 1, 4))
         x0, y0 = np.floor(corners.min(0)).astype(int) - 2
         x1, y1 = np.ceil(corners.max(0)).astype(int) + 3
         x0, y0 = max(x0, 0), max(y0, 0)
