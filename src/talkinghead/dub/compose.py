@@ -36,6 +36,7 @@ FILL_RATIO = 0.5  # a new opening under this share of the source's: the source i
 # into aliased streaks, so the opening is filled and the interior drawn instead
 FILL_START = 0.005  # IOD of closing before the fill begins ...
 FILL_RAMP = 0.03  # ... and over which it grows to full
+FILL_DOWN = 0.3  # share of the source opening the fill reaches below the inner lower lip
 FILL_GROW = 0.035  # IOD: the source opening is filled this much beyond FaceMesh's inner lips
 LIP_LINE = 0.4  # darkening of the line where filled lips meet
 CORNER_BITE = 0.7  # share of the way from the inner to the outer mouth corner a closed corner samples from
@@ -259,6 +260,10 @@ def _closed_texture(image: np.ndarray, pts: np.ndarray, rt: Retarget) -> tuple[n
         pa, pb = np.round(pts[[a, b], :2] - [x0, y0]).astype(int)
         cv2.line(mask, tuple(int(v) for v in pa), tuple(int(v) for v in pb), 255, 1)
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    # a wide opening often shows more of itself below FaceMesh's inner lower lip: reach down by a share of it
+    down = int(round(FILL_DOWN * rt.source_open * rt.frame.iod))
+    if down > 0:
+        mask[down:] |= mask[:-down]
     texture = image.copy()
     box = np.ascontiguousarray(image[y0:y1, x0:x1])
     filled = cv2.inpaint(box, mask, 3, cv2.INPAINT_TELEA)
