@@ -17,6 +17,7 @@ from talkinghead.config import DiffusionConfig, MotionConfig, RenderConfig, conf
 from talkinghead.errors import CheckpointError, InputError
 from talkinghead.interfaces import web
 from talkinghead.io import load_image, probe
+from talkinghead.systems import engine_names
 
 TINY = {"size": 128}  # outputs we only need to be valid, kept small for speed
 
@@ -133,7 +134,7 @@ def test_app_shows_every_control_with_the_config_defaults():
     assert config_from_options({n: by_id[n].value for n in ("face-index", "steps", "guidance-scale", "scheduler",
                                                             "dtype")}).to_dict()["diffusion"] == vars(DiffusionConfig())
     assert web.DEFAULT_VOICE in [value for _, value in by_id["voice"].choices]
-    assert [value for _, value in by_id["engine"].choices] == ["warp", "hallo", "hallo2"]
+    assert [value for _, value in by_id["engine"].choices] == engine_names()  # the registry's, in its order
     assert "hallo (unavailable)" in [label for label, _ in by_id["engine"].choices]
     assert "--checkpoint-dir" in by_id["engine-status"].value
     for name in ("portrait", "speech", "text", "generate", "result", "sheet", "card"):

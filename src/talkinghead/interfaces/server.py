@@ -350,8 +350,12 @@ def client_config(options: dict, settings: Settings, engine: str) -> AnimateConf
     given = any(n.replace("_", "-") == "max-seconds" for n in options)
     cap = settings.max_audio_seconds
     config.render.max_seconds = min(config.render.max_seconds, cap) if given else cap
-    from ..systems import SYSTEMS
+    from ..systems import SYSTEMS, check_controls
 
+    try:  # a control the engine cannot honour is the client's mistake, found before the job is queued
+        check_controls(SYSTEMS[engine], config)
+    except InputError as e:
+        raise _input_error(422, "invalid_option", e) from None
     if SYSTEMS[engine].weights != "none":  # the operator's weights, for the engines that run from them
         config.diffusion.checkpoint_dir = settings.checkpoint_dir
         config.diffusion.face_embedding = settings.face_embedding
