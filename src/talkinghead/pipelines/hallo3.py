@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import numpy as np
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..models.hallo3 import COGVIDEOX_SCHEDULER, Hallo3Model
+from ..sampling import denoise
 from ..types import Portrait, Speech
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors",)
@@ -133,18 +135,14 @@ class DiTClipPipeline:
         self.scheduler.set_timesteps(config.steps, device=self.device)
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
         latents = latents * getattr(self.scheduler, "init_noise_sigma", 1.0)
-        for t in self.scheduler.timesteps:
+        def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             x = torch.cat([latents, latents]) if guidance else latents
             if hasattr(self.scheduler, "scale_model_input"):
                 x = self.scheduler.scale_model_input(x, t)
-            out = self.model_output(x.to(self.dtype), t, cond, motion).float()
-            if guidance:
-                uncond, c = out.chunk(2)
-                out = uncond + config.guidance_scale * (c - uncond)
-            latents = self.scheduler.step(out, t, latents, return_dict=False)[0]
-            if bar is not None:
-                bar.update(1)
-        return latents
+            return self.model_output(x.to(self.dtype), t, cond, motion).float()
+
+        return denoise(predict, self.scheduler, latents, config.guidance_scale if guidance else None,
+                       progress=bar.update if bar is not None else None)
 
     def generate(self, reference: torch.Tensor, per_frame: dict[str, torch.Tensor], static: dict,
                  config: DiTSamplingConfig) -> Iterator[np.ndarray]:
@@ -223,17 +221,20 @@ class Hallo3Sampler:
         [unconditional, conditional] (or one row when `guidance_scale` is 1)."""
         timesteps, alphas = self.schedule(steps)
         guidance = guidance_scale != 1.0
-        old, draws = None, 0
+        steps_ = timesteps.tolist()
+        position = {index: i for i, index in enumerate(steps_)}
+        state = {"old": None, "draws": 0}
 
         def noise():
-            nonlocal draws
             z = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
             if trace is not None:
-                trace[f"s.noise_draw{draws}"] = z
-            draws += 1
+                trace[f"s.noise_draw{state['draws']}"] = z
+            state["draws"] += 1
             return z
 
-        for i, index in enumerate(timesteps.tolist()):
+        def denoised_rows(x: torch.Tensor, index: int) -> torch.Tensor:
+            """x0 of every CFG row: the sampler guides denoised samples, not network outputs."""
+            i = position[index]
             cur, nxt = alphas[i], alphas[i + 1]
             xb = torch.cat([x, x]) if guidance else x
             if trace is not None:
@@ -244,31 +245,40 @@ class Hallo3Sampler:
             den = self.denoised(out, xb.float(), cur.to(x.device))
             if trace is not None:
                 trace.update({f"step{i}.model_out": out, f"step{i}.den_out": den})
-            if guidance:
-                uc, c = den.chunk(2)
-                den = uc + guidance_scale * (c - uc)
+            return den
+
+        def step(den: torch.Tensor, index: int, x: torch.Tensor, return_dict: bool = False) -> tuple:
+            """DPM-Solver++(2M) SDE update from the guided x0 (the last step returns x0 itself)."""
+            i = position[index]
+            if i == len(steps_) - 1:
+                return (den,)
+            cur, nxt = alphas[i], alphas[i + 1]
+            lam = lambda a: ((a ** 2) / (1 - a ** 2)) ** 0.5  # noqa: E731
+            lamb, lamb_next = lam(cur).log(), lam(nxt).log()
+            h = lamb_next - lamb
+            m1 = ((1 - nxt ** 2) / (1 - cur ** 2)) ** 0.5 * (-h).exp()
+            m2 = (-2 * h).expm1() * nxt
+            m_noise = (1 - nxt ** 2) ** 0.5 * (1 - (-2 * h).exp()) ** 0.5
+            x_new = m1 * x - m2 * den + m_noise * noise()
+            if state["old"] is not None and float(nxt) >= 1e-14:
+                r = (lamb - lam(alphas[i - 1]).log()) / h
+                den_d = (1 + 1 / (2 * r)) * den - (1 / (2 * r)) * state["old"]
+                x_new = m1 * x - m2 * den_d + m_noise * noise()
+            state["old"] = den
+            return (x_new,)
+
+        def guided(i, index, x, den):
             if trace is not None:
                 trace[f"s.step{i}.denoised_guided"] = den
-            if i == len(timesteps) - 1:
-                x = den
-            else:
-                lam = lambda a: ((a ** 2) / (1 - a ** 2)) ** 0.5  # noqa: E731
-                lamb, lamb_next = lam(cur).log(), lam(nxt).log()
-                h = lamb_next - lamb
-                m1 = ((1 - nxt ** 2) / (1 - cur ** 2)) ** 0.5 * (-h).exp()
-                m2 = (-2 * h).expm1() * nxt
-                m_noise = (1 - nxt ** 2) ** 0.5 * (1 - (-2 * h).exp()) ** 0.5
-                x_new = m1 * x - m2 * den + m_noise * noise()
-                if old is not None and float(nxt) >= 1e-14:
-                    r = (lamb - lam(alphas[i - 1]).log()) / h
-                    den_d = (1 + 1 / (2 * r)) * den - (1 / (2 * r)) * old
-                    x_new = m1 * x - m2 * den_d + m_noise * noise()
-                x, old = x_new, den
+
+        def after(i, index, stepped):
             if trace is not None:
-                trace[f"s.step{i}.x_out"] = x
-            if bar is not None:
-                bar.update(1)
-        return x
+                trace[f"s.step{i}.x_out"] = stepped[0]
+            return stepped[0]
+
+        return denoise(denoised_rows, SimpleNamespace(step=step), x, guidance_scale if guidance else None,
+                       timesteps=steps_, on_step=guided, after_step=after,
+                       progress=bar.update if bar is not None else None)
 
 
 class Hallo3Pipeline(DiTClipPipeline):
