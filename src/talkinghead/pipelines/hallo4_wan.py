@@ -18,6 +18,7 @@ import torch
 from diffusers import UniPCMultistepScheduler
 
 from ..models.hallo4_wan import Hallo4WanModel
+from ..sampling import classifier_free_guidance, denoise
 from ..types import Portrait, Speech
 
 
@@ -65,33 +66,40 @@ def sample_clip(model: Hallo4WanModel, noise: torch.Tensor, ref_latent: torch.Te
 
     scheduler.multistep_uni_c_bh_update = keep_corrected
     silent = torch.zeros_like(audio_windows)
-    for i, t in enumerate(scheduler.timesteps):
-        latents[:, :1] = ref_latent
+    position = {int(t): i for i, t in enumerate(scheduler.timesteps)}
+
+    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The guided flow for x (1, c, f, h, w), the reference latent re-imposed first (in place, as officially)."""
+        i = position[int(t)]
+        x[0, :, :1] = ref_latent
         tt = torch.tensor([int(t)])
         if batched_cfg:
             both = torch.stack([_pad(context, model.text_len), _pad(negative_context, model.text_len)])
-            cond, uncond = model(latents[None].expand(2, -1, -1, -1, -1), tt.expand(2), both,
+            cond, uncond = model(x.expand(2, -1, -1, -1, -1), tt.expand(2), both,
                                  vace_context[None].expand(2, -1, -1, -1, -1), skeleton_latents.expand(2, -1, -1, -1, -1),
                                  torch.cat([audio_windows, silent]), context_scale)
         else:
-            cond = model(latents[None], tt, context[None], vace_context[None], skeleton_latents, audio_windows,
-                         context_scale)[0]
-            uncond = model(latents[None], tt, negative_context[None], vace_context[None], skeleton_latents, silent,
+            cond = model(x, tt, context[None], vace_context[None], skeleton_latents, audio_windows, context_scale)[0]
+            uncond = model(x, tt, negative_context[None], vace_context[None], skeleton_latents, silent,
                            context_scale)[0]
         cond, uncond = cond.float(), uncond.float()
-        guided = uncond + guide_scale * (cond - uncond)
+        guided = classifier_free_guidance(uncond, cond, guide_scale)
         corrected.clear()
-        out = scheduler.step(guided[None], t, latents[None], return_dict=False)[0][0]
         if trace is not None:
             sigma = scheduler.sigmas[i]
-            trace.update({f"{prefix}step.{i}.latent_model_input": latents.clone(),
+            trace.update({f"{prefix}step.{i}.latent_model_input": x[0].clone(),
                           f"{prefix}step.{i}.noise_pred_cond": cond, f"{prefix}step.{i}.noise_pred_uncond": uncond,
-                          f"{prefix}step.{i}.guided": guided, f"{prefix}step.{i}.x0_pred": latents - sigma * guided,
-                          f"{prefix}step.{i}.latents_after": out.clone()})
+                          f"{prefix}step.{i}.guided": guided, f"{prefix}step.{i}.x0_pred": x[0] - sigma * guided})
+        return guided[None]
+
+    def after(i: int, t: torch.Tensor, stepped: tuple) -> torch.Tensor:
+        if trace is not None:
+            trace[f"{prefix}step.{i}.latents_after"] = stepped[0][0].clone()
             if "x" in corrected:
                 trace[f"{prefix}step.{i}.corrected_sample"] = corrected["x"][0]
-        latents = out
-    return latents
+        return stepped[0]
+
+    return denoise(predict, scheduler, latents[None], after_step=after)[0]
 
 
 # ------------------------------------------------------------------ source preparation and the VAE, as the official code
