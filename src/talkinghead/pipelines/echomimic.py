@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler
+from diffusers import DDIMScheduler
 
 from ..config import AnimateConfig
 from ..errors import InputError
 from ..models.echomimic import EchoMimicNet
-from ..nn.reference_attention import ReferenceBank, attach_reference
 from ..sampling import denoise, split_guidance
 from ..types import Portrait, Speech
+from .hallo import ReferenceNetPipeline
 
 if TYPE_CHECKING:
     from ..audio.whisper import WhisperFeatures
@@ -86,24 +86,11 @@ def shifted(window: list[int], step_index: int, shift: int, num_frames: int) -> 
     return [(i + step_index * shift) % num_frames for i in window]
 
 
-class EchoMimicPipeline:
+class EchoMimicPipeline(ReferenceNetPipeline):
     """Owns the loaded parts (net with its reference bank, VAE, scheduler); every stage is a method."""
 
-    def __init__(self, net: EchoMimicNet, vae: AutoencoderKL, scheduler: DDIMScheduler | None = None,
-                 bank_dtype: torch.dtype | None = torch.float16):
-        self.net = net.eval()
-        self.vae = vae.eval()
-        self.scheduler = scheduler or DDIMScheduler(**DEFAULT_SCHEDULER)
-        self.bank = ReferenceBank(dtype=bank_dtype)
-        attach_reference(net.reference_unet, net.denoising_unet, self.bank)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
+    net: EchoMimicNet
+    default_scheduler = DEFAULT_SCHEDULER
 
     # -- images <-> latents ----------------------------------------------------------------------------
     @torch.no_grad()

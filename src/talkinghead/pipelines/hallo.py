@@ -52,14 +52,18 @@ class ClipCondition:
     groups: int = 2  # 2 with guidance, 1 without
 
 
-class HalloPipeline:
-    """Owns the loaded parts; every step of sampling is a method, so tests and `verify` run the same code."""
+class ReferenceNetPipeline:
+    """The loaded parts of a ReferenceNet system (Hallo, EchoMimic): the net with its reference bank attached
+    (reference UNet writes, denoising UNet reads), the VAE and the scheduler (the system's official one unless
+    another is given)."""
 
-    def __init__(self, net: HalloNet, vae: AutoencoderKL, scheduler: DDIMScheduler | None = None,
+    default_scheduler: dict = DEFAULT_SCHEDULER
+
+    def __init__(self, net, vae: AutoencoderKL, scheduler: DDIMScheduler | None = None,
                  bank_dtype: torch.dtype | None = torch.float16):
         self.net = net.eval()
         self.vae = vae.eval()
-        self.scheduler = scheduler or DDIMScheduler(**DEFAULT_SCHEDULER)
+        self.scheduler = scheduler or DDIMScheduler(**self.default_scheduler)
         self.bank = ReferenceBank(dtype=bank_dtype)
         attach_reference(net.reference_unet, net.denoising_unet, self.bank)
 
@@ -70,6 +74,12 @@ class HalloPipeline:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.net.parameters()).dtype
+
+
+class HalloPipeline(ReferenceNetPipeline):
+    """Owns the loaded parts; every step of sampling is a method, so tests and `verify` run the same code."""
+
+    net: HalloNet
 
     # -- images <-> latents ----------------------------------------------------------------------------
     @torch.no_grad()
