@@ -50,7 +50,25 @@ def feathered(side: int, border: float = 0.18) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-class CheckpointAnimator:
+class _PortraitClock:
+    """What every engine tells the writer: its frame rate and size, and how many frames a speech takes."""
+
+    config: AnimateConfig
+    portrait: Portrait
+
+    @property
+    def fps(self) -> float:
+        return self.config.render.fps
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.portrait.size
+
+    def n_frames(self, speech: Speech) -> int:
+        return max(1, int(np.ceil(speech.duration * self.fps - 1e-9)))
+
+
+class CheckpointAnimator(_PortraitClock):
     """Engine interface (`fps`, `frame_size`, `n_frames`, `frames`) over a trained reference-video model."""
 
     engine = "emo"
@@ -111,17 +129,6 @@ class CheckpointAnimator:
             for i, p in enumerate(params):
                 p.copy_(shadow[f"shadow.{i}"])
         self.system.requires_grad_(False)
-
-    @property
-    def fps(self) -> float:
-        return self.config.render.fps
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self.portrait.size
-
-    def n_frames(self, speech: Speech) -> int:
-        return max(1, int(np.ceil(speech.duration * self.fps - 1e-9)))
 
     def audio_windows(self, speech: Speech, n: int) -> torch.Tensor:
         """(n, W, mel_per_frame, 80): each frame's log-mel and its +-audio_context neighbours, zeros outside."""
@@ -216,7 +223,7 @@ def portrait_end_effectors(portrait: Portrait) -> dict[str, torch.Tensor]:
             "body_mask": torch.from_numpy(k.body_mask.astype(np.float32))}
 
 
-class MidasAnimator:
+class MidasAnimator(_PortraitClock):
     """MIDAS from its autoregressive-stage checkpoint (which names the autoencoder checkpoint it was trained on):
     the portrait's latent fills the reference slot, log-mel features resampled as in training drive the
     frame-causal transformer chunk by chunk, and the autoencoder decodes each frame as it comes (streaming)."""
@@ -257,17 +264,6 @@ class MidasAnimator:
         image = torch.from_numpy(self.portrait.image).permute(2, 0, 1).float()[None] / 127.5 - 1.0
         self.reference = F.interpolate(image, size=(h * s, w * s), mode="bilinear", antialias=True,
                                        align_corners=False)
-
-    @property
-    def fps(self) -> float:
-        return self.config.render.fps
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self.portrait.size
-
-    def n_frames(self, speech: Speech) -> int:
-        return max(1, int(np.ceil(speech.duration * self.fps - 1e-9)))
 
     @torch.no_grad()
     def frames(self, speech: Speech) -> Iterator[np.ndarray]:
