@@ -24,7 +24,7 @@ import numpy as np
 from ..audio.features import n_frames
 from ..config import MotionConfig
 from ..errors import InputError
-from ..io import VideoWriter, check_audio_bitrate, check_output_path, load_audio
+from ..io import check_audio_bitrate, check_output_path, load_audio
 from ..motion import MotionGenerator
 from ..types import SAMPLE_RATE, AudioTrack, MotionFrame, Speech
 from ..utils import prefetch
@@ -282,8 +282,7 @@ def dub(video, audio, output: str | os.PathLike, text: str | None = None, option
     `audio_bitrate` kb/s, None: transparent default). `cancel`, when set, stops between frames (raising
     service.Cancelled); `on_progress` gets the fraction of frames written. Returns the output path; a
     failure leaves no file behind."""
-    from ..service import Cancelled, check_preview, load_speech, progress_bar, read_transcript, with_transcript
-    from ..service import write_contact_sheet
+    from ..service import check_preview, load_speech, read_transcript, render_to_file, with_transcript
 
     if options is None:
         options = DubOptions(**kw)
@@ -303,25 +302,19 @@ def dub(video, audio, output: str | os.PathLike, text: str | None = None, option
         track_audio = _trim(speech, dubber.n_estimate / fps)
     if options.keep_original_audio is not None:
         track_audio = _mix(track_audio, source, options.keep_original_audio, dubber.n_estimate / fps)
-    total = max(dubber.n_estimate, 1)
-    picks = set(np.linspace(0, total - 1, min(12, total)).round().astype(int).tolist())
-    sheet = []
-    bar = progress_bar(total, progress, out.name)
-    try:
-        with VideoWriter(out, dubber.fps, dubber.size, audio=track_audio, audio_bitrate=bitrate) as writer:
-            for i, (_, frame) in enumerate(dubber.frames()):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled  # the writer deletes its partial file
-                writer.write(frame)
-                if preview_path is not None and i in picks:
-                    sheet.append(frame)
-                if bar is not None:
-                    bar.update(1)
-                if on_progress is not None:
-                    on_progress(min(1.0, (i + 1) / total))
-    finally:
-        if bar is not None:
-            bar.close()
-    if preview_path is not None and sheet:
-        write_contact_sheet(sheet, preview_path)
-    return out
+    return render_to_file(_DubbedFrames(dubber), track_audio, out, preview_path, progress, bitrate, cancel,
+                          on_progress)
+
+
+class _DubbedFrames:
+    """The dubber as the render service sees an engine: frame rate, size, a frame count and the frames."""
+
+    def __init__(self, dubber: "Dubber"):
+        self.dubber = dubber
+        self.fps, self.frame_size = dubber.fps, dubber.size
+
+    def n_frames(self, speech: Speech) -> int:
+        return max(self.dubber.n_estimate, 1)
+
+    def frames(self, speech: Speech) -> Iterator[np.ndarray]:
+        return (frame for _, frame in self.dubber.frames())
