@@ -36,7 +36,7 @@ def is_audio_fixture(folder: Path) -> bool:
 def fixture_folders(root: Path) -> tuple[list[Path], list[Path]]:
     """(net folders, audio folders) at `root` or one level below it."""
     if not root.is_dir():
-        raise InputError(f"{root} is not a folder", "pass a Hallo reference-data folder, e.g. ../shared/fixtures/hallo")
+        raise InputError(f"{root} is not a folder", "pass a Hallo reference-data folder (made by running the official code on a tiny config)")
     candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir())
     nets = [p for p in candidates if is_net_fixture(p)]
     audios = [p for p in candidates if is_audio_fixture(p)]

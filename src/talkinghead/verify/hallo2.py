@@ -37,7 +37,7 @@ def is_long_fixture(folder: Path) -> bool:
 def verify_hallo2(root: Path) -> list[Check]:
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"{root} is not a folder", "pass a Hallo2 reference-data folder, e.g. ../shared/fixtures/hallo2")
+        raise InputError(f"{root} is not a folder", "pass a Hallo2 reference-data folder (made by running the official code on a tiny config)")
     candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir())
     checks: list[Check] = []
     found = False
@@ -195,7 +195,7 @@ def find_hallo_weights(folder: Path, sha: str | None) -> tuple[Path, bool]:
         return candidates[0], False
     raise InputError(f"{folder.name} ran the Hallo net with sha256 {sha}, but no Hallo reference folder with that "
                      f"net.pth was found (looked in {', '.join(str(r) for r in roots)})",
-                     "put the Hallo reference data (../shared/fixtures/hallo) beside the Hallo2 folder")
+                     "put the Hallo reference-data folder (named hallo) beside the Hallo2 one")
 
 
 def check_long_video(folder: Path) -> list[Check]:

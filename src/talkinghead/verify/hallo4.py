@@ -33,7 +33,7 @@ def is_fixture(folder: Path) -> bool:
 
 def fixture_folders(root: Path) -> list[Path]:
     if not root.is_dir():
-        raise InputError(f"{root} is not a folder", "pass a Hallo4 reference-data folder, e.g. ../shared/fixtures/hallo4")
+        raise InputError(f"{root} is not a folder", "pass a Hallo4 reference-data folder (made by running the official code on a tiny config)")
     found = [p for p in [root] + sorted(q for q in root.iterdir() if q.is_dir()) if is_fixture(p)]
     if not found:
         raise InputError(f"{root} holds no Hallo4 reference data",

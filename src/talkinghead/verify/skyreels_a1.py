@@ -38,7 +38,7 @@ def is_fixture(folder: Path) -> bool:
 def fixture_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         raise InputError(f"{root} is not a folder",
-                         "pass a SkyReels-A1 reference-data folder, e.g. ../shared/fixtures/skyreels_a1")
+                         "pass a SkyReels-A1 reference-data folder (made by running the official code on a tiny config)")
     found = [p for p in [root] + sorted(p for p in root.iterdir() if p.is_dir()) if is_fixture(p)]
     if not found:
         raise InputError(f"{root} holds no SkyReels-A1 reference data",
