@@ -21,5 +21,10 @@ class InputError(TalkingHeadError):
         return self.message if not self.hint else f"{self.message}\n  how to fix: {self.hint}"
 
 
+class TooLongError(InputError):
+    """The media is longer than the limit it was given (`--max-seconds`, or a server's cap). Interfaces tell it
+    apart by type, not by its words: the HTTP API answers it with its own error code."""
+
+
 class CheckpointError(TalkingHeadError):
     """A checkpoint folder is missing files or holds files we refuse to load."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import AnimateConfig
-from .errors import InputError
+from .errors import InputError, TooLongError
 from .io import VideoWriter, as_portrait, load_audio
 from .types import Speech
 from .utils import prefetch
@@ -55,7 +55,7 @@ def load_speech(audio, max_seconds: float) -> Speech:
 
         audio = as_speech(audio)
     if audio.duration > max_seconds:
-        raise InputError(f"audio is {audio.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
+        raise TooLongError(f"audio is {audio.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
                          "trim it or raise --max-seconds")
     return audio
 
@@ -80,7 +80,7 @@ def spoken(text: str, voice: str, max_seconds: float) -> Speech:
 
     speech = synthesize(text, voice=voice)
     if speech.duration > max_seconds:
-        raise InputError(f"the speech is {speech.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
+        raise TooLongError(f"the speech is {speech.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
                          "shorten the text or raise --max-seconds")
     return speech
 

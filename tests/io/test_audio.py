@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from talkinghead.errors import InputError
+from talkinghead.errors import InputError, TooLongError
 from talkinghead.io import as_speech, encode_frames, load_audio
 from talkinghead.io import audio as audio_mod
 from talkinghead.types import SAMPLE_RATE, Speech
@@ -156,7 +156,7 @@ def test_empty_audio(tmp_path, n_samples):
 
 def test_too_long_from_metadata(tmp_path):
     path = write_wav(tmp_path / "long.wav", np.zeros(3 * 16000, np.int16))
-    with pytest.raises(InputError) as e:
+    with pytest.raises(TooLongError) as e:  # an InputError interfaces tell apart by its type
         load_audio(path, max_seconds=1)
     assert e.value.message == "audio is 3.0 s long, more than --max-seconds 1"
     assert e.value.hint == "trim it or raise --max-seconds"
@@ -166,7 +166,7 @@ def test_too_long_from_metadata(tmp_path):
 def test_too_long_stops_decoding_without_metadata(tmp_path, monkeypatch):
     path = write_tone(tmp_path / "long.mp3", "libmp3lame", 44100, seconds=3.0)
     monkeypatch.setattr(audio_mod, "_metadata_duration", lambda container, stream: None)
-    with pytest.raises(InputError) as e:
+    with pytest.raises(TooLongError) as e:
         load_audio(path, max_seconds=1.0)
     assert "--max-seconds 1" in e.value.message
     assert "trim it or raise --max-seconds" in e.value.hint

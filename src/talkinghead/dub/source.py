@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, TooLongError
 
 _VIDEO_HINT = "pass a video file with a picture track (mp4, mov, mkv, webm, avi...)"
 MIN_FRAMES = 2  # a video shorter than this is a still image
@@ -80,7 +80,7 @@ class VideoSource:
         if self.width < 16 or self.height < 16:
             raise InputError(f"{p}: the picture is {self.width}x{self.height}, too small to dub", _VIDEO_HINT)
         if max_seconds is not None and self.duration is not None and self.duration > max_seconds:
-            raise InputError(f"the video is {self.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
+            raise TooLongError(f"the video is {self.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
                              "trim it or raise --max-seconds")
         self.max_seconds = max_seconds
         self.rotation = 0
@@ -117,7 +117,7 @@ class VideoSource:
                     t = float(f.time) if f.time is not None else n / float(self.fps)
                     t0 = t if t0 is None else t0
                     if self.max_seconds is not None and t - t0 > self.max_seconds:
-                        raise InputError(f"the video is longer than --max-seconds {self.max_seconds:g}",
+                        raise TooLongError(f"the video is longer than --max-seconds {self.max_seconds:g}",
                                          "trim it or raise --max-seconds")
                     img = f.to_ndarray(format="rgb24")
                     rot = int(round(getattr(f, "rotation", 0) or 0)) % 360

@@ -73,7 +73,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..config import DTYPES, SCHEDULERS, AnimateConfig, config_from_options, option_names
-from ..errors import InputError
+from ..errors import InputError, TooLongError
 from ..types import SAMPLE_RATE
 from .jobs import DubRequest, JobService, RenderRequest, ServiceError, relabel
 from .settings import Settings, make_settings
@@ -391,7 +391,7 @@ def check_speech(request: RenderRequest, settings: Settings) -> None:
     try:
         load_audio(request.audio, max_seconds=limit)
     except InputError as e:
-        if "max-seconds" not in e.message:
+        if not isinstance(e, TooLongError):
             raise _input_error(422, "invalid_audio", relabel(e, request.labels)) from None
         if server_limit:
             raise _too_long(f"the audio {request.labels.get(str(request.audio), '')}".rstrip(), limit) from None
@@ -511,7 +511,7 @@ def validate_dub(upload: Upload, settings: Settings) -> DubRequest:
     try:
         VideoSource(video, options.max_seconds)
     except InputError as e:
-        code = "video_too_long" if "max-seconds" in e.message else "invalid_video"
+        code = "video_too_long" if isinstance(e, TooLongError) else "invalid_video"
         raise _input_error(422, code, relabel(e, labels)) from None
     except (ValueError, TypeError, AttributeError, OSError):
         raise ServiceError(422, "invalid_video", f"cannot read the video {upload.filenames.get('video', '')}\n"
@@ -519,7 +519,7 @@ def validate_dub(upload: Upload, settings: Settings) -> DubRequest:
     try:
         load_audio(audio, max_seconds=options.max_seconds)
     except InputError as e:
-        code = "audio_too_long" if "max-seconds" in e.message else "invalid_audio"
+        code = "audio_too_long" if isinstance(e, TooLongError) else "invalid_audio"
         raise _input_error(422, code, relabel(e, labels)) from None
     return DubRequest(video, audio, text, options, labels)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, TooLongError
 from ..types import SAMPLE_RATE, AudioTrack, Speech
 
 SUPPORTED_AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aac")
@@ -65,8 +65,8 @@ class _Interleaved:
         return self.buf
 
 
-def _too_long(seconds: float, max_seconds: float) -> InputError:
-    return InputError(f"audio is {seconds:.1f} s long, more than --max-seconds {max_seconds:g}", _TOO_LONG_HINT)
+def _too_long(seconds: float, max_seconds: float) -> TooLongError:
+    return TooLongError(f"audio is {seconds:.1f} s long, more than --max-seconds {max_seconds:g}", _TOO_LONG_HINT)
 
 
 def _metadata_duration(container, stream) -> float | None:
@@ -223,7 +223,7 @@ def _decode(container, stream, max_seconds: float | None, meta: float | None, ke
     except av.FFmpegError:
         n_errors += 1  # a broken tail: keep what was decoded
     if limit is not None and total > limit:
-        raise InputError(f"audio is longer than --max-seconds {max_seconds:g}", _TOO_LONG_HINT)
+        raise TooLongError(f"audio is longer than --max-seconds {max_seconds:g}", _TOO_LONG_HINT)
     samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     original = None
     if keep is not None and keep.n:
