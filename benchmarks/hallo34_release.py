@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/hallo34_release.py [--repeats 3] [--quick]
 
-CPU (always, on the tiny reference data in ../shared/fixtures/hallo3 and hallo4):
+CPU (always, on the tiny reference data of Hallo3 and Hallo4 made by the official code):
 - Hallo3: the official sampling run (reference network once per clip, CFG rows in one batch, SDPA), seconds and
   max |diff| of the final latents against the official run.
 - Hallo4: one clip as the official code runs it (two model calls per step) and with `batched_cfg` (one call with

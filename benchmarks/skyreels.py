@@ -1,7 +1,7 @@
 """SkyReels-A1 / SkyReels-A2 release pipelines: time per clip and the parity of each speed option, measured in one
 run.
 
-    .venv/bin/python benchmarks/skyreels.py            # the tiny release folders of ../shared/fixtures, CPU
+    .venv/bin/python benchmarks/skyreels.py            # the tiny release folders of the reference data, CPU
     .venv/bin/python benchmarks/skyreels.py --gpu      # also the official sizes on a GPU (random weights)
 
 Prints, on the tiny releases (the engines' own code, nothing stubbed):

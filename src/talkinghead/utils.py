@@ -109,3 +109,17 @@ def select_trainable(model, train, freeze=()) -> list[str]:
         raise InputError("the stage's train/freeze patterns select no parameter",
                          "check the patterns against the model's parameter names")
     return names
+
+
+def resolve_device(name: str) -> str:
+    """A `--device` value as torch takes it: "auto" is the GPU when torch sees one, else the CPU; a GPU that
+    torch does not see is the user's mistake (InputError)."""
+    import torch
+
+    from .errors import InputError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name} asked for a GPU but torch sees none", "use --device cpu")
+    return name

@@ -78,7 +78,7 @@ class VQSuperResolutionConfig:
 
     @classmethod
     def from_reference_run(cls, d: dict) -> "VQSuperResolutionConfig":
-        """From a reference-data `config.json` (../shared/fixtures/hallo2/hallo2_sr_tiny layout)."""
+        """From the `config.json` of a super-resolution reference-data folder (hallo2_sr_tiny layout)."""
         vq, cf = d["vq_constructor"], d["codeformer_constructor"]
         config = cls(img_size=vq["img_size"], nf=vq["nf"], ch_mult=vq["ch_mult"], res_blocks=vq["res_blocks"],
                      attn_resolutions=vq["attn_resolutions"], codebook_size=vq["codebook_size"],

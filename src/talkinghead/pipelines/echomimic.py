@@ -388,7 +388,7 @@ class EchoMimicAnimator:
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
         from ..face.landmarks import prepare
-        from .hallo_engine import _device
+        from ..utils import resolve_device
 
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
@@ -400,7 +400,7 @@ class EchoMimicAnimator:
             raise InputError(f"--engine echomimic renders square face crops with a side that is a multiple of "
                              f"{SIZE_MULTIPLE}, got --size {r.size} --crop {r.crop}",
                              "use --crop face and e.g. --size 512 (the official size)")
-        device = _device(d.device)
+        device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype != torch.float32 and device == "cpu":
             raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")

@@ -448,7 +448,8 @@ class Hallo3Animator:
         from ..face.embedding import make_embedder
         from ..face.landmarks import analyze
         from ..types import Portrait as P
-        from .hallo_engine import DTYPES, EMBEDDING_HINT, _device
+        from ..utils import resolve_device
+        from .hallo_engine import DTYPES, EMBEDDING_HINT
 
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
@@ -457,7 +458,7 @@ class Hallo3Animator:
                              f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder")
         if not d.face_embedding:
             raise InputError("--engine hallo3 needs a face identity embedding", EMBEDDING_HINT)
-        device, dtype = _device(d.device), DTYPES[d.dtype]
+        device, dtype = resolve_device(d.device), DTYPES[d.dtype]
         if dtype != torch.float32 and device == "cpu":
             raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")
         self.release = load_hallo3_release(d.checkpoint_dir, device, dtype)

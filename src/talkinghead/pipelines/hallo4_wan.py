@@ -266,7 +266,8 @@ class Hallo4Animator:
     def __init__(self, portrait: Portrait, config=None, warn: bool = True):
         from ..config import AnimateConfig
         from ..errors import InputError
-        from .hallo_engine import DTYPES, _device
+        from ..utils import resolve_device
+        from .hallo_engine import DTYPES
 
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
@@ -276,7 +277,7 @@ class Hallo4Animator:
         if not d.pose_video:
             raise InputError("--engine hallo4 needs --pose-video: the driving skeleton video (a DWPose rendering, "
                              "the official --src_video)", "render the skeleton of a driving video with DWPose")
-        device, dtype = _device(d.device), DTYPES[d.dtype]
+        device, dtype = resolve_device(d.device), DTYPES[d.dtype]
         if dtype != torch.float32 and device == "cpu":
             raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")
         self.release = load_hallo4_release(d.checkpoint_dir, device, dtype)

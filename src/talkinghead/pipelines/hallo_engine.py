@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..models.checkpoints import load_vae_folder, require_files
 from ..models.hallo import HalloConfig, HalloNet
 from ..types import Portrait, Speech
+from ..utils import resolve_device
 from .hallo import DEFAULT_SCHEDULER, HalloPipeline, SamplingConfig
 
 SIZE_MULTIPLE = 64  # latents are 1/8 of the image and the mask pyramid halves 3 more times
@@ -87,14 +88,6 @@ _CACHE: dict[tuple, tuple] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name} asked for a GPU but torch sees none", "use --device cpu")
-    return name
-
-
 def _scheduler(name: str):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
@@ -126,7 +119,7 @@ class HalloAnimator:
             raise InputError(f"--engine {self.variant} renders square face crops with a side that is a multiple "
                              f"of {SIZE_MULTIPLE}, got --size {r.size} --crop {r.crop}",
                              "use --crop face and e.g. --size 512 (the official size)")
-        device = _device(d.device)
+        device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype != torch.float32 and device == "cpu":
             raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")
@@ -262,7 +255,7 @@ class Hallo2Animator(HalloAnimator):
             raise InputError("--sr-fidelity and --sr-keep-last-frame set the super-resolution stage",
                              "add --super-resolution, or leave them out")
         if d.super_resolution:
-            self.sr = load_super_resolution_release(d.checkpoint_dir, _device(d.device))
+            self.sr = load_super_resolution_release(d.checkpoint_dir, resolve_device(d.device))
         self.sr_fidelity = SR_FIDELITY if d.sr_fidelity is None else float(d.sr_fidelity)
 
     @property

@@ -38,6 +38,7 @@ from ..nn.landmark_guider import guidance_tensor, motion_landmarks, release_cont
 from ..nn.multi_reference import compose_subject
 from ..sampling import classifier_free_guidance, denoise
 from ..types import FaceAnalysis, MotionTrack, Portrait, Speech
+from ..utils import resolve_device
 
 SIGLIP_MEAN = SIGLIP_STD = 0.5  # SigLIP image normalisation
 VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
@@ -427,14 +428,6 @@ def load_a1_release_cached(folder: str | Path, dtype: torch.dtype, device: str):
         return _A1_CACHE[key]
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name} asked for a GPU but torch sees none", "use --device cpu")
-    return name
-
-
 class SkyReelsA1Animator:
     """`--engine skyreels-a1`: the official SkyReels-A1-5B folder animates the portrait, driven by our
     audio-to-motion track (the warp engine's MotionTrack moving the portrait's FaceMesh landmarks) or, with
@@ -458,7 +451,7 @@ class SkyReelsA1Animator:
             raise InputError("--engine skyreels-a1 needs --checkpoint-dir",
                              "download the SkyReels-A1-5B release (huggingface.co/Skywork/SkyReels-A1) and pass "
                              "its folder (pretrained_models/SkyReels-A1-5B)")
-        self.device = _device(d.device)
+        self.device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype == torch.float16 and self.device == "cpu":
             raise InputError("--dtype fp16 needs a GPU", "use --dtype bf16 (the release's precision) or fp32 on a CPU")
@@ -827,7 +820,7 @@ class SkyReelsA2Animator:
         if not d.reference:
             raise InputError("--engine skyreels-a2 composes two or more references; only --image was given",
                              "add --reference IMAGE (an object, then a background; the last one is the background)")
-        self.device = _device(d.device)
+        self.device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype == torch.float16 and self.device == "cpu":
             raise InputError("--dtype fp16 needs a GPU", "use --dtype bf16 (the release's precision) or fp32 on a CPU")
