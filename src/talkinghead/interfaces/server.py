@@ -949,6 +949,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         message = f"{exc.detail}: {request.method} {request.url.path}\n  how to fix: see /docs for the routes"
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
+    async def accept(request: Request, file_fields: tuple[str, ...], validate) -> JSONResponse:
+        """A job slot, the upload streamed into its folder and checked by `validate`, then queued (202); the
+        slot is given back on any failure."""
+        boundary = check_upload_headers(request, settings.max_upload_bytes)
+        job = service.reserve()
+        try:
+            upload = await read_upload(request, boundary, job.folder, settings.max_upload_bytes, file_fields)
+            job_request = await run_in_threadpool(validate, upload, settings)
+        except BaseException:
+            service.release(job)
+            raise
+        service.submit(job, job_request)
+        return JSONResponse({"id": job.id}, status_code=202, headers={"Location": f"/v1/videos/{job.id}"})
+
     @app.post("/v1/videos", status_code=202, response_model=JobCreated, dependencies=auth, tags=["videos"],
               summary="Submit a portrait and speech; returns the job id",
               responses=_errors(400, *deny, 408, 413, 415, 422, 429, 503),
@@ -956,16 +970,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   "multipart/form-data": {"schema": _form_schema()}}}})
     async def submit(request: Request) -> JSONResponse:
         """Everything is checked before the job is queued: a 202 means it will render."""
-        boundary = check_upload_headers(request, settings.max_upload_bytes)
-        job = service.reserve()
-        try:
-            upload = await read_upload(request, boundary, job.folder, settings.max_upload_bytes)
-            render_request = await run_in_threadpool(validate_submission, upload, settings)
-        except BaseException:
-            service.release(job)
-            raise
-        service.submit(job, render_request)
-        return JSONResponse({"id": job.id}, status_code=202, headers={"Location": f"/v1/videos/{job.id}"})
+        return await accept(request, FILE_FIELDS, validate_submission)
 
     @app.post("/v1/dubs", status_code=202, response_model=JobCreated, dependencies=auth, tags=["dubs"],
               summary="Submit a video and new speech to re-sync its lips; returns the job id",
@@ -975,16 +980,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   "multipart/form-data": {"schema": _dub_schema()}}}})
     async def submit_dub(request: Request) -> JSONResponse:
         """Checked like a video submission; the same limits, queue and errors."""
-        boundary = check_upload_headers(request, settings.max_upload_bytes)
-        job = service.reserve()
-        try:
-            upload = await read_upload(request, boundary, job.folder, settings.max_upload_bytes, DUB_FILE_FIELDS)
-            dub_request = await run_in_threadpool(validate_dub, upload, settings)
-        except BaseException:
-            service.release(job)
-            raise
-        service.submit(job, dub_request)
-        return JSONResponse({"id": job.id}, status_code=202, headers={"Location": f"/v1/videos/{job.id}"})
+        return await accept(request, DUB_FILE_FIELDS, validate_dub)
 
     @app.get("/v1/videos/{job_id}", response_model=JobStatus, dependencies=auth, tags=["videos"],
              summary="A job's status and progress", responses=_errors(*deny, 404))
