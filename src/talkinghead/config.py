@@ -2,155 +2,255 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .errors import InputError
 
 LOOKAHEAD = 0.12  # s, the motion generator never looks further into the audio than this
 
 
-# One line of help per control, shown by the CLI (--help) and the web app (slider info)
-HELP = {
-    "head_motion": "head movement: 0 = still, 1 = natural, 2 = lively",
-    "blink_rate": "blinks per minute (0 = never)",
-    "gaze": "camera (steady) or wander",
-    "mouth_scale": "mouth movement: 0 = none, 1 = natural, 2 = exaggerated",
-    "smile": "smile held throughout, 0..1",
-    "brows": "brow lifts on emphasis, 0 = never .. 2 = expressive",
-    "lips_only": "only the mouth region moves",
-    "seed": "random seed: all randomness of the render (motion, blinks, gaze; diffusion noise)",
-    "fps": "frames per second",
-    "size": "output size in pixels (side of the square face crop, or longest side with --crop full)",
-    "crop": "face (square crop around the face) or full (keep the whole picture)",
-    "face_index": "which face when the picture has several (0 = largest)",
-    "max_seconds": "refuse audio longer than this",
-}
+@dataclass(frozen=True)
+class Control:
+    """How one config field is offered to users: its help line, range or choices, unit and who may set it.
+    The CLI flags, the web app's components, the HTTP API's form and OpenAPI schema, the README's control table
+    and validation all read this, so a control is declared once, as a field of a section below."""
+
+    help: str
+    range: tuple[float, float | None] | None = None  # inclusive bounds; None as the upper bound: unbounded
+    choices: tuple[str, ...] = ()
+    unit: str = ""
+    step: float | None = None  # a slider's step in the web app (a number without one is a plain number box)
+    integer: bool = False  # whole numbers only
+    kind: str | None = None  # "path" / "paths" for files named on this machine (default: from the field type)
+    client: bool = True  # False: only whoever runs talkinghead sets it (paths, devices), not a remote client
 
 
-def _check_range(name: str, value, lo: float, hi: float) -> None:
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{flag} must be a number, got {value!r}", f"pass a value between {lo} and {hi}")
-    if not (lo <= float(value) <= hi):  # also rejects NaN
-        raise InputError(f"{flag} must be between {lo} and {hi}, got {value}", f"pass a value between {lo} and {hi}")
+def control(default=MISSING, *, default_factory=MISSING, **meta):
+    """A dataclass field that is a user control; `meta` are Control's fields."""
+    return field(default=default, default_factory=default_factory, metadata={"control": Control(**meta)})
 
 
-@dataclass
-class MotionConfig:
-    """The controls users ask for. Defaults give a natural, lively-but-calm speaker."""
+@dataclass(frozen=True)
+class ControlSpec:
+    """One control as interfaces see it: config field `name` of `section`, its value kind and declaration."""
 
-    head_motion: float = 1.0  # 0 = still head .. 1 = natural .. 2 = lively
-    blink_rate: float = 20.0  # blinks per minute (0 = never)
-    gaze: str = "camera"  # "camera" (steady) or "wander"
-    mouth_scale: float = 1.0  # 0 = mouth never moves .. 2 = exaggerated
-    smile: float = 0.0  # 0 = neutral .. 1 = broad smile held throughout
-    brows: float = 1.0  # brow lift on emphasis: 0 = never .. 2 = expressive
-    lips_only: bool = False  # only the mouth region moves (no head, blinks, brows or gaze)
-    seed: int = 0  # all randomness (head, blinks, gaze) comes from this seed
+    name: str
+    section: str
+    kind: str  # bool | int | float | str | path | paths
+    optional: bool  # None is a valid value (meaning: the engine's own default)
+    default: object
+    meta: Control
 
-    def validate(self) -> "MotionConfig":
-        _check_range("head_motion", self.head_motion, 0.0, 2.0)
-        _check_range("blink_rate", self.blink_rate, 0.0, 60.0)
-        _check_range("mouth_scale", self.mouth_scale, 0.0, 2.0)
-        _check_range("smile", self.smile, 0.0, 1.0)
-        _check_range("brows", self.brows, 0.0, 2.0)
-        if self.gaze not in ("camera", "wander"):
-            raise InputError(f"--gaze must be 'camera' or 'wander', got {self.gaze!r}", "use --gaze camera or --gaze wander")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}", "e.g. --seed 0")
-        return self
+    @property
+    def flag(self) -> str:
+        """The command-line spelling, also used for form fields and query parameters: `head-motion`."""
+        return self.name.replace("_", "-")
 
+    @property
+    def label(self) -> str:
+        """The words a person reads: `head motion`."""
+        return self.name.replace("_", " ")
 
-@dataclass
-class RenderConfig:
-    """Output geometry and timing."""
+    def describe(self) -> str:
+        """The help line with range, choices, unit and default, as `--help` and the README show it."""
+        m, extra = self.meta, []
+        if m.choices:
+            extra.append(" | ".join(m.choices))
+        elif m.range is not None:
+            lo, hi = m.range
+            extra.append(f"{lo:g}..{hi:g}" if hi is not None else f">= {lo:g}")
+        if m.unit:
+            extra.append(m.unit)
+        if not (self.default is None or self.default is False or self.default == ()):
+            extra.append(f"default {self.default}")
+        return m.help + (f" ({'; '.join(extra)})" if extra else "")
 
-    fps: float = 25.0
-    size: int = 512  # output side (crop="face") or longest side (crop="full"), pixels
-    crop: str = "face"  # "face": square crop centred on the face; "full": keep the whole frame
-    face_index: int | None = None  # which face when there are several (0 = largest)
-    max_seconds: float = 600.0  # refuse longer audio
-
-    def validate(self) -> "RenderConfig":
-        _check_range("fps", self.fps, 1.0, 60.0)
-        _check_range("size", self.size, 64, 2048)
-        if int(self.size) != self.size:
-            raise InputError(f"--size must be a whole number of pixels, got {self.size}", "e.g. --size 512")
-        self.size = int(self.size)
-        if self.crop not in ("face", "full"):
-            raise InputError(f"--crop must be 'face' or 'full', got {self.crop!r}", "use --crop face or --crop full")
-        if self.face_index is not None and (not isinstance(self.face_index, int) or self.face_index < 0):
-            raise InputError(f"--face-index must be a non-negative integer, got {self.face_index!r}", "0 is the largest face")
-        _check_range("max_seconds", self.max_seconds, 0.1, 24 * 3600)
-        return self
+    def check(self, value):
+        """`value` validated (and normalised: whole floats to int for integer controls); InputError otherwise."""
+        m = self.meta
+        if value is None:
+            if self.optional:
+                return None
+            raise InputError("must be set", self.describe(), field=self.name)
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise InputError(f"must be true or false, got {value!r}", "", field=self.name)
+            return value
+        if self.kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise InputError(f"must be a number, got {value!r}", self.describe(), field=self.name)
+            if (m.integer or self.kind == "int") and not float(value).is_integer():
+                raise InputError(f"must be a whole number, got {value!r}", self.describe(), field=self.name)
+            if m.range is not None:
+                lo, hi = m.range
+                if value < lo or (hi is not None and value > hi):
+                    span = f"between {lo:g} and {hi:g}" if hi is not None else f"at least {lo:g}"
+                    raise InputError(f"must be {span}, got {value:g}", f"pass a value {span}", field=self.name)
+            return int(value) if (m.integer or self.kind == "int") else value
+        if m.choices and value not in m.choices:
+            raise InputError(f"must be one of {', '.join(m.choices)}, got {value!r}", self.describe(),
+                             field=self.name)
+        return value
 
 
 DTYPES = ("fp32", "fp16", "bf16")
 SCHEDULERS = ("ddim", "dpm")
 
 
+class _Section:
+    """Validation shared by the sections: every control field checked against its declaration."""
+
+    def validate(self):
+        for spec in section_controls(type(self)):
+            setattr(self, spec.name, spec.check(getattr(self, spec.name)))
+        return self
+
+
 @dataclass
-class DiffusionConfig:
+class MotionConfig(_Section):
+    """The controls users ask for. Defaults give a natural, lively-but-calm speaker."""
+
+    head_motion: float = control(1.0, help="head movement: 0 = still, 1 = natural, 2 = lively", range=(0.0, 2.0),
+                                 step=0.05)
+    blink_rate: float = control(20.0, help="blinks per minute (0 = never)", range=(0.0, 60.0), unit="per minute",
+                                step=1.0)
+    gaze: str = control("camera", help="where the eyes look: at the camera (steady) or wandering",
+                        choices=("camera", "wander"))
+    mouth_scale: float = control(1.0, help="mouth movement: 0 = none, 1 = natural, 2 = exaggerated",
+                                 range=(0.0, 2.0), step=0.05)
+    smile: float = control(0.0, help="smile held throughout: 0 = neutral .. 1 = broad", range=(0.0, 1.0), step=0.05)
+    brows: float = control(1.0, help="brow lifts on emphasis: 0 = never .. 2 = expressive", range=(0.0, 2.0),
+                           step=0.05)
+    lips_only: bool = control(False, help="only the mouth moves (no head motion, blinks, brows or gaze)")
+    seed: int = control(0, help="random seed: all randomness of the render (motion, blinks, gaze; diffusion noise)",
+                        range=(0, None), integer=True)
+
+
+@dataclass
+class RenderConfig(_Section):
+    """Output geometry, timing and encoding."""
+
+    fps: float = control(25.0, help="frames per second", range=(1.0, 60.0), unit="fps", step=1.0)
+    size: int = control(512, help="output side: of the square face crop, or the longest side with crop full",
+                        range=(64, 2048), integer=True, unit="px", step=16)
+    crop: str = control("face", help="face: a square crop around the face; full: the whole picture",
+                        choices=("face", "full"))
+    face_index: int | None = control(None, help="which face when the picture has several (0 = the largest)",
+                                     range=(0, None), integer=True)
+    max_seconds: float = control(600.0, help="refuse speech longer than this", range=(0.1, 24 * 3600.0), unit="s")
+    lossless: bool = control(False, help="encode the video losslessly (H.264 at quantiser 0): every decoded frame "
+                                         "is exactly the rendered one, for measuring and comparing; files are "
+                                         "several times larger")
+
+
+@dataclass
+class DiffusionConfig(_Section):
     """Settings of the diffusion engines; each engine honours the ones its registry entry lists."""
 
-    checkpoint_dir: str | None = None  # the official release folder (pretrained_models/)
-    face_embedding: str | None = None  # a 512-d embedding file, or an ArcFace .onnx model to compute it
-    steps: int | None = None  # denoising steps (None: the official 40)
-    guidance_scale: float | None = None  # classifier-free guidance (None: the official 3.5)
-    scheduler: str = "ddim"  # "ddim" (official) or "dpm" (DPM-Solver++, good at 15-25 steps)
-    dtype: str = "fp32"  # fp32 | fp16 | bf16 (half precision needs a GPU)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoint_dir: str | None = control(
+        None, kind="path", client=False,
+        help="weights folder: an official release folder, or one written by `talkinghead train` for systems "
+             "without released weights")
+    face_embedding: str | None = control(None, kind="path", client=False,
+                                         help="512-d identity embedding file, or an ArcFace .onnx model")
+    steps: int | None = control(None, help="denoising steps (default: the system's official count)",
+                                range=(1, 1000), integer=True)
+    guidance_scale: float | None = control(None, help="classifier-free guidance (default: the system's official "
+                                                      "scale)", range=(0.0, 30.0))
+    scheduler: str = control("ddim", help="ddim reproduces the official results; dpm (DPM-Solver++) needs fewer "
+                                          "steps", choices=SCHEDULERS)
+    dtype: str = control("fp32", help="weights and activations; fp16/bf16 need a GPU", choices=DTYPES)
+    device: str = control("auto", help="auto, cpu, cuda or cuda:N", client=False)
     # Hallo's hierarchical audio-driven synthesis: how strongly the audio drives each region (official 1.0)
-    pose_weight: float | None = None  # head pose / full-image branch
-    face_weight: float | None = None  # facial-expression branch
-    lip_weight: float | None = None  # lip-motion branch
-    # EchoMimic, SkyReels-A1: landmark-driven instead of audio-driven, from a driving video or a .npy
-    # landmark file
-    pose_video: str | None = None
-    # EchoMimic: average overlapping context windows also without guidance (official: summed there, a bug)
-    average_windows: bool = False
-    # EchoMimic: context windows per UNet call (official 1; more is faster on a GPU, same numbers up to rounding)
-    window_batch: int = 1
-    # Hallo3: the text prompt its T5 encoder reads (None: "A person is talking.")
-    prompt: str | None = None
-    # SkyReels-A2: reference images composed with --image, in order (the last is the background); a string holds
-    # paths separated by os.pathsep
-    reference: tuple[str, ...] = ()
-    # SkyReels-A2: drop only the 1 + 4 (n - 1) frames of the n reference slots from each clip (infer.py always
-    # drops 12, right only for 3 references: a bug that keeps reference frames or loses generated ones)
-    exact_reference_frames: bool = False
-    # Hallo2: restore the rendered frames with its video super-resolution network (`hallo2/net_g.pth`); frames
-    # are restored 16 at a time at the network's 512x512
-    super_resolution: bool = False
-    sr_fidelity: float | None = None  # Hallo2 SR fidelity weight w in [0, 1] (None: official 0.5; 0: codes only)
-    sr_keep_last_frame: bool = False  # Hallo2 SR: keep the last frame (official video_sr.py drops it, a bug)
+    pose_weight: float | None = control(None, range=(0.0, 5.0),
+                                        help="hallo/hallo2: how strongly the audio drives head pose (official 1.0)")
+    face_weight: float | None = control(None, range=(0.0, 5.0),
+                                        help="hallo/hallo2: how strongly the audio drives facial expression "
+                                             "(official 1.0)")
+    lip_weight: float | None = control(None, range=(0.0, 5.0),
+                                       help="hallo/hallo2: how strongly the audio drives the lips (official 1.0)")
+    pose_video: str | None = control(
+        None, kind="path", client=False,
+        help="echomimic: landmark-driven instead of audio-driven, from a driving video (its face landmarks) or a "
+             ".npy landmark file (frames, points, 2|3) in output pixels; skyreels-a1: the same sources, their "
+             "motion retargeted onto the portrait's landmarks (a .npy holds FaceMesh's 478 points); hallo4 "
+             "(required): the driving skeleton video, a DWPose-style rendering (the official --src_video)")
+    average_windows: bool = control(
+        False, help="echomimic: average overlapping context windows also at guidance scale <= 1 (fixes an "
+                    "official bug: without guidance the audio-driven pipeline sums them; off by default to keep "
+                    "the official numbers)")
+    window_batch: int = control(
+        1, range=(1, 64), integer=True,
+        help="echomimic: context windows per UNet call (1, as officially; more is faster on a GPU and gives the "
+             "same numbers up to float rounding, at more memory)")
+    prompt: str | None = control(None, help="hallo3, hallo4, skyreels-a2: the text prompt (default: the official "
+                                            "one, e.g. \"A person is talking.\")")
+    reference: tuple[str, ...] = control(
+        (), kind="paths", client=False,
+        help="skyreels-a2: another reference image composed with the portrait (repeat it; in order, the last is "
+             "the background, centre-cropped; the others are subjects padded with white, as the official "
+             "infer.py)")
+    exact_reference_frames: bool = control(
+        False, help="skyreels-a2: drop only the 1 + 4 (n - 1) frames of the n reference slots from each clip "
+                    "(fixes an official bug: infer.py always drops 12, which keeps reference frames with 4 or more "
+                    "references and loses generated ones with 2; off by default to keep the official output)")
+    super_resolution: bool = control(
+        False, help="hallo2: restore the frames with its video super-resolution network (needs hallo2/net_g.pth "
+                    "in the checkpoint folder); 16 frames at a time at 512x512, as the official video_sr.py")
+    sr_fidelity: float | None = control(None, range=(0.0, 1.0),
+                                        help="hallo2 super-resolution: fidelity weight w from 0 (codebook only) to "
+                                             "1 (official 0.5)")
+    sr_keep_last_frame: bool = control(
+        False, help="hallo2 super-resolution: keep the last frame (fixes an official bug: video_sr.py drops it; "
+                    "off by default to keep the official output)")
 
     def validate(self) -> "DiffusionConfig":
         if isinstance(self.reference, str):
             self.reference = tuple(p for p in self.reference.split(os.pathsep) if p)
         self.reference = tuple(self.reference or ())
+        super().validate()
         for path in self.reference:
             if not os.path.isfile(path):
-                raise InputError(f"--reference {path} does not exist", "pass an image file (jpg, png, webp, ...)")
-        if isinstance(self.window_batch, bool) or int(self.window_batch) != self.window_batch or \
-                not 1 <= self.window_batch <= 64:
-            raise InputError(f"--window-batch must be a whole number from 1 to 64, got {self.window_batch}",
-                             "e.g. --window-batch 4 on a GPU (1 is the official one window per call)")
-        for name in ("pose_weight", "face_weight", "lip_weight"):
-            if getattr(self, name) is not None:
-                _check_range(name, getattr(self, name), 0.0, 5.0)
-        if self.sr_fidelity is not None:
-            _check_range("sr_fidelity", self.sr_fidelity, 0.0, 1.0)
-        if self.steps is not None and (int(self.steps) != self.steps or not 1 <= self.steps <= 1000):
-            raise InputError(f"--steps must be a whole number from 1 to 1000, got {self.steps}", "e.g. --steps 40")
-        if self.guidance_scale is not None:
-            _check_range("guidance_scale", self.guidance_scale, 0.0, 30.0)
-        if self.scheduler not in SCHEDULERS:
-            raise InputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}",
-                             "ddim reproduces the official results; dpm needs fewer steps")
-        if self.dtype not in DTYPES:
-            raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}", "e.g. --dtype fp16")
+                raise InputError(f"{path} does not exist", "pass an image file (jpg, png, webp, ...)",
+                                 field="reference")
         return self
+
+
+# The sections of AnimateConfig, in the order interfaces show them (read at call time, so a control added to a
+# section anywhere shows up in every interface).
+SECTIONS: dict[str, type] = {"motion": MotionConfig, "render": RenderConfig, "diffusion": DiffusionConfig}
+
+
+def section_controls(cls) -> list[ControlSpec]:
+    """The controls of one section class, in declaration order."""
+    out = []
+    section = next((k for k, v in SECTIONS.items() if v is cls), cls.__name__)
+    for f in fields(cls):
+        meta = f.metadata.get("control")
+        if meta is None:
+            continue
+        kind_text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        optional = "None" in kind_text
+        kind = meta.kind or next((k for k in ("bool", "int", "float", "tuple", "str") if k in kind_text), "str")
+        kind = "paths" if kind == "tuple" else kind
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)
+        out.append(ControlSpec(f.name, section, kind, optional, default, meta))
+    return out
+
+
+def controls() -> list[ControlSpec]:
+    """Every control of every section, in the order interfaces show them."""
+    return [spec for cls in SECTIONS.values() for spec in section_controls(cls)]
+
+
+def markdown_controls() -> str:
+    """The README's control table (a test keeps it current)."""
+    rows = ["| option | section | what it does |", "|---|---|---|"]
+    for spec in controls():
+        text = spec.describe().replace("|", "\\|")
+        rows.append(f"| `--{spec.flag}` | {spec.section} | {text} |")
+    return "\n".join(rows)
 
 
 @dataclass
@@ -172,55 +272,55 @@ class AnimateConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AnimateConfig":
-        unknown = set(d) - {"motion", "render", "diffusion"}
+        unknown = set(d) - set(SECTIONS)
         if unknown:
-            raise InputError(f"unknown config section(s): {sorted(unknown)}", "use 'motion', 'render' and 'diffusion'")
-        return cls(motion=_from(MotionConfig, d.get("motion", {})), render=_from(RenderConfig, d.get("render", {})),
-                   diffusion=_from(DiffusionConfig, d.get("diffusion", {})))
+            raise InputError(f"unknown config section(s): {sorted(unknown)}", f"use {', '.join(SECTIONS)}")
+        return cls(**{name: _from(SECTIONS[name], d.get(name, {})) for name in SECTIONS})
 
 
-_SECTIONS = (("motion", MotionConfig), ("render", RenderConfig), ("diffusion", DiffusionConfig))
-
-
-def option_names() -> dict[str, tuple[str, type]]:
-    """Every control as its CLI spelling (`head-motion`) -> (section, field type name)."""
-    return {f.name.replace("_", "-"): (section, f.type) for section, cls in _SECTIONS for f in fields(cls)}
+def option_names() -> dict[str, ControlSpec]:
+    """Every control by its option spelling (`head-motion`)."""
+    return {spec.flag: spec for spec in controls()}
 
 
 def config_from_options(options: dict) -> AnimateConfig:
-    """An AnimateConfig from controls named like the CLI options (`head-motion`, `lips-only`...),
-    values as given by a form or query string (strings are parsed). Unknown names are refused."""
+    """An AnimateConfig from controls named like the CLI options (`head-motion`, `lips-only`...), values as
+    given by a form, a query string or argparse (strings are parsed). Unknown names are refused."""
     known = option_names()
-    sections: dict[str, dict] = {"motion": {}, "render": {}, "diffusion": {}}
+    sections: dict[str, dict] = {name: {} for name in SECTIONS}
     for name, value in options.items():
         key = name.replace("_", "-")
         if key not in known:
             raise InputError(f"unknown option {name!r}", f"known options: {', '.join(sorted(known))}")
-        section, kind = known[key]
-        sections[section][key.replace("-", "_")] = _parse(key, value, kind)
+        spec = known[key]
+        sections[spec.section][spec.name] = parse_value(spec, value)
     return AnimateConfig.from_dict(sections).validate()
 
 
-def _parse(flag: str, value, kind: str):
+def parse_value(spec: ControlSpec, value):
+    """A control's value from text (a form field, a query parameter, a command-line word); other values are
+    returned as they are, for `validate` to check."""
+    if spec.kind == "paths" and isinstance(value, str):
+        return tuple(p for p in value.split(os.pathsep) if p)
     if not isinstance(value, str):
         return value
     v = value.strip()
-    if kind in ("bool", bool):
+    if spec.kind == "bool":
         if v.lower() in ("1", "true", "yes", "on"):
             return True
         if v.lower() in ("0", "false", "no", "off", ""):
             return False
-        raise InputError(f"--{flag} must be true or false, got {value!r}", f"e.g. {flag}=true")
-    if v == "" and "None" in str(kind):
+        raise InputError(f"must be true or false, got {value!r}", "e.g. true", field=spec.name)
+    if v == "" and spec.optional:
         return None
-    if "int" in str(kind) or "float" in str(kind):
+    if spec.kind in ("int", "float"):
         try:
             num = float(v)
         except ValueError:
-            raise InputError(f"--{flag} needs a number, got {value!r}", f"e.g. {flag}=1") from None
-        if "int" in str(kind) and "float" not in str(kind):
+            raise InputError(f"needs a number, got {value!r}", spec.describe(), field=spec.name) from None
+        if spec.kind == "int" or spec.meta.integer:
             if not num.is_integer():
-                raise InputError(f"--{flag} needs a whole number, got {value!r}", f"e.g. {flag}=0")
+                raise InputError(f"needs a whole number, got {value!r}", spec.describe(), field=spec.name)
             return int(num)
         return num
     return v

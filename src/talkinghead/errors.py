@@ -1,4 +1,5 @@
-"""Errors a user can act on. Each carries what went wrong and how to fix it."""
+"""Errors a user can act on. Each carries what went wrong, how to fix it and, where one input or control is
+to blame, that field's name; interfaces word it their own way (a flag, a form field, a JSON error code)."""
 from __future__ import annotations
 
 
@@ -9,21 +10,52 @@ class TalkingHeadError(Exception):
 class InputError(TalkingHeadError):
     """The user's input is wrong (bad file, bad value). The CLI prints it and exits with code 2.
 
-    `message` says what is wrong; `hint` says how to fix it.
+    `message` says what is wrong; `hint` says how to fix it. With `field` (a control or input name as in
+    config.py, e.g. "head_motion", "audio"), `message` is the predicate about that field ("must be between 0 and
+    2, got 5") and each interface names the subject itself: `--head-motion` on the command line, `head_motion`
+    in the HTTP API, "head motion" in the web app. `code` is the stable identifier the HTTP API reports.
     """
 
-    def __init__(self, message: str, hint: str = ""):
+    code = "invalid_input"
+
+    def __init__(self, message: str, hint: str = "", field: str | None = None):
         self.message = message
         self.hint = hint
-        super().__init__(message if not hint else f"{message} — {hint}")
+        self.field = field
+        super().__init__(self.text() if not hint else f"{self.text()} — {hint}")
+
+    def text(self, subject: str | None = None) -> str:
+        """The message as one sentence, its field named `subject` (default: the field's own name)."""
+        if self.field is None:
+            return self.message
+        return f"{subject if subject is not None else self.field} {self.message}"
 
     def __str__(self) -> str:  # one clear line, fix included
-        return self.message if not self.hint else f"{self.message}\n  how to fix: {self.hint}"
+        return self.text() if not self.hint else f"{self.text()}\n  how to fix: {self.hint}"
 
 
 class TooLongError(InputError):
-    """The media is longer than the limit it was given (`--max-seconds`, or a server's cap). Interfaces tell it
-    apart by type, not by its words: the HTTP API answers it with its own error code."""
+    """The media is longer than the limit it was given (`max_seconds`, or a server's cap)."""
+
+    code = "too_long"
+
+
+class NoFaceError(InputError):
+    """No face was found where one is needed (a portrait, a video to dub, a driving video)."""
+
+    code = "no_face"
+
+
+class UnreadableMediaError(InputError):
+    """A file exists but cannot be decoded as the image, audio or video it should be (corrupt, empty, truncated)."""
+
+    code = "unreadable_media"
+
+
+class UnsupportedFormatError(InputError):
+    """A file's format or extension is one talkinghead does not read or write."""
+
+    code = "unsupported_format"
 
 
 class CheckpointError(TalkingHeadError):

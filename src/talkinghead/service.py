@@ -110,8 +110,9 @@ def progress_bar(total: int, enabled: bool, name: str):
 
 def render_to_file(animator, speech: Speech, out: Path, preview: Path | None = None, progress: bool = False,
                    audio_bitrate: int | None = None, cancel: threading.Event | None = None,
-                   on_progress: Callable[[float], None] | None = None) -> Path:
-    """Encode every frame of `speech` to `out` (atomically), optionally with a contact sheet.
+                   on_progress: Callable[[float], None] | None = None, lossless: bool = False) -> Path:
+    """Encode every frame of `speech` to `out` (atomically), optionally with a contact sheet; `lossless`
+    encodes at quantiser 0, so decoding gives back exactly the rendered frames.
     `animator` is any engine's animator (fps, frame_size, n_frames, frames); the audio track is
     `speech.original` when present (see VideoWriter), AAC at `audio_bitrate` bit/s (None: default).
     `cancel`, when set, stops between frames (raising Cancelled; the partial file is deleted);
@@ -121,7 +122,8 @@ def render_to_file(animator, speech: Speech, out: Path, preview: Path | None = N
     sheet = []
     bar = progress_bar(total, progress, out.name)
     try:
-        with VideoWriter(out, animator.fps, animator.frame_size, audio=speech, audio_bitrate=audio_bitrate) as writer:
+        with VideoWriter(out, animator.fps, animator.frame_size, audio=speech, audio_bitrate=audio_bitrate,
+                         lossless=lossless) as writer:
             for i, frame in enumerate(prefetch(animator.frames(speech))):  # render overlaps encode
                 if cancel is not None and cancel.is_set():
                     raise Cancelled  # the writer deletes its partial file
@@ -175,4 +177,5 @@ def render(engine: str, image, speech: Speech, output: Path, config: AnimateConf
     animator = make_animator(engine, as_portrait(image), config, warn)
     if cancel is not None and cancel.is_set():
         raise Cancelled
-    return render_to_file(animator, speech, Path(output), preview, progress, audio_bitrate, cancel, on_progress)
+    return render_to_file(animator, speech, Path(output), preview, progress, audio_bitrate, cancel, on_progress,
+                          lossless=config.render.lossless)

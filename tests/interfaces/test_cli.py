@@ -178,7 +178,7 @@ def test_preview_bad_extension(inputs, out_dir, capsys):
 @pytest.mark.parametrize("flag, value, phrase", [
     ("--head-motion", "3", "--head-motion must be between"),
     ("--blink-rate", "-1", "--blink-rate must be between"),
-    ("--gaze", "sideways", "--gaze must be"),
+    ("--gaze", "sideways", "--gaze: invalid choice"),
     ("--crop", "circle", "--crop must be"),
     ("--mouth-scale", "abc", "--mouth-scale needs a number"),
     ("--smile", "nan", "--smile must be between"),

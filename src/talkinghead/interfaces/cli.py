@@ -1,7 +1,7 @@
 """Command line: `talkinghead animate | say | dub | demo | voices | verify | systems | eval | bench | preprocess | synth
 | train | web | serve`.
 
-Every MotionConfig/RenderConfig field is an option named after it (`head_motion` -> --head-motion).
+Every control declared in config.py is an option named after it (`head_motion` -> --head-motion).
 A user mistake prints one message with the fix and exits with code 2, leaving no output file.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from ..config import DTYPES, HELP, SCHEDULERS, AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig
+from ..config import AnimateConfig, DiffusionConfig
 from ..errors import InputError, TalkingHeadError
 from ..systems import engine_names, verifier_names
 
@@ -31,20 +31,34 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _add_config_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("motion controls")
-    for cls, group in ((MotionConfig, g), (RenderConfig, p.add_argument_group("output"))):
-        for f in fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            default = f.default if f.default is not MISSING else None
-            if f.type in ("bool", bool):
-                group.add_argument(flag, action="store_true", help=HELP.get(f.name))
-            elif f.name in ("gaze", "crop"):
-                group.add_argument(flag, default=default, help=f"{HELP.get(f.name)} (default {default})")
-            else:
-                kind = int if f.name in ("seed", "face_index") else float
-                group.add_argument(flag, type=_number(kind, flag), default=default,
-                                   help=f"{HELP.get(f.name)} (default {default})")
+GROUPS = {"motion": ("motion controls", None), "render": ("output", None),
+          "diffusion": ("engine", "warp (default) runs anywhere; the others need weights in a local folder "
+                                  "(`talkinghead systems` lists what each needs)")}
+
+
+def _add_controls(p: argparse.ArgumentParser, sections: tuple[str, ...], groups: dict | None = None) -> None:
+    """One option per control declared in config.py (`head_motion` -> --head-motion), grouped by section
+    (into `groups[section]` where given)."""
+    from ..config import controls
+
+    groups = dict(groups or {})
+    for section in sections:
+        if section not in groups:
+            groups[section] = p.add_argument_group(*GROUPS.get(section, (section, None)))
+    for spec in controls():
+        if spec.section not in groups:
+            continue
+        g, flag, help_ = groups[spec.section], "--" + spec.flag, spec.describe().replace("%", "%%")
+        if spec.kind == "bool":
+            g.add_argument(flag, dest=spec.name, action="store_true", help=help_)
+        elif spec.kind == "paths":
+            g.add_argument(flag, dest=spec.name, action="append", default=[], metavar="PATH", help=help_)
+        elif spec.kind in ("int", "float"):
+            kind = int if spec.kind == "int" or spec.meta.integer else float
+            g.add_argument(flag, dest=spec.name, type=_number(kind, flag), default=spec.default, help=help_)
+        else:
+            g.add_argument(flag, dest=spec.name, default=spec.default, choices=spec.meta.choices or None,
+                           metavar="PATH" if spec.kind == "path" else None, help=help_)
 
 
 def _number(kind, flag):
@@ -59,12 +73,11 @@ def _number(kind, flag):
 
 
 def _config(args) -> AnimateConfig:
-    m = {f.name: getattr(args, f.name) for f in fields(MotionConfig)}
-    r = {f.name: getattr(args, f.name) for f in fields(RenderConfig)}
-    if r["size"] is not None and float(r["size"]).is_integer():
-        r["size"] = int(r["size"])
-    d = {f.name: getattr(args, f.name) for f in fields(DiffusionConfig)}
-    return AnimateConfig(MotionConfig(**m), RenderConfig(**r), DiffusionConfig(**d)).validate()
+    """The AnimateConfig of a command's control options (each validated against its declaration)."""
+    from ..config import config_from_options, controls
+
+    return config_from_options({spec.flag: getattr(args, spec.name) for spec in controls()
+                                if hasattr(args, spec.name)})
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -185,7 +198,7 @@ def _common(p) -> None:
     p.add_argument("--audio-bitrate", metavar="KBPS",
                    help="AAC bit rate of the video's sound in kb/s, e.g. 192 or 192k (default: transparent, "
                         "96 per channel; the sound keeps the input's sample rate and channels)")
-    _add_config_options(p)
+    _add_controls(p, ("motion", "render"))
     _add_engine_options(p)
 
 
@@ -236,51 +249,10 @@ def _dub(args) -> int:
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("engine", "warp (default) runs anywhere; the others need weights in a local folder "
-                                       "(`talkinghead systems` lists what each needs)")
+    """--engine and the diffusion engines' controls."""
+    g = p.add_argument_group(*GROUPS["diffusion"])
     g.add_argument("--engine", default="warp", choices=engine_names(), help="which engine renders")
-    g.add_argument("--checkpoint-dir", help="weights folder: an official release folder, or one written by "
-                                            "`talkinghead train` for systems without released weights")
-    g.add_argument("--face-embedding", help="512-d identity embedding file, or an ArcFace .onnx model")
-    g.add_argument("--steps", type=_number(int, "--steps"), help="denoising steps (default: official 40)")
-    g.add_argument("--guidance-scale", type=_number(float, "--guidance-scale"),
-                   help="classifier-free guidance (default: official 3.5)")
-    g.add_argument("--scheduler", default="ddim", choices=SCHEDULERS, help="ddim (official) or dpm (fewer steps)")
-    g.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp16/bf16 need a GPU")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--pose-video", help="echomimic: landmark-driven instead of audio-driven; a driving video (its "
-                                        "face landmarks) or a .npy landmark file (frames, points, 2|3) in output pixels; "
-                                        "skyreels-a1: the same sources, their motion retargeted onto the portrait's "
-                                        "landmarks (a .npy holds FaceMesh's 478 points); hallo4 (required): the "
-                                        "driving skeleton video, a DWPose-style rendering (the official --src_video)")
-    g.add_argument("--average-windows", action="store_true",
-                   help="echomimic: average overlapping context windows also at --guidance-scale <= 1 (fixes an "
-                        "official bug: without guidance the audio-driven pipeline sums them; off by default to "
-                        "keep the official numbers)")
-    g.add_argument("--window-batch", type=_number(int, "--window-batch"), default=1,
-                   help="echomimic: context windows per UNet call (default 1, as officially; more is faster on a "
-                        "GPU and gives the same numbers up to float rounding, at more memory)")
-    g.add_argument("--prompt", help="hallo3, hallo4, skyreels-a2: the text prompt (default: the official one, "
-                                    "e.g. \"A person is talking.\")")
-    g.add_argument("--reference", action="append", default=[], metavar="IMAGE",
-                   help="skyreels-a2: another reference image composed with --image (repeat it; in order, the "
-                        "last is the background, centre-cropped; the others are subjects padded with white, "
-                        "as the official infer.py)")
-    g.add_argument("--exact-reference-frames", action="store_true",
-                   help="skyreels-a2: drop only the 1 + 4 (n - 1) frames of the n reference slots from each clip "
-                        "(fixes an official bug: infer.py always drops 12, which keeps reference frames with 4 or "
-                        "more references and loses generated ones with 2; off by default to keep the official output)")
-    g.add_argument("--super-resolution", action="store_true",
-                   help="hallo2: restore the frames with its video super-resolution network (needs hallo2/net_g.pth "
-                        "in --checkpoint-dir); 16 frames at a time at 512x512, as the official video_sr.py")
-    g.add_argument("--sr-fidelity", type=_number(float, "--sr-fidelity"),
-                   help="hallo2 --super-resolution: fidelity weight w from 0 (codebook only) to 1 (official 0.5)")
-    g.add_argument("--sr-keep-last-frame", action="store_true",
-                   help="hallo2 --super-resolution: keep the last frame (fixes an official bug: video_sr.py drops "
-                        "it; off by default to keep the official output)")
-    for region in ("pose", "face", "lip"):
-        g.add_argument(f"--{region}-weight", type=_number(float, f"--{region}-weight"),
-                       help=f"hallo/hallo2: how strongly the audio drives the {region} region (official 1.0)")
+    _add_controls(p, ("diffusion",), {"diffusion": g})
 
 
 def _version() -> str:
@@ -502,8 +474,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
     try:
         code = run(argv)
-    except InputError as e:
-        sys.stderr.write(f"error: {e}\n")
+    except InputError as e:  # a field's error names it as this interface does: its flag
+        subject = "--" + e.field.replace("_", "-") if e.field else None
+        sys.stderr.write(f"error: {e.text(subject)}" + (f"\n  how to fix: {e.hint}" if e.hint else "") + "\n")
         code = EXIT_USAGE
     except TalkingHeadError as e:
         sys.stderr.write(f"error: {e}\n")

@@ -72,7 +72,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ..config import DTYPES, SCHEDULERS, AnimateConfig, config_from_options, option_names
+from ..config import AnimateConfig, config_from_options, controls
 from ..errors import InputError, TooLongError
 from ..types import SAMPLE_RATE
 from .jobs import DubRequest, JobService, RenderRequest, ServiceError, relabel
@@ -81,8 +81,7 @@ from .settings import Settings, make_settings
 log = logging.getLogger("talkinghead.serve")
 
 FILE_FIELDS = ("image", "audio")
-SERVER_ONLY_OPTIONS = ("checkpoint-dir", "face-embedding", "device", "pose-video")  # paths and devices: the operator's
-CHOICES = {"gaze": ("camera", "wander"), "crop": ("face", "full"), "scheduler": SCHEDULERS, "dtype": DTYPES}
+
 MAX_FIELDS = 64  # form fields per submission
 MAX_FIELD_BYTES = 64 * 1024  # one non-file form field
 MAX_TEXT_CHARS = 10_000  # `text` to speak or align
@@ -332,9 +331,10 @@ def client_config(options: dict, settings: Settings, engine: str) -> AnimateConf
     engine settings filled in; ServiceError 422 for anything wrong or not the client's to set."""
     from ..systems import engine_names
 
+    operator_only = {spec.flag for spec in controls() if not spec.meta.client}  # paths and devices
     for name in options:
         key = name.replace("_", "-")
-        if key in SERVER_ONLY_OPTIONS:
+        if key in operator_only:
             raise ServiceError(422, "option_not_allowed", f"{key!r} is set by the server's operator, not per request\n"
                                f"  how to fix: leave {key!r} out")
     if engine not in engine_names():
@@ -869,6 +869,25 @@ def _unauthorized() -> ServiceError:
                         headers={"WWW-Authenticate": "Bearer"})
 
 
+def control_schema(spec) -> dict:
+    """The OpenAPI schema of one control declared in config.py: type, range or choices, default and help."""
+    m = spec.meta
+    schema: dict = {"type": {"bool": "boolean", "int": "integer", "float": "number"}.get(spec.kind, "string")}
+    if m.integer:
+        schema["type"] = "integer"
+    if m.choices:
+        schema["enum"] = list(m.choices)
+    if m.range is not None and schema["type"] in ("integer", "number"):
+        schema["minimum"] = m.range[0]
+        if m.range[1] is not None:
+            schema["maximum"] = m.range[1]
+    if spec.default is not None and spec.default != ():
+        schema["default"] = spec.default
+    schema["description"] = m.help + (f" ({m.unit})" if m.unit else "") + (
+        "; empty or absent: the engine's own default" if spec.optional else "")
+    return schema
+
+
 def _form_schema() -> dict:
     """OpenAPI schema of the POST /v1/videos form (the body is parsed by hand, streamed to disk)."""
     from ..systems import engine_names
@@ -885,14 +904,9 @@ def _form_schema() -> dict:
         "voice": {"type": "string", "default": "en-us", "description": "espeak-ng voice for `text`, e.g. en-us, de"},
         "engine": {"type": "string", "enum": engine_names(), "default": "warp"},
     }
-    for name, (_, kind) in option_names().items():
-        if name in SERVER_ONLY_OPTIONS:
-            continue
-        schema = dict(kinds.get(str(kind), {"type": "string"}))
-        if name in CHOICES:
-            schema["enum"] = list(CHOICES[name])
-        schema["description"] = f"as the CLI's --{name}"
-        props[name] = schema
+    for spec in controls():
+        if spec.meta.client:
+            props[spec.flag] = control_schema(spec)
     return {"type": "object", "properties": props, "required": ["image"], "additionalProperties": False}
 
 

@@ -20,7 +20,8 @@ import gradio as gr
 
 from ..api import animate, say
 from ..assets import SPEECH, portrait_path, speech_path
-from ..config import DTYPES, HELP, SCHEDULERS, AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig, config_from_options
+from ..config import AnimateConfig, ControlSpec, MotionConfig, RenderConfig, config_from_options
+from ..config import controls as declared_controls
 from ..errors import InputError, TalkingHeadError
 
 log = logging.getLogger(__name__)
@@ -37,25 +38,40 @@ THEME = gr.themes.Default(font=("ui-sans-serif", "system-ui", "sans-serif"),
                           font_mono=("ui-monospace", "monospace"))
 
 
-@dataclass(frozen=True)
-class Slider:
-    """A numeric control: its option name (CLI spelling) and the range `config.py` validates."""
-
-    name: str
-    lo: float
-    hi: float
-    step: float
-
-    @property
-    def attr(self) -> str:
-        return self.name.replace("-", "_")
+# The accordion each config section's controls go in.
+SECTION_TITLES = {"motion": "Motion", "render": "Output", "diffusion": "Diffusion engines"}
 
 
-# The ranges MotionConfig.validate / RenderConfig.validate enforce (tests check they agree).
-MOTION_SLIDERS = (Slider("head-motion", 0.0, 2.0, 0.05), Slider("blink-rate", 0.0, 60.0, 1.0),
-                  Slider("mouth-scale", 0.0, 2.0, 0.05), Slider("smile", 0.0, 1.0, 0.05),
-                  Slider("brows", 0.0, 2.0, 0.05))
-OUTPUT_SLIDERS = (Slider("fps", 1.0, 60.0, 1.0), Slider("size", 64, 2048, 16))
+def controls_of(section: str) -> list[ControlSpec]:
+    """The controls declared for one config section, in declaration order."""
+    return [spec for spec in declared_controls() if spec.section == section]
+
+
+def shows(spec: ControlSpec) -> bool:
+    """Whether the page offers a control: those a visitor may set, and files they upload (never folders or
+    devices of the machine the app runs on)."""
+    return spec.meta.client or spec.kind in ("path", "paths")
+
+
+def control_component(spec: ControlSpec) -> gr.components.Component:
+    """The component of one control declared in config.py: its range, choices, default and help."""
+    m, common = spec.meta, {"label": spec.label, "info": spec.describe(), "elem_id": spec.flag}
+    if spec.kind == "bool":
+        return gr.Checkbox(value=bool(spec.default), **common)
+    if spec.kind in ("path", "paths"):
+        common.pop("info")
+        return gr.File(file_count="multiple" if spec.kind == "paths" else "single", type="filepath", **common)
+    if m.choices:
+        return gr.Radio(list(m.choices), value=spec.default, **common)
+    if spec.kind in ("int", "float") and not spec.optional:
+        lo, hi = m.range if m.range is not None else (None, None)
+        if m.step is not None and hi is not None:
+            return gr.Slider(lo, hi, value=spec.default, step=m.step, **common)
+        return gr.Number(value=spec.default, precision=0 if (m.integer or spec.kind == "int") else None,
+                         minimum=lo, maximum=hi, **common)
+    # Optional numbers and free text are text boxes: an empty gr.Number reaches us as 0, not None;
+    # config_from_options parses the text ("" -> None: the engine's own default) and names any mistake.
+    return gr.Textbox("", placeholder="empty: the default", **common)
 
 
 # ------------------------------------------------------------------------------------------ engines
@@ -377,7 +393,6 @@ def _engine_notes(status: dict[str, str | None]) -> str:
 def build_app(checkpoint_dir: str | os.PathLike | None = None) -> gr.Blocks:
     """The Gradio page. `checkpoint_dir`: the official release folder the hallo engines load."""
     status = engine_status(checkpoint_dir)
-    motion, render_defaults, diffusion = MotionConfig(), RenderConfig(), DiffusionConfig()
     sessions = _Sessions()
     with gr.Blocks(title="talkinghead", analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown("# talkinghead\nA portrait and speech become a talking-head video, rendered on this machine.")
@@ -403,41 +418,11 @@ def build_app(checkpoint_dir: str | os.PathLike | None = None) -> gr.Blocks:
                         gr.Markdown(_engine_notes(status), elem_id="engine-status")
                         button = gr.Button("Generate", variant="primary", elem_id="generate")
                         controls: dict[str, gr.components.Component] = {}
-                        with gr.Accordion("Motion", open=True):
-                            for s in MOTION_SLIDERS:
-                                controls[s.name] = gr.Slider(s.lo, s.hi, value=getattr(motion, s.attr), step=s.step,
-                                                             label=s.name.replace("-", " "), info=HELP[s.attr],
-                                                             elem_id=s.name)
-                            controls["gaze"] = gr.Radio(["camera", "wander"], value=motion.gaze, label="gaze",
-                                                        info=HELP["gaze"], elem_id="gaze")
-                            controls["lips-only"] = gr.Checkbox(value=motion.lips_only, label="lips only",
-                                                                info=HELP["lips_only"], elem_id="lips-only")
-                            controls["seed"] = gr.Number(value=motion.seed, precision=0, minimum=0, label="seed",
-                                                         info=HELP["seed"], elem_id="seed")
-                        with gr.Accordion("Output", open=True):
-                            for s in OUTPUT_SLIDERS:
-                                controls[s.name] = gr.Slider(s.lo, s.hi, value=getattr(render_defaults, s.attr),
-                                                             step=s.step, label=s.name, info=HELP[s.attr],
-                                                             elem_id=s.name)
-                            controls["crop"] = gr.Radio(["face", "full"], value=render_defaults.crop, label="crop",
-                                                        info=HELP["crop"], elem_id="crop")
-                            # Optional numbers are text boxes: an empty gr.Number reaches us as 0, not None.
-                            # config_from_options parses the text ("" -> None) and names any mistake.
-                            controls["face-index"] = gr.Textbox("", label="face index", placeholder="empty: the largest",
-                                                                info=HELP["face_index"], elem_id="face-index")
-                        with gr.Accordion("Diffusion engines (hallo, hallo2)", open=False):
-                            controls["face-embedding"] = gr.File(label="face embedding (.npy/.npz/.txt/.safetensors "
-                                                                       "or an ArcFace .onnx)", type="filepath",
-                                                                 elem_id="face-embedding")
-                            controls["steps"] = gr.Textbox("", label="steps", placeholder="empty: the official 40",
-                                                           elem_id="steps")
-                            controls["guidance-scale"] = gr.Textbox("", label="guidance scale",
-                                                                    placeholder="empty: the official 3.5",
-                                                                    elem_id="guidance-scale")
-                            controls["scheduler"] = gr.Radio(list(SCHEDULERS), value=diffusion.scheduler, label="scheduler",
-                                                             elem_id="scheduler")
-                            controls["dtype"] = gr.Radio(list(DTYPES), value=diffusion.dtype,
-                                                         label="dtype (fp16/bf16 need a GPU)", elem_id="dtype")
+                        for section, title in SECTION_TITLES.items():
+                            with gr.Accordion(title, open=section != "diffusion"):
+                                for spec in controls_of(section):
+                                    if shows(spec):
+                                        controls[spec.flag] = control_component(spec)
                     with gr.Column(scale=1):
                         video = gr.Video(label="Result", elem_id="result", interactive=False, autoplay=False)
                         sheet = gr.Image(label="Frames", type="filepath", elem_id="sheet", interactive=False)
@@ -449,7 +434,7 @@ def build_app(checkpoint_dir: str | os.PathLike | None = None) -> gr.Blocks:
 
         def on_generate(values: dict, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
             """Generate button: the video and its contact sheet; the card follows in `on_card`."""
-            options = {name: values[c] for name, c in controls.items()}
+            options = {name: values[c] for name, c in controls.items() if values[c] is not None}
             job = render(values[image], values[audio], values[text], values[voice], values[engine], options,
                          sessions.folder(request), checkpoint_dir, progress)
             return str(job.video), str(job.sheet), job.summary + "\n\ncomputing the eval card…", job

@@ -185,7 +185,7 @@ class VideoWriter:
     speech and music: 96 kb/s mono, 192 kb/s stereo at 32 kHz and up). After construction,
     `audio_rate`, `audio_layout` and `audio_bitrate` say what is written (None without audio).
 
-    Video: libx264 at `crf` and `preset`; the default `veryfast` is tuned for talking heads
+    Video: libx264 at `crf` and `preset` (or losslessly with `lossless`); the default `veryfast` is tuned for talking heads
     (`_X264_PARAMS`: ~30% less encoder CPU for ~10% more bytes at the same CRF).
     """
 
@@ -198,6 +198,7 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "veryfast",
         audio_bitrate: int | None = None,
+        lossless: bool = False,
     ):
         self._container = None
         self._tmp: Path | None = None
@@ -237,7 +238,7 @@ class VideoWriter:
 
         self._tmp = self._make_temp()
         try:
-            self._open(crf, preset)
+            self._open(crf, preset, lossless)
         except BaseException:
             self.abort()
             raise
@@ -257,9 +258,11 @@ class VideoWriter:
             return tmp
         raise InputError(f"cannot create a temporary file in {parent}", "choose another output folder")
 
-    def _open(self, crf: int, preset: str) -> None:
+    def _open(self, crf: int, preset: str, lossless: bool) -> None:
         self._container = av.open(str(self._tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
-        options = {"crf": str(int(crf)), "preset": preset}
+        # quantiser 0 is lossless: the decoder gives back exactly the yuv420p frames written, whatever choices
+        # the encoder's threads make (they vary from run to run, so lossy encodes of the same frames can differ)
+        options = {"qp": "0", "preset": preset} if lossless else {"crf": str(int(crf)), "preset": preset}
         if preset in _X264_PARAMS:
             options["x264-params"] = _X264_PARAMS[preset]
         vs = self._container.add_stream("libx264", rate=self.fps, options=options)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 CAPABILITIES = ("render", "train", "verify")
 # Controls by group, as AnimateConfig field names (CLI: --field-name)
 RENDER = ("fps", "size", "crop", "face_index", "max_seconds")
+ENCODING = ("lossless",)  # applied by the render service to every engine's frames
 MOTION = ("head_motion", "blink_rate", "gaze", "mouth_scale", "smile", "brows", "lips_only", "seed")
 SAMPLING = ("checkpoint_dir", "steps", "guidance_scale", "scheduler", "dtype", "device")
 DIFFUSION = RENDER + ("seed",) + SAMPLING  # what every diffusion engine honours
@@ -178,9 +179,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            # not audio-driven: the prompt and the references make the video; --size sets the width
            controls=("fps", "size", "max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "dtype",
                      "device", "prompt", "reference", "exact_reference_frames"),
-           # render is tested in tests/pipelines/test_skyreels_a2_engine.py on the frames before encoding: the tiny
-           # release's noise-like frames did not always encode to the same H.264 twice, which the claim test needs
-           proven=_P({"train", "verify"}), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
+           proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
     System("midas", "MIDAS", "MIDAS: Multimodal Interactive Digital-human Synthesis via Real-time Autoregressive "
            "Video Generation (2025)", "autoregressive",
            models=(".models.midas:MidasTransformer", ".nn.dc_video_autoencoder:DCVideoAutoencoder"), trainer="midas",
@@ -241,15 +240,15 @@ def check_controls(system: System, config) -> None:
     from ..errors import InputError
 
     defaults = AnimateConfig()
-    for section in ("motion", "render", "diffusion"):
+    for section in ("motion", "render", "diffusion"):  # the sections of a config object
         for f in fields(getattr(defaults, section)):
-            if f.name in system.controls or getattr(getattr(config, section), f.name) == getattr(
+            if f.name in system.controls or f.name in ENCODING or getattr(getattr(config, section), f.name) == getattr(
                     getattr(defaults, section), f.name):
                 continue
-            flag = "--" + f.name.replace("_", "-")
             others = [s.name for s in SYSTEMS.values() if s.engine is not None and f.name in s.controls]
-            raise InputError(f"--engine {system.name} does not honour {flag}",
-                             f"leave {flag} out, or use an engine that honours it: {', '.join(others) or 'none yet'}")
+            raise InputError(f"is not honoured by the {system.name} engine",
+                             f"leave it out, or use an engine that honours it: {', '.join(others) or 'none yet'}",
+                             field=f.name)
 
 
 __all__ = ["System", "SYSTEMS", "CAPABILITIES", "get", "engine_names", "verifier_names", "make_animator", "check_controls", "markdown_table", "resolve"]
