@@ -85,7 +85,8 @@ class ControlSpec:
                 lo, hi = m.range
                 if value < lo or (hi is not None and value > hi):
                     span = f"between {lo:g} and {hi:g}" if hi is not None else f"at least {lo:g}"
-                    raise InputError(f"must be {span}, got {value:g}", f"pass a value {span}", field=self.name)
+                    fix = f"pass a number from {lo:g} to {hi:g}" if hi is not None else f"pass {lo:g} or more"
+                    raise InputError(f"must be {span}, got {value:g}", fix, field=self.name)
             return int(value) if (m.integer or self.kind == "int") else value
         if m.choices and value not in m.choices:
             raise InputError(f"must be one of {', '.join(m.choices)}, got {value!r}", self.describe(),
@@ -203,6 +204,11 @@ class DiffusionConfig(_Section):
     sr_keep_last_frame: bool = control(
         False, help="hallo2 super-resolution: keep the last frame (fixes an official bug: video_sr.py drops it; "
                     "off by default to keep the official output)")
+    whole_clips: bool = control(
+        False, help="hallo2: pad speech longer than 60 s to whole clips from its total length, so the video "
+                    "covers every audio frame and ends with the speech (fixes an official bug: its padding rule "
+                    "drops a last partial clip, making the video shorter than the speech, or adds a silent extra "
+                    "clip; off by default to keep the official output)")
 
     def validate(self) -> "DiffusionConfig":
         if isinstance(self.reference, str):

@@ -202,28 +202,36 @@ SR_CHUNK, SR_OVERLAP = 16, 4  # video_sr.py: frames per restoration, frames shar
 SR_FIDELITY = 0.5  # video_sr.py's default fidelity weight w
 
 
-def hallo2_audio_plan(n_samples: int, sample_rate: int, fps: int, clip_length: int) -> tuple[list[int], int]:
-    """(video frames of each 60 s segment, zero frames appended to the last one), Hallo2's rule: only the last
-    segment is padded, only when its own frame count is not a multiple of the clip length, and then by
-    (clip_length - total % clip_length) frames of the total count (a whole clip when the total is a multiple)."""
+def hallo2_audio_plan(n_samples: int, sample_rate: int, fps: int, clip_length: int,
+                      whole_clips: bool = False) -> tuple[list[int], int]:
+    """(video frames of each 60 s segment, zero frames appended to the last one).
+
+    Default, Hallo2's rule: only the last segment is padded, only when its own frame count is not a multiple of
+    the clip length, and then by (clip_length - total % clip_length) frames of the total count (a whole clip when
+    the total is a multiple). With more than one segment this either leaves a partial last clip unpadded (it is
+    then not generated: the video ends before the speech) or pads a total that is already whole clips (a silent
+    extra clip). `whole_clips=True` pads the total to the next whole clip, whatever the last segment holds, so
+    the clips cover every audio frame and no clip is all padding."""
     from ..audio.wav2vec import video_frame_count
 
     step = AUDIO_SEGMENT_SECONDS * sample_rate
     lengths = [video_frame_count(min(step, n_samples - i), sample_rate, fps) for i in range(0, n_samples, step)]
     total = sum(lengths)
+    if whole_clips:
+        return lengths, -total % clip_length
     pad = clip_length - total % clip_length if lengths and lengths[-1] % clip_length else 0
     return lengths, pad
 
 
-def hallo2_audio_embeddings(model, extractor, waveform: np.ndarray, fps: int, clip_length: int
-                            ) -> tuple[torch.Tensor, int]:
+def hallo2_audio_embeddings(model, extractor, waveform: np.ndarray, fps: int, clip_length: int,
+                            whole_clips: bool = False) -> tuple[torch.Tensor, int]:
     """Hallo2's audio embedding: each 60 s segment normalised and encoded on its own, the last one padded as
     `hallo2_audio_plan` says, concatenated. Returns ((t, layers, dim), real video frames)."""
     from ..audio.wav2vec import (encoder_hidden_states, normalize_waveform, pad_to_frames, resample_features,
                                  video_frame_count)
 
     sample_rate = extractor.sampling_rate
-    lengths, pad = hallo2_audio_plan(len(waveform), sample_rate, fps, clip_length)
+    lengths, pad = hallo2_audio_plan(len(waveform), sample_rate, fps, clip_length, whole_clips)
     step = AUDIO_SEGMENT_SECONDS * sample_rate
     param = next(model.parameters())
     embeddings = []
@@ -242,7 +250,8 @@ def hallo2_audio_embeddings(model, extractor, waveform: np.ndarray, fps: int, cl
 class Hallo2Animator(HalloAnimator):
     """Hallo2's long-duration release (`hallo2/net.pth`, Hallo's network): its long-video loop (a quarter of
     each motion frame's background dropped before every clip, drawn from the noise's random stream; speech
-    encoded in 60 s segments; only whole clips generated) and, with --super-resolution, its video
+    encoded in 60 s segments; only whole clips generated, padded by its rule, or with `whole_clips` to cover
+    the whole speech) and, with --super-resolution, its video
     super-resolution stage (`hallo2/net_g.pth`) on the rendered frames."""
 
     variant = "hallo2"
@@ -266,7 +275,7 @@ class Hallo2Animator(HalloAnimator):
 
     def _generated_frames(self, speech: Speech) -> int:
         lengths, pad = hallo2_audio_plan(len(speech.samples), speech.sample_rate, int(round(self.fps)),
-                                         self.sampling.clip_length)
+                                         self.sampling.clip_length, self.config.diffusion.whole_clips)
         whole = (sum(lengths) + pad) // self.sampling.clip_length * self.sampling.clip_length
         return min(sum(lengths), whole)  # a partial last clip is never generated (official `len // clip`)
 
@@ -280,7 +289,8 @@ class Hallo2Animator(HalloAnimator):
 
         with lock:
             emb, n_real = hallo2_audio_embeddings(self.audio_model, self.extractor, speech.samples,
-                                                  int(round(self.fps)), self.sampling.clip_length)
+                                                  int(round(self.fps)), self.sampling.clip_length,
+                                                  self.config.diffusion.whole_clips)
         windows = audio_windows(emb)
         whole = windows.shape[0] // self.sampling.clip_length * self.sampling.clip_length
         return windows[:whole], min(n_real, whole)

@@ -117,7 +117,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            weights="official",
            release_files=("hallo2/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
            controls=DIFFUSION + ("face_embedding", "pose_weight", "face_weight", "lip_weight", "super_resolution",
-                                 "sr_fidelity", "sr_keep_last_frame"),
+                                 "sr_fidelity", "sr_keep_last_frame", "whole_clips"),
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling and super-resolution"),
     System("echomimic", "EchoMimic", "EchoMimic: Lifelike Audio-Driven Portrait Animations through Editable Landmark "
            "Conditions (2024)", "unet", models=(".models.echomimic:EchoMimicNet",), fixture="echomimic",
