@@ -150,6 +150,51 @@ def hand(img: np.ndarray) -> np.ndarray:
     return out
 
 
+def bare_hand(img: np.ndarray) -> np.ndarray:
+    """A bare hand of the portrait's own skin colour laid on the image-left cheek beside the mouth:
+    palm, four fingers reaching up towards the eye and a thumb towards the mouth, rounded by shading,
+    with finger gaps, knuckle creases, nails and a little skin grain. There is no photo of a real hand
+    among the packages; MediaPipe Hands finds this one (and not a hand on the plain portraits)."""
+    p = _landmarks(img)
+    iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
+    palm_c = p[61, :2] + np.array([-0.55, 0.35]) * iod
+    patches = [img[int(y) - 3:int(y) + 4, int(x) - 3:int(x) + 4].reshape(-1, 3) for x, y in p[[50, 205, 280, 425], :2]]
+    skin = np.median(np.concatenate(patches), axis=0).astype(np.float32)
+    turn = np.radians(-20.0)
+    rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    at = lambda v: tuple(np.round(v).astype(int))  # noqa: E731
+    mask = np.zeros(img.shape[:2], np.uint8)
+    cv2.ellipse(mask, at(palm_c), (int(0.42 * iod), int(0.5 * iod)), -5, 0, 360, 255, -1, cv2.LINE_AA)
+    fingers = []
+    for k, length in enumerate((0.75, 0.85, 0.8, 0.62)):  # index .. little finger
+        base = palm_c + rot @ (np.array([-0.3 + 0.2 * k, -0.38]) * iod)
+        tip = base + rot @ (np.array([0.05 * (k - 1.5), -length]) * iod)
+        fingers.append((base, tip))
+        cv2.line(mask, at(base), at(tip), 255, max(2, int(0.17 * iod)), cv2.LINE_AA)
+    thumb = palm_c + rot @ (np.array([0.35, 0.05]) * iod)
+    cv2.line(mask, at(thumb), at(thumb + rot @ (np.array([0.35, -0.35]) * iod)), 255, max(2, int(0.19 * iod)), cv2.LINE_AA)
+    # rounded: darker towards the outline, grain from seeded noise
+    depth = cv2.distanceTransform((mask > 127).astype(np.uint8), cv2.DIST_L2, 3)
+    shade = (0.72 + 0.33 * np.sqrt(np.clip(depth / (0.08 * iod), 0, 1)))[..., None] * skin * [1.02, 0.97, 0.95]
+    grain = cv2.GaussianBlur(np.random.default_rng(0).normal(0, 6, img.shape[:2]).astype(np.float32), (0, 0), 1.0)
+    alpha = cv2.GaussianBlur(mask, (0, 0), 0.8).astype(np.float32)[..., None] / 255
+    out = img * (1 - alpha) + (shade + grain[..., None]) * alpha
+    colour = lambda f, add=0.0: tuple(float(v) for v in np.minimum(skin * f + add, 255))  # noqa: E731
+    for (b1, t1), (b2, t2) in zip(fingers[:-1], fingers[1:]):  # the gaps between the fingers
+        root = (b1 + b2) / 2
+        cv2.line(out, at(root), at(root + ((t1 + t2) / 2 - root) * 0.9), colour(0.45), max(1, int(0.02 * iod)),
+                 cv2.LINE_AA)
+    for base, tip in fingers:
+        along = (tip - base) / np.linalg.norm(tip - base)
+        across = np.array([-along[1], along[0]]) * 0.05 * iod
+        for f in (0.35, 0.65):  # knuckle creases
+            q = base + (tip - base) * f
+            cv2.line(out, at(q - across), at(q + across), colour(0.7), 1, cv2.LINE_AA)
+        cv2.ellipse(out, at(base + (tip - base) * 0.88), (max(1, int(0.05 * iod)), max(1, int(0.07 * iod))), -20,
+                    0, 360, colour(1.15, 20), -1, cv2.LINE_AA)  # nail
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def glasses(img: np.ndarray, dark: bool = False) -> np.ndarray:
     """Round glasses drawn over both eyes: rims, bridge and temples; dark lenses for sunglasses."""
     p = _landmarks(img)
@@ -234,6 +279,8 @@ def cases() -> list[Case]:
         Case("huge_5000px", "it", "render", lambda: resized(g(), 5000)),
         Case("jpeg_q15", "cmn", "render", lambda: jpeg(a(), 15)),
         Case("gloved_hand", "en-us", "render", lambda: hand(a())),
+        Case("bare_hand", "it", "render", lambda: bare_hand(a())),
+        Case("bare_hand_grace", "en-us", "render", lambda: bare_hand(g())),
         Case("glasses", "ru", "render", lambda: glasses(g())),
         Case("sunglasses", "cmn", "render", lambda: glasses(a(), dark=True)),
         Case("open_mouth", "en-us", "render", lambda: warped(a(), jaw=0.9)),

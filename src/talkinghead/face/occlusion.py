@@ -11,8 +11,8 @@ skin-coloured and not a moving feature. Two zones differ:
 - lower face: only colour far from skin counts (a gloved hand, jewellery, a microphone, a scarf);
   dark or colourless pixels there are stubble, beard or shadow and move with the jaw.
 
-A bare hand of the face's own colour is not told apart from the cheek it covers: colour alone
-cannot, and it then bends with the face like skin.
+A bare hand of the face's own colour is not told apart from the cheek it covers by colour; it is
+found by shape instead (face.hands: MediaPipe Hands), and its grown outline is rigid like the rest.
 
 Eyes behind dark lenses are `eyes_hidden`: the lens then stays rigid as a whole (no blink shows).
 Glasses whose rims are found around both eyes (`glasses`) make the whole spectacle zone rigid but
@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from . import regions as R
+from .hands import hands_on_face
 
 # MediaPipe points on plain skin: cheeks, under the eyes, forehead, nose tip/ridge, chin
 SKIN_POINTS = (50, 280, 205, 425, 117, 346, 123, 352, 151, 108, 337, 9, 4, 195, 199, 200, 175)
@@ -59,6 +60,7 @@ class Occlusion:
     eyes_hidden: bool  # dark lenses: the eyes cannot blink or look around visibly
     glasses: bool = False  # rims found around both eyes
     mouth_covered: float = 0.0  # share of the lips' area that is covered (0 .. 1)
+    hand: bool = False  # a hand (found by its shape) is in front of the face
 
     @property
     def any(self) -> bool:
@@ -182,8 +184,9 @@ def _follow_outwards(rigid: np.ndarray, lab: np.ndarray, reach: np.ndarray, insi
     return out
 
 
-def analyze_occlusion(image: np.ndarray, landmarks: np.ndarray) -> Occlusion:
-    """The rigid mask of an RGB uint8 portrait with its (478, 3) landmarks (see the module docstring)."""
+def analyze_occlusion(image: np.ndarray, landmarks: np.ndarray, hands: bool = True) -> Occlusion:
+    """The rigid mask of an RGB uint8 portrait with its (478, 3) landmarks (see the module docstring).
+    `hands`: also look for hands by their shape (MediaPipe Hands, some 30 ms once a portrait)."""
     h, w = image.shape[:2]
     pts = np.asarray(landmarks, np.float64)
     el, er = R.eye_centres(pts)
@@ -226,9 +229,11 @@ def analyze_occlusion(image: np.ndarray, landmarks: np.ndarray) -> Occlusion:
     small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < MIN_AREA * iod * iod)
     rigid[np.isin(labels, small[small > 0])] = 0
     rigid = _follow_outwards(rigid, lab, reach - [x0, y0], region > 0, moving)
+    hand = hands_on_face(image, pts)[y0:y1, x0:x1] if hands else np.zeros(shape, np.uint8)
+    rigid |= hand  # whatever it covers (a cheek, the lips, an eye) stays still under it
     lips = np.zeros(shape, np.uint8)
     _poly(lips, np.concatenate([local[list(R.LIPS_OUTER_UPPER), :2], local[list(R.LIPS_OUTER_LOWER[::-1]), :2]]))
-    covered = far & (lips > 0)
+    covered = (far | (hand > 0)) & (lips > 0)
     mouth_covered = float(covered.sum() / max((lips > 0).sum(), 1))
     dist = cv2.distanceTransform((rigid == 0).astype(np.uint8), cv2.DIST_L2, 3)
     soft = np.clip(1.0 - dist / max(RAMP * iod, 1.0), 0.0, 1.0)
@@ -239,4 +244,4 @@ def analyze_occlusion(image: np.ndarray, landmarks: np.ndarray) -> Occlusion:
     if glasses and not eyes_hidden:
         soft = np.maximum(soft, _spectacle_zone(shape, local, iod, angle))
     full[y0:y1, x0:x1] = soft
-    return Occlusion(full, eyes_hidden, mouth_covered=mouth_covered, glasses=glasses)
+    return Occlusion(full, eyes_hidden, mouth_covered=mouth_covered, glasses=glasses, hand=bool(hand.any()))
