@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import AnimateConfig
-from .errors import InputError, TooLongError
+from .errors import InputError, TooLongError, UnsupportedFormatError
 from .io import VideoWriter, as_portrait, load_audio
 from .types import Speech
 from .utils import prefetch
@@ -35,14 +35,15 @@ def read_transcript(text: str | os.PathLike | None) -> str | None:
     if s.lower().endswith(".txt") or (len(s) < 4096 and os.path.isfile(s)):
         p = Path(s)
         if not p.is_file():
-            raise InputError(f"transcript file {s} does not exist", "pass the text itself or an existing .txt file")
+            raise InputError(f"{s} does not exist (a name ending in .txt is read as a transcript file)",
+                             "pass the text itself or an existing .txt file", field="text")
         try:
             s = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read transcript {p}: {e}", "save it as UTF-8 text") from None
+            raise InputError(f"{p} cannot be read as a transcript: {e}", "save it as UTF-8 text", field="text") from None
     s = " ".join(s.split())
     if not s:
-        raise InputError("--text is empty", "give the words spoken in the audio, or leave --text out")
+        raise InputError("is empty", "give the words spoken in the audio, or leave the text out", field="text")
     return s
 
 
@@ -55,8 +56,8 @@ def load_speech(audio, max_seconds: float) -> Speech:
 
         audio = as_speech(audio)
     if audio.duration > max_seconds:
-        raise TooLongError(f"audio is {audio.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
-                         "trim it or raise --max-seconds")
+        raise TooLongError(f"is {audio.duration:.1f} s long, more than the limit of {max_seconds:g} s",
+                           "trim it, or raise the max-seconds limit", field="audio")
     return audio
 
 
@@ -80,8 +81,8 @@ def spoken(text: str, voice: str, max_seconds: float) -> Speech:
 
     speech = synthesize(text, voice=voice)
     if speech.duration > max_seconds:
-        raise TooLongError(f"the speech is {speech.duration:.1f} s long, more than --max-seconds {max_seconds:g}",
-                         "shorten the text or raise --max-seconds")
+        raise TooLongError(f"takes {speech.duration:.1f} s to speak, more than the limit of {max_seconds:g} s",
+                           "shorten the text, or raise the max-seconds limit", field="text")
     return speech
 
 
@@ -92,10 +93,10 @@ def check_preview(preview) -> Path | None:
         return None
     p = Path(preview)
     if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise InputError(f"--preview {p} must be a .png or .jpg file", "e.g. --preview sheet.png")
+        raise UnsupportedFormatError(f"must be a .png or .jpg file, got {p.name!r}", "e.g. sheet.png", field="preview")
     if not p.parent.exists() or not os.access(p.parent, os.W_OK):
-        raise InputError(f"cannot write --preview {p}: folder {p.parent} is missing or not writable",
-                         "choose a folder that exists and that you can write to")
+        raise InputError(f"{p} cannot be written: folder {p.parent} is missing or not writable",
+                         "choose a folder that exists and that you can write to", field="preview")
     return p
 
 
@@ -160,7 +161,7 @@ def write_contact_sheet(frames: list[np.ndarray], path: Path, columns: int = PRE
         grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = t
     tmp = path.with_name(f".{path.stem}.part{path.suffix}")
     if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise InputError(f"could not write {path}", "check the folder is writable")
+        raise InputError(f"{path} could not be written", "check the folder is writable", field="preview")
     os.replace(tmp, path)
     return path
 

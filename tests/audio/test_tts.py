@@ -132,7 +132,7 @@ def test_unknown_voice_is_an_input_error():
 def test_empty_text_is_an_input_error(text):
     with pytest.raises(InputError) as err:
         tts.synthesize(text)
-    assert err.value.message == "text is empty" and err.value.hint
+    assert err.value.field == "text" and err.value.message == "is empty" and err.value.hint
 
 
 def test_text_without_words_is_an_input_error():

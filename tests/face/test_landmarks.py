@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from talkinghead.errors import InputError
+from talkinghead.errors import InputError, NoFaceError
 from talkinghead.face import analyze, prepare
 from talkinghead.face.landmarks import N_LANDMARKS
 from talkinghead.face import regions as R
@@ -57,12 +57,14 @@ def test_several_faces_pick_the_largest_and_warn(astronaut, grace):
     assert face.n_faces == 2 and face.box[0] < 532  # the astronaut, the larger face
     other = analyze(both, face_index=1)
     assert other.box[0] > 700
-    with pytest.raises(InputError, match="--face-index 2"):
+    with pytest.raises(InputError, match="is 2, but group.jpg has 2 face") as e:
         analyze(both, face_index=2)
+    assert e.value.field == "face_index"
 
 
 def test_no_face_is_a_clear_error():
     gradient = np.tile(np.linspace(0, 255, 512, dtype=np.uint8)[None, :, None], (512, 1, 3))
-    with pytest.raises(InputError) as e:
+    with pytest.raises(NoFaceError) as e:
         analyze(Portrait(gradient, "gradient.png"))
-    assert "no face found in gradient.png" in str(e.value) and "how to fix" in str(e.value)
+    assert e.value.field == "image" and e.value.message == "gradient.png: no face found"
+    assert "how to fix" in str(e.value)

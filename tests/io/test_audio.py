@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from talkinghead.errors import InputError, TooLongError
+from talkinghead.errors import InputError, TooLongError, UnreadableMediaError, UnsupportedFormatError
 from talkinghead.io import as_speech, encode_frames, load_audio
 from talkinghead.io import audio as audio_mod
 from talkinghead.types import SAMPLE_RATE, Speech
@@ -115,13 +115,15 @@ def test_video_without_audio_is_not_audio(tmp_path):
     assert "wav" in e.value.hint and "mp3" in e.value.hint
 
 
-@pytest.mark.parametrize("name, content, why", [("notes.txt", b"hello, this is not audio\n" * 50, "it is a text file"),
-                                               ("speech.wav", b"\x00\x01garbage" * 300, "ffmpeg cannot read it")])
-def test_non_audio_files(tmp_path, name, content, why):
+@pytest.mark.parametrize("name, content, why, error", [
+    ("notes.txt", b"hello, this is not audio\n" * 50, "it is a text file", UnsupportedFormatError),
+    ("speech.wav", b"\x00\x01garbage" * 300, "ffmpeg cannot read it", UnreadableMediaError)])
+def test_non_audio_files(tmp_path, name, content, why, error):
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(InputError) as e:
+    with pytest.raises(error) as e:  # a text file is foreign; a .wav that will not decode is corrupt
         load_audio(path)
+    assert e.value.field == "audio"
     assert e.value.message == f"{path} is not an audio file ({why})"
     assert e.value.hint
 
@@ -158,8 +160,9 @@ def test_too_long_from_metadata(tmp_path):
     path = write_wav(tmp_path / "long.wav", np.zeros(3 * 16000, np.int16))
     with pytest.raises(TooLongError) as e:  # an InputError interfaces tell apart by its type
         load_audio(path, max_seconds=1)
-    assert e.value.message == "audio is 3.0 s long, more than --max-seconds 1"
-    assert e.value.hint == "trim it or raise --max-seconds"
+    assert e.value.field == "audio"
+    assert e.value.message == f"{path} is 3.0 s long, more than the limit of 1 s"
+    assert e.value.hint == "trim it, or raise the max-seconds limit"
     assert load_audio(path, max_seconds=None).duration == pytest.approx(3.0)
 
 
@@ -168,8 +171,8 @@ def test_too_long_stops_decoding_without_metadata(tmp_path, monkeypatch):
     monkeypatch.setattr(audio_mod, "_metadata_duration", lambda container, stream: None)
     with pytest.raises(TooLongError) as e:
         load_audio(path, max_seconds=1.0)
-    assert "--max-seconds 1" in e.value.message
-    assert "trim it or raise --max-seconds" in e.value.hint
+    assert e.value.message == f"{path} is longer than the limit of 1 s"
+    assert e.value.hint == "trim it, or raise the max-seconds limit"
 
 
 def test_as_speech_resamples_and_downmixes():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from talkinghead.errors import InputError
+from talkinghead.errors import InputError, UnreadableMediaError, UnsupportedFormatError
 from talkinghead.io import MAX_IMAGE_SIDE, as_portrait, load_image
 from talkinghead.types import Portrait
 
@@ -101,8 +101,9 @@ def test_huge_image_is_downscaled(tmp_path):
 
 def test_not_an_image(tmp_path):
     (tmp_path / "notes.txt").write_text("this is not an image\n" * 20)
-    with pytest.raises(InputError) as e:
+    with pytest.raises(UnsupportedFormatError) as e:  # a text file: a format we do not read
         load_image(tmp_path / "notes.txt")
+    assert e.value.field == "image"
     msg = e.value.message
     assert "not an image" in msg
     for fmt in ("jpg", "png", "webp", "bmp", "tiff"):
@@ -120,9 +121,12 @@ def test_truncated_jpeg(tmp_path):
     Image.fromarray(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(tmp_path / "full.jpg", quality=90)
     data = (tmp_path / "full.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError) as e:
-        load_image(tmp_path / "cut.jpg")
-    assert "truncated or corrupt" in e.value.message
+    with pytest.raises(UnreadableMediaError) as e:
+        load_image(tmp_path / "cut.jpg", field="reference")
+    assert "truncated or corrupt" in e.value.message and e.value.field == "reference"
+    (tmp_path / "text.png").write_text("this is not an image\n" * 20)  # named as a png, but not one
+    with pytest.raises(UnreadableMediaError, match="cannot be decoded as png"):
+        load_image(tmp_path / "text.png")
 
 
 def test_missing_directory_empty_and_tiny(tmp_path):

@@ -179,8 +179,9 @@ def test_audio_bitrate_checks():
     assert check_audio_bitrate(None) is None
     assert check_audio_bitrate("192k") == 192000 and check_audio_bitrate(96) == 96000
     for bad in ("loud", 0, 5000, "-3"):
-        with pytest.raises(InputError, match="--audio-bitrate"):
+        with pytest.raises(InputError, match="kb/s") as e:
             check_audio_bitrate(bad)
+        assert e.value.field == "audio_bitrate"
     with pytest.raises(ValueError, match="audio_bitrate"):
         VideoWriter("/tmp/never.mp4", FPS, (64, 64), audio_bitrate=10)
 

@@ -225,8 +225,8 @@ def list_voices() -> list[str]:
 def _unknown_voice(voice: str, known: dict[str, str]) -> InputError:
     examples = ", ".join(v for v in _EXAMPLE_VOICES if v in known)
     return InputError(
-        f"unknown voice {voice!r}",
-        f"use a language code such as {examples}; `talkinghead voices` lists all",
+        f"{voice!r} is not a known voice",
+        f"use a language code such as {examples}; `talkinghead voices` lists all", field="voice",
     )
 
 
@@ -328,7 +328,7 @@ def synthesize(text: str, voice: str = "en") -> Speech:
     Raises InputError for empty text, an unknown voice, or text with nothing to say.
     """
     if not text or not text.strip():
-        raise InputError("text is empty", "give some words to speak, e.g. \"Hello there.\"")
+        raise InputError("is empty", "give some words to speak, e.g. \"Hello there.\"", field="text")
     with _LOCK, _espeak() as engine:
         code = _select_voice(engine, voice)
         audio, events = _synthesize_native(engine, text)
@@ -336,7 +336,7 @@ def synthesize(text: str, voice: str = "en") -> Speech:
     onsets = _phone_onsets(audio, events, native_rate)
     if audio.size == 0 or all(phone == SILENCE for _, phone in onsets):
         raise InputError(
-            f"espeak-ng found nothing to say in {text!r}", "give some words to speak"
+            f"{text!r} has nothing espeak-ng can say", "give some words to speak", field="text"
         )
     audio, onsets = _pad_edges(audio, onsets, native_rate)
     samples = _to_model_rate(audio, native_rate)

@@ -10,7 +10,7 @@ import warnings
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NoFaceError
 from ..types import FaceAnalysis, Portrait
 
 N_LANDMARKS = 478
@@ -119,14 +119,15 @@ def analyze(portrait: Portrait, face_index: int | None = None, warn: bool = True
     faces = detect_all(portrait.image)
     name = portrait.source or "the image"
     if not faces:
-        raise InputError(
-            f"no face found in {name}",
+        raise NoFaceError(
+            f"{portrait.source}: no face found" if portrait.source else "has no face that can be found",
             "use a photo with one clearly visible, roughly frontal face (eyes and mouth visible, not covered)",
+            field="image",
         )
     if face_index is not None and face_index >= len(faces):
         raise InputError(
-            f"--face-index {face_index} asked for, but {name} has {len(faces)} face(s)",
-            f"use a value from 0 (largest) to {len(faces) - 1}",
+            f"is {face_index}, but {name} has {len(faces)} face(s)",
+            f"use a value from 0 (largest) to {len(faces) - 1}", field="face_index",
         )
     if len(faces) > 1 and face_index is None and warn:
         warnings.warn(f"{name} has {len(faces)} faces; animating the largest. Choose another with --face-index N "
@@ -136,8 +137,9 @@ def analyze(portrait: Portrait, face_index: int | None = None, warn: bool = True
     fa = FaceAnalysis(landmarks=pts, box=box, image_size=portrait.size, n_faces=len(faces))
     if fa.face_width < MIN_FACE_WIDTH:
         raise InputError(
-            f"the face in {name} is too small ({fa.face_width:.0f} px wide; at least {MIN_FACE_WIDTH} px needed)",
-            "use a larger or closer photo of the face",
+            f"{portrait.source + ': the' if portrait.source else 'has a'} face is too small to animate "
+            f"({fa.face_width:.0f} px wide; at least {MIN_FACE_WIDTH} px needed)",
+            "use a larger or closer photo of the face", field="image",
         )
     return fa
 
@@ -178,8 +180,8 @@ def prepare(portrait: Portrait, size: int, crop: str = "face", face_index: int |
     # Re-detect on the prepared image: landmarks must be exact at render resolution.
     faces = detect_all(img)
     if not faces:
-        raise InputError(f"the face in {portrait.source or 'the image'} is too small or unclear to animate at --size {size}",
-                         "use a larger --size or a closer photo of the face")
+        raise InputError(f"{size} is too small: the face in {portrait.source or 'the image'} cannot be found "
+                         "again at that size", "use a larger size or a closer photo of the face", field="size")
     cx, cy = (face.landmarks[:, 0].mean(), face.landmarks[:, 1].mean())
     if crop == "face":
         cx, cy = (cx - left) * out_w / side, (cy - top) * out_h / side

@@ -87,11 +87,12 @@ class Job:
 
 
 def relabel(e: InputError, labels: dict[str, str]) -> InputError:
-    """The same error with server paths replaced by the names the client knows (its upload's file name)."""
+    """The same error (same type and field) with server paths replaced by the names the client knows (its
+    upload's file name)."""
     message, hint = e.message, e.hint
     for path, label in labels.items():
         message, hint = message.replace(path, label), hint.replace(path, label)
-    return InputError(message, hint)
+    return type(e)(message, hint, field=e.field)
 
 
 class JobService:

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..errors import InputError, TooLongError
+from ..errors import InputError, TooLongError, UnreadableMediaError, UnsupportedFormatError
 from ..types import SAMPLE_RATE, AudioTrack, Speech
 
 SUPPORTED_AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aac")
@@ -21,7 +21,9 @@ MIN_AUDIO_SECONDS = 0.05  # shorter audio is refused as empty
 _DECODE_TOLERANCE = 0.25  # s past --max-seconds tolerated while decoding (codec padding)
 _PREALLOCATE_MAX_S = 600.0  # the kept original is preallocated from the header's duration, up to this
 _FORMATS_HINT = "use a " + ", ".join(SUPPORTED_AUDIO_FORMATS[:-1]) + f" or {SUPPORTED_AUDIO_FORMATS[-1]} file (or a video with sound)"
-_TOO_LONG_HINT = "trim it or raise --max-seconds"
+_TOO_LONG_HINT = "trim it, or raise the max-seconds limit"
+# suffixes of media ffmpeg reads audio from: such a file that will not open is corrupt, not foreign
+_MEDIA_SUFFIXES = tuple(f".{s}" for s in SUPPORTED_AUDIO_FORMATS) + (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 # Stereo/5.1 -> mono: normalise the downmix so that it is a mean, not a sum (no clipping).
 _RESAMPLER_OPTIONS = {"rematrix_maxval": "1.0"}
 # ffmpeg's usual layout for a channel count, for arrays (which carry no layout) and for files whose
@@ -65,8 +67,14 @@ class _Interleaved:
         return self.buf
 
 
-def _too_long(seconds: float, max_seconds: float) -> TooLongError:
-    return TooLongError(f"audio is {seconds:.1f} s long, more than --max-seconds {max_seconds:g}", _TOO_LONG_HINT)
+def _too_long(source: str, seconds: float | None, max_seconds: float, field: str) -> TooLongError:
+    """`source` is over the limit: `seconds` long when the header says so, else found out while decoding."""
+    length = f"is {seconds:.1f} s long, more than" if seconds is not None else "is longer than"
+    return TooLongError(f"{source} {length} the limit of {max_seconds:g} s", _TOO_LONG_HINT, field=field)
+
+
+class _DecodedTooLong(Exception):
+    """Decoding passed the limit (the header understated the length); load_audio words the error."""
 
 
 def _metadata_duration(container, stream) -> float | None:
@@ -84,7 +92,8 @@ def _metadata_duration(container, stream) -> float | None:
     return None
 
 
-def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0, keep_original: bool = True) -> Speech:
+def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0, keep_original: bool = True,
+               field: str = "audio") -> Speech:
     """Decode any audio file (or a video's audio track) to 16 kHz mono float32.
 
     With `keep_original` (the default) the audio is also kept as given, at its own rate and
@@ -93,24 +102,27 @@ def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0, keep_
 
     The duration is checked from the container metadata before decoding when it is known, and
     decoding stops as soon as more than `max_seconds` (None = no limit) has been decoded.
-    Raises InputError for a missing file, a non-audio file, empty audio, or too-long audio.
+    Errors name `field`, the input the file was given as: InputError for a missing file or empty audio,
+    UnsupportedFormatError for a file that holds no audio (text, an image), UnreadableMediaError for a
+    media file that is empty, corrupt or truncated, TooLongError past `max_seconds`.
     """
     p = Path(path).expanduser()
     if not p.exists():
-        raise InputError(f"audio file not found: {p}", "check the path (and its spelling)")
+        raise InputError(f"{p} not found (no such file)", "check the path (and its spelling)", field=field)
     if p.is_dir():
-        raise InputError(f"{p} is a directory, not an audio file", _FORMATS_HINT)
+        raise InputError(f"{p} is a directory, not an audio file", _FORMATS_HINT, field=field)
     if not os.access(p, os.R_OK):
-        raise InputError(f"cannot read {p}: permission denied", "check the file's permissions")
+        raise InputError(f"{p} cannot be read: permission denied", "check the file's permissions", field=field)
     if p.stat().st_size == 0:
-        raise InputError(f"{p} is empty (0 bytes), not an audio file", _FORMATS_HINT)
+        raise UnreadableMediaError(f"{p} is empty (0 bytes), not an audio file", _FORMATS_HINT, field=field)
     if max_seconds is not None and not (max_seconds > 0):
-        raise InputError(f"--max-seconds must be positive, got {max_seconds}", "e.g. --max-seconds 600")
+        raise InputError(f"must be positive, got {max_seconds}", "e.g. 600", field="max_seconds")
 
     try:
         container = av.open(str(p), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
-        raise InputError(f"{p} is not an audio file (ffmpeg cannot read it)", _FORMATS_HINT) from None
+        error = UnreadableMediaError if p.suffix.lower() in _MEDIA_SUFFIXES else UnsupportedFormatError
+        raise error(f"{p} is not an audio file (ffmpeg cannot read it)", _FORMATS_HINT, field=field) from None
 
     try:
         stream = None
@@ -122,21 +134,25 @@ def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0, keep_
             stream = container.streams.audio[0]
         if stream is None:
             fmt = container.format.name or ""
+            error = UnsupportedFormatError
             if fmt == "tty":  # ffmpeg's ANSI-art demuxer takes any text file
                 why = "it is a text file"
             elif "image" in fmt or fmt.endswith("_pipe"):
                 why = "it is an image"
             elif container.streams.video:
-                why = "it is a video without an audio track"
+                why, error = "it is a video without an audio track", InputError
             else:
-                why = "ffmpeg finds no audio in it"
-            raise InputError(f"{p} is not an audio file ({why})", _FORMATS_HINT)
+                why, error = "ffmpeg finds no audio in it", UnreadableMediaError
+            raise error(f"{p} is not an audio file ({why})", _FORMATS_HINT, field=field)
 
         meta = _metadata_duration(container, stream)
         if max_seconds is not None and meta is not None and meta > max_seconds:
-            raise _too_long(meta, max_seconds)
+            raise _too_long(str(p), meta, max_seconds, field)
 
-        samples, original, n_errors = _decode(container, stream, max_seconds, meta, keep_original)
+        try:
+            samples, original, n_errors = _decode(container, stream, max_seconds, meta, keep_original)
+        except _DecodedTooLong:
+            raise _too_long(str(p), None, max_seconds, field) from None
         samples = _trim_padding(samples, container, meta, SAMPLE_RATE)
         if original is not None:
             original.samples = _trim_padding(original.samples.T, container, meta, original.sample_rate).T
@@ -144,8 +160,9 @@ def load_audio(path: str | os.PathLike, max_seconds: float | None = 600.0, keep_
         container.close()
 
     if samples.size == 0 and n_errors:
-        raise InputError(f"cannot decode audio in {p}: the file is corrupt or truncated", "re-export it, e.g. as wav")
-    _check_not_empty(samples, str(p))
+        raise UnreadableMediaError(f"{p} cannot be decoded: the file is corrupt or truncated", "re-export it, e.g. as wav",
+                                   field=field)
+    _check_not_empty(samples, str(p), field)
     return Speech(samples=_clean(samples), sample_rate=SAMPLE_RATE, source=str(p), original=_clean_track(original))
 
 
@@ -223,7 +240,7 @@ def _decode(container, stream, max_seconds: float | None, meta: float | None, ke
     except av.FFmpegError:
         n_errors += 1  # a broken tail: keep what was decoded
     if limit is not None and total > limit:
-        raise TooLongError(f"audio is longer than --max-seconds {max_seconds:g}", _TOO_LONG_HINT)
+        raise _DecodedTooLong
     samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     original = None
     if keep is not None and keep.n:
@@ -310,12 +327,13 @@ def _to_float(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _check_not_empty(x: np.ndarray, source: str | None) -> None:
+def _check_not_empty(x: np.ndarray, source: str | None, field: str = "audio") -> None:
     seconds = x.size / SAMPLE_RATE
     if seconds < MIN_AUDIO_SECONDS:
-        what = f"{source} contains" if source else "the audio contains"
+        what = f"{source} contains" if source else "contains"
         detail = "no audio samples" if x.size == 0 else f"only {seconds:.3f} s of audio"
-        raise InputError(f"{what} {detail} (empty audio)", f"use a recording at least {MIN_AUDIO_SECONDS:g} s long")
+        raise InputError(f"{what} {detail} (empty audio)", f"use a recording at least {MIN_AUDIO_SECONDS:g} s long",
+                         field=field)
 
 
 def _clean_track(track: AudioTrack | None) -> AudioTrack | None:

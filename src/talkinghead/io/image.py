@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import InputError
+from ..errors import InputError, UnreadableMediaError, UnsupportedFormatError
 from ..types import Portrait
 
 MAX_IMAGE_SIDE = 4096  # px; longer images are downscaled to this longest side
@@ -22,23 +22,26 @@ SUPPORTED_IMAGE_FORMATS = ("jpg", "png", "webp", "bmp", "tiff")
 
 _FORMATS_TEXT = ", ".join(SUPPORTED_IMAGE_FORMATS)
 _FORMATS_HINT = "use a portrait photo saved as " + ", ".join(SUPPORTED_IMAGE_FORMATS[:-1]) + f" or {SUPPORTED_IMAGE_FORMATS[-1]}"
+# suffixes of the formats above: a file named like one of them that will not decode is corrupt, not foreign
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def load_image(path: str | os.PathLike) -> Portrait:
+def load_image(path: str | os.PathLike, field: str = "image") -> Portrait:
     """Read an image file into an RGB uint8 `Portrait` (EXIF orientation applied).
 
     Images whose longest side exceeds MAX_IMAGE_SIDE are downscaled with INTER_AREA.
-    Raises InputError for a missing file, a directory, a non-image, a corrupt or truncated
-    image, or an image smaller than MIN_IMAGE_SIDE on a side.
+    Raises InputError about `field` (the input's name) for a missing file, a directory, an image smaller
+    than MIN_IMAGE_SIDE on a side; UnsupportedFormatError for a file in a format we do not read;
+    UnreadableMediaError for an image file that is empty, corrupt or truncated.
     """
     p = Path(path).expanduser()
     if not p.exists():
-        raise InputError(f"image file not found: {p}", "check the path (and its spelling)")
+        raise InputError(f"{p} not found (no such file)", "check the path (and its spelling)", field=field)
     if p.is_dir():
-        raise InputError(f"{p} is a directory, not an image", _FORMATS_HINT)
+        raise InputError(f"{p} is a directory, not an image", _FORMATS_HINT, field=field)
     if p.stat().st_size == 0:
-        raise InputError(f"{p} is empty (0 bytes), not an image", _FORMATS_HINT)
+        raise UnreadableMediaError(f"{p} is empty (0 bytes), not an image", _FORMATS_HINT, field=field)
     try:
         with warnings.catch_warnings():
             # Pillow warns about "decompression bombs" above ~89 Mpx; we downscale instead.
@@ -50,48 +53,54 @@ def load_image(path: str | os.PathLike) -> Portrait:
     except InputError:
         raise
     except UnidentifiedImageError:
+        suffix = p.suffix.lower()
+        if suffix in _IMAGE_SUFFIXES:  # named as an image we read, but its bytes are not one
+            raise UnreadableMediaError(f"{p} is not an image: its contents cannot be decoded as {suffix[1:]}",
+                                       "re-export or re-download the image, or convert it to png", field=field) from None
         hint = _FORMATS_HINT
-        if p.suffix.lower() in (".heic", ".heif", ".avif", ".svg", ".pdf"):
-            hint = f"convert it to jpg or png first ({p.suffix.lower()} files are not supported)"
-        raise InputError(f"{p} is not an image (supported formats: {_FORMATS_TEXT})", hint) from None
+        if suffix in (".heic", ".heif", ".avif", ".svg", ".pdf"):
+            hint = f"convert it to jpg or png first ({suffix} files are not supported)"
+        raise UnsupportedFormatError(f"{p} is not an image in a supported format ({_FORMATS_TEXT})", hint,
+                                     field=field) from None
     except Image.DecompressionBombError as e:
         raise InputError(
             f"{p} is too large to load safely ({e})",
-            f"resize it (a longest side of {MAX_IMAGE_SIDE} px or less is plenty)",
+            f"resize it (a longest side of {MAX_IMAGE_SIDE} px or less is plenty)", field=field,
         ) from None
     except PermissionError:
-        raise InputError(f"cannot read {p}: permission denied", "check the file's permissions") from None
+        raise InputError(f"{p} cannot be read: permission denied", "check the file's permissions", field=field) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, KeyError, TypeError) as e:
         # Pillow reports truncated/corrupt data with a zoo of exception types.
-        raise InputError(
-            f"cannot read image {p}: the file is truncated or corrupt ({type(e).__name__}: {e})",
-            "re-export or re-download the image, or convert it to png",
+        raise UnreadableMediaError(
+            f"{p} cannot be decoded: the file is truncated or corrupt ({type(e).__name__}: {e})",
+            "re-export or re-download the image, or convert it to png", field=field,
         ) from None
-    return _finish(frame, str(p))
+    return _finish(frame, str(p), field)
 
 
-def as_portrait(obj) -> Portrait:
+def as_portrait(obj, field: str = "image") -> Portrait:
     """Accept a Portrait, a path, a PIL image or a numpy array and return a checked `Portrait`.
 
     Arrays: (h, w, 3) uint8 RGB is the canonical form; (h, w) / (h, w, 1) grayscale and
     (h, w, 4) RGBA are converted; float arrays are taken to be in [0, 1]; uint16 in [0, 65535].
+    Errors name `field`, the input the object was given as.
     """
     if isinstance(obj, Portrait):
-        return _finish(np.asarray(obj.image), obj.source)
+        return _finish(np.asarray(obj.image), obj.source, field)
     if isinstance(obj, (str, os.PathLike)):
-        return load_image(obj)
+        return load_image(obj, field)
     if isinstance(obj, Image.Image):
-        return _finish(_to_rgb(obj), getattr(obj, "filename", None) or None)
+        return _finish(_to_rgb(obj), getattr(obj, "filename", None) or None, field)
     try:
         arr = np.asarray(obj)
     except Exception:  # noqa: BLE001 - anything numpy can't take is simply not an image
         arr = None
     if arr is None or arr.dtype == object or arr.ndim not in (2, 3):
         raise InputError(
-            f"expected an image (a path or an (h, w, 3) uint8 array), got {type(obj).__name__}",
-            "pass a file path or a numpy array of shape (height, width, 3)",
+            f"must be an image (a path or an (h, w, 3) uint8 array), got {type(obj).__name__}",
+            "pass a file path or a numpy array of shape (height, width, 3)", field=field,
         )
-    return _finish(_array_to_rgb(arr), None)
+    return _finish(_array_to_rgb(arr), None, field)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +187,7 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
     )
 
 
-def _finish(rgb: np.ndarray, source: str | None) -> Portrait:
+def _finish(rgb: np.ndarray, source: str | None, field: str = "image") -> Portrait:
     """Check the size, downscale if huge, and return a contiguous (h, w, 3) uint8 Portrait."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         rgb = _array_to_rgb(rgb)
@@ -190,9 +199,9 @@ def _finish(rgb: np.ndarray, source: str | None) -> Portrait:
         rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
         h, w = rgb.shape[:2]
     if min(h, w) < MIN_IMAGE_SIDE:
-        where = f"{source} is" if source else "the image is"
+        where = f"{source} is" if source else "is"
         raise InputError(
             f"{where} only {w}x{h} px, too small (at least {MIN_IMAGE_SIDE} px on each side)",
-            "use a larger portrait (256 px or more per side gives good results)",
+            "use a larger portrait (256 px or more per side gives good results)", field=field,
         )
     return Portrait(image=np.ascontiguousarray(rgb), source=source)

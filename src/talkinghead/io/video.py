@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedFormatError
 from ..types import AudioTrack, Speech
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
@@ -46,23 +46,26 @@ _RANGE_MPEG = 1
 def check_output_path(path: str | os.PathLike) -> Path:
     """Check that an .mp4 can be written at `path`; return it as a Path (user ~ expanded).
 
-    Raises InputError when the path is an existing directory, the extension is not .mp4, or the
-    parent directory does not exist or is not writable.
+    Raises InputError about the "output" field when the path is an existing directory or its parent
+    folder does not exist or is not writable; UnsupportedFormatError when the extension is not .mp4.
     """
     if path is None or str(path).strip() == "":
-        raise InputError("no output path given", _MP4_HINT)
+        raise InputError("must be given (a path to an .mp4 file)", _MP4_HINT, field="output")
     p = Path(path).expanduser()
     if p.is_dir():
-        raise InputError(f"output path {p} is a directory", f"give a file name inside it, e.g. {p / 'out.mp4'}")
+        raise InputError(f"{p} is a directory", f"give a file name inside it, e.g. {p / 'out.mp4'}", field="output")
     if p.suffix.lower() != ".mp4":
-        raise InputError(f"output file must be an .mp4 video, got {p.name!r}", _MP4_HINT)
+        raise UnsupportedFormatError(f"must be an .mp4 video, got {p.name!r}", _MP4_HINT, field="output")
     parent = p.absolute().parent
     if not parent.exists():
-        raise InputError(f"output folder {parent} does not exist", "create it first, or choose another output path")
+        raise InputError(f"{p} cannot be written: its folder {parent} does not exist",
+                         "create it first, or choose another output path", field="output")
     if not parent.is_dir():
-        raise InputError(f"output folder {parent} is not a folder", "choose another output path")
+        raise InputError(f"{p} cannot be written: {parent} is not a folder", "choose another output path",
+                         field="output")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"output folder {parent} is not writable", "choose a folder you can write to")
+        raise InputError(f"{p} cannot be written: its folder {parent} is not writable",
+                         "choose a folder you can write to", field="output")
     return p
 
 
@@ -83,9 +86,9 @@ def check_audio_bitrate(kbps) -> int | None:
     except ValueError:
         value = float("nan")
     if not (MIN_AUDIO_BITRATE <= value <= MAX_AUDIO_BITRATE):
-        raise InputError(f"--audio-bitrate must be {MIN_AUDIO_BITRATE}..{MAX_AUDIO_BITRATE} kb/s, got {kbps!r}",
-                         "e.g. --audio-bitrate 192 (stereo music) or 96 (mono speech); leave it out for a "
-                         "transparent default")
+        raise InputError(f"must be {MIN_AUDIO_BITRATE}..{MAX_AUDIO_BITRATE} kb/s, got {kbps!r}",
+                         "e.g. 192 (stereo music) or 96 (mono speech); leave it out for a transparent default",
+                         field="audio_bitrate")
     return int(round(value * 1000))
 
 
@@ -253,10 +256,12 @@ class VideoWriter:
             except FileExistsError:
                 continue
             except OSError as e:
-                raise InputError(f"cannot create a file in {parent}: {e.strerror}", "choose a folder you can write to") from None
+                raise InputError(f"cannot be written: no file can be created in {parent} ({e.strerror})",
+                                 "choose a folder you can write to", field="output") from None
             os.close(fd)
             return tmp
-        raise InputError(f"cannot create a temporary file in {parent}", "choose another output folder")
+        raise InputError(f"cannot be written: no temporary file can be created in {parent}",
+                         "choose another output folder", field="output")
 
     def _open(self, crf: int, preset: str, lossless: bool) -> None:
         self._container = av.open(str(self._tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
