@@ -194,9 +194,9 @@ def _error(**kwargs) -> str:
 def test_user_mistakes_are_one_message_with_the_fix(face, hello_wav, tmp_path):
     assert _error(text="hi", workdir=tmp_path).startswith("no portrait — how to fix: upload a portrait")
     assert _error(image=face, workdir=tmp_path).startswith("no speech — how to fix: upload or record audio")
-    assert "--head-motion must be between 0.0 and 2.0" in _error(image=face, text="hi", workdir=tmp_path,
+    assert "head motion must be between 0 and 2" in _error(image=face, text="hi", workdir=tmp_path,
                                                                  options={"head-motion": 5})
-    assert "unknown voice 'xx-nope'" in _error(image=face, text="hi", voice="xx-nope", workdir=tmp_path)
+    assert "voice 'xx-nope' is not a known voice" in _error(image=face, text="hi", voice="xx-nope", workdir=tmp_path)
     assert "engine hallo is unavailable: needs --checkpoint-dir" in _error(image=face, text="hi", engine="hallo",
                                                                            workdir=tmp_path)
     not_image = tmp_path / "notes.png"

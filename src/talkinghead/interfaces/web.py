@@ -144,8 +144,12 @@ def _redact(text: str, uploads: tuple) -> str:
 
 
 def _user_error(e: TalkingHeadError, uploads: tuple = ()) -> gr.Error:
-    """One line for the page: what is wrong and how to fix it (no traceback)."""
-    text = f"{e.message} — how to fix: {e.hint}" if isinstance(e, InputError) and e.hint else str(e)
+    """One line for the page: what is wrong (a control named by its label) and how to fix it (no traceback)."""
+    if isinstance(e, InputError):
+        what = e.text(e.field.replace("_", " ") if e.field else None)
+        text = f"{what} — how to fix: {e.hint}" if e.hint else what
+    else:
+        text = str(e)
     return gr.Error(_redact(text, uploads), title="Cannot render", print_exception=False)
 
 
