@@ -23,7 +23,7 @@ import numpy as np
 
 from ..audio.features import n_frames
 from ..config import MotionConfig
-from ..errors import InputError
+from ..errors import InputError, NoFaceError
 from ..io import check_audio_bitrate, check_output_path, load_audio
 from ..motion import MotionGenerator
 from ..types import SAMPLE_RATE, AudioTrack, MotionFrame, Speech
@@ -52,25 +52,27 @@ class DubOptions:
 
     def validate(self) -> "DubOptions":
         if self.fit not in FITS:
-            raise InputError(f"--fit must be one of {', '.join(FITS)}, got {self.fit!r}",
-                             "pingpong plays the video back and forth when the speech is longer")
+            raise InputError(f"must be one of {', '.join(FITS)}, got {self.fit!r}",
+                             "pingpong plays the video back and forth when the speech is longer", field="fit")
         if self.face not in FACES:
-            raise InputError(f"--face must be one of {', '.join(FACES)}, got {self.face!r}",
-                             "largest dubs the biggest face; auto-speaker the one whose lips move most")
+            raise InputError(f"must be one of {', '.join(FACES)}, got {self.face!r}",
+                             "largest dubs the biggest face; auto-speaker the one whose lips move most", field="face")
         if self.face_index is not None:
             if isinstance(self.face_index, bool) or not isinstance(self.face_index, (int, np.integer)) or self.face_index < 0:
-                raise InputError(f"--face-index must be a non-negative integer, got {self.face_index!r}", "0 is the largest face")
+                raise InputError(f"must be a non-negative integer, got {self.face_index!r}", "0 is the largest face",
+                                 field="face_index")
             if self.face == "auto-speaker":
-                raise InputError("--face-index and --face auto-speaker both choose the face", "give only one of them")
+                raise InputError("cannot be combined with face auto-speaker: both choose the face",
+                                 "give only one of them", field="face_index")
         if self.keep_original_audio is not None:
             v = self.keep_original_audio
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not MIX_RANGE[0] <= v <= MIX_RANGE[1]:
-                raise InputError(f"--keep-original-audio must be a level in dB from {MIX_RANGE[0]:g} to {MIX_RANGE[1]:g}, "
-                                 f"got {v!r}", "e.g. --keep-original-audio -18 keeps the source's sound 18 dB under the speech")
+                raise InputError(f"must be a level in dB from {MIX_RANGE[0]:g} to {MIX_RANGE[1]:g}, got {v!r}",
+                                 "e.g. -18 keeps the source's sound 18 dB under the speech", field="keep_original_audio")
         if isinstance(self.max_seconds, bool) or not isinstance(self.max_seconds, (int, float)) or not self.max_seconds > 0:
-            raise InputError(f"--max-seconds must be a positive number, got {self.max_seconds!r}", "e.g. --max-seconds 600")
+            raise InputError(f"must be a positive number, got {self.max_seconds!r}", "e.g. 600", field="max_seconds")
         if isinstance(self.mouth_scale, bool) or not isinstance(self.mouth_scale, (int, float)) or not 0 <= self.mouth_scale <= 2:
-            raise InputError(f"--mouth-scale must be between 0 and 2, got {self.mouth_scale!r}", "1 is natural")
+            raise InputError(f"must be between 0 and 2, got {self.mouth_scale!r}", "1 is natural", field="mouth_scale")
         return self
 
 
@@ -224,8 +226,9 @@ class Dubber:
             rt = retarget(slot.landmarks, m)
             yield slot, self.compositor.render(slot.image, slot.landmarks, rt, m, mesh)
         if self.frames_with_face == 0:
-            raise InputError(f"no face found in any frame of {self.source.path}",
-                             "dub a video that shows a face: roughly frontal, eyes and mouth visible")
+            raise NoFaceError(f"{self.source.path}: no face found in any frame",
+                              "dub a video that shows a face: roughly frontal, eyes and mouth visible",
+                              field=self.source.field)
 
 
 def _track(speech: Speech) -> AudioTrack:
