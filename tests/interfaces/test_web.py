@@ -194,9 +194,9 @@ def _error(**kwargs) -> str:
 def test_user_mistakes_are_one_message_with_the_fix(face, hello_wav, tmp_path):
     assert _error(text="hi", workdir=tmp_path).startswith("no portrait — how to fix: upload a portrait")
     assert _error(image=face, workdir=tmp_path).startswith("no speech — how to fix: upload or record audio")
-    assert "head motion must be between 0 and 2" in _error(image=face, text="hi", workdir=tmp_path,
+    assert "head motion: must be between 0 and 2" in _error(image=face, text="hi", workdir=tmp_path,
                                                                  options={"head-motion": 5})
-    assert "voice 'xx-nope' is not a known voice" in _error(image=face, text="hi", voice="xx-nope", workdir=tmp_path)
+    assert "voice: 'xx-nope' is not a known voice" in _error(image=face, text="hi", voice="xx-nope", workdir=tmp_path)
     assert "engine hallo is unavailable: needs --checkpoint-dir" in _error(image=face, text="hi", engine="hallo",
                                                                            workdir=tmp_path)
     not_image = tmp_path / "notes.png"
@@ -204,7 +204,7 @@ def test_user_mistakes_are_one_message_with_the_fix(face, hello_wav, tmp_path):
     with pytest.raises(InputError) as expected:
         load_image(not_image)
     assert _error(image=str(not_image), text="hi", workdir=tmp_path).startswith(
-        expected.value.message.replace(str(not_image), "notes.png"))
+        expected.value.text("image:").replace(str(not_image), "notes.png"))
     assert _error(image=face, audio=str(not_image), workdir=tmp_path).startswith(
-        "notes.png is not an audio file (it is an image) — how to fix: use a wav")  # no server paths shown
+        "audio: notes.png is not an audio file (it is an image) — how to fix: use a wav")  # no server paths shown
     assert not list(tmp_path.glob("run-*/*.mp4"))  # nothing half-written left behind

@@ -146,7 +146,7 @@ def _redact(text: str, uploads: tuple) -> str:
 def _user_error(e: TalkingHeadError, uploads: tuple = ()) -> gr.Error:
     """One line for the page: what is wrong (a control named by its label) and how to fix it (no traceback)."""
     if isinstance(e, InputError):
-        what = e.text(e.field.replace("_", " ") if e.field else None)
+        what = e.text(e.field.replace("_", " ") + ":" if e.field else None)  # "head motion: must be ..."
         text = f"{what} — how to fix: {e.hint}" if e.hint else what
     else:
         text = str(e)
