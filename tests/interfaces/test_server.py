@@ -1,6 +1,6 @@
 """`talkinghead serve`, route by route, with FastAPI's TestClient and the real warp engine, PyAV and
-espeak-ng on tiny renders: every route, every refusal (one JSON error body, the CLI's message), cancel and
-remove, expiry, auth, and that nothing is left on disk."""
+espeak-ng on tiny renders: every route, every refusal (one JSON error body: a stable code, the field to blame,
+the library's message), cancel and remove, expiry, auth, and that nothing is left on disk."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +17,7 @@ from starlette.testclient import WebSocketDenialResponse
 from talkinghead.assets import speech_path
 from talkinghead.audio.features import n_frames
 from talkinghead.config import config_from_options
-from talkinghead.errors import InputError
+from talkinghead.errors import InputError, TooLongError
 from talkinghead.interfaces.server import Settings, create_app, make_settings, serve
 from talkinghead.io import load_audio, load_image, probe
 
@@ -44,12 +44,15 @@ def leftovers(app) -> list[str]:
     return sorted(str(p.relative_to(app.state.service.root)) for p in app.state.service.root.rglob("*"))
 
 
-def assert_error(r, status: int, code: str) -> dict:
-    """The response is the one error body with this status and code; returns the error."""
+def assert_error(r, status: int, code: str, field: str | None = None) -> dict:
+    """The response is the one error body with this status, code and (when given) field; returns the error."""
     assert r.status_code == status, r.text
     body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]) <= {"code", "message", "field"}, body
     assert body["error"]["code"] == code, body
+    if field is not None:
+        assert body["error"]["field"] == field, body
+    assert r.headers["content-type"] == "application/json"
     return body["error"]
 
 
@@ -138,6 +141,23 @@ def test_health_and_openapi_describe_the_service(api):
     assert "WS /v1/stream" in spec["info"]["description"] and "pcm_s16le" in spec["info"]["description"]
 
 
+def test_openapi_documents_every_error_code_and_the_error_field(api):
+    """Every code a route or the stream may send is listed in the API description with its status (or close
+    code); each error response lists its codes; the error body declares the optional `field`."""
+    from talkinghead.interfaces.server import CODES, STREAM_CODES
+
+    client, _ = api
+    spec = client.get("/openapi.json").json()
+    description = spec["info"]["description"]
+    for code, (status, _) in {**CODES, **STREAM_CODES}.items():
+        assert f"| `{code}` | {status} |" in description
+    submit = spec["paths"]["/v1/videos"]["post"]["responses"]
+    assert "invalid_option" in submit["422"]["description"] and "audio_too_long" in submit["422"]["description"]
+    assert "queue_full" in submit["429"]["description"]
+    detail = spec["components"]["schemas"]["ErrorDetail"]
+    assert set(detail["required"]) == {"code", "message"} and "field" in detail["properties"]
+
+
 # ------------------------------------------------------------------------------------------ refusals
 def _gradient_png() -> bytes:
     """A colourful picture without a face."""
@@ -150,36 +170,39 @@ def _gradient_png() -> bytes:
     return buf.getvalue()
 
 
-BAD = {  # name -> (form, expected code); "IMG" / "WAV" stand for the good files
-    "not an image": ({"image": ("notes.png", b"this is not a picture"), "audio": "WAV"}, "invalid_image"),
-    "no face": ({"image": ("gradient.png", "GRADIENT"), "audio": "WAV"}, "invalid_image"),
-    "face index past the faces": ({"image": "IMG", "audio": "WAV", "face-index": "3"}, "invalid_image"),
-    "not audio": ({"image": "IMG", "audio": ("speech.mp3", b"no sound in here")}, "invalid_audio"),
-    "empty audio": ({"image": "IMG", "audio": ("speech.wav", b"")}, "invalid_audio"),
-    "bad option value": ({"image": "IMG", "audio": "WAV", "head-motion": "5"}, "invalid_option"),
-    "not a number": ({"image": "IMG", "audio": "WAV", "seed": "many"}, "invalid_option"),
-    "unknown option": ({"image": "IMG", "audio": "WAV", "wobble": "1"}, "invalid_option"),
-    "unknown engine": ({"image": "IMG", "audio": "WAV", "engine": "magic"}, "invalid_option"),
-    "diffusion without checkpoints": ({"image": "IMG", "audio": "WAV", "engine": "hallo"}, "engine_unavailable"),
-    "client checkpoint dir": ({"image": "IMG", "audio": "WAV", "checkpoint-dir": "/etc"}, "option_not_allowed"),
+BAD = {  # name -> (form, expected code, expected field); "IMG" / "WAV" stand for the good files
+    "not an image": ({"image": ("notes.png", b"this is not a picture"), "audio": "WAV"}, "invalid_image", "image"),
+    "no face": ({"image": ("gradient.png", "GRADIENT"), "audio": "WAV"}, "invalid_image", "image"),
+    "face index past the faces": ({"image": "IMG", "audio": "WAV", "face-index": "3"}, "invalid_image", None),
+    "not audio": ({"image": "IMG", "audio": ("speech.mp3", b"no sound in here")}, "invalid_audio", "audio"),
+    "empty audio": ({"image": "IMG", "audio": ("speech.wav", b"")}, "invalid_audio", "audio"),
+    "bad option value": ({"image": "IMG", "audio": "WAV", "head-motion": "5"}, "invalid_option", "head-motion"),
+    "not a number": ({"image": "IMG", "audio": "WAV", "seed": "many"}, "invalid_option", "seed"),
+    "unknown option": ({"image": "IMG", "audio": "WAV", "wobble": "1"}, "invalid_option", None),
+    "unknown engine": ({"image": "IMG", "audio": "WAV", "engine": "magic"}, "invalid_option", "engine"),
+    "diffusion without checkpoints": ({"image": "IMG", "audio": "WAV", "engine": "hallo"}, "engine_unavailable",
+                                      "engine"),
+    "client checkpoint dir": ({"image": "IMG", "audio": "WAV", "checkpoint-dir": "/etc"}, "option_not_allowed",
+                              "checkpoint-dir"),
     "client face embedding": ({"image": "IMG", "audio": "WAV", "face-embedding": "/etc/passwd"},
-                              "option_not_allowed"),
-    "client device": ({"image": "IMG", "audio": "WAV", "device": "cuda:0"}, "option_not_allowed"),
-    "no image": ({"audio": "WAV"}, "missing_image"),
-    "no audio or text": ({"image": "IMG"}, "missing_audio"),
-    "empty text": ({"image": "IMG", "text": "   "}, "invalid_text"),
-    "unknown voice": ({"image": "IMG", "text": "hello", "voice": "klingon"}, "invalid_text"),
-    "text that is a server path": ({"image": "IMG", "audio": "WAV", "text": "/etc/passwd.txt"}, None),
-    "third file": ({"image": "IMG", "audio": "WAV", "extra": ("x.bin", b"123")}, "invalid_option"),
+                              "option_not_allowed", "face-embedding"),
+    "client device": ({"image": "IMG", "audio": "WAV", "device": "cuda:0"}, "option_not_allowed", "device"),
+    "no image": ({"audio": "WAV"}, "missing_image", "image"),
+    "no audio or text": ({"image": "IMG"}, "missing_audio", "audio"),
+    "empty text": ({"image": "IMG", "text": "   "}, "invalid_text", "text"),
+    "unknown voice": ({"image": "IMG", "text": "hello", "voice": "klingon"}, "invalid_text", None),
+    "text that is a server path": ({"image": "IMG", "audio": "WAV", "text": "/etc/passwd.txt"}, None, None),
+    "third file": ({"image": "IMG", "audio": "WAV", "extra": ("x.bin", b"123")}, "invalid_option", "extra"),
 }
 
 
 @pytest.mark.filterwarnings("ignore:pocketsphinx could not align")  # words that are not what is said
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_requests_fail_at_submit_with_one_clear_message(api, case, portrait_png, hello_wav, wait_status):
-    """Each bad submission is refused at once (422), leaving no file and no job."""
+    """Each bad submission is refused at once (422) with its code and the field to blame, leaving no file and
+    no job."""
     client, app = api
-    spec, code = BAD[case]
+    spec, code, field = BAD[case]
     stand_in = {"IMG": ("face.png", portrait_png), "WAV": ("speech.wav", hello_wav)}
     files, data = {}, {}
     for name, value in spec.items():
@@ -194,43 +217,58 @@ def test_bad_requests_fail_at_submit_with_one_clear_message(api, case, portrait_
         assert wait_status(client, r.json()["id"])["status"] == "done"
         assert client.delete(f"/v1/videos/{r.json()['id']}").status_code == 204
         return
-    error = assert_error(r, 422, code)
+    error = assert_error(r, 422, code, field)
     assert "how to fix:" in error["message"]
     assert str(app.state.service.root) not in error["message"]  # server paths never leak
     assert leftovers(app) == []  # a refused upload leaves nothing behind
     assert client.get("/v1/health").json()["jobs"] == 0
 
 
-def test_bad_media_gets_the_cli_message_with_the_clients_file_name(api, hello_wav, tmp_path):
-    """The message is the CLI's, naming the client's file, never a server path."""
+def api_words(e: InputError, field: str, labels: dict[str, str] | None = None) -> str:
+    """A library error as the API words it: its field named like the form field, the fix on a second line."""
+    text = e.text(field) + (f"\n  how to fix: {e.hint}" if e.hint else "")
+    for path, label in (labels or {}).items():
+        text = text.replace(path, label)
+    return text
+
+
+def test_bad_media_gets_the_library_message_with_the_clients_file_name(api, hello_wav, tmp_path):
+    """The message is the library's, its field named as the API names it and the client's file named, never
+    a server path; the field to blame comes with it."""
     client, _ = api
     local = tmp_path / "notes.png"
     local.write_bytes(b"this is not a picture")
-    with pytest.raises(InputError) as cli:
+    with pytest.raises(InputError) as lib:
         load_image(local)
-    error = assert_error(post(client, local.read_bytes(), hello_wav, image_name="notes.png"), 422, "invalid_image")
-    assert error["message"] == str(cli.value).replace(str(local), "notes.png")
+    error = assert_error(post(client, local.read_bytes(), hello_wav, image_name="notes.png"), 422, "invalid_image",
+                         "image")
+    assert error["message"] == api_words(lib.value, "image", {str(local): "notes.png"})
 
-    with pytest.raises(InputError) as cli:
+    with pytest.raises(InputError) as lib:
         config_from_options({"head-motion": "5"})
-    error = assert_error(post(client, b"unused", hello_wav, **{"head-motion": "5"}), 422, "invalid_option")
-    assert error["message"] == str(cli.value)
+    assert lib.value.field == "head_motion"
+    error = assert_error(post(client, b"unused", hello_wav, **{"head-motion": "5"}), 422, "invalid_option",
+                         "head-motion")
+    assert error["message"] == api_words(lib.value, "head-motion")
+    assert error["message"].startswith("head-motion must be between 0 and 2, got 5")
 
 
 def test_audio_longer_than_the_limit(portrait_png, make_wav, tmp_path):
-    """Speech over the server's limit, or the client's own max-seconds, is refused (422)."""
+    """Speech over the server's limit, or the client's own max-seconds, is refused (422) as audio_too_long."""
     three_seconds = make_wav(0.1 * np.sin(np.linspace(0, 3000, 3 * 16000)).astype(np.float32))
     with running(max_audio_seconds=2) as (client, app):
-        error = assert_error(post(client, portrait_png, three_seconds), 422, "audio_too_long")
+        error = assert_error(post(client, portrait_png, three_seconds), 422, "audio_too_long", "audio")
         assert "limit of 2 s" in error["message"]
-        local = tmp_path / "speech.wav"  # with the client's own smaller --max-seconds: the CLI's words
+        local = tmp_path / "speech.wav"  # with the client's own smaller max-seconds: the library's words
         local.write_bytes(three_seconds)
-        with pytest.raises(InputError) as cli:
+        with pytest.raises(TooLongError) as lib:
             load_audio(local, max_seconds=1)
         error = assert_error(post(client, portrait_png, three_seconds, **{"max-seconds": "1"}), 422, "audio_too_long")
-        assert error["message"] == str(cli.value).replace(str(local), "speech.wav")
+        field = (lib.value.field or "").replace("_", "-")
+        assert error["message"] == api_words(lib.value, field, {str(local): "speech.wav"})
+        assert error.get("field") == (field or "audio")
         long_text = "This sentence is far too long to be spoken in two seconds by anyone at all."
-        assert_error(post(client, portrait_png, text=long_text), 422, "audio_too_long")
+        assert_error(post(client, portrait_png, text=long_text), 422, "audio_too_long", "text")
         assert leftovers(app) == []
 
 
@@ -397,8 +435,9 @@ def test_settings_are_checked(monkeypatch):
             Settings(**bad).validate()
     with pytest.raises(InputError, match="unknown server setting"):
         serve(colour="blue")
-    with pytest.raises(InputError, match="--workers"):
+    with pytest.raises(InputError, match="workers must be a whole number > 0") as bad:
         serve(workers=0)  # refused before anything listens
+    assert bad.value.field == "workers"  # the CLI names it as its flag, --workers
     assert Settings().host == "127.0.0.1" and Settings().workers >= 1  # loopback unless the operator says
     with socket.socket() as busy:  # a port in use is one clear message, not uvicorn's exit
         busy.bind(("127.0.0.1", 0))

@@ -43,10 +43,12 @@ def _post(client, video: bytes | None, audio: bytes | None, **form):
     return client.post("/v1/dubs", files=files, data=form)
 
 
-def _error(r, status: int, code: str) -> str:
+def _error(r, status: int, code: str, field: str | None = None) -> str:
     assert r.status_code == status, r.text
     body = r.json()
     assert body["error"]["code"] == code, body
+    if field is not None:
+        assert body["error"]["field"] == field, body
     return body["error"]["message"]
 
 
@@ -69,12 +71,13 @@ def test_dub_job_renders_and_is_served_like_a_video(video_mp4, speech, make_wav,
 def test_bad_dubs_fail_at_submit(video_mp4, speech, make_wav):
     wav = make_wav(speech.samples[:16000])
     with running(max_audio_seconds=1) as (client, app):
-        assert "video" in _error(_post(client, None, wav), 422, "missing_video")
-        assert "audio" in _error(_post(client, video_mp4, None), 422, "missing_audio")
+        assert "video" in _error(_post(client, None, wav), 422, "missing_video", "video")
+        assert "audio" in _error(_post(client, video_mp4, None), 422, "missing_audio", "audio")
         assert "talk.mp4" in _error(_post(client, b"\x00" * 5000, wav), 422, "invalid_video")
         assert "no picture" in _error(_post(client, wav, wav), 422, "invalid_video")
         _error(_post(client, video_mp4, wav, fit="stretch"), 422, "invalid_option")
-        _error(_post(client, video_mp4, wav, engine="warp"), 422, "invalid_option")
+        _error(_post(client, video_mp4, wav, **{"face-index": "1.5"}), 422, "invalid_option", "face-index")
+        _error(_post(client, video_mp4, wav, engine="warp"), 422, "invalid_option", "engine")
         _error(_post(client, video_mp4, wav), 422, "video_too_long")  # 1.2 s > the server's 1 s
         assert client.get("/v1/health").json()["jobs"] == 0
 

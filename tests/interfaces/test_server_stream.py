@@ -58,10 +58,13 @@ def wait_until_free(app, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def expect_close(ws, error_code: str, close_code: int) -> str:
-    """The server sends the error body, then closes with `close_code`; returns the message."""
+def expect_close(ws, error_code: str, close_code: int, field: str | None = None) -> str:
+    """The server sends the error body (with the field to blame, when given), then closes with `close_code`;
+    returns the message."""
     body = ws.receive_json()
     assert set(body) == {"error"} and body["error"]["code"] == error_code, body
+    if field is not None:
+        assert body["error"]["field"] == field, body
     closing = ws.receive()
     assert closing["type"] == "websocket.close" and closing["code"] == close_code, closing
     return body["error"]["message"]
@@ -141,17 +144,17 @@ def test_too_many_streams_are_refused_with_1013(stream_api, portrait_png):
     wait_until_free(app)
 
 
-@pytest.mark.parametrize("hello, code", [
-    ("not json", "invalid_image"),
-    ({"image": "%%% not base64 %%%"}, "invalid_image"),
-    ({"size": 64}, "invalid_image"),
-    (b"GIF89a but not really", "invalid_image"),
-    ({"image": "PNG", "head-motion": 9}, "invalid_option"),
-    ({"image": "PNG", "engine": "hallo"}, "invalid_option"),
-    ({"image": "PNG", "checkpoint-dir": "/"}, "option_not_allowed"),
+@pytest.mark.parametrize("hello, code, field", [
+    ("not json", "invalid_image", "image"),
+    ({"image": "%%% not base64 %%%"}, "invalid_image", "image"),
+    ({"size": 64}, "invalid_image", "image"),
+    (b"GIF89a but not really", "invalid_image", "image"),
+    ({"image": "PNG", "head-motion": 9}, "invalid_option", "head-motion"),
+    ({"image": "PNG", "engine": "hallo"}, "invalid_option", "engine"),
+    ({"image": "PNG", "checkpoint-dir": "/"}, "option_not_allowed", "checkpoint-dir"),
 ])
-def test_a_bad_first_message_is_refused_with_1007(stream_api, portrait_png, hello, code):
-    """A first message that is not a usable portrait (or has bad controls) closes with 1007."""
+def test_a_bad_first_message_is_refused_with_1007(stream_api, portrait_png, hello, code, field):
+    """A first message that is not a usable portrait (or has bad controls) closes with 1007, naming the field."""
     client, app = stream_api
     with client.websocket_connect("/v1/stream") as ws:
         if isinstance(hello, bytes):
@@ -160,12 +163,12 @@ def test_a_bad_first_message_is_refused_with_1007(stream_api, portrait_png, hell
             ws.send_text(hello)
         else:
             ws.send_json({k: base64.b64encode(portrait_png).decode() if v == "PNG" else v for k, v in hello.items()})
-        message = expect_close(ws, code, 1007)
+        message = expect_close(ws, code, 1007, field)
     assert "how to fix:" in message
     if isinstance(hello, dict) and "head-motion" in hello:
-        with pytest.raises(InputError) as cli:
+        with pytest.raises(InputError) as lib:
             config_from_options({"head-motion": 9})
-        assert message == str(cli.value)
+        assert message == f"head-motion {lib.value.message}\n  how to fix: {lib.value.hint}"
     wait_until_free(app)
 
 

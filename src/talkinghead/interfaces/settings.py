@@ -41,34 +41,32 @@ class Settings:
         return int(self.max_upload_mb * 1024 * 1024)
 
     def validate(self) -> "Settings":
-        """Raise InputError (one line + fix, as the CLI prints) for a setting that cannot work."""
+        """Raise InputError, naming the setting as its `field`, for a setting that cannot work."""
         def positive(name: str, integer: bool = False, zero: bool = False) -> None:
             """Refuse a setting that is not a positive (or, with `zero`, non-negative) finite number."""
             v = getattr(self, name)
             number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             if not (number and (v >= 0 if zero else v > 0) and (not integer or float(v).is_integer())):
                 kind = "a whole number" if integer else "a number"
-                raise InputError(f"--{name.replace('_', '-')} must be {kind} {'>= 0' if zero else '> 0'}, got {v!r}",
-                                 f"e.g. --{name.replace('_', '-')} {getattr(Settings(), name)}")
+                raise InputError(f"must be {kind} {'>= 0' if zero else '> 0'}, got {v!r}",
+                                 f"e.g. {getattr(Settings(), name)}", field=name)
         for name in ("workers", "queue_size", "max_jobs"):
             positive(name, integer=True)
         positive("max_streams", integer=True, zero=True)
         for name in ("max_upload_mb", "max_audio_seconds", "ttl_seconds", "max_stream_seconds"):
             positive(name)
         if isinstance(self.port, bool) or not (isinstance(self.port, int) and 0 <= self.port <= 65535):
-            raise InputError(f"--port must be 0..65535, got {self.port!r}", "e.g. --port 8000")
+            raise InputError(f"must be 0..65535, got {self.port!r}", "e.g. 8000", field="port")
         if self.token is not None and not self.token.strip():
-            raise InputError("--token is empty", f"pass a long random string, or leave --token and {TOKEN_ENV} unset")
+            raise InputError("is empty", f"pass a long random string, or leave it and {TOKEN_ENV} unset",
+                             field="token")
         if self.checkpoint_dir is not None and not Path(self.checkpoint_dir).is_dir():
-            raise InputError(f"--checkpoint-dir {self.checkpoint_dir} is not a folder",
-                             "pass the official release folder (pretrained_models/)")
+            raise InputError(f"{self.checkpoint_dir} is not a folder",
+                             "pass the official release folder (pretrained_models/)", field="checkpoint_dir")
         if self.face_embedding is not None and not Path(self.face_embedding).is_file():
-            raise InputError(f"--face-embedding {self.face_embedding} does not exist",
-                             "pass an ArcFace .onnx model or a 512-value embedding file")
+            raise InputError(f"{self.face_embedding} does not exist",
+                             "pass an ArcFace .onnx model or a 512-value embedding file", field="face_embedding")
         return self
-
-
-# ------------------------------------------------------------------------------------------ errors
 
 
 def make_settings(**options) -> Settings:

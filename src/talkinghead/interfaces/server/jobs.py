@@ -13,10 +13,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import AnimateConfig
-from ..errors import InputError
-from ..service import Cancelled
-from ..types import Speech
+from ...config import AnimateConfig
+from ...errors import InputError
+from ...service import Cancelled
+from ...types import Speech
+from .errors import ServiceError, words
 
 log = logging.getLogger("talkinghead.serve")
 
@@ -25,18 +26,6 @@ FINISHED = ("done", "failed", "cancelled")
 VIDEO_NAME = "video.mp4"
 REAP_EVERY_MAX = 30.0  # s, the reaper looks at least this often (more often for short TTLs)
 JOIN_SECONDS = 10.0  # s, how long close() waits for a render thread to stop
-
-
-class ServiceError(Exception):
-    """A request the server refuses: HTTP status, a machine-readable code and a one-line message
-    (with the fix, as the CLI prints it)."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
 
 
 @dataclass
@@ -84,15 +73,6 @@ class Job:
     def public(self) -> dict:
         """The JSON clients get from GET /v1/videos/{id}."""
         return {"id": self.id, "status": self.status, "progress": round(self.progress, 4), "error": self.error}
-
-
-def relabel(e: InputError, labels: dict[str, str]) -> InputError:
-    """The same error (same type and field) with server paths replaced by the names the client knows (its
-    upload's file name)."""
-    message, hint = e.message, e.hint
-    for path, label in labels.items():
-        message, hint = message.replace(path, label), hint.replace(path, label)
-    return type(e)(message, hint, field=e.field)
 
 
 class JobService:
@@ -170,12 +150,12 @@ class JobService:
         self.start()
         with self._lock:
             if self._closing.is_set():
-                raise ServiceError(503, "shutting_down", "the server is shutting down\n  how to fix: try again later")
+                raise ServiceError("shutting_down", "the server is shutting down\n  how to fix: try again later")
             if len(self._pending) + len(self._receiving) >= self.queue_size:
-                raise ServiceError(429, "queue_full", f"the render queue is full ({self.queue_size} jobs waiting)\n"
+                raise ServiceError("queue_full", f"the render queue is full ({self.queue_size} jobs waiting)\n"
                                    "  how to fix: try again in a few seconds", headers={"Retry-After": "2"})
             if len(self._jobs) + len(self._receiving) >= self.max_jobs:
-                raise ServiceError(429, "too_many_jobs", f"the server already keeps {self.max_jobs} jobs\n"
+                raise ServiceError("too_many_jobs", f"the server already keeps {self.max_jobs} jobs\n"
                                    "  how to fix: DELETE finished videos you have downloaded, "
                                    "or wait for them to expire")
             job_id = secrets.token_hex(16)
@@ -195,11 +175,11 @@ class JobService:
         with self._lock:
             if job.id not in self._receiving:  # the service was closed (and maybe reopened) meanwhile
                 shutil.rmtree(job.folder, ignore_errors=True)
-                raise ServiceError(503, "shutting_down", "the server is shutting down\n  how to fix: try again later")
+                raise ServiceError("shutting_down", "the server is shutting down\n  how to fix: try again later")
             self._receiving.discard(job.id)
             if self._closing.is_set():
                 shutil.rmtree(job.folder, ignore_errors=True)
-                raise ServiceError(503, "shutting_down", "the server is shutting down\n  how to fix: try again later")
+                raise ServiceError("shutting_down", "the server is shutting down\n  how to fix: try again later")
             job.request = request
             self._jobs[job.id] = job
             self._pending.append(job)
@@ -211,7 +191,7 @@ class JobService:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise ServiceError(404, "not_found", f"no video job {job_id!r}\n  how to fix: use the id POST /v1/videos "
+            raise ServiceError("not_found", f"no video job {job_id!r}\n  how to fix: use the id POST /v1/videos "
                                "returned; finished jobs expire after a while")
         return job
 
@@ -220,7 +200,7 @@ class JobService:
         with self._lock:  # open under the lock: a DELETE or the reaper cannot pull the file away meanwhile
             job = self.get(job_id)
             if job.status != "done":
-                raise ServiceError(409, "not_ready", f"video {job_id} is {job.status}, not done\n"
+                raise ServiceError("not_ready", f"video {job_id} is {job.status}, not done\n"
                                    f"  how to fix: poll GET /v1/videos/{job_id} until its status is done")
             f = open(job.video, "rb")  # noqa: SIM115 - closed by the response that streams it
         return f, job.video.stat().st_size
@@ -274,7 +254,7 @@ class JobService:
             except Cancelled:
                 status = "cancelled"
             except InputError as e:
-                status, error = "failed", str(relabel(e, job.request.labels))
+                status, error = "failed", words(e, job.request.labels)
             except Exception:  # noqa: BLE001 - a bug must fail the job, not the server
                 log.exception("job %s failed", job.id)
                 status, error = "failed", "internal error while rendering (the server log has the details)"
@@ -319,7 +299,7 @@ class JobService:
 # ----------------------------------------------------------------------------------------- rendering
 def load_speech(request: RenderRequest, max_seconds: float) -> Speech:
     """The job's speech: its decoded audio (aligned with `text` when given), or `text` spoken by espeak-ng."""
-    from ..service import load_speech as read, spoken, with_transcript
+    from ...service import load_speech as read, spoken, with_transcript
 
     if request.audio is None:
         return spoken(request.text, request.voice, max_seconds)
@@ -329,11 +309,11 @@ def load_speech(request: RenderRequest, max_seconds: float) -> Speech:
 def render_job(job: Job) -> None:
     """Render a job's video into its folder (atomically), updating `progress`; stops between frames
     when the job's cancel flag is set (raising Cancelled, leaving no video)."""
-    from ..service import render
+    from ...service import render
 
     request = job.request
     if isinstance(request, DubRequest):
-        from ..dub import dub
+        from ...dub import dub
 
         dub(request.video, request.audio, job.video, text=request.text, options=request.options, cancel=job.cancel,
             on_progress=lambda fraction: setattr(job, "progress", fraction))
