@@ -50,5 +50,5 @@ def test_bench_stops_at_once_on_a_user_mistake(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "--engine", "hallo", "-o", str(out)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "needs --checkpoint-dir" in err and "Traceback" not in err
+    assert e.value.code == 2 and "--checkpoint-dir is needed by engine hallo" in err and "Traceback" not in err
     assert not out.exists()

@@ -45,12 +45,13 @@ def load_cases(folder: str | os.PathLike) -> list[Case]:
     """Every portrait image in `folder` x every audio clip there (a same-named .txt is its transcript)."""
     d = Path(folder)
     if not d.is_dir():
-        raise InputError(f"--cases {d} is not a folder", "pass a folder with portrait images and speech clips")
+        raise InputError(f"{d} is not a folder", "pass a folder with portrait images and speech clips", field="cases")
     images = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     clips = sorted(p for p in d.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
     if not images or not clips:
-        raise InputError(f"--cases {d} needs at least one portrait ({', '.join(IMAGE_SUFFIXES)}) and one "
-                         f"speech clip ({', '.join(AUDIO_SUFFIXES)})", "add them, with transcripts as .txt beside the clips")
+        raise InputError(f"{d} needs at least one portrait ({', '.join(IMAGE_SUFFIXES)}) and one "
+                         f"speech clip ({', '.join(AUDIO_SUFFIXES)})", "add them, with transcripts as .txt beside the clips",
+                         field="cases")
     cases = []
     for img in images:
         for clip in clips:
@@ -76,8 +77,8 @@ def _render(case: Case, engine: str, config: dict, output: str, queue) -> None:
         seconds = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
         queue.put(("ok", seconds, peak, speech.duration))
-    except InputError as e:  # the user's mistake (e.g. a missing --checkpoint-dir): the parent stops
-        queue.put(("input", e.message, e.hint))
+    except InputError as e:  # the user's mistake (e.g. no checkpoint folder): the parent stops, with its type and field
+        queue.put(("input", type(e), e.message, e.hint, e.field))
     except Exception as e:  # reported to the parent as the case's error
         queue.put(("error", f"{type(e).__name__}: {e}"))
 
@@ -93,7 +94,7 @@ def render_case(case: Case, engine: str, config: dict, output: Path) -> dict:
     finally:
         proc.join()
     if result[0] == "input":
-        raise InputError(result[1], result[2])
+        raise result[1](result[2], result[3], field=result[4])
     if result[0] == "error":
         raise RuntimeError(result[1])
     _, seconds, peak, audio_s = result

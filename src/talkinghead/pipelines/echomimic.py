@@ -30,7 +30,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from ..config import AnimateConfig
-from ..errors import InputError
+from ..errors import InputError, NoFaceError, UnreadableMediaError, UnsupportedFormatError
 from ..models.echomimic import EchoMimicNet
 from ..sampling import denoise, split_guidance
 from ..types import Portrait, Speech
@@ -296,11 +296,12 @@ def _video_landmarks(path: Path, fps: float, n_frames: int) -> np.ndarray:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as exc:
-        raise InputError(f"cannot read the pose video {path} ({type(exc).__name__})",
-                         "pass a video file ffmpeg can decode (mp4, mov, mkv, webm)") from None
+        raise UnreadableMediaError(f"{path} cannot be read as a video ({type(exc).__name__})",
+                                   "pass a video file ffmpeg can decode (mp4, mov, mkv, webm)", field="pose_video") from None
     with container:
         if not container.streams.video:
-            raise InputError(f"{path} has no video stream", "pass a video of a talking face as --pose-video")
+            raise UnsupportedFormatError(f"{path} has no video stream", "pass a video of a talking face",
+                                         field="pose_video")
         stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate or fps)
         points: list[np.ndarray] = []
@@ -321,7 +322,7 @@ def _video_landmarks(path: Path, fps: float, n_frames: int) -> np.ndarray:
                 points.append(current)
                 out += 1
     if not points:
-        raise InputError(f"no face found in the pose video {path}", "use a video of one clearly visible face")
+        raise NoFaceError(f"{path}: no face found", "use a video of one clearly visible face", field="pose_video")
     return np.stack(points).astype(np.float32)
 
 
@@ -333,16 +334,18 @@ def driving_landmarks(path: str, fps: float, n_frames: int, face, size: int, war
     coordinates already in output pixels. Shorter sources hold their last frame (with a warning)."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"--pose-video {path} does not exist", "pass a driving video or a .npy landmark file")
+        raise InputError(f"{path} does not exist", "pass a driving video or a .npy landmark file", field="pose_video")
     if p.suffix.lower() in LANDMARK_FILE_TYPES:
         try:
             points = np.load(p, allow_pickle=False)
         except (ValueError, OSError) as exc:
-            raise InputError(f"cannot read the landmark file {p} ({exc})",
-                             "save a float array of shape (frames, points, 2 or 3) with numpy.save") from None
+            raise UnreadableMediaError(f"{p} cannot be read as a landmark file ({exc})",
+                                       "save a float array of shape (frames, points, 2 or 3) with numpy.save",
+                                       field="pose_video") from None
         if points.ndim != 3 or points.shape[-1] not in (2, 3) or not len(points) or not np.isfinite(points).all():
             raise InputError(f"{p} holds an array of shape {points.shape}, not (frames, points, 2 or 3)",
-                             "save landmark coordinates in output pixels, one (points, 2|3) array per frame")
+                             "save landmark coordinates in output pixels, one (points, 2|3) array per frame",
+                             field="pose_video")
         points = points.astype(np.float32)
     else:
         points = _video_landmarks(p, fps, n_frames)
@@ -394,20 +397,23 @@ class EchoMimicAnimator:
         d, r = config.diffusion, config.render
         self.warn = warn
         if not d.checkpoint_dir:
-            raise InputError("--engine echomimic needs --checkpoint-dir",
-                             f"download the official release ({RELEASE_URL}) and pass its pretrained_weights folder")
-        if r.size % SIZE_MULTIPLE or r.crop != "face":
-            raise InputError(f"--engine echomimic renders square face crops with a side that is a multiple of "
-                             f"{SIZE_MULTIPLE}, got --size {r.size} --crop {r.crop}",
-                             "use --crop face and e.g. --size 512 (the official size)")
+            raise InputError("is needed by engine echomimic (its release folder)",
+                             f"download the official release ({RELEASE_URL}) and pass its pretrained_weights folder",
+                             field="checkpoint_dir")
+        if r.crop != "face":
+            raise InputError(f"must be face for engine echomimic (it renders square face crops), got {r.crop!r}",
+                             "use crop face", field="crop")
+        if r.size % SIZE_MULTIPLE:
+            raise InputError(f"must be a multiple of {SIZE_MULTIPLE} for engine echomimic, got {r.size}",
+                             "e.g. 512 (the official size)", field="size")
         device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype != torch.float32 and device == "cpu":
-            raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")
+            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
         self.pose_source = d.pose_video
         if self.pose_source and not Path(self.pose_source).is_file():
-            raise InputError(f"--pose-video {self.pose_source} does not exist",
-                             "pass a driving video or a .npy landmark file")
+            raise InputError(f"{self.pose_source} does not exist", "pass a driving video or a .npy landmark file",
+                             field="pose_video")
         defaults = SamplingConfig()
         self.sampling = SamplingConfig(
             steps=d.steps or defaults.steps,

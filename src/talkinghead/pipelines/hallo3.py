@@ -454,13 +454,14 @@ class Hallo3Animator:
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
         if not d.checkpoint_dir:
-            raise InputError("--engine hallo3 needs --checkpoint-dir",
-                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder")
+            raise InputError("is needed by engine hallo3 (its release folder)",
+                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder",
+                             field="checkpoint_dir")
         if not d.face_embedding:
-            raise InputError("--engine hallo3 needs a face identity embedding", EMBEDDING_HINT)
+            raise InputError("is needed by engine hallo3 (the face's identity)", EMBEDDING_HINT, field="face_embedding")
         device, dtype = resolve_device(d.device), DTYPES[d.dtype]
         if dtype != torch.float32 and device == "cpu":
-            raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")
+            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
         self.release = load_hallo3_release(d.checkpoint_dir, device, dtype)
         tc = self.release.model.transformer.config
         scale = 2 ** (len(self.release.vae.config.block_out_channels) - 1)

@@ -272,14 +272,16 @@ class Hallo4Animator:
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
         if not d.checkpoint_dir:
-            raise InputError("--engine hallo4 needs --checkpoint-dir",
-                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder")
+            raise InputError("is needed by engine hallo4 (its release folder)",
+                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder",
+                             field="checkpoint_dir")
         if not d.pose_video:
-            raise InputError("--engine hallo4 needs --pose-video: the driving skeleton video (a DWPose rendering, "
-                             "the official --src_video)", "render the skeleton of a driving video with DWPose")
+            raise InputError("is needed by engine hallo4: the driving skeleton video (a DWPose rendering, what the "
+                             "official release calls src_video)", "render the skeleton of a driving video with DWPose",
+                             field="pose_video")
         device, dtype = resolve_device(d.device), DTYPES[d.dtype]
         if dtype != torch.float32 and device == "cpu":
-            raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")
+            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
         self.release = load_hallo4_release(d.checkpoint_dir, device, dtype)
         s = self.release.settings
         self.height, self.width = s["size_hw"]
@@ -299,15 +301,17 @@ class Hallo4Animator:
         """(3, T, H, W) in [-1, 1] (uint8 / 127.5 - 1), the official decoding of the skeleton video."""
         import av
 
-        from ..errors import InputError
+        from ..errors import UnreadableMediaError
 
         try:
             with av.open(str(path)) as c:
                 frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
         except Exception as exc:  # noqa: BLE001 - any failure here is a bad input file
-            raise InputError(f"cannot read the skeleton video {path}: {exc}", "pass an mp4 skeleton rendering") from exc
+            raise UnreadableMediaError(f"{path} cannot be read as a skeleton video: {exc}",
+                                       "pass an mp4 skeleton rendering", field="pose_video") from exc
         if not frames:
-            raise InputError(f"the skeleton video {path} has no frames", "pass an mp4 skeleton rendering")
+            raise UnreadableMediaError(f"{path} has no frames", "pass an mp4 skeleton rendering",
+                                       field="pose_video")
         return torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
     @property

@@ -27,7 +27,7 @@ from .hallo import DEFAULT_SCHEDULER, HalloPipeline, SamplingConfig
 SIZE_MULTIPLE = 64  # latents are 1/8 of the image and the mask pyramid halves 3 more times
 RELEASE_URL = "https://huggingface.co/fudan-generative-ai/{variant}"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-EMBEDDING_HINT = ("pass --face-embedding FILE: a 512-value identity embedding (.npy/.npz/.txt/.safetensors) "
+EMBEDDING_HINT = ("give the face-embedding file: a 512-value identity embedding (.npy/.npz/.txt/.safetensors) "
                   "or an ArcFace-style .onnx model that computes it (e.g. InsightFace's glintr100.onnx, which "
                   "official Hallo uses; its licence is non-commercial). See README, 'Face embedding'.")
 
@@ -110,19 +110,22 @@ class HalloAnimator:
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
         if not d.checkpoint_dir:
-            raise InputError(f"--engine {self.variant} needs --checkpoint-dir",
+            raise InputError(f"is needed by engine {self.variant} (its release folder)",
                              f"download the official release ({RELEASE_URL.format(variant=self.variant)}) "
-                             "and pass its pretrained_models folder")
+                             "and pass its pretrained_models folder", field="checkpoint_dir")
         if not d.face_embedding:
-            raise InputError(f"--engine {self.variant} needs a face identity embedding", EMBEDDING_HINT)
-        if r.size % SIZE_MULTIPLE or r.crop != "face":
-            raise InputError(f"--engine {self.variant} renders square face crops with a side that is a multiple "
-                             f"of {SIZE_MULTIPLE}, got --size {r.size} --crop {r.crop}",
-                             "use --crop face and e.g. --size 512 (the official size)")
+            raise InputError(f"is needed by engine {self.variant} (the face's identity)", EMBEDDING_HINT,
+                             field="face_embedding")
+        if r.crop != "face":
+            raise InputError(f"must be face for engine {self.variant} (it renders square face crops), got {r.crop!r}",
+                             "use crop face", field="crop")
+        if r.size % SIZE_MULTIPLE:
+            raise InputError(f"must be a multiple of {SIZE_MULTIPLE} for engine {self.variant}, got {r.size}",
+                             "e.g. 512 (the official size)", field="size")
         device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype != torch.float32 and device == "cpu":
-            raise InputError(f"--dtype {d.dtype} needs a GPU", "use --dtype fp32 on a CPU")
+            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
         embedder = make_embedder(d.face_embedding)
         self.sampling = SamplingConfig(steps=d.steps or SamplingConfig.steps,
                                        guidance_scale=d.guidance_scale if d.guidance_scale is not None
@@ -261,8 +264,9 @@ class Hallo2Animator(HalloAnimator):
         d = self.config.diffusion
         self.sr = None
         if not d.super_resolution and (d.sr_fidelity is not None or d.sr_keep_last_frame):
-            raise InputError("--sr-fidelity and --sr-keep-last-frame set the super-resolution stage",
-                             "add --super-resolution, or leave them out")
+            raise InputError("sets the super-resolution stage, which is off",
+                             "turn super-resolution on, or leave sr-fidelity and sr-keep-last-frame out",
+                             field="sr_fidelity" if d.sr_fidelity is not None else "sr_keep_last_frame")
         if d.super_resolution:
             self.sr = load_super_resolution_release(d.checkpoint_dir, resolve_device(d.device))
         self.sr_fidelity = SR_FIDELITY if d.sr_fidelity is None else float(d.sr_fidelity)

@@ -30,7 +30,7 @@ import torch
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, UnreadableMediaError
 from ..models.checkpoints import CONFIG_FILE, WEIGHTS_FILE
 from ..models.skyreels_a1 import SkyReelsA1
 from ..models.skyreels_a2 import SkyReelsA2
@@ -448,17 +448,17 @@ class SkyReelsA1Animator:
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
         if not d.checkpoint_dir:
-            raise InputError("--engine skyreels-a1 needs --checkpoint-dir",
+            raise InputError("is needed by engine skyreels-a1 (its release folder)",
                              "download the SkyReels-A1-5B release (huggingface.co/Skywork/SkyReels-A1) and pass "
-                             "its folder (pretrained_models/SkyReels-A1-5B)")
+                             "its folder (pretrained_models/SkyReels-A1-5B)", field="checkpoint_dir")
         self.device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype == torch.float16 and self.device == "cpu":
             raise InputError("--dtype fp16 needs a GPU", "use --dtype bf16 (the release's precision) or fp32 on a CPU")
         self.pose_source = d.pose_video
         if self.pose_source and not Path(self.pose_source).is_file():
-            raise InputError(f"--pose-video {self.pose_source} does not exist",
-                             "pass a driving video or a .npy landmark file")
+            raise InputError(f"{self.pose_source} does not exist", "pass a driving video or a .npy landmark file",
+                             field="pose_video")
         self.warn = warn
         self.release = load_a1_release_cached(d.checkpoint_dir, dtype, self.device)
         model = self.release.model
@@ -524,12 +524,14 @@ class SkyReelsA1Animator:
             try:
                 points = np.load(path, allow_pickle=False)
             except (ValueError, OSError) as exc:
-                raise InputError(f"cannot read the landmark file {path} ({exc})",
-                                 "save a float array of shape (frames, 478, 2 or 3) with numpy.save") from None
+                raise UnreadableMediaError(f"{path} cannot be read as a landmark file ({exc})",
+                                           "save a float array of shape (frames, 478, 2 or 3) with numpy.save",
+                                           field="pose_video") from None
             if points.ndim != 3 or points.shape[1] != len(self.ref_points) or points.shape[2] not in (2, 3) \
                     or not len(points) or not np.isfinite(points).all():
                 raise InputError(f"{path} holds an array of shape {points.shape}, not (frames, 478, 2 or 3)",
-                                 "save FaceMesh landmarks (478 points) in pixels, one array per frame")
+                                 "save FaceMesh landmarks (478 points) in pixels, one array per frame",
+                                 field="pose_video")
         else:
             points = _video_landmarks(path, self.fps, n)
         if len(points) < n and self.warn:
@@ -815,16 +817,18 @@ class SkyReelsA2Animator:
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
         if not d.checkpoint_dir:
-            raise InputError("--engine skyreels-a2 needs --checkpoint-dir",
-                             "download the SkyReels-A2 release (huggingface.co/Skywork/SkyReels-A2) and pass its folder")
+            raise InputError("is needed by engine skyreels-a2 (its release folder)",
+                             "download the SkyReels-A2 release (huggingface.co/Skywork/SkyReels-A2) and pass its folder",
+                             field="checkpoint_dir")
         if not d.reference:
-            raise InputError("--engine skyreels-a2 composes two or more references; only --image was given",
-                             "add --reference IMAGE (an object, then a background; the last one is the background)")
+            raise InputError("is needed by engine skyreels-a2, which composes the image with one or more references",
+                             "add a reference image (an object, then a background; the last one is the background)",
+                             field="reference")
         self.device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype == torch.float16 and self.device == "cpu":
             raise InputError("--dtype fp16 needs a GPU", "use --dtype bf16 (the release's precision) or fp32 on a CPU")
-        images = [portrait.image] + [load_image(p).image for p in d.reference]
+        images = [portrait.image] + [load_image(p, field="reference").image for p in d.reference]
         width = A2_SIZE[0] if r.size == RenderConfig.size else r.size
         width = max(A2_MULTIPLE, int(round(width / A2_MULTIPLE)) * A2_MULTIPLE)
         height = max(A2_MULTIPLE, int(round(width * A2_SIZE[1] / A2_SIZE[0] / A2_MULTIPLE)) * A2_MULTIPLE)
@@ -839,8 +843,9 @@ class SkyReelsA2Animator:
         # infer.py drops 12 frames whatever the count; the option drops exactly the reference slots' frames
         self.dropped = 1 + A2_REPEAT * (len(images) - 1) if d.exact_reference_frames else A2_DROPPED
         if self.dropped >= A2_FRAMES:
-            raise InputError(f"{len(images)} references fill a whole {A2_FRAMES}-frame clip",
-                             f"use at most {(A2_FRAMES - 2) // A2_REPEAT} --reference images")
+            raise InputError(f"holds too many images: with the portrait, {len(images)} fill a whole "
+                             f"{A2_FRAMES}-frame clip", f"use at most {(A2_FRAMES - 2) // A2_REPEAT} reference images",
+                             field="reference")
         self.release = load_a2_release_cached(d.checkpoint_dir, dtype, self.device)
 
     @property
