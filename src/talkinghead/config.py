@@ -142,6 +142,9 @@ class RenderConfig(_Section):
     lossless: bool = control(False, help="encode the video losslessly (H.264 at quantiser 0): every decoded frame "
                                          "is exactly the rendered one, for measuring and comparing; files are "
                                          "several times larger")
+    teeth: str = control("auto", help="upper teeth in the open mouth: auto = the portrait's own where it shows "
+                                      "a clear row of them, else drawn; drawn; own = the portrait's wherever it "
+                                      "shows some", choices=("auto", "drawn", "own"))
 
 
 @dataclass

@@ -32,8 +32,9 @@ def test_importing_the_package_and_api_loads_no_resampler_model_or_plotting():
 
 
 def test_animate_loads_no_resampler_torch_or_plotting(tmp_path):
-    """The warp engine's whole `animate` path: MediaPipe runs, but scipy.signal (16 kHz input needs no
-    resampling), torch and MediaPipe's matplotlib/sounddevice helpers stay unloaded."""
+    """The warp engine's whole `animate` path: MediaPipe runs, but scipy (the mesh is triangulated and
+    rasterised with OpenCV; 16 kHz input needs no resampling), torch and MediaPipe's
+    matplotlib/sounddevice helpers stay unloaded."""
     wav, _ = speech_path("librivox_0880")
     out = tmp_path / "a.mp4"
     got = loaded_after(f"""
@@ -46,7 +47,7 @@ def test_animate_loads_no_resampler_torch_or_plotting(tmp_path):
     """)
     assert out.exists()
     assert got["mediapipe"] and got["cv2"] and got["av"]  # it did analyse and encode
-    assert not any(got[m] for m in ("scipy.signal", "torch", "matplotlib.pyplot", "sounddevice")), got
+    assert not any(got[m] for m in ("scipy", "scipy.signal", "torch", "matplotlib.pyplot", "sounddevice")), got
 
 
 def test_deferred_imports_stand_in_until_used():

@@ -1,13 +1,16 @@
 """Mesh warp of the portrait: control-point displacements -> dense backward map -> one remap.
 
 The mesh (landmarks + hair ring + fixed anchors, Delaunay) is rasterised once, on a half-resolution
-grid over the moving region's bounding box, into a sparse matrix of barycentric weights. Per frame:
-displacements of the control points -> field (one sparse product) -> inverse by two fixed-point
-steps -> upsample -> one cv2.remap of the region. Pixels outside the region are never touched.
+grid over the moving region's bounding box (one cell of margin around it), into three vertex ids and
+barycentric weights per cell. Per frame: displacements of the control points -> field (three
+gathers and a weighted sum) -> inverse by two fixed-point steps -> one resize straight to the
+absolute sampling map -> one cv2.remap of the region into the output frame. Pixels outside the
+region are never touched. OpenCV does all of it (no scipy: importing scipy.spatial and
+scipy.sparse cost more start-up time than the rest of the engine's set-up).
 
 Rigid things in front of the face (glasses, dark lenses, a gloved hand, jewellery: face.occlusion)
 keep only the head's motion: on their grid cells the expression's share of the field is taken out
-again (a second sparse product over just those rows), and the mouth interior is not drawn over them.
+again (a second blend over just those cells), and the mouth interior is not drawn over them.
 A frame whose mesh would fold over (a turned face's far side squeezed past its outline, where the
 warp would tear) takes as much of the head motion as keeps every triangle the right way round, then
 as much of the expression; a normal frame pays one vectorised area check for this.
@@ -20,8 +23,6 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
-from scipy import sparse
-from scipy.spatial import Delaunay
 
 from ..face.occlusion import analyze_occlusion
 from ..types import FaceAnalysis, MotionFrame, Portrait
@@ -46,20 +47,20 @@ class WarpRenderer:
         self.rig = FaceRig(face)
         pts = self.rig.points
         pts, self.keep = _dedupe(pts)
-        tri = Delaunay(pts)
+        simplices = _delaunay(pts, w, h)
         moving = self.rig.P.shape[0] + len(self.rig.hair)  # landmarks + hair ring come first
         # region: bounding box of every triangle touching a moving point
-        touch = (self.keep < moving)[tri.simplices].any(axis=1)
+        touch = (self.keep < moving)[simplices].any(axis=1)
         self.rest = pts
-        area = _areas(pts, tri.simplices)
+        area = _areas(pts, simplices)
         # the outline's triangles (a landmark and a hair-ring or fixed point): folding there tears the
         # face from its surroundings; folds inside the face are the 2-D picture of 3-D occlusion
         # (the nose passing the cheek, a lid over the iris) and are left to the inverse map
-        outline = (self.keep >= self.rig.P.shape[0])[tri.simplices].any(axis=1) & \
-            (self.keep < self.rig.P.shape[0])[tri.simplices].any(axis=1)
-        self.triangles = tri.simplices[outline & (area > 0.5)]  # slivers cannot fold visibly
+        outline = (self.keep >= self.rig.P.shape[0])[simplices].any(axis=1) & \
+            (self.keep < self.rig.P.shape[0])[simplices].any(axis=1)
+        self.triangles = simplices[outline & (area > 0.5)]  # slivers cannot fold visibly
         self.rest_area = _areas(pts, self.triangles)
-        corners = pts[tri.simplices[touch]].reshape(-1, 2)
+        corners = pts[simplices[touch]].reshape(-1, 2)
         x0, y0 = np.floor(corners.min(0)).astype(int)
         x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
         x0, y0 = max(0, x0 - x0 % FIELD_STRIDE), max(0, y0 - y0 % FIELD_STRIDE)
@@ -67,58 +68,64 @@ class WarpRenderer:
         x1 -= (x1 - x0) % FIELD_STRIDE
         y1 -= (y1 - y0) % FIELD_STRIDE
         self.roi = (x0, y0, x1, y1)
-        # coarse grid over the region; cell i covers pixels [S*i, S*i+S) and sits at its centre, so
-        # cv2.resize by S upsamples it exactly (linear, half-pixel centres)
-        off = (FIELD_STRIDE - 1) / 2
-        gx = np.arange(x0, x1, FIELD_STRIDE, dtype=np.float64) + off
-        gy = np.arange(y0, y1, FIELD_STRIDE, dtype=np.float64) + off
+        # coarse grid over the region and one cell of margin on every side; cell i covers pixels
+        # [S*i, S*i+S) from the margin's corner and sits at its centre, so cv2.resize by S upsamples it
+        # exactly (linear, half-pixel centres) and the margin keeps the region's edge pixels from
+        # being clamped to the last cell
+        S = FIELD_STRIDE
+        off = (S - 1) / 2
+        gx = np.arange(x0 - S, x1 + S, S, dtype=np.float64) + off
+        gy = np.arange(y0 - S, y1 + S, S, dtype=np.float64) + off
         self.grid_shape = (len(gy), len(gx))
+        self._origin = np.float32([x0 - S + off, y0 - S + off])  # pixel position of cell (0, 0)
         G = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
-        simplex = tri.find_simplex(G)
-        inside = simplex >= 0
-        T = tri.transform[simplex[inside]]  # (n, 3, 2)
-        b = np.einsum("nij,nj->ni", T[:, :2], G[inside] - T[:, 2])
-        bary = np.concatenate([b, 1 - b.sum(1, keepdims=True)], 1)  # (n, 3)
-        verts = tri.simplices[simplex[inside]]  # indices into deduped pts
-        rows = np.repeat(np.nonzero(inside)[0], 3)
+        verts, bary = _locate(pts, simplices, G)  # (n, 3) vertex ids and weights; zero weights outside
         # weights pre-divided by the stride: the field comes out in coarse-grid cells
-        self.W = sparse.csr_matrix((bary.ravel().astype(np.float32) / FIELD_STRIDE, (rows, verts.ravel())),
-                                   shape=(len(G), len(pts)))
-        # identity maps: output pixels of the region, and coarse-grid cell indices
-        ox, oy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-        self.out_grid = np.dstack([ox, oy])  # (h, w, 2): a CV_32FC2 identity map of the region
+        self._gather = [np.dstack([verts[:, k].reshape(self.grid_shape), np.zeros(self.grid_shape, np.int64)])
+                        .astype(np.int16) for k in range(3)]  # CV_16SC2 maps (vertex id, 0): exact gathers
+        self._weight = [np.ascontiguousarray(np.repeat(bary[:, k, None] / S, 2, axis=1).astype(np.float32)
+                                             .reshape(*self.grid_shape, 2)) for k in range(3)]
         gi, gj = np.meshgrid(np.arange(len(gx), dtype=np.float32), np.arange(len(gy), dtype=np.float32))
         self.grid_idx = np.dstack([gi, gj])  # (gh, gw, 2) each coarse cell's own index
+        self._full = np.empty((len(gy) * S, len(gx) * S, 2), np.float32)  # the upsampled map, reused
+        self._map = self._full[S:S + y1 - y0, S:S + x1 - x0]  # its part over the region
         self.occlusion = analyze_occlusion(self.image, face.landmarks)
         # rigid share per coarse cell (a thin rim must survive the downsampling: max, not mean)
-        rig_roi = self.occlusion.mask[y0:y1, x0:x1]
-        coarse = rig_roi.reshape(len(gy), FIELD_STRIDE, len(gx), FIELD_STRIDE).max(axis=(1, 3)).ravel()
+        gh, gw = self.grid_shape
+        pad = np.zeros((gh * S, gw * S), np.float32)
+        ys, xs = slice(max(y0 - S, 0), min(y1 + S, h)), slice(max(x0 - S, 0), min(x1 + S, w))
+        pad[ys.start - (y0 - S):ys.stop - (y0 - S), xs.start - (x0 - S):xs.stop - (x0 - S)] = self.occlusion.mask[ys, xs]
+        coarse = pad.reshape(gh, S, gw, S).max(axis=(1, 3)).ravel()
         self.rigid_rows = np.flatnonzero(coarse > 0.02)
         self.rigid_share = coarse[self.rigid_rows, None].astype(np.float32)
-        self.W_rigid = self.W[self.rigid_rows]
+        self._gather_rigid = [np.ascontiguousarray(g.reshape(-1, 2)[self.rigid_rows][None]) for g in self._gather]
+        self._weight_rigid = [np.ascontiguousarray(wt.reshape(-1, 2)[self.rigid_rows][None] * self.rigid_share[None])
+                              for wt in self._weight]
         self.mouth = MouthInterior(self.image, face, self.rig, own_teeth=own_teeth)
         self.mouth.cover = self.occlusion.mask if self.occlusion.any else None
 
     def field(self, disp: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
         """Forward displacement on the coarse grid, in coarse-grid cells: (gh, gw, 2) float32.
         With `expression` (its share of `disp`), rigid cells keep only disp - expression."""
-        f = self.W @ disp[self.keep].astype(np.float32)
+        f = _blend(disp[self.keep].astype(np.float32), self._gather, self._weight)
         if expression is not None and len(self.rigid_rows):
-            f[self.rigid_rows] -= self.rigid_share * (self.W_rigid @ expression[self.keep].astype(np.float32))
-        return f.reshape(*self.grid_shape, 2)
+            e = _blend(expression[self.keep].astype(np.float32), self._gather_rigid, self._weight_rigid)
+            f.reshape(-1, 2)[self.rigid_rows] -= e[0]
+        return f
 
     def backward_map(self, disp: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
-        """For each output pixel of the region, where to sample the portrait: (h, w, 2) float32."""
+        """For each output pixel of the region, where to sample the portrait: (h, w, 2) float32.
+        The array is a view of a buffer the next call overwrites."""
         d = self.field(disp, expression)
         # solve x + d(x) = p for x on the coarse grid, starting from x = p - d(p): x <- p - d(x)
         x = self.grid_idx - d
         for _ in range(INVERSE_STEPS):
             d_at_x = cv2.remap(d, x, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            x = self.grid_idx - d_at_x
-        back = (x - self.grid_idx) * FIELD_STRIDE  # backward displacement, pixels
-        full = cv2.resize(back, None, fx=FIELD_STRIDE, fy=FIELD_STRIDE, interpolation=cv2.INTER_LINEAR)
-        full += self.out_grid
-        return full
+            np.subtract(self.grid_idx, d_at_x, out=x)
+        x *= FIELD_STRIDE  # coarse cells -> pixels: where each cell samples the portrait
+        x += self._origin
+        cv2.resize(x, self._full.shape[1::-1], dst=self._full, interpolation=cv2.INTER_LINEAR)
+        return self._map
 
     def render(self, m: MotionFrame) -> np.ndarray:
         """One RGB frame (h, w, 3) uint8."""
@@ -132,8 +139,11 @@ class WarpRenderer:
         out = self.image.copy()
         if np.abs(disp).max() < 1e-3:
             return out
-        out[y0:y1, x0:x1] = cv2.remap(self.image, self.backward_map(disp, expression), None, cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_REPLICATE)
+        region = out[y0:y1, x0:x1]
+        warped = cv2.remap(self.image, self.backward_map(disp, expression), None, cv2.INTER_LINEAR, dst=region,
+                           borderMode=cv2.BORDER_REPLICATE)
+        if warped is not region and not np.shares_memory(warped, region):  # OpenCV made its own array
+            region[:] = warped
         lm = self.rig.P[:, :2] + disp[: self.rig.P.shape[0]]
         self.mouth.draw(out, lm, m)
         return out
@@ -162,9 +172,73 @@ class WarpRenderer:
 
 
 def _areas(pts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Signed areas (px^2, positive = Delaunay's orientation) of `triangles` over `pts`."""
+    """Signed areas (px^2, positive = counter-clockwise on screen, as `_delaunay` gives) of `triangles` over `pts`."""
     a, b, c = pts[triangles[:, 0]], pts[triangles[:, 1]], pts[triangles[:, 2]]
     return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+
+def _blend(values: np.ndarray, gather: list[np.ndarray], weight: list[np.ndarray]) -> np.ndarray:
+    """sum_k weight[k] * values[gather[k]]: (V, 2) values at each cell's three vertices, blended. The
+    gathers are nearest-neighbour remaps of the values laid out as a 1 x V image (exact copies)."""
+    image = values.reshape(1, -1, 2)
+    f = cv2.remap(image, gather[0], None, cv2.INTER_NEAREST)
+    f *= weight[0]
+    for g, wt in zip(gather[1:], weight[1:]):
+        f += cv2.remap(image, g, None, cv2.INTER_NEAREST) * wt
+    return f
+
+
+def _delaunay(pts: np.ndarray, w: int, h: int) -> np.ndarray:
+    """(m, 3) vertex ids of the Delaunay triangles of (V, 2) distinct points, counter-clockwise in
+    image axes (positive `_areas`)."""
+    lo, hi = np.minimum(pts.min(0), 0) - 2, np.maximum(pts.max(0), [w, h]) + 2
+    subdiv = cv2.Subdiv2D((int(np.floor(lo[0])), int(np.floor(lo[1])), int(np.ceil(hi[0] - lo[0])) + 1,
+                           int(np.ceil(hi[1] - lo[1])) + 1))
+    subdiv.insert([(float(x), float(y)) for x, y in pts])
+    corners = subdiv.getTriangleList().reshape(-1, 3, 2)  # float32 coordinates of our points
+    index = {(x, y): i for i, (x, y) in enumerate(pts.astype(np.float32).tolist())}
+    ids = np.array([[index.get((x, y), -1) for x, y in t] for t in corners.tolist()], np.int64).reshape(-1, 3)
+    ok = (ids >= 0).all(1)  # drops the triangles on Subdiv2D's outer helper vertices
+    tri = ids[ok]
+    flip = _areas(pts, tri) < 0
+    tri[flip] = tri[flip][:, [0, 2, 1]]
+    return tri
+
+
+def _locate(pts: np.ndarray, tri: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query point (n, 2): the vertex ids (n, 3) of the triangle holding it and its
+    barycentric weights (n, 3) there; a point in no triangle gets vertex 0 with weight 0."""
+    a, b, c = pts[tri[:, 0]], pts[tri[:, 1]], pts[tri[:, 2]]
+    lo, hi = np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c)
+    # candidate (triangle, point) pairs: the points in each triangle's bounding box, on the grid of
+    # query points (q is a row-major grid: its distinct x and y values)
+    xs, ys = np.unique(q[:, 0]), np.unique(q[:, 1])
+    i0, i1 = np.searchsorted(xs, lo[:, 0] - 1e-6), np.searchsorted(xs, hi[:, 0] + 1e-6)
+    j0, j1 = np.searchsorted(ys, lo[:, 1] - 1e-6), np.searchsorted(ys, hi[:, 1] + 1e-6)
+    nx, ny = np.maximum(i1 - i0, 0), np.maximum(j1 - j0, 0)
+    count = nx * ny
+    t = np.repeat(np.arange(len(tri)), count)
+    k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    cell = (j0[t] + k // np.maximum(nx[t], 1)) * len(xs) + i0[t] + k % np.maximum(nx[t], 1)
+    p = q[cell]
+    # barycentric weights of each candidate in its triangle
+    e1, e2, r = b[t] - a[t], c[t] - a[t], p - a[t]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    l1 = (r[:, 0] * e2[:, 1] - r[:, 1] * e2[:, 0]) / det
+    l2 = (e1[:, 0] * r[:, 1] - e1[:, 1] * r[:, 0]) / det
+    lam = np.stack([1 - l1 - l2, l1, l2], 1)
+    inside = lam.min(1) >= -1e-9
+    t, cell, lam = t[inside], cell[inside], lam[inside]
+    # a point on a shared edge lies in both triangles (same weights there): keep the one it is deepest in
+    best = np.lexsort((-lam.min(1), cell))
+    first = np.ones(len(best), bool)
+    first[1:] = cell[best][1:] != cell[best][:-1]
+    best = best[first]
+    verts = np.zeros((len(q), 3), np.int64)
+    bary = np.zeros((len(q), 3), np.float64)
+    verts[cell[best]] = tri[t[best]]
+    bary[cell[best]] = lam[best]
+    return verts, bary
 
 
 def _dedupe(pts: np.ndarray, tol: float = 0.75) -> tuple[np.ndarray, np.ndarray]:

@@ -98,7 +98,8 @@ def resolve(path: str):
 _P = frozenset
 SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("warp", "Warp (CPU)", "talkinghead's mesh-warp engine: landmarks -> audio-driven motion -> warp", "warp",
-           engine=".pipelines.warp:Animator", weights="none", controls=RENDER + MOTION, proven=_P({"render"})),
+           engine=".pipelines.warp:Animator", weights="none", controls=RENDER + MOTION + ("teeth",),
+           proven=_P({"render"})),
     System("emo", "EMO", "EMO: Emote Portrait Alive (2024)", "unet",
            models=(".models.emo:EMONet",), engine=".train.engine:EMOAnimator", trainer="emo",
            stage_configs=("emo_stage1.yaml", "emo_stage2.yaml", "emo_stage3.yaml"), controls=TRAINED,
