@@ -121,5 +121,5 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name} asked for a GPU but torch sees none", "use --device cpu")
+        raise InputError(f"is {name}, a GPU, but torch sees none", "use cpu", field="device")
     return name

@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, UnreadableMediaError, UnsupportedFormatError
 from ..face.landmarks import N_LANDMARKS, detect_all
 from ..face.regions import mouth_aperture
 from ..io import load_audio, probe
@@ -120,7 +120,7 @@ def _reference(ref):
         return None, None
     from ..io import as_portrait
 
-    image = as_portrait(ref).image
+    image = as_portrait(ref, field="ref").image
     faces = detect_all(image)
     return image, (faces[0] if faces else None)
 
@@ -136,10 +136,15 @@ def evaluate_with_series(video, audio=None, ref=None, text: str | None = None) -
 
     path = Path(video)
     info = probe(path)
-    if not info["video_codec"] or not info["n_frames"]:
-        raise InputError(f"{path} has no video frames", "pass a video file (mp4, mov, mkv, webm)")
+    if not info["video_codec"]:
+        raise UnsupportedFormatError(f"{path} has no video frames", "pass a video file (mp4, mov, mkv, webm)",
+                                     field="video")
+    if not info["n_frames"]:
+        raise UnreadableMediaError(f"{path} has no video frames that decode", "pass a complete video file",
+                                   field="video")
     if info["n_frames"] < 2:
-        raise InputError(f"{path} is a single image, not a video", "pass a video file (mp4, mov, mkv, webm)")
+        raise UnsupportedFormatError(f"{path} is a single image, not a video", "pass a video file (mp4, mov, mkv, webm)",
+                                     field="video")
     transcript = read_transcript(text)
     speech, no_speech = _speech(path, audio, info)
     ref_image, ref_pts = _reference(ref)
@@ -254,7 +259,7 @@ def real_frames(source: Path, per_video: int = SAMPLED_FRAMES) -> list[np.ndarra
     out = []
     for p in files:
         if p.suffix.lower() in IMAGE_SUFFIXES:
-            out.append(load_image(p).image)
+            out.append(load_image(p, field="real").image)
         elif p.suffix.lower() in VIDEO_SUFFIXES:
             n = probe(p)["n_frames"] or 0
             picks = set(np.linspace(0, max(n - 1, 0), min(per_video, n)).round().astype(int).tolist())
@@ -271,10 +276,11 @@ def evaluate_folder(folder, ref=None, real=None) -> dict:
     folder = Path(folder)
     videos = _videos(folder)
     if not videos:
-        raise InputError(f"no videos in {folder}", f"put {', '.join(VIDEO_SUFFIXES)} files there")
+        raise InputError(f"{folder} holds no videos", f"put {', '.join(VIDEO_SUFFIXES)} files there", field="video")
     ref = Path(ref) if ref is not None else None
     if ref is not None and not ref.exists():
-        raise InputError(f"--ref {ref} does not exist", "pass a portrait image, or a folder of them named like the videos")
+        raise InputError(f"{ref} does not exist", "pass a portrait image, or a folder of them named like the videos",
+                         field="ref")
     cards, generated, refs = [], [], []
     for v in videos:
         r = _matching(ref, v)
@@ -287,12 +293,12 @@ def evaluate_folder(folder, ref=None, real=None) -> dict:
     if real is not None:
         real_path = Path(real)
         if not real_path.exists():
-            raise InputError(f"--real {real_path} does not exist", "pass a folder of real frames or videos")
+            raise InputError(f"{real_path} does not exist", "pass a folder of real frames or videos", field="real")
         reals = real_frames(real_path)
     else:
         from ..io import load_image
 
-        reals = [load_image(p).image for p in dict.fromkeys(refs)]
+        reals = [load_image(p, field="ref").image for p in dict.fromkeys(refs)]
     dist = distribution_metrics(generated, reals)
     reason = dist.pop("reason", None)
     if reason and real is None:
