@@ -22,7 +22,7 @@ import torch
 from talkinghead.models import skyreels_a1 as a1
 from talkinghead.models import skyreels_a2 as a2
 from talkinghead.models.hallo3 import HALLO3_TINY, Hallo3Model
-from talkinghead.models.hallo4 import HALLO4_TINY, Hallo4Model
+from talkinghead.models.hallo4_wan import HALLO4_TINY, Hallo4WanModel
 from talkinghead.nn.dit import latent_frame_count
 
 VAE_SPATIAL = 8  # px per latent pixel (CogVideoX and Wan VAEs)
@@ -60,14 +60,15 @@ def hallo3_inputs(model, frames, height, width):
 
 
 def hallo4_inputs(model, frames, height, width):
-    f, c, h, w, d = _dims(model, frames, height, width)
-    a = model.audio_proj
-    window, layers, channels = (5, 12, 768) if a.proj1.in_features == 5 * 12 * 768 else (3, 2, 8)
-    k = model.skeleton_encoder.convs[0].in_channels
+    """The reference latent and the clip's latents (b, 16, 1 + f, h, w), t, the prompt, the VACE context,
+    per-frame skeleton latents and audio windows."""
+    cfg = model.config
+    f, h, w = latent_frame_count(frames, 4), height // VAE_SPATIAL, width // VAE_SPATIAL
+    a = cfg.audio
     r = lambda *s: torch.randn(*s, device=model.device, dtype=model.dtype)  # noqa: E731
-    return (r(1, f, c, h, w), torch.tensor([500.0], device=model.device), r(1, 16, d),
-            r(1, frames, window, layers, channels), torch.rand(1, frames, k, 2, device=model.device),
-            r(1, 1, c, h, w))
+    return (r(1, cfg.in_dim, 1 + f, h, w), torch.tensor([500], device=model.device), r(1, 16, cfg.text_dim),
+            r(1, cfg.vace_in_dim, 1 + f, h, w), r(1, cfg.in_dim, frames, h, w),
+            r(1, frames, a["seq_len"], a["blocks"], a["channels"]))
 
 
 def skyreels_a1_inputs(model, frames, height, width):
@@ -110,7 +111,7 @@ def _build_config(cls, config):
 
 SYSTEMS = [
     Entry("hallo3", Hallo3Model, hallo3_inputs, HALLO3_TINY, {}, (9, 32, 32), (49, 480, 720)),
-    Entry("hallo4", Hallo4Model, hallo4_inputs, HALLO4_TINY, {}, (9, 32, 32), (49, 480, 720)),
+    Entry("hallo4", Hallo4WanModel, hallo4_inputs, HALLO4_TINY, {}, (9, 32, 32), (81, 480, 832)),
     Entry("skyreels_a1", a1.SkyReelsA1, skyreels_a1_inputs, a1.TINY, a1.OFFICIAL, (9, 16, 16), (49, 480, 720),
           _build_config, _a1),
     Entry("skyreels_a2", a2.SkyReelsA2, skyreels_a2_inputs, a2.TINY, a2.OFFICIAL, (9, 32, 32), (81, 480, 832),

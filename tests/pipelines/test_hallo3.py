@@ -1,4 +1,4 @@
-"""DiT sampling (Hallo3, Hallo4) at a tiny config with a tiny CogVideoX 3D VAE: long audio -> clips with
+"""DiT sampling (Hallo3) at a tiny config with a tiny CogVideoX 3D VAE: long audio -> clips with
 motion frames, every frame yielded once in order, deterministic with a seed; local folders only, with a
 clear error listing missing weights."""
 from __future__ import annotations
@@ -10,9 +10,7 @@ from diffusers import AutoencoderKLCogVideoX
 
 from talkinghead.errors import InputError
 from talkinghead.models.hallo3 import HALLO3_TINY, TINY_VAE, Hallo3Model
-from talkinghead.models.hallo4 import HALLO4_TINY, Hallo4Model
 from talkinghead.pipelines.hallo3 import DiTSamplingConfig, Hallo3Pipeline
-from talkinghead.pipelines.hallo4 import Hallo4Pipeline
 
 FRAMES = 10  # clip 9 frames + motion 5: two clips (9 + 1 new frames)
 
@@ -20,15 +18,14 @@ FRAMES = 10  # clip 9 frames + motion 5: two clips (9 + 1 new frames)
 @pytest.fixture(scope="module")
 def parts():
     torch.manual_seed(0)
-    return Hallo3Model(**HALLO3_TINY), Hallo4Model(**HALLO4_TINY), AutoencoderKLCogVideoX(**TINY_VAE)
+    return Hallo3Model(**HALLO3_TINY), AutoencoderKLCogVideoX(**TINY_VAE)
 
 
 @pytest.fixture(scope="module")
 def inputs():
     g = torch.Generator().manual_seed(0)
     return {"reference": torch.rand(1, 3, 32, 32, generator=g) * 2 - 1, "face": torch.randn(1, 8, generator=g),
-            "audio": torch.randn(1, FRAMES, 3, 2, 8, generator=g), "text": torch.randn(1, 4, 16, generator=g),
-            "keypoints": torch.rand(1, FRAMES, 5, 2, generator=g)}
+            "audio": torch.randn(1, FRAMES, 3, 2, 8, generator=g), "text": torch.randn(1, 4, 16, generator=g)}
 
 
 def _cfg(seed=1):
@@ -36,7 +33,7 @@ def _cfg(seed=1):
 
 
 def test_hallo3_long_video_in_clips_deterministic_with_a_seed(parts, inputs):
-    pipe = Hallo3Pipeline(parts[0], parts[2])
+    pipe = Hallo3Pipeline(parts[0], parts[1])
     run = lambda seed: list(pipe(inputs["reference"], inputs["face"], inputs["audio"], inputs["text"],  # noqa: E731
                                  _cfg(seed)))
     chunks = run(1)
@@ -46,17 +43,6 @@ def test_hallo3_long_video_in_clips_deterministic_with_a_seed(parts, inputs):
     assert all(np.array_equal(a, b) for a, b in zip(chunks, again))
     other = run(2)
     assert any(not np.array_equal(a, b) for a, b in zip(chunks, other))
-
-
-def test_hallo4_long_video_in_clips_deterministic_with_a_seed(parts, inputs):
-    pipe = Hallo4Pipeline(parts[1], parts[2])
-    run = lambda seed: np.concatenate(list(pipe(inputs["reference"], inputs["audio"], inputs["keypoints"],  # noqa: E731
-                                                inputs["text"], _cfg(seed))))
-    video = run(3)
-    assert video.shape == (FRAMES, 32, 32, 3)
-    assert np.array_equal(video, run(3)) and not np.array_equal(video, run(4))
-    with pytest.raises(InputError):
-        pipe(inputs["reference"], inputs["audio"], inputs["keypoints"][:, :5], inputs["text"])
 
 
 def test_sampling_config_is_validated():
@@ -76,7 +62,7 @@ def test_from_pretrained_reads_a_local_folder_and_lists_missing_files(parts, tmp
     with pytest.raises(InputError) as err:
         Hallo3Pipeline.from_pretrained(tmp_path)
     assert "vae/config.json" in str(err.value) and "transformer/config.json" not in str(err.value)
-    parts[2].save_pretrained(tmp_path / "vae")
+    parts[1].save_pretrained(tmp_path / "vae")
     pipe = Hallo3Pipeline.from_pretrained(tmp_path)
     a, b = parts[0].state_dict(), pipe.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -36,6 +36,11 @@ WAN_VACE_1_3B = {"dim": 1536, "ffn_dim": 8960, "num_heads": 12, "num_layers": 30
                  "in_dim": 16, "out_dim": 16, "eps": 1e-6, "vace_in_dim": 96, "vace_layers": list(range(0, 30, 2))}
 WAN_TEXT_DIM = 4096  # fixed by the official code (not read from config.json)
 HALLO4_AUDIO = {"seq_len": 5, "blocks": 12, "channels": 768, "intermediate_dim": 512, "context_tokens": 32}
+# The tiny variant `talkinghead train --smoke` and the tests train (the reference data's tiny sizes)
+HALLO4_TINY = {"dim": 32, "ffn_dim": 64, "num_heads": 2, "num_layers": 4, "freq_dim": 32, "text_len": 12,
+               "vace_layers": [0, 2], "audio": {"seq_len": 5, "blocks": 2, "channels": 16, "intermediate_dim": 32,
+                                                "context_tokens": 32}}
+TINY_WAN_VAE = {"base_dim": 4}  # diffusers' AutoencoderKLWan at the reference data's width (16 latent channels)
 CHECKPOINT = "hallo4/model_weight.ckpt"
 CONFIG = "Wan2.1_Encoders/config.json"
 
@@ -144,7 +149,9 @@ class Hallo4WanModel(WanVACETransformer3DModel):
                          ffn_dim=ffn_dim, num_layers=num_layers, cross_attn_norm=True,
                          qk_norm="rms_norm_across_heads", eps=eps, image_dim=None, rope_max_seq_len=1024,
                          vace_layers=vace_layers, vace_in_channels=vace_in_dim)
-        self.register_to_config(text_len=text_len, audio=audio or HALLO4_AUDIO, attention_bf16=attention_bf16)
+        # our own constructor's arguments too, so `from_pretrained` / `from_config` rebuild the same model
+        self.register_to_config(dim=dim, num_heads=num_heads, in_dim=in_dim, out_dim=out_dim, vace_in_dim=vace_in_dim,
+                                text_len=text_len, audio=audio or HALLO4_AUDIO, attention_bf16=attention_bf16)
         head = dim // num_heads
         for block in self.blocks:
             block.audio_attn = WanAttention(dim, num_heads, head, eps, cross_attention_dim_head=head)

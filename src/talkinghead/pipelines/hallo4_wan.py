@@ -186,15 +186,17 @@ PATCH_MASK_RATE = 0.1  # share of the motion frame's 2x2 patches set to -1
 
 def random_mask_patches(frame: torch.Tensor, generator: torch.Generator, rate: float = PATCH_MASK_RATE,
                         patch: int = 2) -> torch.Tensor:
-    """(3, 1, H, W): `rate` of its patch x patch squares set to -1, chosen by a random permutation."""
+    """(3, 1, H, W): `rate` of its patch x patch squares set to -1, chosen by a random permutation (drawn on the
+    generator's device)."""
     _, _, h, w = frame.shape
-    n = (h // patch) * (w // patch)
-    chosen = torch.randperm(n, generator=generator)[: int(n * rate)]
-    out = frame.clone()
-    for i in chosen.tolist():
-        r, c = divmod(i, w // patch)
-        out[:, :, r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = -1.0
-    return out
+    rows, cols = h // patch, w // patch
+    chosen = torch.randperm(rows * cols, generator=generator, device=generator.device)[: int(rows * cols * rate)]
+    blank = torch.zeros(rows * cols, dtype=torch.bool, device=frame.device)
+    blank[chosen.to(frame.device)] = True
+    blank = blank.view(rows, cols).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+    full = torch.zeros(h, w, dtype=torch.bool, device=frame.device)
+    full[: rows * patch, : cols * patch] = blank
+    return frame.masked_fill(full, -1.0)
 
 
 class Hallo4Release:
@@ -242,6 +244,14 @@ class Hallo4Release:
         out = self.text_encoder(input_ids=t.input_ids.to(p.device), attention_mask=t.attention_mask.to(p.device))
         return out.last_hidden_state[0, : int(t.attention_mask.sum())].float()
 
+    def audio_windows(self, speech: Speech, fps: int) -> tuple[torch.Tensor, int]:
+        """(n, 5, layers, channels) wav2vec2 windows per video frame, as the official front end makes them, and n."""
+        from ..audio.wav2vec import audio_windows, trace_hallo_audio
+
+        with self.lock:
+            w = trace_hallo_audio(self.audio_model, self.extractor, speech.samples, fps=fps, clip_length=-1)
+        return audio_windows(w.audio_emb), w.audio_length
+
 
 _RELEASES: dict[tuple, Hallo4Release] = {}
 
@@ -263,7 +273,9 @@ class Hallo4Animator:
     UniPC with guidance 6 on the shifted sigmas, output cropped back to the portrait's aspect and truncated to
     uint8 at 25 fps."""
 
-    def __init__(self, portrait: Portrait, config=None, warn: bool = True):
+    def __init__(self, portrait: Portrait, config=None, warn: bool = True, load=None):
+        """`load(folder, device, dtype)` gives the weights (default: an official release folder, `Hallo4Release`);
+        any object with its `dit`, `latents`, `settings`, `lock`, `encode_text` and `audio_windows` renders."""
         from ..config import AnimateConfig
         from ..errors import InputError
         from ..utils import resolve_device
@@ -282,10 +294,10 @@ class Hallo4Animator:
         device, dtype = resolve_device(d.device), DTYPES[d.dtype]
         if dtype != torch.float32 and device == "cpu":
             raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
-        self.release = load_hallo4_release(d.checkpoint_dir, device, dtype)
+        self.release = (load or load_hallo4_release)(d.checkpoint_dir, device, dtype)
         s = self.release.settings
         self.height, self.width = s["size_hw"]
-        image = torch.from_numpy(portrait.image).permute(2, 0, 1).float() / 255.0
+        image = torch.from_numpy(np.array(portrait.image)).permute(2, 0, 1).float() / 255.0
         self.ref_hw = tuple(portrait.image.shape[:2])
         self.reference = resize_for_rectangle_crop(((image - 0.5) / 0.5)[:, None], self.height, self.width)
         self.skeleton = self._read_skeleton(d.pose_video)
@@ -322,14 +334,6 @@ class Hallo4Animator:
     def frame_size(self) -> tuple[int, int]:
         return self.out_size
 
-    def _audio(self, speech: Speech):
-        from ..audio.wav2vec import audio_windows, trace_hallo_audio
-
-        r = self.release
-        with r.lock:
-            w = trace_hallo_audio(r.audio_model, r.extractor, speech.samples, fps=int(self.fps), clip_length=-1)
-        return audio_windows(w.audio_emb), w.audio_length
-
     def n_frames(self, speech: Speech) -> int:
         from ..audio.wav2vec import video_frame_count
 
@@ -338,7 +342,7 @@ class Hallo4Animator:
     @torch.no_grad()
     def frames(self, speech: Speech):
         r, s = self.release, self.release.settings
-        windows, n_audio = self._audio(speech)
+        windows, n_audio = r.audio_windows(speech, int(self.fps))
         total = min(n_audio, self.skeleton.shape[1])
         F = s["frame_num"]
         clips = max(1, math.ceil((total - 1) / (F - 1)))

@@ -149,8 +149,9 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                      "guidance_scale", "dtype", "device", "prompt"),
            needs_gpu_for="official-size sampling (CogVideoX-5B)"),
     System("hallo4", "Hallo4", "Hallo4: High-Fidelity Dynamic Portrait Animation via Direct Preference Optimization "
-           "(2025)", "dit", models=(".models.hallo4:Hallo4Model", ".models.hallo4_wan:Hallo4WanModel"),
-           engine=".pipelines.hallo4_wan:Hallo4Animator", verifier=".verify.hallo4:verify_hallo4", fixture="hallo4",
+           "(2025)", "dit", models=(".models.hallo4_wan:Hallo4WanModel",),
+           engine=".train.systems_dit:hallo4_animator",  # the official release, or a `talkinghead train` run
+           verifier=".verify.hallo4:verify_hallo4", fixture="hallo4",
            trainer="hallo4", stage_configs=("hallo4_sft.yaml", "hallo4_dpo.yaml"), weights="official", front_ends=("wav2vec2", "umt5"),
            release_files=("hallo4/model_weight.ckpt", "Wan2.1_Encoders/config.json", "Wan2.1_Encoders/Wan2.1_VAE.pth",
                           "Wan2.1_Encoders/models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_Encoders/google/umt5-xxl/",

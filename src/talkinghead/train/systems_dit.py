@@ -190,6 +190,7 @@ class Hallo3System(DiTSystem):
 class Hallo4Options:
     pairs: str | None = None  # preference pairs JSONL (train/preference.py); set for the DPO stage
     dpo_beta: float = 5000.0  # Diffusion-DPO's β
+    release: str | None = None  # an official `pretrained_models/` folder: the DiT starts from it, its VAE encodes
 
     def __post_init__(self):
         if isinstance(self.dpo_beta, bool) or not isinstance(self.dpo_beta, (int, float)) or self.dpo_beta <= 0:
@@ -201,15 +202,89 @@ def keypoint_indices(k: int, n: int = 478) -> list[int]:
     return np.linspace(0, n - 1, k).round().astype(int).tolist()
 
 
+SKELETON_POINTS = 68  # face points drawn per frame, as many as a DWPose face has
+
+
+def draw_skeleton(landmarks: torch.Tensor, size: int) -> torch.Tensor:
+    """(f, K, 2+) landmark pixel coordinates -> a skeleton video (3, f, size, size) in [-1, 1]: white dots on
+    black, as a DWPose face rendering draws its keypoints (the stand-in for the official skeleton videos; the
+    same drawing makes the `--pose-video` of a model trained here)."""
+    import cv2
+
+    points = landmarks[:, keypoint_indices(SKELETON_POINTS), :2].round().long().cpu().numpy()
+    radius = max(1, round(size / 256))
+    video = np.zeros((len(points), size, size), np.uint8)
+    for frame, pts in zip(video, points):
+        for x, y in pts:
+            cv2.circle(frame, (int(x), int(y)), radius, 255, -1)
+    return torch.from_numpy(video).float().div(127.5).sub(1.0)[None].expand(3, -1, -1, -1)
+
+
+def _timestep(sigma: torch.Tensor) -> torch.Tensor:
+    return 1000.0 * sigma  # the DiT's timestep for flow time σ (the sampler gives it int(1000σ′))
+
+
+def hallo4_flow_loss(net, inputs: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """Hallo4's supervised objective: rectified flow on the sample layout the sampler uses. inputs["latents"]
+    (b, 16, 1 + F', h, w) holds the reference latent in frame 0 and the clip's latents after it; frame 0 stays
+    clean (the sampler re-imposes it before every call), the rest is x_t = (1−σ)x0 + σ·noise at logit-normal σ,
+    and the velocity noise − x0 is regressed on frames 1.. only. The other inputs are the model's conditions
+    (`context`, `vace_context`, `skeleton_latents`, `audio_windows`)."""
+    from . import losses as L
+
+    x0 = inputs["latents"]
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
+    sigma = L.sample_flow_sigmas(x0.shape[0], generator).to(x0.device)
+    x_t, target = L.flow_matching_pair(x0, noise, sigma)
+    x_t = torch.cat([x0[:, :, :1], x_t[:, :, 1:]], dim=2)
+    pred = net(x_t, _timestep(sigma), inputs["context"], inputs["vace_context"], inputs["skeleton_latents"],
+               inputs["audio_windows"])
+    loss = L.diffusion_loss(pred[:, :, 1:], target[:, :, 1:])
+    return loss, {"loss": loss.detach().item(), "sigma_mean": sigma.mean().item()}
+
+
+def hallo4_dpo_loss(policy, reference, inputs: dict, generator: torch.Generator, beta: float
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Diffusion-DPO (Wallace et al. 2023) on Hallo4's flow objective: `winners` and `losers` (b, 16, 1 + F', h, w)
+    in the sample layout (the shared reference latent in frame 0) are noised with the same noise and σ, the policy's
+    and the frozen reference's per-sample velocity errors on frames 1.. go through `dpo_errors` and
+    `diffusion_dpo_loss`. The conditions (`context`, `vace_context`, `skeleton_latents`, `audio_windows`, batch b)
+    are shared by both halves. Returns (loss, implicit accuracy, reward margin)."""
+    from . import losses as L
+
+    w, lo = inputs["winners"], inputs["losers"]
+    noise = torch.randn(w.shape, generator=generator, device=generator.device).to(w)
+    sigma = L.sample_flow_sigmas(w.shape[0], generator).to(w.device)
+    x0, noise, sigma = torch.cat([w, lo]), torch.cat([noise, noise]), torch.cat([sigma, sigma])
+    x_t, target = L.flow_matching_pair(x0, noise, sigma)
+    x_t = torch.cat([x0[:, :, :1], x_t[:, :, 1:]], dim=2)
+    cond = [torch.cat([inputs[k], inputs[k]]) for k in ("context", "vace_context", "skeleton_latents", "audio_windows")]
+    err_w, err_l = L.dpo_errors(policy(x_t, _timestep(sigma), *cond)[:, :, 1:], target[:, :, 1:])
+    with torch.no_grad():
+        ref_w, ref_l = L.dpo_errors(reference(x_t, _timestep(sigma), *cond)[:, :, 1:], target[:, :, 1:])
+    return L.diffusion_dpo_loss(err_w, err_l, ref_w, ref_l, beta)
+
+
 class Hallo4System(DiTSystem):
-    """Hallo4: rectified-flow SFT of the motion-modulated DiT on clips, or (with options.pairs) Diffusion-DPO
-    on preference pairs against a frozen copy of the starting model."""
+    """Hallo4 on the released architecture (`models.hallo4_wan.Hallo4WanModel`, Wan2.1-VACE with the audio and
+    pose cross-attention), trained on the inputs its sampler gives it: the portrait's latent as frame 0, the VACE
+    context of a first clip (nothing known) or of a continued clip (its first frame known, 10 % of its 2x2 patches
+    blanked, as the sampler passes the previous clip's last frame), per-frame VAE latents of a skeleton video
+    (the clip's FaceMesh points drawn by `draw_skeleton`), wav2vec2 windows (or the log-mel stand-in) zeroed where
+    the audio is dropped (the unconditional branch's input), and the null prompt (T5 is not run here).
+    SFT is rectified flow; with options.pairs, Diffusion-DPO on preference pairs against a frozen copy of the
+    starting model, with a blank skeleton (the pairs carry no pose) and a first-clip context shared by both videos.
+    options.release starts the DiT from an official release and encodes with its VAE."""
 
     Options = Hallo4Options
+    vae_kind = "wan"
 
     def __init__(self, config):
-        super().__init__(config)
         self.opts = self.options(config)
+        super().__init__(config)
+        from ..pipelines.hallo4_wan import WanLatents
+
+        self.latents = WanLatents(self.vae)
         self.reference = None
         if self.opts.pairs:
             self.on_weights_loaded()
@@ -224,7 +299,7 @@ class Hallo4System(DiTSystem):
         opts = cls.options(config)
         if not opts.pairs:
             return super().make_dataset(config)
-        return PreferenceClips(opts.pairs, config.clip_frames, config.frame_size or 256, config.audio_context)
+        return PreferenceClips(opts.pairs, config.clip_frames, config.frame_size, config.audio_context)
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -232,59 +307,201 @@ class Hallo4System(DiTSystem):
         if str(config.stage) == "dpo" and not cls.options(config).pairs:
             raise InputError("the Hallo4 DPO stage needs preference pairs",
                              "set system.options.pairs to a JSONL written by talkinghead.train.preference")
+        if not config.frame_size or config.frame_size % 16:
+            raise InputError(f"Hallo4 trains and renders at one frame size, a multiple of 16; got {config.frame_size}",
+                             "set frame_size, e.g. frame_size: 512")
 
     @classmethod
     def smoke_overrides(cls, config):
+        from .smoke import SMOKE_SIZE
+
         config = super().smoke_overrides(config)
+        options = {**config.system.options, "release": None}
         if cls.options(config).pairs:
-            pairs = write_smoke_pairs(Path(config.dataset).parent / "preference")
-            config = replace(config, frame_size=32, system=replace(config.system, options={
-                **config.system.options, "pairs": str(pairs)}))
-        return config
+            options["pairs"] = str(write_smoke_pairs(Path(config.dataset).parent / "preference", size=SMOKE_SIZE))
+        return replace(config, frame_size=SMOKE_SIZE, system=replace(config.system, options=options))
+
+    def _release(self, config) -> Path | None:
+        if not self.opts.release:
+            return None
+        root = Path(self.opts.release).expanduser()
+        return root / "pretrained_models" if (root / "pretrained_models").is_dir() else root
+
+    def _release_settings(self, root: Path) -> dict:
+        import json
+
+        from ..pipelines.hallo4_wan import INFERENCE_FILE
+
+        own = root / INFERENCE_FILE  # the sizes of a small (test) release
+        return json.loads(own.read_text()) if own.is_file() else {}
+
+    def build_vae(self, config):
+        from ..models.hallo4_wan import TINY_WAN_VAE, VAE_FILE, load_wan_vae
+
+        root = self._release(config)
+        if root is not None:
+            return load_wan_vae(root / VAE_FILE, self._release_settings(root).get("vae_dim", 96))
+        if config.system.vae and Path(config.system.vae).suffix == ".pth":  # the release's own VAE file
+            return load_wan_vae(Path(config.system.vae).expanduser())
+        if config.system.vae or config.system.size != "tiny":
+            return super().build_vae(config)
+        from diffusers import AutoencoderKLWan
+
+        with torch.random.fork_rng():  # the same tiny VAE for every run of a seed, and for the engine
+            torch.manual_seed(config.seed)
+            return AutoencoderKLWan(**TINY_WAN_VAE)
 
     def build_net(self, config):
-        from ..models.hallo4 import HALLO4_TINY, Hallo4Model
+        from ..models.hallo4_wan import HALLO4_TINY, WAN_VACE_1_3B, Hallo4WanModel, load_release_dit
 
-        base = HALLO4_TINY if config.system.size == "tiny" else {}
-        kw = {k: {**base.get(k, {}), **config.system.model.get(k, {})}
-              for k in ("transformer_config", "audio_config", "skeleton_config")}
-        return Hallo4Model(**kw)
+        model = dict(config.system.model)
+        model.setdefault("attention_bf16", False)  # the official bf16 rounding of q/k/v is a sampling quirk
+        root = self._release(config)
+        if root is not None:
+            return load_release_dit(root, audio=self._release_settings(root).get("audio_proj"), **model)
+        base = HALLO4_TINY if config.system.size == "tiny" else WAN_VACE_1_3B
+        return Hallo4WanModel(**{**base, **model})
 
-    def tiny_vae_config(self):
-        from ..models.hallo3 import TINY_VAE
+    def _audio_windows(self, batch: dict) -> torch.Tensor:
+        a = self.net.config.audio
+        return self.audio_windows(batch, (a["seq_len"], a["blocks"], a["channels"]))
 
-        return TINY_VAE
+    def _vace(self, frames: torch.Tensor, ref: torch.Tensor, continued: bool, generator: torch.Generator
+              ) -> torch.Tensor:
+        """The VACE context of one clip (3, F, S, S): a first clip knows nothing (zeros, mask 1); a continued clip
+        knows its first frame, patch-blanked as the sampler blanks the previous clip's last frame (mask 0 there)."""
+        from ..pipelines.hallo4_wan import random_mask_patches, vace_context
 
-    def conditions(self, batch: dict, portrait: torch.Tensor) -> dict:
-        from ..models.hallo3 import HALLO3_AUDIO
-        from ..models.hallo4 import HALLO4_SKELETON
+        known, mask = torch.zeros_like(frames), torch.ones_like(frames)
+        if continued:
+            known[:, :1] = random_mask_patches(frames[:, :1], generator)
+            mask[:, :1] = 0
+        return vace_context(self.latents, known, mask, ref)
 
-        net = self.net
-        tc = net.transformer.config
-        ac = {**HALLO3_AUDIO, **(net.config.audio_config or {})}
-        b = portrait.shape[0]
-        out = {"text": portrait.new_zeros(b, tc.max_text_seq_length, tc.text_embed_dim),  # null prompt
-               "audio_windows": self.audio_windows(batch, (ac["window"], ac["layers"], ac["channels"])),
-               "motion_latents": portrait}
-        if "landmarks" in batch:
-            k = {**HALLO4_SKELETON, **(net.config.skeleton_config or {})}["keypoints"]
-            size = batch["frames"].shape[-1]
-            out["keypoints"] = (batch["landmarks"][:, :, keypoint_indices(k), :2] / size).clamp(0, 1)
+    def inputs(self, batch: dict, generator: torch.Generator) -> dict:
+        """A `TalkingClips` batch -> the model's SFT inputs (see `hallo4_flow_loss`)."""
+        lat = self.latents
+        frames = batch["frames"].transpose(1, 2)  # (b, 3, F, S, S)
+        size = frames.shape[-1]
+        continued = (~batch["drop_motion"]).tolist() if self.train_config.motion_frames else [False] * len(frames)
+        latents, vace, skeleton = [], [], []
+        for i, clip in enumerate(frames):
+            ref = lat.encode(batch["reference"][i][:, None])  # (16, 1, h, w)
+            latents.append(torch.cat([ref, lat.encode(clip)], dim=1))
+            vace.append(self._vace(clip, ref, continued[i], generator))
+            skeleton.append(lat.encode_frames(draw_skeleton(batch["landmarks"][i], size)))
+        latents = torch.stack(latents)
+        return {"latents": latents, "vace_context": torch.stack(vace), "skeleton_latents": torch.cat(skeleton),
+                "context": latents.new_zeros(len(latents), 1, self.net.config.text_dim),  # the null prompt
+                "audio_windows": self._audio_windows(batch)}
+
+    def pair_inputs(self, batch: dict) -> dict:
+        """A `PreferenceClips` batch -> the DPO inputs (see `hallo4_dpo_loss`)."""
+        lat = self.latents
+        winners, losers = batch["winners"].transpose(1, 2), batch["losers"].transpose(1, 2)  # (b, 3, F, S, S)
+        out = {"winners": [], "losers": [], "vace_context": [], "skeleton_latents": []}
+        blank = torch.full_like(winners[0], -1.0)  # a skeleton video without points
+        for w, lo in zip(winners, losers):
+            ref = lat.encode(w[:, :1])  # the pair's portrait: the winner's first frame
+            out["winners"].append(torch.cat([ref, lat.encode(w)], dim=1))
+            out["losers"].append(torch.cat([ref, lat.encode(lo)], dim=1))
+            out["vace_context"].append(self._vace(w, ref, False, None))
+            out["skeleton_latents"].append(lat.encode_frames(blank))
+        out = {k: torch.cat(v) if k == "skeleton_latents" else torch.stack(v) for k, v in out.items()}
+        out["context"] = out["winners"].new_zeros(len(winners), 1, self.net.config.text_dim)
+        out["audio_windows"] = self._audio_windows(batch)
         return out
 
     def loss(self, batch, generator):
         if self.reference is None:
-            latents = self.encode(batch["frames"])
-            portrait = self.portrait_latent(batch)
-            return self.net.loss({"latents": latents, **self.conditions(batch, portrait)}, generator)
-        from ..models.hallo4 import flow_dpo_loss
-
-        winners, losers = self.encode(batch["winners"]), self.encode(batch["losers"])
-        portrait = self.encode(batch["winners"][:, :1])
-        cond = self.conditions(batch, portrait)
-        loss, accuracy, margin = flow_dpo_loss(self.net, self.reference, {"winners": winners, "losers": losers,
-                                                                         **cond}, generator, self.opts.dpo_beta)
+            return hallo4_flow_loss(self.net, self.inputs(batch, generator), generator)
+        loss, accuracy, margin = hallo4_dpo_loss(self.net, self.reference, self.pair_inputs(batch), generator,
+                                                 self.opts.dpo_beta)
         return loss, {"loss": loss.detach().item(), "accuracy": float(accuracy), "margin": float(margin)}
+
+
+# ---------------------------------------------------------------------------- rendering a trained Hallo4
+
+
+def trained_hallo4_folder(folder: str | Path | None) -> Path | None:
+    """The checkpoint to render when `folder` holds a Hallo4 run of `talkinghead train` (or one of its
+    checkpoints/step-N), None when it is something else (an official release folder)."""
+    from .engine import CHECKPOINT_FILES
+
+    if not folder:
+        return None
+    root = Path(folder).expanduser()
+    if all((root / f).is_file() for f in CHECKPOINT_FILES):
+        return root
+    steps = sorted(s for s in (root / "checkpoints").glob("step-*") if all((s / f).is_file() for f in CHECKPOINT_FILES))
+    return steps[-1] if steps else None
+
+
+class TrainedHallo4:
+    """A Hallo4 checkpoint written by `talkinghead train`, as `pipelines.hallo4_wan.Hallo4Animator` renders it: the
+    trained `Hallo4WanModel`, the VAE it was trained in, and the inputs it was trained on (the null prompt, the
+    stage's audio windows), with the official sampler settings at the trained clip length and frame size."""
+
+    def __init__(self, folder: Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        import json
+        import threading
+
+        from safetensors.torch import load_file
+
+        from ..models.checkpoints import load_strict
+        from ..pipelines.hallo4_wan import OFFICIAL
+        from .trainer import TrainConfig
+
+        try:
+            train = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{folder / 'config.json'} is not a training config: {e}",
+                             "pass a folder written by `talkinghead train`") from None
+        if train.system.name != "hallo4":
+            raise InputError(f"{folder} holds a {train.system.name} model, not hallo4",
+                             f"use --engine {train.system.name}, or a hallo4 checkpoint")
+        self.train = train = replace(train, system=replace(train.system, options={
+            **train.system.options, "pairs": None}))  # rendering needs no preference data
+        system = Hallo4System(train)
+        load_strict(system.net, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
+        self.dit, self.latents = system.net.eval(), system.latents
+        if (device, dtype) != ("cpu", torch.float32):
+            for part in (self.dit, self.latents.vae):
+                part.to(device=device, dtype=dtype)
+        self.settings = {**OFFICIAL, "size_hw": [train.frame_size] * 2, "frame_num": train.clip_frames,
+                         "sample_steps": train.sample_steps, "prompt": ""}
+        self.lock = threading.Lock()
+
+    def encode_text(self, text: str) -> torch.Tensor:
+        return torch.zeros(1, self.dit.config.text_dim)  # the null prompt it was trained with
+
+    def audio_windows(self, speech, fps: int) -> tuple[torch.Tensor, int]:
+        """(n, window, layers, channels) per video frame of `speech`, as training made them from log-mel windows
+        (`resample_mel` of each frame's ±audio_context mel frames), and n."""
+        from ..audio.wav2vec import video_frame_count
+        from .preprocess import log_mel
+
+        n = max(1, video_frame_count(len(speech.samples), speech.sample_rate, fps))
+        mel = torch.from_numpy(log_mel(speech.samples, n, fps))  # (n, mel_per_frame, 80)
+        ctx = self.train.audio_context
+        padded = torch.cat([mel.new_zeros(ctx, *mel.shape[1:]), mel, mel.new_zeros(ctx, *mel.shape[1:])])
+        windows = torch.stack([padded[i:i + 2 * ctx + 1] for i in range(n)])[None]  # (1, n, W, m, 80)
+        a = self.dit.config.audio
+        return resample_mel(windows, (a["seq_len"], a["blocks"], a["channels"]))[0], n
+
+
+def hallo4_animator(portrait, config=None, warn: bool = True):
+    """`--engine hallo4`: an official release folder, or a Hallo4 run written by `talkinghead train`."""
+    from ..pipelines.hallo4_wan import Hallo4Animator
+
+    folder = trained_hallo4_folder(config.diffusion.checkpoint_dir if config is not None else None)
+    if folder is None:
+        return Hallo4Animator(portrait, config, warn)
+    if config.diffusion.prompt:
+        raise InputError("is not used by a trained Hallo4 checkpoint: it was trained with the null prompt",
+                         "leave it out", field="prompt")
+    return Hallo4Animator(portrait, config, warn, load=lambda _folder, device, dtype: TrainedHallo4(
+        folder, device, dtype))
 
 
 def _square(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -487,5 +704,6 @@ class SkyReelsA2System(DiTSystem):
         return loss, {"loss": loss.detach().item()}
 
 
-__all__ = ["Hallo3System", "Hallo4System", "PreferenceClips", "SkyReelsA1System", "SkyReelsA2System",
+__all__ = ["Hallo3System", "Hallo4System", "TrainedHallo4", "draw_skeleton", "hallo4_animator", "hallo4_dpo_loss",
+           "hallo4_flow_loss", "trained_hallo4_folder", "PreferenceClips", "SkyReelsA1System", "SkyReelsA2System",
            "keypoint_indices", "pooled_tokens", "resample_mel"]
