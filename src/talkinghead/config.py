@@ -132,8 +132,8 @@ class RenderConfig(_Section):
     """Output geometry, timing and encoding."""
 
     fps: float = control(25.0, help="frames per second", range=(1.0, 60.0), unit="fps", step=1.0)
-    size: int = control(512, help="output side: of the square face crop, or the longest side with crop full",
-                        range=(64, 2048), integer=True, unit="px", step=16)
+    size: int = control(512, help="output frame side in pixels: of the square face crop, or the longest side "
+                                  "with crop full", range=(64, 2048), integer=True, unit="px", step=16)
     crop: str = control("face", help="face: a square crop around the face; full: the whole picture",
                         choices=("face", "full"))
     face_index: int | None = control(None, help="which face when the picture has several (0 = the largest)",

@@ -167,7 +167,7 @@ def test_missing_inputs_give_null_with_a_reason(talk):
 def test_cli_writes_json_and_plot(talk, tmp_path, capsys):
     js, png = tmp_path / "card.json", tmp_path / "card.png"
     with pytest.raises(SystemExit) as e:
-        main(["eval", str(talk["video"]), "--json", str(js), "--plot", str(png)])
+        main(["eval", str(talk["video"]), "-o", str(js), "--plot", str(png)])
     assert e.value.code == 0
     card = json.loads(js.read_text())
     for group, key in [("sync", "offset_frames"), ("sync", "confidence"), ("identity", "distance_mean"),
@@ -180,7 +180,7 @@ def test_cli_writes_json_and_plot(talk, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["eval", "nowhere.mp4"], "does not exist"),
-    (["eval", "{video}", "--json", "{tmp}/card.txt"], "must end in .json"),
+    (["eval", "{video}", "-o", "{tmp}/card.txt"], "must end in .json"),
     (["eval", "{video}", "--plot", "{tmp}/missing/plot.png"], "not writable"),
     (["eval", "{tmp}", "--audio", "x.wav"], "single video"),
     (["eval", "{video}", "--real", "{tmp}"], "folder mode"),

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from talkinghead.errors import InputError
+from talkinghead.interfaces.cli import main
 from talkinghead.train.preference import (Candidate, best_vs_worst, card_rewards, composite_reward, engine_runner,
-                                          generate_candidates, main, read_pairs, read_ratings, score_with_card,
+                                          generate_candidates, read_pairs, read_ratings, score_with_card,
                                           write_pairs)
 
 
@@ -34,7 +35,9 @@ def test_ratings_are_averaged_over_raters_and_mapped_to_rewards(tmp_path):
     assert best_vs_worst(cands.values(), min_margin=0.7) == []
     out = write_pairs(pairs, tmp_path / "pairs.jsonl")
     assert read_pairs(out) == pairs
-    assert main(["ratings", str(csv), "-o", str(tmp_path / "cli.jsonl")]) == 0
+    with pytest.raises(SystemExit) as e:
+        main(["prefer", "ratings", str(csv), "-o", str(tmp_path / "cli.jsonl"), "--quiet"])
+    assert e.value.code == 0
     assert read_pairs(tmp_path / "cli.jsonl") == pairs
 
 
@@ -43,7 +46,7 @@ def test_ties_give_no_pair_and_bad_ratings_are_refused(tmp_path):
     assert best_vs_worst(tie) == []
     bad = tmp_path / "bad.csv"
     bad.write_text("audio,video,align,fidelity\na.wav,v.mp4,6,3\n")
-    with pytest.raises(InputError, match="line 2"):
+    with pytest.raises(InputError, match="line 2: align must be from 1 to 5, got 6"):
         read_ratings(bad)
     bad.write_text("audio,video,align\na.wav,v.mp4,3\n")
     with pytest.raises(InputError, match="fidelity"):

@@ -2,15 +2,14 @@
 of motion–video alignment and portrait fidelity (a CSV) or by the eval card as an automatic proxy, a
 composite reward r = ½ (r_align + r_fidelity), and one best-vs-worst pair per audio for Diffusion-DPO.
 
-    python -m talkinghead.train.preference ratings ratings.csv -o pairs.jsonl
-    python -m talkinghead.train.preference generate portrait.png a.wav b.wav --engines warp,hallo -o cands/
+    talkinghead prefer ratings ratings.csv -o pairs.jsonl
+    talkinghead prefer generate portrait.png a.wav b.wav --engines warp,hallo --candidates cands/ -o pairs.jsonl
 
 Ratings CSV columns: audio, video, align, fidelity (1–5), optional engine and rater; several raters of one
 video are averaged. Rewards are ratings mapped to [0, 1] by (x − 1) / 4.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -57,9 +56,10 @@ class PreferencePair:
 
 
 def rating_to_reward(x: float) -> float:
-    """A 1–5 rating -> [0, 1]."""
-    if not RATING_MIN <= x <= RATING_MAX:
-        raise ValueError(f"ratings are {RATING_MIN}..{RATING_MAX}, got {x}")
+    """A 1–5 rating -> [0, 1]; InputError (field "rating") outside 1–5."""
+    if not RATING_MIN <= x <= RATING_MAX:  # NaN included
+        raise InputError(f"must be from {RATING_MIN} to {RATING_MAX}, got {x:g}",
+                         f"rate from {RATING_MIN} to {RATING_MAX}", field="rating")
     return (x - RATING_MIN) / (RATING_MAX - RATING_MIN)
 
 
@@ -80,18 +80,25 @@ def read_ratings(path: str | Path) -> list[Candidate]:
             raise InputError(f"{p} lacks the columns {missing}", "the header needs " + ", ".join(REQUIRED_COLUMNS))
         sums: dict[tuple[str, str], list] = {}
         for line, row in enumerate(reader, start=2):
-            try:
-                a, fi = rating_to_reward(float(row["align"])), rating_to_reward(float(row["fidelity"]))
-            except ValueError as e:
-                raise InputError(f"{p} line {line}: {e}" if "ratings are" in str(e) else
-                                 f"{p} line {line}: align/fidelity must be numbers, got {row['align']!r}, "
-                                 f"{row['fidelity']!r}", f"rate from {RATING_MIN} to {RATING_MAX}") from None
+            a, fi = (_reward(p, line, row, column) for column in ("align", "fidelity"))
             key = (row["audio"], row["video"])
             entry = sums.setdefault(key, [row.get("engine") or "", 0.0, 0.0, 0])
             entry[1] += a
             entry[2] += fi
             entry[3] += 1
     return [Candidate(audio, video, engine, sa / n, sf / n) for (audio, video), (engine, sa, sf, n) in sums.items()]
+
+
+def _reward(path: Path, line: int, row: dict, column: str) -> float:
+    """One rating of a ratings-CSV row as a reward; InputError naming the file, line and column otherwise."""
+    text = row[column]
+    try:
+        return rating_to_reward(float(text))
+    except (TypeError, ValueError):  # not a number (or an empty cell)
+        raise InputError(f"{path} line {line}: {column} must be a number, got {text!r}",
+                         f"rate from {RATING_MIN} to {RATING_MAX}") from None
+    except InputError as e:
+        raise InputError(f"{path} line {line}: {column} {e.message}", e.hint) from None
 
 
 def card_rewards(card: dict) -> tuple[float, float] | None:
@@ -169,7 +176,9 @@ def generate_candidates(portrait: str | Path, audios: list[str | Path], engines:
     """Render every audio with every engine into out_dir/<audio stem>/<engine>.mp4; returns
     (audio, video, engine) triples."""
     if len(engines) < 2:
-        raise InputError("preference pairs need at least two engines per audio", "pass --engines a,b")
+        raise InputError(f"must name at least two engines, got {len(engines)}",
+                         "a preference pair compares two engines' videos of one audio, e.g. warp,hallo",
+                         field="engines")
     out = Path(out_dir)
     triples = []
     for audio in audios:
@@ -191,36 +200,3 @@ def score_with_card(triples: list[tuple[str, str, str]], portrait: str | Path) -
         if rewards is not None and all(math.isfinite(r) for r in rewards):
             cands.append(Candidate(audio, video, engine, *rewards))
     return cands
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m talkinghead.train.preference", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("ratings", help="pairs from a CSV of human ratings")
-    r.add_argument("csv")
-    g = sub.add_parser("generate", help="render candidates with several engines and score them with the eval card")
-    g.add_argument("portrait")
-    g.add_argument("audio", nargs="+")
-    g.add_argument("--engines", default="warp", help="comma-separated engine names (name:key=value,... adds controls)")
-    g.add_argument("--candidates", default="candidates", help="folder for the rendered videos")
-    for p in (r, g):
-        p.add_argument("-o", "--output", default="pairs.jsonl")
-        p.add_argument("--min-margin", type=float, default=0.0)
-    a = ap.parse_args(argv)
-    if a.cmd == "ratings":
-        cands = read_ratings(a.csv)
-    else:
-        engines = {}
-        for spec in a.engines.split(","):
-            name, _, opts = spec.partition(":")
-            controls = dict(kv.split("=", 1) for kv in opts.split(";") if kv)
-            engines[spec] = engine_runner(name, **controls)
-        cands = score_with_card(generate_candidates(a.portrait, a.audio, engines, a.candidates), a.portrait)
-    pairs = best_vs_worst(cands, a.min_margin)
-    write_pairs(pairs, a.output)
-    print(f"{len(pairs)} pairs from {len(cands)} candidates -> {a.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
