@@ -105,7 +105,7 @@ def assert_refused(code, err, phrase, out_dir: Path, before: list[str] | None = 
 
 
 def animate(inputs, out, *extra, image="face", audio="speech"):
-    return ["animate", "--image", inputs[image], "--audio", inputs[audio], "-o", out, *extra]
+    return ["animate", inputs[image], inputs[audio], "-o", out, *extra]
 
 
 # ---------------------------------------------------------------------------------- bad images
@@ -197,8 +197,9 @@ def test_bad_control(inputs, out_dir, capsys, flag, value, phrase):
 
 
 @pytest.mark.parametrize("argv, phrase", [
-    (["animate", "--audio", "x.wav", "-o", "a.mp4"], "--image"),  # required option missing
-    (["animate", "--image", "x.png", "--audio", "x.wav", "-o", "a.mp4", "--wobble", "1"], "unrecognized"),
+    (["animate", "--audio", "x.wav", "-o", "a.mp4"], "IMAGE (or --image)"),  # an input missing
+    (["animate", "x.png", "x.wav", "--image", "y.png", "-o", "a.mp4"], "too many inputs"),  # one given twice
+    (["animate", "x.png", "x.wav", "-o", "a.mp4", "--wobble", "1"], "unrecognized"),
     (["dance"], "invalid choice"),
     ([], "required"),
 ])
@@ -219,7 +220,7 @@ def test_text_empty(inputs, out_dir, capsys):
 
 
 def test_say_unknown_voice(inputs, out_dir, capsys):
-    code, _, err = cli(["say", "hello", "--image", inputs["face"], "-o", out_dir / "s.mp4",
+    code, _, err = cli(["say", "hello", inputs["face"], "-o", out_dir / "s.mp4",
                         "--voice", "xx-nonexistent", *SMALL], capsys)
     assert_refused(code, err, "--voice 'xx-nonexistent' is not a known voice", out_dir)
     assert "talkinghead voices" in err
@@ -227,7 +228,7 @@ def test_say_unknown_voice(inputs, out_dir, capsys):
 
 @pytest.mark.parametrize("text", ["", "   "])
 def test_say_empty_text(inputs, out_dir, capsys, text):
-    code, _, err = cli(["say", text, "--image", inputs["face"], "-o", out_dir / "s.mp4", *SMALL], capsys)
+    code, _, err = cli(["say", text, inputs["face"], "-o", out_dir / "s.mp4", *SMALL], capsys)
     assert_refused(code, err, "text is empty", out_dir)
 
 
@@ -289,7 +290,7 @@ def test_animate_silent_audio(inputs, out_dir, capsys):
 
 def test_say_smoke(inputs, out_dir, capsys):
     out = out_dir / "hallo.mp4"
-    code, _, err = cli(["say", "hello there", "--image", inputs["face"], "-o", out, "--voice", "de",
+    code, _, err = cli(["say", "hello there", inputs["face"], "-o", out, "--voice", "de",
                         "--size", "256", "--preview", out_dir / "sheet.png"], capsys)
     assert code == 0, err
     assert "wrote" in err  # the summary line (not --quiet)
