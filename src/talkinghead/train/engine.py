@@ -29,17 +29,17 @@ def find_checkpoint(folder: str | Path | None, engine: str) -> Path:
     how = (f"train one first, e.g. `talkinghead train --config configs/train/{engine}_stage1.yaml`, "
            "then pass its output folder (or one of its checkpoints/step-N folders)")
     if not folder:
-        raise InputError(f"--engine {engine} needs --checkpoint-dir: {engine} has no released weights", how)
+        raise InputError(f"is needed by engine {engine}, which has no released weights", how, field="checkpoint_dir")
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise InputError(f"--checkpoint-dir {root} is not a folder", how)
+        raise InputError(f"{root} is not a folder", how, field="checkpoint_dir")
     if all((root / f).is_file() for f in CHECKPOINT_FILES):
         return root
     steps = sorted((root / "checkpoints").glob("step-*")) if (root / "checkpoints").is_dir() else []
     steps = [s for s in steps if all((s / f).is_file() for f in CHECKPOINT_FILES)]
     if not steps:
-        raise InputError(f"--checkpoint-dir {root} holds no checkpoint ({' + '.join(CHECKPOINT_FILES)}, "
-                         "directly or in checkpoints/step-N/)", how)
+        raise InputError(f"{root} holds no checkpoint ({' + '.join(CHECKPOINT_FILES)}, "
+                         "directly or in checkpoints/step-N/)", how, field="checkpoint_dir")
     return steps[-1]
 
 
@@ -88,13 +88,13 @@ class CheckpointAnimator(_PortraitClock):
             train = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
         except (ValueError, TypeError) as e:
             raise InputError(f"{folder / 'config.json'} is not a training config: {e}",
-                             "pass a folder written by `talkinghead train`") from None
+                             "pass a folder written by `talkinghead train`", field="checkpoint_dir") from None
         if train.system.name != self.engine:
             raise InputError(f"{folder} holds a {train.system.name} model, not {self.engine}",
-                             f"use --engine {train.system.name}, or a {self.engine} checkpoint")
+                             f"use engine {train.system.name}, or a {self.engine} checkpoint", field="checkpoint_dir")
         if r.crop != "face":
-            raise InputError(f"--engine {self.engine} renders the square face crop it was trained on",
-                             "use --crop face")
+            raise InputError(f"must be face for engine {self.engine} (it renders the square face crop it was "
+                             f"trained on), got {r.crop!r}", "use crop face", field="crop")
         self.train = train
         self.system = self.build(train).eval()
         load_strict(self.system.net, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
@@ -250,7 +250,8 @@ class MidasAnimator(_PortraitClock):
             raise InputError(f"{folder} was trained without a saved autoencoder (system.vae is empty)",
                              "train midas_ae1..3 first and set system.vae to the ae3 checkpoint in midas_ar.yaml")
         if r.crop != "face":
-            raise InputError("--engine midas renders the square face crop it was trained on", "use --crop face")
+            raise InputError(f"must be face for engine midas (it renders the square face crop it was trained on), "
+                             f"got {r.crop!r}", "use crop face", field="crop")
         system = MidasAutoregressive(train)
         load_strict(system.net, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
         self.system, self.train = system.eval(), train

@@ -237,16 +237,16 @@ def audio_model_kind(folder: str | os.PathLike) -> str:
     p = Path(folder).expanduser()
     hint = "pass a local folder holding a wav2vec2 or whisper model (config.json + weights), e.g. wav2vec2-base-960h"
     if not p.is_dir():
-        raise InputError(f"--audio-model {p} is not a folder", hint)
+        raise InputError(f"{p} is not a folder", hint, field="audio_model")
     cfg = p / "config.json"
     if not cfg.is_file():
-        raise InputError(f"--audio-model {p} has no config.json", hint)
+        raise InputError(f"{p} has no config.json", hint, field="audio_model")
     try:
         kind = json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {cfg}: {e}", hint) from None
+        raise InputError(f"{cfg} cannot be read: {e}", hint, field="audio_model") from None
     if kind not in ("wav2vec2", "whisper"):
-        raise InputError(f"--audio-model {p} is a {kind!r} model, not wav2vec2 or whisper", hint)
+        raise InputError(f"{p} is a {kind!r} model, not wav2vec2 or whisper", hint, field="audio_model")
     return kind
 
 
@@ -731,13 +731,14 @@ def _check_args(videos_dir: Path, dataset_dir: Path, size, workers, fps, min_fra
     if dataset_dir.exists() and not dataset_dir.is_dir():
         raise InputError(f"dataset path {dataset_dir} is a file", "choose a folder for the dataset")
     if isinstance(size, bool) or not isinstance(size, int) or not 64 <= size <= 2048:
-        raise InputError(f"--size must be a whole number from 64 to 2048, got {size!r}", "e.g. --size 512")
+        raise InputError(f"must be a whole number from 64 to 2048, got {size!r}", "e.g. 512", field="size")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"--workers must be a whole number >= 1, got {workers!r}", "e.g. --workers 2")
+        raise InputError(f"must be a whole number >= 1, got {workers!r}", "e.g. 2", field="workers")
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps != int(fps) or not 1 <= fps <= 120:
-        raise InputError(f"fps must be a whole number of frames per second from 1 to 120, got {fps!r}", "e.g. 25")
+        raise InputError(f"must be a whole number of frames per second from 1 to 120, got {fps!r}", "e.g. 25",
+                         field="fps")
     if isinstance(min_frames, bool) or not isinstance(min_frames, int) or min_frames < 1:
-        raise InputError(f"min_frames must be a whole number >= 1, got {min_frames!r}", "e.g. 25")
+        raise InputError(f"must be a whole number >= 1, got {min_frames!r}", "e.g. 25", field="min_frames")
 
 
 def _write_json(path: Path, data) -> None:
@@ -806,9 +807,9 @@ def preprocess(videos_dir: str | os.PathLike, dataset_dir: str | os.PathLike, si
     index_path, report_path = dataset_dir / "index.json", dataset_dir / "report.json"
     old = _read_json(index_path)
     if old and (old.get("size") != size or old.get("fps") != settings.fps):
-        raise InputError(f"dataset {dataset_dir} was made with size {old.get('size')} at {old.get('fps')} fps, "
-                         f"not size {size} at {settings.fps} fps",
-                         f"rerun with --size {old.get('size')}, or choose a new dataset folder")
+        raise InputError(f"is {size} at {settings.fps} fps, but the dataset {dataset_dir} was made with size "
+                         f"{old.get('size')} at {old.get('fps')} fps",
+                         f"rerun with size {old.get('size')}, or choose a new dataset folder", field="size")
     (dataset_dir / "shards").mkdir(parents=True, exist_ok=True)
     for stale in (dataset_dir / "shards").glob(".*.part"):  # left by an interrupted run (one run per dataset)
         stale.unlink(missing_ok=True)

@@ -197,11 +197,11 @@ def synth(dataset_dir: str | os.PathLike, clips: int = 20, size: int = 256, seed
 
     folder = Path(dataset_dir).expanduser()
     if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
-        raise InputError(f"--clips must be a whole number >= 1, got {clips!r}", "e.g. --clips 20")
+        raise InputError(f"must be a whole number >= 1, got {clips!r}", "e.g. 20", field="clips")
     if isinstance(size, bool) or not isinstance(size, int) or not 64 <= size <= 2048 or size % 2:
-        raise InputError(f"--size must be an even whole number from 64 to 2048, got {size!r}", "e.g. --size 256")
+        raise InputError(f"must be an even whole number from 64 to 2048, got {size!r}", "e.g. 256", field="size")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"--seed must be a whole number >= 0, got {seed!r}", "e.g. --seed 0")
+        raise InputError(f"must be a whole number >= 0, got {seed!r}", "e.g. 0", field="seed")
     languages = tuple(languages)
     known = {v.lower() for v in list_voices()}
     unknown = [lang for lang in languages if lang.lower() not in known]

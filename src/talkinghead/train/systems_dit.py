@@ -459,7 +459,7 @@ class TrainedHallo4:
                              "pass a folder written by `talkinghead train`") from None
         if train.system.name != "hallo4":
             raise InputError(f"{folder} holds a {train.system.name} model, not hallo4",
-                             f"use --engine {train.system.name}, or a hallo4 checkpoint")
+                             f"use engine {train.system.name}, or a hallo4 checkpoint", field="checkpoint_dir")
         self.train = train = replace(train, system=replace(train.system, options={
             **train.system.options, "pairs": None}))  # rendering needs no preference data
         system = Hallo4System(train)
