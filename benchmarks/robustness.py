@@ -7,9 +7,10 @@ eval card over every case.
                                                                   # cut from each video's own --preview
 
 Portraits: astronaut (skimage) and Grace Hopper (matplotlib), and variants of them: rotated +-20 deg,
-off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a gloved hand drawn
-over the cheek, clear glasses and sunglasses drawn on, an open mouth (also a wide-open one, and one
-with a tongue drawn sticking out) and a turned head made by our own warp, and skimage's cameraman (a
+off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a gloved hand and a
+bare hand of the face's own colour drawn over the cheek, clear glasses and sunglasses drawn on, an
+open mouth (also a wide-open one, and ones with a tongue drawn sticking out: refused) and a turned
+head made by our own warp, the astronaut's smile with her own and with drawn teeth, and skimage's cameraman (a
 real, small three-quarter face looking down). Speech: espeak-ng in English (with its phone timings,
 so the card can score bilabials and open vowels), French, Italian, Russian and Mandarin (acoustic
 mouth, no transcript), plus real read English (LibriVox) aligned by pocketsphinx. Each case either
@@ -222,9 +223,9 @@ def glasses(img: np.ndarray, dark: bool = False) -> np.ndarray:
     return out
 
 
-def tongue_out(img: np.ndarray) -> np.ndarray:
+def tongue_out(img: np.ndarray, jaw: float = 0.7) -> np.ndarray:
     """An open mouth (our own warp) with a tongue drawn sticking out over the lower lip."""
-    out = warped(img, jaw=0.7)
+    out = warped(img, jaw=jaw)
     p = _landmarks(out)
     iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
     top = p[14, :2]  # lower inner lip, centre
@@ -262,6 +263,7 @@ class Case:
     voice: str  # espeak-ng voice of its speech
     expect: str  # "render": renders and passes the sync check; "refuse": an InputError with a clear message
     build: object  # () -> RGB image
+    teeth: str = "auto"  # the teeth control it renders with
 
 
 def cases() -> list[Case]:
@@ -285,7 +287,10 @@ def cases() -> list[Case]:
         Case("sunglasses", "cmn", "render", lambda: glasses(a(), dark=True)),
         Case("open_mouth", "en-us", "render", lambda: warped(a(), jaw=0.9)),
         Case("wide_open_mouth", "fr", "refuse", lambda: warped(a(), jaw=2.4)),
-        Case("tongue_out", "cmn", "render", lambda: tongue_out(a())),
+        Case("tongue_out", "cmn", "refuse", lambda: tongue_out(a())),
+        Case("tongue_out_grace", "en-us", "refuse", lambda: tongue_out(g(), jaw=0.45)),
+        Case("own_teeth", "fr", "render", a, teeth="own"),  # the astronaut's smile shows her upper teeth
+        Case("drawn_teeth", "en-us", "render", a, teeth="drawn"),
         Case("turned_20_looking_down", "cmn", "render", lambda: warped(g(), yaw=20, pitch=10)),
         Case("cameraman", "en-us", "render", cameraman),
     ]
@@ -293,20 +298,21 @@ def cases() -> list[Case]:
 
 # ----------------------------------------------------------------------------------- running
 
-def config(size: int) -> AnimateConfig:
+def config(size: int, teeth: str = "auto") -> AnimateConfig:
     c = AnimateConfig()
     c.render.size = size
+    c.render.teeth = teeth
     return c.validate()
 
 
-def render_frames(image: np.ndarray, sp: Speech, size: int) -> list[np.ndarray]:
+def render_frames(image: np.ndarray, sp: Speech, size: int, teeth: str = "auto") -> list[np.ndarray]:
     """Every frame of the clip, in memory (raises InputError when the portrait is refused)."""
     from talkinghead.pipelines.warp import Animator
     from talkinghead.types import Portrait
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        anim = Animator(Portrait(image, "corpus"), config(size), warn=False)
+        anim = Animator(Portrait(image, "corpus"), config(size, teeth), warn=False)
         return list(anim.frames(sp))
 
 
@@ -319,7 +325,7 @@ def sync_check(frames: list[np.ndarray], sp: Speech, fps: float = 25.0) -> dict:
 
 
 def full_card(image: np.ndarray, sp: Speech, size: int, tmp: Path, name: str, text: str | None = None,
-              preview: Path | None = None) -> dict:
+              preview: Path | None = None, teeth: str = "auto") -> dict:
     """Render to mp4 through the public API and score it with the whole eval card."""
     from talkinghead.api import animate
     from talkinghead.eval.card import evaluate
@@ -329,7 +335,7 @@ def full_card(image: np.ndarray, sp: Speech, size: int, tmp: Path, name: str, te
     cv2.imwrite(str(ref), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        animate(image, sp, out, text=text, config=config(size), preview=preview)
+        animate(image, sp, out, text=text, config=config(size, teeth), preview=preview)
         return evaluate(out, audio=sp if text is None else None, ref=str(ref), text=text)
 
 
@@ -372,11 +378,11 @@ def run(quick: bool, size: int, only: list[str] | None = None, sheet: Path | Non
             try:
                 image = case.build()
                 if quick:
-                    frames = render_frames(image, sp, size)
+                    frames = render_frames(image, sp, size, case.teeth)
                     card = {"sync": sync_check(frames, sp)}
                 else:
                     preview = tmp / f"{case.name}.preview.png" if sheet is not None else None
-                    card = full_card(image, sp, size, tmp, case.name, preview=preview)
+                    card = full_card(image, sp, size, tmp, case.name, preview=preview, teeth=case.teeth)
                     if preview is not None:
                         thumbs.append((f"{case.name} ({case.voice})", preview_frame(preview)))
                 result = "rendered"

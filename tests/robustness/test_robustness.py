@@ -2,9 +2,10 @@
 eval card's sync check, or is refused with a clear InputError; each case says which it must do.
 
 Portraits: astronaut and Grace Hopper and variants (rotated +-20 deg, off-centre in a 4:1 frame,
-grayscale, 80 px and 5000 px, JPEG quality 15, a gloved hand over the cheek, glasses, sunglasses, an
-open mouth, a wide-open one, one with the tongue out and a turned head made by our own warp), plus skimage's cameraman (a
-real three-quarter face looking down). Speech: espeak-ng English with its phone timings, and French,
+grayscale, 80 px and 5000 px, JPEG quality 15, a gloved hand and a bare skin-coloured hand over the
+cheek, glasses, sunglasses, an open mouth, a wide-open one, ones with the tongue out and a turned head
+made by our own warp, the astronaut's smile with her own and with drawn teeth), plus skimage's
+cameraman (a real three-quarter face looking down). A wide-open mouth and a tongue out are refused. Speech: espeak-ng English with its phone timings, and French,
 Italian, Russian and Mandarin with the mouth following the sound alone. Frames stay in memory and
 are scored by the card's own aperture and sync code; small frames keep the whole corpus fast.
 """
@@ -44,7 +45,9 @@ def _speech(voice: str):
 
 def test_corpus_covers_the_hard_cases_and_languages():
     assert {"rotated_+20", "rotated_-20", "off_centre", "grayscale", "tiny_80px", "huge_5000px", "jpeg_q15",
-            "gloved_hand", "glasses", "sunglasses", "open_mouth", "cameraman"} <= set(CASES)
+            "gloved_hand", "bare_hand", "glasses", "sunglasses", "open_mouth", "wide_open_mouth", "tongue_out",
+            "own_teeth", "drawn_teeth", "cameraman"} <= set(CASES)
+    assert CASES["tongue_out"].expect == CASES["wide_open_mouth"].expect == "refuse"
     voices = {case.voice for case in CASES.values()}
     assert len(voices) >= 4 and "cmn" in voices  # a tonal language among them
     assert {case.expect for case in CASES.values()} == {"render", "refuse"}
@@ -54,7 +57,7 @@ def test_corpus_covers_the_hard_cases_and_languages():
 def test_case_renders_in_sync(name):
     case = CASES[name]
     sp = _speech(case.voice)
-    frames = C.render_frames(case.build(), sp, SIZE)
+    frames = C.render_frames(case.build(), sp, SIZE, case.teeth)
     assert len(frames) == C.n_frames(sp.duration, 25.0)
     assert frames[0].shape[:2] == (SIZE, SIZE)
     sync = C.sync_check(frames, sp)
@@ -66,10 +69,12 @@ def test_case_renders_in_sync(name):
 def test_case_is_refused_with_a_clear_message(name):
     case = CASES[name]
     with pytest.raises(InputError) as e:
-        C.render_frames(case.build(), _speech(case.voice), SIZE)
+        C.render_frames(case.build(), _speech(case.voice), SIZE, case.teeth)
     # one line saying what is wrong, and how to fix it
     assert e.value.message and "\n" not in e.value.message
     assert e.value.hint
+    if name.startswith("tongue_out"):  # about the image, naming what was found
+        assert e.value.field == "image" and "tongue" in e.value.message
 
 
 def test_acoustic_mouth_follows_mandarin_as_well_as_english():

@@ -12,6 +12,7 @@ import numpy as np
 from ..audio.features import n_frames
 from ..config import AnimateConfig
 from ..face import prepare
+from ..face.mouth_state import refuse_tongue_out
 from ..motion import MotionGenerator
 from ..render import WarpRenderer
 from ..types import SAMPLE_RATE, MotionFrame, PhoneSegment, Portrait, Speech
@@ -27,7 +28,9 @@ class Animator:
         self.config = (config or AnimateConfig()).validate()
         r = self.config.render
         self.portrait, self.face = prepare(portrait, r.size, r.crop, r.face_index, warn=warn)
-        self.renderer = WarpRenderer(self.portrait, self.face)
+        self.renderer = WarpRenderer(self.portrait, self.face, own_teeth=r.teeth)
+        # a tongue out over the lower lip cannot be closed behind the lips like an open mouth can
+        refuse_tongue_out(self.portrait.image, self.face.landmarks)
 
     @property
     def fps(self) -> float:

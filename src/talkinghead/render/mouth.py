@@ -21,15 +21,19 @@ UPPER_TEETH = 0.085  # IOD, visible height of the upper teeth when open
 LOWER_TEETH = 0.045
 TOOTH_WIDTH = 0.085  # IOD, spacing of the faint gaps between teeth
 MIN_OPEN = 0.012  # IOD, below this opening nothing is drawn
-TEETH_GAP = 0.04  # IOD, a portrait's lips parted at least this much may show teeth to reuse
-TEETH_SHARE = 0.2  # share of the portrait's lip gap that must look like teeth to reuse them
+# A portrait's lips parted at least TEETH_GAP (IOD) with at least TEETH_SHARE of the gap looking like
+# teeth show a clear row to reuse ("auto"); "own" takes a narrower strip too
+TEETH_GAP = {"auto": 0.04, "own": 0.02}
+TEETH_SHARE = {"auto": 0.2, "own": 0.08}
+TEETH_MODES = ("auto", "drawn", "own")
 SS = 4  # supersampling of the polygon mask (cv2 shift bits = 2)
 
 
 class MouthInterior:
-    def __init__(self, image: np.ndarray, face: FaceAnalysis, rig, own_teeth: bool = False):
-        """`own_teeth`: reuse the upper teeth `image` shows (the warp engine's portrait) instead of
-        drawing them."""
+    def __init__(self, image: np.ndarray, face: FaceAnalysis, rig, own_teeth: bool | str = False):
+        """`own_teeth`: which upper teeth the open mouth shows. "drawn" (or False): drawn ones; "auto"
+        (or True): the ones `image` (the warp engine's portrait) shows where they form a clear row,
+        else drawn; "own": the portrait's wherever it shows some, else drawn."""
         self.iod = rig.iod
         # brightness of the skin under the eyes, to light the interior like the face
         P = face.landmarks
@@ -43,7 +47,11 @@ class MouthInterior:
         sat = float(np.ptp(skin) / max(skin.max(), 1.0))
         self.colour = float(np.clip(sat / 0.12, 0.0, 1.0))
         self.cover: np.ndarray | None = None  # (h, w) 0..1: rigid things in front of the mouth
-        self.teeth = _own_teeth(image, P[:, :2].astype(np.float64), self.iod, skin) if own_teeth else None
+        mode = {True: "auto", False: "drawn"}.get(own_teeth, own_teeth)
+        if mode not in TEETH_MODES:
+            raise ValueError(f"own_teeth must be one of {TEETH_MODES}, got {own_teeth!r}")
+        self.teeth = None if mode == "drawn" else _own_teeth(image, P[:, :2].astype(np.float64), self.iod, skin,
+                                                                 TEETH_GAP[mode], TEETH_SHARE[mode])
 
     def draw(self, out: np.ndarray, lm: np.ndarray, m: MotionFrame) -> None:
         """Composite the interior into `out` in place. `lm`: displaced landmarks (478, 2)."""
@@ -117,14 +125,18 @@ class MouthInterior:
 class _Teeth:
     """The portrait's own upper teeth: an RGB patch, its matte, and the upper inner lip it hangs from."""
 
-    def __init__(self, patch: np.ndarray, matte: np.ndarray, lip: np.ndarray):
+    def __init__(self, patch: np.ndarray, matte: np.ndarray, lip: np.ndarray, drop: float = 0.0):
         self.patch, self.matte, self.lip = patch, matte, lip  # lip: (3, 2) left corner, centre, right, patch px
+        self.drop = drop  # px from FaceMesh's upper inner lip down to the teeth's top edge in the portrait
 
     def place(self, up: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(RGB float32, alpha) of the teeth in the box (x0, y0, w, h) for the upper inner lip `up` (11, 2)."""
         x0, y0, bw, bh = box
         dst = np.float64([up[0], up[5], up[10]]) - [x0, y0]
         src = self.lip.astype(np.float64)
+        # the teeth's top edge, not FaceMesh's inner lip (which lies a little inside the lip), is
+        # pinned to the lip: the upper teeth sit right behind it
+        src[1, 1] += self.drop
         # similarity: scale and turn from the corners, the centre of the lip pinned (an affine fit to
         # three nearly collinear lip points would squash the teeth as the lip flattens)
         a, b = src[2] - src[0], dst[2] - dst[0]
@@ -137,11 +149,12 @@ class _Teeth:
         return rgb, alpha
 
 
-def _own_teeth(image: np.ndarray, P: np.ndarray, iod: float, skin: np.ndarray) -> _Teeth | None:
-    """The upper teeth shown between the portrait's parted lips, or None (lips closed, or no teeth
-    there: a dark gap, a tongue)."""
+def _own_teeth(image: np.ndarray, P: np.ndarray, iod: float, skin: np.ndarray, min_gap: float = TEETH_GAP["auto"],
+               min_share: float = TEETH_SHARE["auto"]) -> _Teeth | None:
+    """The upper teeth shown between the portrait's lips parted at least `min_gap` IOD, or None (lips
+    closed, or teeth on less than `min_share` of the gap: a dark gap, a tongue)."""
     up, lo = P[list(R.LIPS_INNER_UPPER)], P[list(R.LIPS_INNER_LOWER)]
-    if float(np.linalg.norm(lo[3:8] - up[3:8], axis=1).mean()) < TEETH_GAP * iod:
+    if float(np.linalg.norm(lo[3:8] - up[3:8], axis=1).mean()) < min_gap * iod:
         return None
     poly = np.concatenate([up, lo[::-1]])
     h, w = image.shape[:2]
@@ -156,10 +169,15 @@ def _own_teeth(image: np.ndarray, P: np.ndarray, iod: float, skin: np.ndarray) -
     sat = np.ptp(patch, axis=-1) / np.maximum(patch.max(axis=-1), 1.0)
     bright = np.clip((lum - 0.75 * float(skin.mean())) / 30.0, 0, 1) * np.clip((0.45 - sat) / 0.15, 0, 1)
     matte = cv2.GaussianBlur((bright * inside).astype(np.float32), (0, 0), 0.6)
-    if matte.sum() < TEETH_SHARE * max(inside.sum(), 1.0):
+    if matte.sum() < min_share * max(inside.sum(), 1.0):
         return None
     lip = np.float32([up[0], up[5], up[10]]) - np.float32([x0, y0])
-    return _Teeth(patch, matte, lip)
+    # how far below the upper inner lip the teeth begin, over the columns that show them
+    cols = np.flatnonzero(matte.max(axis=0) > 0.5)
+    top = np.argmax(matte[:, cols] > 0.5, axis=0)
+    lip_y = np.interp(cols + x0, *_sorted(up[:, 0], up[:, 1])) - y0
+    drop = float(np.clip(np.median(top - lip_y), 0.0, 0.06 * iod)) if len(cols) else 0.0
+    return _Teeth(patch, matte, lip, drop)
 
 
 def _poly_mask(poly: np.ndarray, w: int, h: int) -> np.ndarray:

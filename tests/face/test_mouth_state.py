@@ -1,0 +1,56 @@
+"""A tongue sticking out of the portrait's mouth is found by colour and refused with a message about the image."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from talkinghead.assets import portrait
+from talkinghead.errors import InputError
+from talkinghead.face import prepare
+from talkinghead.face.mouth_state import analyze_mouth, refuse_tongue_out
+from talkinghead.types import Portrait
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
+
+
+def _corpus():
+    if "robustness_corpus" in sys.modules:
+        return sys.modules["robustness_corpus"]
+    spec = importlib.util.spec_from_file_location("robustness_corpus", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["robustness_corpus"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _prepared(img, size=256):
+    por, face = prepare(Portrait(img, "test"), size)
+    return por.image, face.landmarks
+
+
+@pytest.mark.parametrize("size", [192, 512])
+def test_tongue_out_is_found_and_refused(size):
+    image, landmarks = _prepared(_corpus().tongue_out(portrait("astronaut")), size)
+    state = analyze_mouth(image, landmarks)
+    assert state.tongue_out, state
+    with pytest.raises(InputError) as e:
+        refuse_tongue_out(image, landmarks)
+    assert e.value.field == "image" and "tongue" in e.value.message and e.value.hint
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_lips_alone_are_not_a_tongue(name):
+    image, landmarks = _prepared(portrait(name))
+    state = analyze_mouth(image, landmarks)
+    assert not state.tongue_out, state
+    assert state.upper > 0.03  # the lips themselves were measured, not skipped
+    assert refuse_tongue_out(image, landmarks) == state
+
+
+def test_an_open_mouth_without_a_tongue_out_is_kept():
+    """An open mouth (our own warp) is closed for the neutral mouth, not refused as a tongue."""
+    image, landmarks = _prepared(_corpus().warped(portrait("astronaut"), jaw=0.9))
+    assert not analyze_mouth(image, landmarks).tongue_out
