@@ -47,7 +47,7 @@ from talkinghead.pipelines.hallo_engine import DTYPES
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo" / "hallo_tiny" / "config.json"
 
-# The sizes of ../shared/fixtures/hallo/hallo_tiny/config.json, used when that file is not there: the
+# The sizes of the hallo_tiny reference data's config.json (TINY_CONFIG), used when that file is not there: the
 # official configs with 32 channels, one layer per block and 2 heads.
 TINY_FALLBACK = {
     "reference_unet2d_config_json_input": {
@@ -134,9 +134,9 @@ class Spec:
 
 def tiny_spec() -> Spec:
     if TINY_CONFIG.is_file():
-        d, source = json.loads(TINY_CONFIG.read_text()), "sizes of ../shared/fixtures/hallo/hallo_tiny/config.json"
+        d, source = json.loads(TINY_CONFIG.read_text()), "sizes of the hallo_tiny reference data's config.json"
     else:
-        d, source = TINY_FALLBACK, "built-in copy of the hallo_tiny fixture sizes (../shared not found)"
+        d, source = TINY_FALLBACK, "built-in copy of the hallo_tiny reference data's sizes (that data is not here)"
     run = d["run"]
     return Spec("tiny", source, d, d.get("vae_constructor_kwargs") or d["vae"], run["image_size"], run["n_frames"],
                 run["num_inference_steps"], run["n_motion_frames"], run["cfg_scale"])
