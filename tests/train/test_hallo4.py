@@ -160,3 +160,32 @@ def test_a_trained_checkpoint_loads_through_the_release_loader(tmp_path):
     x = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         assert torch.equal(release(x, torch.tensor([500]), *_args(inputs)), net(x, torch.tensor([500]), *_args(inputs)))
+
+
+def test_sft_starts_from_an_official_release(hallo4_release, tmp_path):
+    from dataclasses import replace
+
+    from talkinghead.train.smoke import smoke_config
+    from talkinghead.train.systems_dit import Hallo4System
+    from talkinghead.train.trainer import train
+
+    cfg = smoke_config(TrainConfig.from_yaml(CONFIGS / "hallo4_sft.yaml"), tmp_path)
+    cfg = replace(cfg, max_steps=1, system=replace(cfg.system, options={**cfg.system.options,
+                                                                        "release": str(hallo4_release.parent)}))
+    system = Hallo4System(cfg)
+    settings = json.loads((hallo4_release / "hallo4" / "inference.json").read_text())
+    official = load_release_dit(hallo4_release, audio=settings["audio_proj"]).state_dict()
+    ours = system.net.state_dict()
+    assert ours.keys() == official.keys() and all(torch.equal(ours[k], official[k]) for k in ours)
+    assert system.vae.config.base_dim == settings["vae_dim"]
+    trainer = train(cfg, resume=False)
+    assert trainer.step == 1 and math.isfinite(trainer.history[0]["loss"])
+
+
+def test_the_model_round_trips_through_save_pretrained(tmp_path):
+    model = _model(3)
+    model.save_pretrained(tmp_path)
+    again = Hallo4WanModel.from_pretrained(tmp_path)
+    assert again.config.attention_bf16 is False and again.config.audio == HALLO4_TINY["audio"]
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

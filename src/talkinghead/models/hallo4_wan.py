@@ -173,6 +173,14 @@ class Hallo4WanModel(WanVACETransformer3DModel):
     def _norm(self, x: torch.Tensor) -> torch.Tensor:  # LayerNorm without affine, in fp32
         return F.layer_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x)
 
+    def _run_block(self, block, *args):
+        """One block; with gradient checkpointing on (training), its activations are recomputed in the backward."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self._block, block, *args, use_reentrant=False)
+        return self._block(block, *args)
+
     def _block(self, block, x, e0, context, rope, name, audio=None, pose=None, frames=1):
         e = (block.scale_shift_table.float() + e0.float()).chunk(6, dim=1)  # (b, 1, dim) each, fp32
         w = block.ffn.net[2].weight.dtype
@@ -244,12 +252,12 @@ class Hallo4WanModel(WanVACETransformer3DModel):
         for i, block in enumerate(self.vace_blocks):
             if i == 0:
                 c = block.proj_in(c) + x
-            c = self._block(block, c, e0, text, rope, f"vace_blocks.{i}")
+            c = self._run_block(block, c, e0, text, rope, f"vace_blocks.{i}")
             hints.append(block.proj_out(c.to(dtype)))
             self._keep(f"vace_blocks.{i}.out", torch.stack([*hints, c]))
         vace_layers = list(self.config.vace_layers)
         for i, block in enumerate(self.blocks):
-            x = self._block(block, x, e0, text, rope, f"blocks.{i}", audio, pose, frames)
+            x = self._run_block(block, x, e0, text, rope, f"blocks.{i}", audio, pose, frames)
             if i in vace_layers:
                 x = x + hints[vace_layers.index(i)] * context_scale
             self._keep(f"blocks.{i}.out", x)

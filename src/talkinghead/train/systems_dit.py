@@ -285,6 +285,7 @@ class Hallo4System(DiTSystem):
         from ..pipelines.hallo4_wan import WanLatents
 
         self.latents = WanLatents(self.vae)
+        self.net.gradient_checkpointing = bool(config.gradient_checkpointing)  # the trainer leaves the net to us
         self.reference = None
         if self.opts.pairs:
             self.on_weights_loaded()
