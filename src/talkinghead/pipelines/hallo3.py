@@ -345,27 +345,20 @@ def load_hallo3_release(folder: str | Path, device: str = "cpu", dtype: torch.dt
     from transformers import T5EncoderModel
 
     from ..audio.wav2vec import load_wav2vec
-    from ..errors import CheckpointError
     from ..models.checkpoints import require_files
-    from ..models.hallo3 import SAT_VAE_FILE, config_from_sat, find_sat_checkpoint, load_sat_checkpoint, load_sat_vae
+    from ..models.hallo3 import SAT_CHECKPOINT, SAT_VAE_FILE, config_from_sat, load_sat_checkpoint, load_sat_vae
 
     root = Path(folder)
     root = root / "pretrained_models" if (root / "pretrained_models").is_dir() else root
-    missing = []
-    try:
-        checkpoint = find_sat_checkpoint(root / "hallo3")
-    except CheckpointError as exc:
-        missing += [line for line in str(exc).splitlines()[1:] if line.startswith("  ")]
-        missing = [f"  hallo3/{m.strip()}" for m in missing]
-    try:
-        files = require_files(root, {"CogVideoX 3D VAE (SAT)": [SAT_VAE_FILE], "T5 encoder": [f"{T5_DIR}/config.json"],
-                                     "T5 tokenizer": [f"{T5_DIR}/spiece.model"],
-                                     "wav2vec2": [f"{WAV2VEC_DIR}/config.json"]}, "Hallo3")
-    except CheckpointError as exc:
-        missing += [line for line in str(exc).splitlines()[1:]]
-        files = {}
-    if missing:
-        raise CheckpointError(f"{root} is missing files of the Hallo3 release ({RELEASE_URL}):\n" + "\n".join(missing))
+    latest = root / "hallo3" / "latest"  # the SAT tracker file names the iteration folder of the checkpoint
+    iteration = latest.read_text().strip() if latest.is_file() else "<iteration>"
+    files = require_files(root, {"SAT tracker file": ["hallo3/latest"],
+                                 "Hallo3 model (SAT)": [f"hallo3/{iteration}/{SAT_CHECKPOINT}"],
+                                 "CogVideoX 3D VAE (SAT)": [SAT_VAE_FILE], "T5 encoder": [f"{T5_DIR}/config.json"],
+                                 "T5 tokenizer": [f"{T5_DIR}/spiece.model"],
+                                 "wav2vec2": [f"{WAV2VEC_DIR}/config.json"]}, f"Hallo3 ({RELEASE_URL})")
+    checkpoint = files.pop("Hallo3 model (SAT)")
+    files.pop("SAT tracker file")
     key = (str(root.resolve()), device, str(dtype), tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size)
                                                           for f in (checkpoint, *files.values())))
     with _CACHE_LOCK:
