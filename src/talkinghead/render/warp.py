@@ -78,8 +78,7 @@ class WarpRenderer:
         gy = np.arange(y0 - S, y1 + S, S, dtype=np.float64) + off
         self.grid_shape = (len(gy), len(gx))
         self._origin = np.float32([x0 - S + off, y0 - S + off])  # pixel position of cell (0, 0)
-        G = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
-        verts, bary = _locate(pts, simplices, G)  # (n, 3) vertex ids and weights; zero weights outside
+        verts, bary = _locate(pts, simplices, gx, gy)  # (n, 3) vertex ids and weights; zero weights outside
         # weights pre-divided by the stride: the field comes out in coarse-grid cells
         self._gather = [np.dstack([verts[:, k].reshape(self.grid_shape), np.zeros(self.grid_shape, np.int64)])
                         .astype(np.int16) for k in range(3)]  # CV_16SC2 maps (vertex id, 0): exact gathers
@@ -205,39 +204,58 @@ def _delaunay(pts: np.ndarray, w: int, h: int) -> np.ndarray:
     return tri
 
 
-def _locate(pts: np.ndarray, tri: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each query point (n, 2): the vertex ids (n, 3) of the triangle holding it and its
-    barycentric weights (n, 3) there; a point in no triangle gets vertex 0 with weight 0."""
-    a, b, c = pts[tri[:, 0]], pts[tri[:, 1]], pts[tri[:, 2]]
-    lo, hi = np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c)
-    # candidate (triangle, point) pairs: the points in each triangle's bounding box, on the grid of
-    # query points (q is a row-major grid: its distinct x and y values)
-    xs, ys = np.unique(q[:, 0]), np.unique(q[:, 1])
-    i0, i1 = np.searchsorted(xs, lo[:, 0] - 1e-6), np.searchsorted(xs, hi[:, 0] + 1e-6)
-    j0, j1 = np.searchsorted(ys, lo[:, 1] - 1e-6), np.searchsorted(ys, hi[:, 1] + 1e-6)
-    nx, ny = np.maximum(i1 - i0, 0), np.maximum(j1 - j0, 0)
-    count = nx * ny
-    t = np.repeat(np.arange(len(tri)), count)
-    k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    cell = (j0[t] + k // np.maximum(nx[t], 1)) * len(xs) + i0[t] + k % np.maximum(nx[t], 1)
-    p = q[cell]
-    # barycentric weights of each candidate in its triangle
-    e1, e2, r = b[t] - a[t], c[t] - a[t], p - a[t]
-    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    l1 = (r[:, 0] * e2[:, 1] - r[:, 1] * e2[:, 0]) / det
-    l2 = (e1[:, 0] * r[:, 1] - e1[:, 1] * r[:, 0]) / det
-    lam = np.stack([1 - l1 - l2, l1, l2], 1)
-    inside = lam.min(1) >= -1e-9
-    t, cell, lam = t[inside], cell[inside], lam[inside]
-    # a point on a shared edge lies in both triangles (same weights there): keep the one it is deepest in
-    best = np.lexsort((-lam.min(1), cell))
-    first = np.ones(len(best), bool)
-    first[1:] = cell[best][1:] != cell[best][:-1]
-    best = best[first]
-    verts = np.zeros((len(q), 3), np.int64)
-    bary = np.zeros((len(q), 3), np.float64)
-    verts[cell[best]] = tri[t[best]]
-    bary[cell[best]] = lam[best]
+def _locate(pts: np.ndarray, tri: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each point of the grid gx x gy (row-major, n = len(gy) * len(gx); uniform steps): the
+    vertex ids (n, 3) of the triangle holding it and its barycentric weights (n, 3) there; a point in
+    no triangle gets vertex 0 with weight 0."""
+    gh, gw = len(gy), len(gx)
+    step = np.array([gx[1] - gx[0] if gw > 1 else 1.0, gy[1] - gy[0] if gh > 1 else 1.0])
+    u = (pts - [gx[0], gy[0]]) / step  # vertices in grid units: point (i, j) sits at (i, j)
+    # paint each triangle's id on the points it covers, largest first so that slivers keep their
+    # few points (the raster also paints the points an edge passes near, sometimes for the
+    # neighbour), then check every point exactly with barycentric weights
+    owner = np.full((gh, gw), -1, np.int32)
+    corners = np.round(u * 256).astype(np.int32)[tri]  # 8 fractional bits
+    for t in np.argsort(-np.abs(_areas(u, tri)), kind="stable"):
+        cv2.fillConvexPoly(owner, corners[t], int(t), shift=8)
+    owner = owner.ravel()
+    jj, ii = np.divmod(np.arange(gh * gw), gw)
+    q = np.stack([ii, jj], 1).astype(np.float64)
+    verts = np.zeros((gh * gw, 3), np.int64)
+    bary = np.zeros((gh * gw, 3), np.float64)
+
+    def weights(cell, t):
+        a, b, c = u[tri[t, 0]], u[tri[t, 1]], u[tri[t, 2]]
+        e1, e2, r = b - a, c - a, q[cell] - a
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        l1 = (r[:, 0] * e2[:, 1] - r[:, 1] * e2[:, 0]) / det
+        l2 = (e1[:, 0] * r[:, 1] - e1[:, 1] * r[:, 0]) / det
+        return np.stack([1 - l1 - l2, l1, l2], 1)
+
+    def take(cell, t, lam):
+        inside = lam.min(1) >= -1e-9
+        verts[cell[inside]] = tri[t[inside]]
+        bary[cell[inside]] = lam[inside]
+        return inside
+
+    cell = np.flatnonzero(owner >= 0)
+    found = np.zeros(gh * gw, bool)
+    found[cell[take(cell, owner[cell], weights(cell, owner[cell]))]] = True
+    # the rest: the triangles painted on the 5 x 5 neighbourhood (a point's own triangle is near
+    # where the raster put it), then, for anything still left, every triangle
+    rest = np.flatnonzero(~found)
+    if len(rest):
+        grid = np.pad(owner.reshape(gh, gw), 2, constant_values=-1)
+        r0, c0 = np.divmod(rest, gw)
+        near = np.stack([grid[r0 + dy, c0 + dx] for dy in range(5) for dx in range(5)], 1)  # (m, 25)
+        cell, t = np.repeat(rest, near.shape[1]), near.ravel()
+        cell, t = cell[t >= 0], t[t >= 0]
+        found[cell[take(cell, t, weights(cell, t))]] = True
+    rest = np.flatnonzero(~found)
+    for i in range(0, len(rest), max(1, 500_000 // len(tri))):
+        part = rest[i:i + max(1, 500_000 // len(tri))]
+        cell, t = np.repeat(part, len(tri)), np.tile(np.arange(len(tri)), len(part))
+        take(cell, t, weights(cell, t))
     return verts, bary
 
 
