@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 from skimage.transform import SimilarityTransform
 
-from talkinghead.errors import CheckpointError, InputError
+from talkinghead.errors import CheckpointError, InputError, UnreadableMediaError, UnsupportedFormatError
 from talkinghead.face import analyze
 from talkinghead.face import embedding as E
 from talkinghead.types import FaceAnalysis
@@ -182,10 +182,11 @@ def test_bad_precomputed_files_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="2 arrays"):
         E.PrecomputedEmbedding(tmp_path / "two.npz")
     (tmp_path / "words.txt").write_text("not numbers")
-    with pytest.raises(InputError, match="could not read"):
+    with pytest.raises(UnreadableMediaError, match="cannot be read as a face embedding") as err:
         E.PrecomputedEmbedding(tmp_path / "words.txt")
+    assert err.value.field == "face_embedding"
     (tmp_path / "face.pt").write_bytes(b"")
-    with pytest.raises(InputError, match="unsupported type '.pt'"):
+    with pytest.raises(UnsupportedFormatError, match="unsupported type '.pt'"):
         E.make_embedder(tmp_path / "face.pt")
     with pytest.raises(InputError, match="not found"):
         E.make_embedder(tmp_path / "absent.npy")

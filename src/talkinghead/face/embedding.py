@@ -7,7 +7,7 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, UnreadableMediaError, UnsupportedFormatError
 from ..types import FaceAnalysis, Portrait
 from .regions import NOSE_TIP, eye_centres
 
@@ -42,7 +42,7 @@ def _load_npz(path: Path) -> np.ndarray:
     with np.load(path, allow_pickle=False) as z:
         if len(z.files) != 1:
             raise InputError(f"{path} holds {len(z.files)} arrays ({', '.join(z.files) or 'none'}); "
-                             "one array of 512 values is needed", SAVE_HINT)
+                             "one array of 512 values is needed", SAVE_HINT, field="face_embedding")
         return z[z.files[0]]
 
 
@@ -52,7 +52,7 @@ def _load_safetensors(path: Path) -> np.ndarray:
     tensors = load_file(str(path))
     if len(tensors) != 1:
         raise InputError(f"{path} holds {len(tensors)} tensors ({', '.join(tensors) or 'none'}); "
-                         "one tensor of 512 values is needed", SAVE_HINT)
+                         "one tensor of 512 values is needed", SAVE_HINT, field="face_embedding")
     return next(iter(tensors.values())).float().numpy()
 
 
@@ -69,13 +69,13 @@ def _as_embedding(values: np.ndarray, path: Path) -> np.ndarray:
     """Any-shaped array of exactly 512 finite real numbers -> (512,) float32."""
     values = np.asarray(values)
     if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
-        raise InputError(f"{path} holds {values.dtype} values, not numbers", SAVE_HINT)
+        raise InputError(f"{path} holds {values.dtype} values, not numbers", SAVE_HINT, field="face_embedding")
     if values.size != EMBED_DIM:
         raise InputError(f"{path} holds {values.size} values (shape {tuple(values.shape)}); "
-                         f"a face embedding has exactly {EMBED_DIM}", SAVE_HINT)
+                         f"a face embedding has exactly {EMBED_DIM}", SAVE_HINT, field="face_embedding")
     out = values.reshape(EMBED_DIM).astype(np.float32)
     if not np.isfinite(out).all():
-        raise InputError(f"{path} contains NaN or infinite values", SAVE_HINT)
+        raise InputError(f"{path} contains NaN or infinite values", SAVE_HINT, field="face_embedding")
     return out
 
 
@@ -87,17 +87,16 @@ class PrecomputedEmbedding:
         path = Path(path)
         loader = _LOADERS.get(path.suffix.lower())
         if loader is None:
-            raise InputError(f"face embedding file {path} has the unsupported type "
-                             f"'{path.suffix or '(none)'}'; use .npy, .npz, .safetensors, .txt or .onnx",
-                             SAVE_HINT)
+            raise UnsupportedFormatError(f"{path} has the unsupported type '{path.suffix or '(none)'}'; "
+                                         "use .npy, .npz, .safetensors, .txt or .onnx", SAVE_HINT, field="face_embedding")
         if not path.is_file():
-            raise InputError(f"face embedding file {path} not found", "check the path")
+            raise InputError(f"{path} not found (no such file)", "check the path", field="face_embedding")
         try:
             values = loader(path)
         except InputError:
             raise
         except Exception as e:  # corrupt or foreign file: numpy/safetensors/float parsing errors
-            raise InputError(f"could not read the face embedding {path}: {e}", SAVE_HINT) from e
+            raise UnreadableMediaError(f"{path} cannot be read as a face embedding: {e}", SAVE_HINT, field="face_embedding") from e
         self.path = path
         self.embedding = _as_embedding(values, path)  # (512,) float32
 
@@ -182,7 +181,7 @@ class OnnxFaceEmbedder:
     def __init__(self, model_path: str | Path):
         self.path = Path(model_path)
         if not self.path.is_file():
-            raise InputError(f"face embedding model {self.path} not found", "check the path")
+            raise InputError(f"{self.path} not found (no such file)", "check the path", field="face_embedding")
         try:
             import onnxruntime as ort
         except ImportError as e:
