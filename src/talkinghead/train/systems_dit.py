@@ -307,7 +307,7 @@ class Hallo4System(DiTSystem):
         super().check_config(config)
         if str(config.stage) == "dpo" and not cls.options(config).pairs:
             raise InputError("the Hallo4 DPO stage needs preference pairs",
-                             "set system.options.pairs to a JSONL written by talkinghead.train.preference")
+                             "set system.options.pairs to a JSONL written by `talkinghead prefer`")
         if not config.frame_size or config.frame_size % 16:
             raise InputError(f"Hallo4 trains and renders at one frame size, a multiple of 16; got {config.frame_size}",
                              "set frame_size, e.g. frame_size: 512")
@@ -545,7 +545,7 @@ class PreferenceClips(Dataset):
         p = Path(pairs).expanduser()
         if not p.is_file():
             raise InputError(f"preference pairs {p} not found",
-                             "write them with `python -m talkinghead.train.preference ratings ... -o pairs.jsonl`")
+                             "write them with `talkinghead prefer ratings RATINGS.csv -o pairs.jsonl`")
         self.root = p.parent
         self.pairs = read_pairs(p)
         self.clip_frames, self.size, self.audio_context = clip_frames, size, audio_context
