@@ -95,4 +95,5 @@ def test_dub_of_a_video_without_a_face_fails_with_the_reason(speech, make_wav, w
         assert r.status_code == 202, r.text
         status = wait_status(client, r.json()["id"], timeout=60)
         assert status["status"] == "failed" and "no face" in status["error"], status
+        assert (status["error_code"], status["error_field"]) == ("no_face", "video"), status  # for programs
         assert "talk.mp4" in status["error"] and str(app.state.service.root) not in status["error"], status

@@ -14,7 +14,10 @@ Routes (all under /v1; with a token set, each needs `Authorization: Bearer TOKEN
   `{"id": ...}`, or an error.
 - `POST /v1/dubs` (multipart/form-data): file `video` and file `audio` (the new speech), its options in the
   request body; the job is followed like a video job.
-- `GET /v1/videos/{id}` -> `{"id", "status": queued|running|done|failed|cancelled, "progress": 0..1, "error"}`.
+- `GET /v1/videos/{id}` -> `{"id", "status": queued|running|done|failed|cancelled, "progress": 0..1, "error"}`;
+  a job that failed while rendering adds `error_code`, a stable code (no_face, unreadable_media,
+  unsupported_format, too_long, invalid_input; internal for a fault of the server), and `error_field`, the input
+  or control to blame (or null).
 - `GET /v1/videos/{id}/file` -> the mp4 (409 until done).
 - `DELETE /v1/videos/{id}`: cancels a queued job (200) or asks a running one to stop between frames (202);
   removes a finished one and its files (204).

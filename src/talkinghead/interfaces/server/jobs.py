@@ -17,7 +17,7 @@ from ...config import AnimateConfig
 from ...errors import InputError
 from ...service import Cancelled
 from ...types import Speech
-from .errors import ServiceError, words
+from .errors import ServiceError, api_name, words
 
 log = logging.getLogger("talkinghead.serve")
 
@@ -61,7 +61,9 @@ class Job:
     request: RenderRequest | DubRequest | None = None
     status: str = "queued"
     progress: float = 0.0
-    error: str | None = None
+    error: str | None = None  # why a failed job failed, in the API's words
+    error_code: str | None = None  # the failing InputError's code (no_face, unreadable_media, ...) or "internal"
+    error_field: str | None = None  # the input or control it was about, as the API names it
     finished_at: float | None = None  # time.monotonic() when it reached a FINISHED state
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -71,8 +73,11 @@ class Job:
         return self.folder / VIDEO_NAME
 
     def public(self) -> dict:
-        """The JSON clients get from GET /v1/videos/{id}."""
-        return {"id": self.id, "status": self.status, "progress": round(self.progress, 4), "error": self.error}
+        """The JSON clients get from GET /v1/videos/{id}; a failed job adds the code and field of its error."""
+        out = {"id": self.id, "status": self.status, "progress": round(self.progress, 4), "error": self.error}
+        if self.status == "failed":
+            out.update(error_code=self.error_code, error_field=self.error_field)
+        return out
 
 
 class JobService:
@@ -248,23 +253,27 @@ class JobService:
     def _work(self) -> None:
         """A render thread: take the next job, render it, record how it ended; never dies on a bad job."""
         while (job := self._next()) is not None:
-            status, error = "done", None
+            status, failure = "done", None
             try:
                 render_job(job)
             except Cancelled:
                 status = "cancelled"
-            except InputError as e:
-                status, error = "failed", words(e, job.request.labels)
+            except InputError as e:  # found only while rendering (a dubbed video with no face, say)
+                status = "failed"
+                failure = (words(e, job.request.labels), e.code, api_name(e.field) if e.field else None)
             except Exception:  # noqa: BLE001 - a bug must fail the job, not the server
                 log.exception("job %s failed", job.id)
-                status, error = "failed", "internal error while rendering (the server log has the details)"
+                status = "failed"
+                failure = ("internal error while rendering (the server log has the details)", "internal", None)
             self._remove_files(job, keep_video=status == "done")  # before clients can see the outcome
             with self._lock:
-                self._finish(job, status, error)
+                self._finish(job, status, failure)
 
-    def _finish(self, job: Job, status: str, error: str | None = None) -> None:
-        """Record how a job ended (call with the lock held)."""
-        job.status, job.error, job.finished_at = status, error, time.monotonic()
+    def _finish(self, job: Job, status: str, failure: tuple[str, str, str | None] | None = None) -> None:
+        """Record how a job ended, with (message, code, field) when it failed (call with the lock held)."""
+        job.status, job.finished_at = status, time.monotonic()
+        if failure is not None:
+            job.error, job.error_code, job.error_field = failure
         if status == "done":
             job.progress = 1.0
         job.request = None  # inputs are no longer needed

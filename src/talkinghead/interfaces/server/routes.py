@@ -49,8 +49,8 @@ def video_routes(settings: Settings, service: JobService, auth: list) -> APIRout
         """Everything is checked before the job is queued: a 202 means it will render."""
         return await accept(request, service, settings, VIDEO_FILES, validate_submission)
 
-    @router.get("/{job_id}", response_model=JobStatus, summary="A job's status and progress",
-                responses=error_responses(*deny, 404))
+    @router.get("/{job_id}", response_model=JobStatus, response_model_exclude_unset=True,
+                summary="A job's status and progress", responses=error_responses(*deny, 404))
     async def status(job_id: str) -> dict:
         """`progress` is the fraction of frames written; `error` says why a failed job failed."""
         return service.get(job_id).public()

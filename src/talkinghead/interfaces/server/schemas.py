@@ -42,7 +42,13 @@ class JobStatus(BaseModel):
     id: str
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     progress: float = Field(ge=0.0, le=1.0, description="fraction of the frames written")
-    error: str | None = Field(None, description="why a failed job failed")
+    error: str | None = Field(None, description="why a failed job failed: what is wrong and how to fix it")
+    error_code: str | None = Field(None, description="only when failed, a stable code: no_face, unreadable_media, "
+                                                     "unsupported_format, too_long or invalid_input for a problem "
+                                                     "with the inputs found while rendering; internal for a fault "
+                                                     "of the server")
+    error_field: str | None = Field(None, description="only when failed, the input or control its error is "
+                                                      "about, where one is (null otherwise), e.g. video")
 
 
 class Health(BaseModel):
