@@ -100,7 +100,7 @@ def read_index(dataset_dir: str | os.PathLike) -> dict:
     path = Path(dataset_dir).expanduser() / "index.json"
     if not path.is_file():
         raise InputError(f"{path.parent} is not a preprocessed dataset (no index.json)",
-                         f"run `talkinghead preprocess VIDEOS/ {path.parent}` first")
+                         f"run `talkinghead preprocess VIDEOS/ -o {path.parent}` first")
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

@@ -26,7 +26,7 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors")
 def find_checkpoint(folder: str | Path | None, engine: str) -> Path:
     """The checkpoint folder to render with: `folder` itself when it holds one, else the newest
     `checkpoints/step-N` inside a run folder; an InputError that says how to make one otherwise."""
-    how = (f"train one first, e.g. `talkinghead train --config configs/train/{engine}_stage1.yaml`, "
+    how = (f"train one first, e.g. `talkinghead train configs/train/{engine}_stage1.yaml`, "
            "then pass its output folder (or one of its checkpoints/step-N folders)")
     if not folder:
         raise InputError(f"is needed by engine {engine}, which has no released weights", how, field="checkpoint_dir")

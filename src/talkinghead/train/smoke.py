@@ -1,4 +1,4 @@
-"""`talkinghead train --config F --smoke`: any stage config, two optimiser steps on its system's tiny variant
+"""`talkinghead train CONFIG --smoke`: any stage config, two optimiser steps on its system's tiny variant
 and a generated dataset, in a temporary run folder, so CI can run every shipped config in seconds.
 
 The dataset is written in the real preprocessed format (train/preprocess.py's shards and index.json) and read

@@ -1,4 +1,4 @@
-"""`talkinghead train --config configs/train/<system>_<stage>.yaml`: one accelerate-based trainer.
+"""`talkinghead train configs/train/<system>_<stage>.yaml`: one accelerate-based trainer.
 
 Mixed precision, gradient accumulation and checkpointing, EMA (diffusers' EMAModel), safetensors
 checkpoints and exact resume: the data order is a seeded permutation per epoch, every dataset item is
