@@ -122,6 +122,14 @@ def test_a_trained_run_gives_the_same_frames_for_the_same_seed_and_refuses_a_pro
     a = render(5)
     np.testing.assert_array_equal(a, render(5))
     assert not np.array_equal(a, render(6))
+    # the EMA weights render, as for the other trained engines
+    import torch
+    from safetensors.torch import load_file
+
+    step = sorted((trained_run / "checkpoints").glob("step-*"))[-1]
+    name, first = next(hallo4_animator(portrait, config(5), warn=False).release.dit.named_parameters())
+    assert torch.equal(first, load_file(step / "ema.safetensors")["shadow.0"])
+    assert not torch.equal(first, load_file(step / "model.safetensors")[name])
     with pytest.raises(InputError) as err:
         hallo4_animator(portrait, config(5, prompt="a person is singing"), warn=False)
     assert err.value.field == "prompt"

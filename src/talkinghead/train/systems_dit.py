@@ -465,6 +465,7 @@ class TrainedHallo4:
             **train.system.options, "pairs": None}))  # rendering needs no preference data
         system = Hallo4System(train)
         load_strict(system.net, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
+        self._use_ema(system, folder)
         self.dit, self.latents = system.net.eval(), system.latents
         if (device, dtype) != ("cpu", torch.float32):
             for part in (self.dit, self.latents.vae):
@@ -472,6 +473,21 @@ class TrainedHallo4:
         self.settings = {**OFFICIAL, "size_hw": [train.frame_size] * 2, "frame_num": train.clip_frames,
                          "sample_steps": train.sample_steps, "prompt": ""}
         self.lock = threading.Lock()
+
+    def _use_ema(self, system: "Hallo4System", folder: Path) -> None:
+        """The EMA weights over the stage's trainable parameters, as the other trained engines render them."""
+        from safetensors.torch import load_file
+
+        if not (folder / "ema.safetensors").is_file():
+            return
+        system.select_trainable(self.train.train, self.train.freeze)
+        params = [p for p in system.parameters() if p.requires_grad]  # the trainer's order
+        shadow = load_file(str(folder / "ema.safetensors"))
+        if len(shadow) == len(params) and all(shadow[f"shadow.{i}"].shape == p.shape for i, p in enumerate(params)):
+            with torch.no_grad():
+                for i, p in enumerate(params):
+                    p.copy_(shadow[f"shadow.{i}"])
+        system.requires_grad_(False)
 
     def encode_text(self, text: str) -> torch.Tensor:
         return torch.zeros(1, self.dit.config.text_dim)  # the null prompt it was trained with
