@@ -159,8 +159,8 @@ def test_missing_inputs_give_null_with_a_reason(talk):
     video = encode_frames(_frames(talk["video"])[:40], talk["dir"] / "silent.mp4", FPS)  # no audio track
     card = C.evaluate(video)
     assert card["sync"]["confidence"] is None and "no audio" in card["sync"]["missing"]["confidence"]
-    assert card["identity"]["distance_mean"] is None and "--ref" in card["identity"]["missing"]["distance_mean"]
-    assert card["mouth"]["bilabial_closure"] is None and "--text" in card["mouth"]["missing"]["bilabial_closure"]
+    assert card["identity"]["distance_mean"] is None and "(ref)" in card["identity"]["missing"]["distance_mean"]
+    assert card["mouth"]["bilabial_closure"] is None and "(text)" in card["mouth"]["missing"]["bilabial_closure"]
     assert card["container"]["av_mismatch_ms"] is None
 
 

@@ -110,7 +110,7 @@ def _speech(video: Path, audio, info: dict) -> tuple[Speech | None, str | None]:
     if audio is not None:
         return (audio if isinstance(audio, Speech) else load_audio(audio, max_seconds=None)), None
     if info["audio_codec"] is None:
-        return None, "the video has no audio track and no --audio was given"
+        return None, "the video has no audio track and no audio was given"
     return load_audio(video, max_seconds=None), None
 
 
@@ -197,7 +197,7 @@ def evaluate_with_series(video, audio=None, ref=None, text: str | None = None) -
     ref_sharp = M.sharpness(ref_image, ref_pts) if ref_pts is not None else None
     mouth_values["sharpness_vs_ref"] = (mouth_values["sharpness"] / ref_sharp
                                         if ref_sharp and mouth_values["sharpness"] is not None else None)
-    mouth_reasons["sharpness_vs_ref"] = ("needs --ref (the portrait the video was made from)" if ref_image is None
+    mouth_reasons["sharpness_vs_ref"] = ("needs the reference portrait (ref), the one the video was made from" if ref_image is None
                                          else "no face (or mouth) found in the reference or the video")
     card["mouth"] = _group(mouth_values, mouth_reasons)
 
@@ -302,7 +302,7 @@ def evaluate_folder(folder, ref=None, real=None) -> dict:
     dist = distribution_metrics(generated, reals)
     reason = dist.pop("reason", None)
     if reason and real is None:
-        reason += " (pass --real with a folder of real frames or videos)"
+        reason += " (give real: a folder of real frames or videos)"
     return {"schema": SCHEMA, "folder": str(folder), "videos": cards, "summary": summarize(cards),
             "distribution": _group(dist, {k: reason for k in dist} if reason else {})}
 

@@ -144,7 +144,7 @@ def identity_metrics(frames: Sequence[np.ndarray], ref: np.ndarray | None,
     if max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     if ref is None:
-        return _result("no reference portrait given (--ref): identity needs the face to compare against")
+        return _result("no reference portrait given (ref): identity needs the face to compare against")
     reason = identity_available()
     if reason is not None:
         return _result(reason)

@@ -70,7 +70,7 @@ def phone_metrics(aperture: np.ndarray, phones: list[PhoneSegment] | None, fps: 
     speaker's own closed/open levels. Returns (values, reasons)."""
     keys = ("bilabial_closure", "bilabials", "open_vowel_rate", "open_vowels")
     if not phones:
-        return dict.fromkeys(keys), dict.fromkeys(keys, "needs --text (the words spoken) aligned to the audio")
+        return dict.fromkeys(keys), dict.fromkeys(keys, "needs the transcript (text), the words spoken, aligned to the audio")
     closed, opened = _levels(aperture)
     span = max(opened - closed, 1e-6)
     hits: dict[str, list[bool]] = {"bilabial": [], "open": []}

@@ -175,7 +175,7 @@ def background_metrics(frames: dict[int, np.ndarray], landmarks: np.ndarray, ref
 
     none = {"background_psnr_db": None, "background_ssim": None}
     if ref is None:
-        return none, dict.fromkeys(none, "needs --ref (the portrait the video was made from)")
+        return none, dict.fromkeys(none, "needs the reference portrait (ref), the one the video was made from")
     if ref_pts is None:
         return none, dict.fromkeys(none, "no face found in the reference image")
     ok = np.isfinite(landmarks[:, 0, 0])
