@@ -62,3 +62,12 @@ def test_the_hand_stays_still_while_the_mouth_opens(with_hand):
     x0, y0 = lips.min(0).astype(int)
     x1, y1 = lips.max(0).astype(int) + 1
     assert change[y0:y1, x0:x1].mean() > 20  # while the mouth beside it opens
+
+
+@pytest.mark.parametrize("size", [192, 512])
+def test_a_hand_in_a_black_and_white_photo_is_found(size):
+    C = _corpus()
+    por, face = prepare(Portrait(C.grayscale(C.bare_hand(portrait("grace_hopper"))), "grey"), size)
+    assert (hands_on_face(por.image, face.landmarks) > 0).sum() > 0.02 * size * size
+    plain, plain_face = prepare(Portrait(C.grayscale(portrait("grace_hopper")), "grey"), size)
+    assert not (hands_on_face(plain.image, plain_face.landmarks) > 0).any()
