@@ -185,7 +185,7 @@ def test_cli_writes_json_and_plot(talk, tmp_path, capsys):
     (["eval", "{tmp}", "--audio", "x.wav"], "single video"),
     (["eval", "{video}", "--real", "{tmp}"], "folder mode"),
     (["eval", "{ref}"], "single image, not a video"),
-    (["eval", "{tmp}/notes.txt"], "cannot read video"),
+    (["eval", "{tmp}/notes.txt"], "cannot be read as a video"),
 ])
 def test_cli_bad_input_is_one_clear_message(talk, tmp_path, capsys, args, message):
     (tmp_path / "notes.txt").write_text("not a video")

@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from ..errors import InputError, UnsupportedFormatError
+from ..errors import InputError, UnreadableMediaError, UnsupportedFormatError
 from ..types import AudioTrack, Speech
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
@@ -431,7 +431,8 @@ def probe(path: str | os.PathLike, decode: bool = True) -> dict:
     try:
         container = av.open(str(p))
     except (av.FFmpegError, OSError) as e:
-        raise InputError(f"cannot read video {p}: {e}", "check that it is a complete video file") from None
+        raise UnreadableMediaError(f"{p} cannot be read as a video: {e}", "check that it is a complete video file",
+                                   field="video") from None
     info: dict = dict.fromkeys(
         ("fps", "n_frames", "width", "height", "video_codec", "pix_fmt", "video_duration", "audio_codec",
          "audio_sample_rate", "audio_channels", "audio_layout", "audio_bit_rate", "audio_duration", "audio_samples")

@@ -108,9 +108,9 @@ class FaceRig:
         self.rest_gap = self.rest_gap + OVERCLOSE * np.maximum(self.rest_gap - PARTED, 0)
         if gap > MAX_REST_GAP:
             raise InputError(
-                f"the mouth in the portrait is wide open ({gap:.2f} eye distances between the lips), too wide "
-                "to close it believably before animating",
-                "use a photo with the mouth closed or slightly open")
+                f"shows a mouth wide open ({gap:.2f} eye distances between the lips), too wide to close it "
+                "believably before animating",
+                "use a photo with the mouth closed or slightly open", field="image")
         self.rest_up = np.minimum(self.rest_gap, PARTED) / 2 + np.maximum(self.rest_gap - PARTED, 0) * (1 - JAW_SHARE)
         cheek = np.exp(-((du - 0.9 * self.hw) / 0.45) ** 2 - ((v - (self.vm - 0.35)) / 0.3) ** 2)
         self.w_cheek = cheek
