@@ -415,29 +415,28 @@ def _eval(args) -> int:
             raise InputError("--audio, --text and --plot apply to a single video",
                              "in folder mode put NAME.txt transcripts beside the videos and use the videos' own audio")
         result = C.evaluate_folder(target, ref=args.ref, real=args.real)
-        if not args.json:
-            if not args.quiet:
-                for card in result["videos"]:
-                    print(C.format_table(card) + "\n")
-            print(C.format_table({"video": f"{target} (mean of {len(result['videos'])} videos)",
-                                  **result["summary"]}))
-            dist = result["distribution"]
-            print("\ndistribution: " + ", ".join(f"{k} {C._fmt(v)}" for k, v in dist.items() if k != "missing")
-                  + "".join(f"\n  {k}: {why}" for k, why in dist["missing"].items()))
     else:
         if args.real:
             raise InputError("--real applies to folder mode", "pass a folder of videos to compare with real footage")
         result, series = C.evaluate_with_series(target, audio=args.audio, ref=args.ref, text=args.text)
-        if not args.json:
-            print(C.format_table(result))
         if args.plot:
             C.plot(series, result, args.plot)
             _note(args, f"wrote {args.plot}")
-    if args.json:
-        _print_json(result)
-    if args.output:
+    if args.output:  # the files first: what is printed may go to a reader that stops early
         C.write_json(result, args.output)
         _note(args, f"wrote {args.output}")
+    if args.json:
+        _print_json(result)
+    elif target.is_dir():
+        if not args.quiet:
+            for card in result["videos"]:
+                print(C.format_table(card) + "\n")
+        print(C.format_table({"video": f"{target} (mean of {len(result['videos'])} videos)", **result["summary"]}))
+        dist = result["distribution"]
+        print("\ndistribution: " + ", ".join(f"{k} {C._fmt(v)}" for k, v in dist.items() if k != "missing")
+              + "".join(f"\n  {k}: {why}" for k, why in dist["missing"].items()))
+    else:
+        print(C.format_table(result))
     return 0
 
 
@@ -756,6 +755,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         code = 130
+    except BrokenPipeError:  # the reader of stdout stopped early (`| head`): end quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
+        code = 1
     raise SystemExit(code)
 
 
