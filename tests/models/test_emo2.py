@@ -17,6 +17,7 @@ from talkinghead.models.hallo import SD15_UNET
 from talkinghead.nn.hand_motion import HandConditionConfig
 from talkinghead.nn.pose_discriminator import PoseDiscriminatorConfig
 from talkinghead.nn.temporal import TemporalConfig
+from talkinghead.train.systems_emo2 import hand_motion_loss, video_losses
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
@@ -79,14 +80,14 @@ def test_stage1_learns_samples_deterministically_and_round_trips(tmp_path):
     batch = stage1_batch(net)
     scheduler = net.scheduler()
     hist = _train(net, batch, 20, 3e-3,
-                  lambda b: {"total": net.loss(b, scheduler, torch.Generator().manual_seed(1))})
+                  lambda b: {"total": hand_motion_loss(net, b, scheduler, torch.Generator().manual_seed(1))})
     assert hist[-1]["total"] < 0.3 * hist[0]["total"], hist
     net.eval()
     a = net.sample(batch, FRAMES, 3, torch.Generator().manual_seed(2), guidance_scale=2.0)
     b = net.sample(batch, FRAMES, 3, torch.Generator().manual_seed(2), guidance_scale=2.0)
     assert a.shape == (2, FRAMES, net.layout.dim) and torch.equal(a, b)
     net.save_pretrained(tmp_path / "stage1")
-    assert {p.name for p in (tmp_path / "stage1").iterdir()} == {"config.json", "model.safetensors"}
+    assert {p.name for p in (tmp_path / "stage1").iterdir()} == {"config.json", "diffusion_pytorch_model.safetensors"}
     loaded = EMO2Stage1Net.from_pretrained(tmp_path / "stage1")
     assert loaded.config == net.config
     assert torch.equal(loaded.sample(batch, FRAMES, 3, torch.Generator().manual_seed(2), guidance_scale=2.0), a)
@@ -102,14 +103,14 @@ def test_stage1_loss_ignores_masked_hand_frames():
     scheduler = net.scheduler()
     # speed/amplitude are measured from the target: fix them so only the loss sees the rewritten frames
     cond = net.measured_condition(batch["motion"], batch["mask"])
-    base = net.loss({**batch, **cond}, scheduler, torch.Generator().manual_seed(3))
+    base = hand_motion_loss(net, {**batch, **cond}, scheduler, torch.Generator().manual_seed(3))
     hands, body = net.layout.unpack(batch["motion"].clone())
     hands[0, 3:6, 1] = 50.0
-    moved = net.loss({**batch, **cond, "motion": net.layout.pack(hands, body)}, scheduler,
+    moved = hand_motion_loss(net, {**batch, **cond, "motion": net.layout.pack(hands, body)}, scheduler,
                      torch.Generator().manual_seed(3))
     assert torch.allclose(moved, base)
     hands[0, 3:6, 0] = 50.0  # the left hand was detected: now the loss sees it
-    seen = net.loss({**batch, **cond, "motion": net.layout.pack(hands, body)}, scheduler,
+    seen = hand_motion_loss(net, {**batch, **cond, "motion": net.layout.pack(hands, body)}, scheduler,
                     torch.Generator().manual_seed(3))
     assert seen > 10 * base
 
@@ -119,7 +120,7 @@ def test_stage2_learns_with_pose_discriminator_and_round_trips(tmp_path):
     net = tiny_stage2()
     batch = stage2_batch(net)
     scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
-    hist = _train(net, batch, 5, 2e-3, lambda b: net.losses(b, scheduler, torch.Generator().manual_seed(1)))
+    hist = _train(net, batch, 5, 2e-3, lambda b: video_losses(net, b, scheduler, torch.Generator().manual_seed(1)))
     for key in ("total", "diffusion", "discriminator"):
         assert hist[-1][key] < 0.8 * hist[0][key], (key, hist)
     assert hist[-1]["pose"] < hist[0]["pose"]
@@ -136,7 +137,7 @@ def test_stage2_pose_loss_trains_the_denoiser_not_the_discriminator():
     torch.manual_seed(0)
     net = tiny_stage2()
     batch = stage2_batch(net)
-    losses = net.losses(batch, DDIMScheduler(**TRAIN_SCHEDULER), torch.Generator().manual_seed(1))
+    losses = video_losses(net, batch, DDIMScheduler(**TRAIN_SCHEDULER), torch.Generator().manual_seed(1))
     losses["pose"].backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in net.pose_discriminator.parameters())
     assert net.denoising_unet.conv_out.weight.grad.abs().sum() > 0

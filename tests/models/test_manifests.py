@@ -9,7 +9,9 @@ import torch
 
 from talkinghead.errors import CheckpointError
 from talkinghead.models.checkpoints import key_report, load_state_dict
+from talkinghead.models import echomimic as echomimic_model
 from talkinghead.models.echomimic import EchoMimicNet
+from talkinghead.models import hallo as hallo_model
 from talkinghead.models.hallo import HalloConfig, HalloNet
 
 
@@ -41,7 +43,7 @@ def test_hallo_full_size_equals_official_net_pth(hallo_dir):
 
 def test_hallo_tiny_equals_its_manifest_and_loads_strictly(hallo_dir):
     config = HalloConfig.from_reference_run(json.loads((hallo_dir / "hallo_tiny" / "config.json").read_text()))
-    net = HalloNet.from_checkpoint(hallo_dir / "hallo_tiny" / "net.pth", config)
+    net = hallo_model.load_release(hallo_dir / "hallo_tiny" / "net.pth", config)
     assert _shapes(net) == _manifest(hallo_dir, "hallo_tiny_net.tsv")
 
 
@@ -71,12 +73,12 @@ def test_echomimic_release_loads_and_a_missing_file_is_listed(tmp_path):
     torch.save({k: v for k, v in unet.items() if "motion_modules" not in k}, tmp_path / "denoising_unet.pth")
     torch.save({k: v for k, v in unet.items() if "motion_modules" in k}, tmp_path / "motion_module.pth")
     torch.save(net.face_locator.state_dict(), tmp_path / "face_locator.pth")
-    loaded = EchoMimicNet.from_release(tmp_path, config)
+    loaded = echomimic_model.load_release(tmp_path, config)
     for k, v in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     (tmp_path / "face_locator.pth").unlink()
     with pytest.raises(CheckpointError, match="face_locator.pth"):
-        EchoMimicNet.from_release(tmp_path, config)
+        echomimic_model.load_release(tmp_path, config)
 
 
 def test_key_report_lists_missing_unexpected_and_shape_changes():

@@ -11,6 +11,7 @@ from diffusers import DDIMScheduler
 from talkinghead.errors import CheckpointError, InputError
 from talkinghead.models.skyreels_a1 import OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1, loss_masks
 from talkinghead.train.stages import apply_stage, load_stage_config
+from talkinghead.train.systems_dit import skyreels_a1_loss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 F, C, H, W = 3, 4, 4, 4  # latent frames, channels, height, width (guidance: 9 frames of 16 x 16 px)
@@ -67,7 +68,7 @@ def test_stage1_training_lowers_loss_on_an_overfit_batch():
     opt = torch.optim.AdamW(params, lr=3e-3)
     losses = []
     for _ in range(5):
-        loss = model.loss(batch, scheduler, torch.Generator().manual_seed(1))  # same noise and t every step
+        loss = skyreels_a1_loss(model, batch, scheduler, torch.Generator().manual_seed(1))  # same noise and t every step
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -124,12 +125,13 @@ def test_sampling_is_seeded_and_save_load_round_trips(tmp_path):
     c = model.sample(batch, 3, torch.Generator().manual_seed(6))
     assert a.shape == (1, F, C, H, W) and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.equal(a, c)
-    folder = model.save_pretrained(tmp_path / "a1")
-    assert (folder / "model.safetensors").is_file()
+    folder = tmp_path / "a1"
+    model.save_pretrained(folder)  # diffusers' layout: config.json + diffusion_pytorch_model.safetensors
+    assert (folder / "diffusion_pytorch_model.safetensors").is_file()
     again = SkyReelsA1.from_pretrained(folder).eval()
     assert torch.equal(again.sample(batch, 3, torch.Generator().manual_seed(5)), a)
-    with pytest.raises(CheckpointError, match="model.safetensors"):
-        (folder / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="diffusion_pytorch_model.safetensors"):
+        (folder / "diffusion_pytorch_model.safetensors").unlink()
         SkyReelsA1.from_pretrained(folder)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from talkinghead.nn.diffusion_head import DiffusionHead, DiffusionHeadConfig
+from talkinghead.train.losses import flow_head_loss
 
 
 def _head() -> DiffusionHead:
@@ -41,7 +42,7 @@ def test_training_learns_the_conditional_target():
     gen = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(150):
-        loss = head.loss(x0, z, gen)
+        loss = flow_head_loss(head, x0, z, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()

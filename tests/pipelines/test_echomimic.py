@@ -33,13 +33,13 @@ def tiny():
     from safetensors.torch import load_file
 
     from talkinghead.models.checkpoints import load_vae_folder
-    from talkinghead.models.echomimic import EchoMimicNet
+    from talkinghead.models.echomimic import load_release
     from talkinghead.pipelines.echomimic import EchoMimicPipeline
 
     config = json.loads((FIXTURE / "config.json").read_text())
     from diffusers import DDIMScheduler
 
-    pipe = EchoMimicPipeline(EchoMimicNet.from_release(FIXTURE), load_vae_folder(FIXTURE / "sd-vae-ft-mse"),
+    pipe = EchoMimicPipeline(load_release(FIXTURE), load_vae_folder(FIXTURE / "sd-vae-ft-mse"),
                              DDIMScheduler(**config["scheduler_kwargs"]))
     io = load_file(str(FIXTURE / "io.safetensors"))
     run = config["run"]

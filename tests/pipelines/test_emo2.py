@@ -52,9 +52,9 @@ def test_missing_weights_are_listed(tmp_path):
         load_emo2(tmp_path)
     assert all(label in str(err.value) for label in RELEASE_FILES) and "how to fix" in str(err.value)
     _release(tmp_path)
-    (tmp_path / "stage2" / "model.safetensors").unlink()
-    assert missing_files(tmp_path) == ["stage-2 weights: stage2/model.safetensors"]
-    with pytest.raises(InputError, match="stage2/model.safetensors") as err:
+    (tmp_path / "stage2" / "diffusion_pytorch_model.safetensors").unlink()
+    assert missing_files(tmp_path) == ["stage-2 weights: stage2/diffusion_pytorch_model.safetensors"]
+    with pytest.raises(InputError, match="stage2/diffusion_pytorch_model.safetensors") as err:
         load_emo2(tmp_path)
     assert "stage-1" not in err.value.message  # only what is missing is listed
 

@@ -119,13 +119,13 @@ def test_renders_share_one_loaded_release_and_run_side_by_side(tiny_release, emb
 
     from talkinghead.config import AnimateConfig, DiffusionConfig, RenderConfig
     from talkinghead.io import load_audio
-    from talkinghead.models.hallo import HalloNet
+    from talkinghead.models import hallo as hallo_model
     from talkinghead.pipelines import hallo_engine as E
 
     E._CACHE.clear()
     loads = []
-    real = HalloNet.from_checkpoint
-    monkeypatch.setattr(HalloNet, "from_checkpoint", staticmethod(lambda *a, **k: loads.append(1) or real(*a, **k)))
+    real = hallo_model.load_release
+    monkeypatch.setattr(hallo_model, "load_release", lambda *a, **k: loads.append(1) or real(*a, **k))
     speech = load_audio(short_wav)
 
     def animator(seed: int):

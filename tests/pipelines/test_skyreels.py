@@ -92,8 +92,10 @@ def test_face_crop_is_square_with_a_margin_and_clipped():
 
 
 @pytest.mark.parametrize("pipeline, files", [
-    (SkyReelsA1Pipeline, ["model/model.safetensors", "vae/config.json", "siglip/model.safetensors"]),
-    (SkyReelsA2Pipeline, ["model/config.json", "model/model.safetensors", "vae/diffusion_pytorch_model.safetensors"]),
+    (SkyReelsA1Pipeline, ["model/diffusion_pytorch_model.safetensors", "vae/config.json",
+                          "siglip/model.safetensors"]),
+    (SkyReelsA2Pipeline, ["model/config.json", "model/diffusion_pytorch_model.safetensors",
+                          "vae/diffusion_pytorch_model.safetensors"]),
 ])
 def test_missing_local_weights_are_listed(tmp_path, pipeline, files):
     (tmp_path / "model").mkdir()
@@ -103,6 +105,6 @@ def test_missing_local_weights_are_listed(tmp_path, pipeline, files):
         (tmp_path / "model" / "config.json").unlink()
         (tmp_path / "vae" / "config.json").write_text("{}")
     with pytest.raises(InputError) as err:
-        pipeline.from_folder(tmp_path)
+        pipeline.from_pretrained(tmp_path)
     for f in files:
         assert f in str(err.value)

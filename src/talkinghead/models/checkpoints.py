@@ -1,9 +1,16 @@
-"""Reading official checkpoint files: local folders only, safe loaders only, strict keys, one clear message."""
+"""Checkpoints: official files read from local folders with safe loaders and strict keys, one clear message for
+what is missing; and our own models' one save/load path (`ConfiguredModel`: diffusers' save_pretrained /
+from_pretrained over a typed config)."""
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from pathlib import Path
 
 import torch
+from diffusers.configuration_utils import ConfigMixin
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..errors import CheckpointError
@@ -105,32 +112,89 @@ def load_vae_folder(folder: Path):
 
 
 # ------------------------------------------------------------------ our own weights: one way to save and load
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "diffusion_pytorch_model.safetensors"  # diffusers' names
 
 
-def save_pretrained(model: nn.Module, folder: str | Path, config=None) -> Path:
-    """`config.json` (the model's typed config, `model.config` unless given) + `model.safetensors` (every
-    parameter and persistent buffer) in `folder`: the layout `load_pretrained` reads."""
-    import json
-    from dataclasses import asdict, is_dataclass
-
-    from safetensors.torch import save_file
-
-    config = model.config if config is None else config
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    data = config.to_dict() if hasattr(config, "to_dict") else asdict(config) if is_dataclass(config) else dict(config)
-    (folder / CONFIG_FILE).write_text(json.dumps(data, indent=1))
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
-    return folder
+def config_to_dict(config) -> dict:
+    """A typed config dataclass as plain data (nested dataclasses included): what config.json holds."""
+    return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
 
 
-def load_pretrained(cls, config_cls, folder: str | Path, name: str):
-    """`cls(config_cls.from_dict(config.json))` with the folder's weights loaded strictly; the files missing
-    are named in one error."""
-    import json
+def config_from_dict(cls, data: dict):
+    """The typed config `cls` from `config_to_dict`'s data: the class's own `from_dict` where it has one, else
+    field by field (unknown keys dropped), nested dataclasses and tuples restored from the type hints."""
+    if hasattr(cls, "from_dict"):
+        return cls.from_dict(data)
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _typed(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
 
-    files = require_files(Path(folder), {"config": [CONFIG_FILE], "weights": [WEIGHTS_FILE]}, name)
-    model = cls(config_cls.from_dict(json.loads(files["config"].read_text())))
-    load_strict(model, load_state_dict(files["weights"]), files["weights"])
-    return model.eval()
+
+def _typed(hint, value):
+    if value is None:
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _typed(options[0], value) if len(options) == 1 else value
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return config_from_dict(hint, value)
+    if (hint is tuple or typing.get_origin(hint) is tuple) and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+class ConfiguredModel(ModelMixin, ConfigMixin):
+    """A model whose sizes are one typed config dataclass (`config_class`), as diffusers models are.
+
+    `Model(config)` or `Model(**fields)`; `model.config` is the typed config, and diffusers' ConfigMixin keeps
+    its fields as the model's registered config, so `save_pretrained(folder)` writes config.json +
+    diffusion_pytorch_model.safetensors and `from_pretrained(folder)` (local folders only) rebuilds the
+    model from them with every key loaded. A folder missing either file is one CheckpointError naming both.
+    """
+
+    config_class: type | None = None
+    # load by copying into the parameters the constructor made (diffusers would otherwise adopt the file's
+    # tensors, whose memory alignment can change the last bits of CPU matmuls: a reloaded model must
+    # reproduce the saved one exactly)
+    _supports_param_buffer_assignment = False
+
+    def __init__(self, config=None, **fields):
+        super().__init__()
+        if config is None:
+            config = config_from_dict(self.config_class, fields) if fields else self.config_class()
+        elif fields:
+            raise TypeError(f"{type(self).__name__} takes a config or its fields, not both")
+        self._typed_config = config
+        self.register_to_config(**config_to_dict(config))
+
+    @property
+    def config(self):
+        return self._typed_config
+
+    def __getattr__(self, name: str):
+        # submodules only: diffusers' fallback would answer a submodule named like a config field (EMO's
+        # `speed`, `face_locator`) with the config value
+        return nn.Module.__getattr__(self, name)
+
+    @staticmethod
+    def _get_init_keys(input_class):
+        """The config's field names: what diffusers' `from_config` passes to the constructor."""
+        spec = getattr(input_class, "config_class", None)
+        if spec is not None and dataclasses.is_dataclass(spec):
+            return {"self", *(f.name for f in dataclasses.fields(spec))}
+        return ConfigMixin._get_init_keys(input_class)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, **kwargs):
+        """The model saved by `save_pretrained` in the local `folder` (never a hub id), every key loaded."""
+        folder = Path(folder)
+        require_files(folder, {"config": [CONFIG_FILE], "weights": [WEIGHTS_FILE]}, f"{cls.__name__} (save_pretrained)")
+        kwargs.setdefault("local_files_only", True)
+        kwargs.setdefault("low_cpu_mem_usage", False)  # build on the CPU, then load: every key is checked
+        model, info = super().from_pretrained(str(folder), output_loading_info=True, **kwargs)
+        titles = {"missing_keys": "missing from the file", "unexpected_keys": "in the file but not in the model",
+                  "mismatched_keys": "with a different shape"}
+        problems = [f"{len(info[k])} keys {title}: {', '.join(sorted(map(str, info[k]))[:MAX_LISTED])}"
+                    for k, title in titles.items() if info.get(k)]
+        if problems:
+            raise CheckpointError(f"{folder / WEIGHTS_FILE} does not match {cls.__name__}:\n" + "\n".join(problems))
+        return model.eval()

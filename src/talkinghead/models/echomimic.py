@@ -104,40 +104,39 @@ class EchoMimicNet(nn.Module):
             if isinstance(module, BasicTransformerBlock) and module.attn2 is not None:
                 module.attn2.set_processor(ScaledCrossAttnProcessor(config.audio_feature_ratio))
 
-    @classmethod
-    def from_release(cls, folder: Path, config: EchoMimicConfig | None = None,
-                     landmarks: bool = False) -> "EchoMimicNet":
-        """Load the official `pretrained_weights/` folder (strict over the union of the UNet files).
 
-        `landmarks=True` loads the landmark-driven set: `face_locator_pose.pth` (3-channel landmark images)
-        and, where the folder has them, `reference_unet_pose.pth`, `denoising_unet_pose.pth` and
-        `motion_module_pose.pth` (the plain files otherwise, as the architecture is the same). The face
-        locator's sizes are read from its file; the rest from `config`, else the folder (see `_config_from_folder`).
-        """
-        folder = Path(folder)
-        suffix = "_pose" if landmarks else ""
+def load_release(folder: str | Path, config: EchoMimicConfig | None = None, landmarks: bool = False) -> EchoMimicNet:
+    """Load the official `pretrained_weights/` folder (strict over the union of the UNet files).
 
-        def names(stem: str, required_pose: bool = False) -> list[str]:
-            if not landmarks:
-                return [f"{stem}.pth"]
-            return [f"{stem}_pose.pth"] if required_pose else [f"{stem}_pose.pth", f"{stem}.pth"]
+    `landmarks=True` loads the landmark-driven set: `face_locator_pose.pth` (3-channel landmark images)
+    and, where the folder has them, `reference_unet_pose.pth`, `denoising_unet_pose.pth` and
+    `motion_module_pose.pth` (the plain files otherwise, as the architecture is the same). The face
+    locator's sizes are read from its file; the rest from `config`, else the folder (see `_config_from_folder`).
+    """
+    folder = Path(folder)
+    suffix = "_pose" if landmarks else ""
 
-        files = require_files(folder, {
-            "reference UNet": names("reference_unet"),
-            "denoising UNet": names("denoising_unet"),
-            "motion module": names("motion_module"),
-            "landmark encoder": names("face_locator", required_pose=True),
-        }, f"EchoMimic{' (landmark-driven)' if suffix else ''} (pretrained_weights/)")
-        config = config or _config_from_folder(folder)
-        locator_state = load_state_dict(files["landmark encoder"])
-        config.face_locator = face_locator_sizes(locator_state, config.face_locator)
-        net = cls(config)
-        load_strict(net.reference_unet, load_state_dict(files["reference UNet"]), files["reference UNet"])
-        # official loading order: the motion module first, then denoising_unet.pth on top
-        unet_state = {**load_state_dict(files["motion module"]), **load_state_dict(files["denoising UNet"])}
-        load_strict(net.denoising_unet, unet_state, "denoising_unet.pth + motion_module.pth")
-        load_strict(net.face_locator, locator_state, files["landmark encoder"])
-        return net.eval()
+    def names(stem: str, required_pose: bool = False) -> list[str]:
+        if not landmarks:
+            return [f"{stem}.pth"]
+        return [f"{stem}_pose.pth"] if required_pose else [f"{stem}_pose.pth", f"{stem}.pth"]
+
+    files = require_files(folder, {
+        "reference UNet": names("reference_unet"),
+        "denoising UNet": names("denoising_unet"),
+        "motion module": names("motion_module"),
+        "landmark encoder": names("face_locator", required_pose=True),
+    }, f"EchoMimic{' (landmark-driven)' if suffix else ''} (pretrained_weights/)")
+    config = config or _config_from_folder(folder)
+    locator_state = load_state_dict(files["landmark encoder"])
+    config.face_locator = face_locator_sizes(locator_state, config.face_locator)
+    net = EchoMimicNet(config)
+    load_strict(net.reference_unet, load_state_dict(files["reference UNet"]), files["reference UNet"])
+    # official loading order: the motion module first, then denoising_unet.pth on top
+    unet_state = {**load_state_dict(files["motion module"]), **load_state_dict(files["denoising UNet"])}
+    load_strict(net.denoising_unet, unet_state, "denoising_unet.pth + motion_module.pth")
+    load_strict(net.face_locator, locator_state, files["landmark encoder"])
+    return net.eval()
 
 
 def face_locator_sizes(state: dict[str, torch.Tensor], default: dict) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
@@ -17,6 +16,7 @@ from ..nn.reference_attention import ReferenceBank, attach_reference
 from ..nn.speed import SpeedConfig, SpeedEmbedding
 from ..nn.temporal import TemporalConfig
 from ..sampling import denoise
+from .checkpoints import ConfiguredModel
 from .hallo import SD15_UNET
 from .unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
 
@@ -42,20 +42,22 @@ class EMOConfig:
                                stack_enable_blocks_name=(), stack_enable_blocks_depth=())  # plain audio attention
 
 
-class ReferenceVideoNet(nn.Module):
-    """Shared by EMO and Loopy: reference net + video UNet, a v-prediction loss and a DDIM sampler.
+class ReferenceVideoNet(ConfiguredModel):
+    """Shared by EMO and Loopy: reference net + video UNet and a DDIM sampler (training: `train.losses`).
 
     Batches: `ref` (b, 1+m, 4, h, w) latents of the portrait then m motion frames; `audio` (b, f, t, d)
     audio tokens per frame; `target` (b, 4, f, h, w) clean latents of the clip.
     """
 
-    def __init__(self, unet_config: dict, denoising: VideoUNetConfig):
-        super().__init__()
-        self.reference_unet = reference_unet(unet_config)
-        self.denoising_unet = VideoUNet3D(denoising)
+    def __init__(self, config=None, **fields):
+        """`config`: a typed config with `unet` (the SD UNet config) and `denoising()` (the video UNet's)."""
+        super().__init__(config, **fields)
+        config = self.config
+        self.reference_unet = reference_unet(config.unet)
+        self.denoising_unet = VideoUNet3D(config.denoising())
         self.bank = ReferenceBank(dtype=None)
         attach_reference(self.reference_unet, self.denoising_unet, self.bank)
-        self.register_buffer("null_tokens", torch.zeros(1, 1, unet_config["cross_attention_dim"]), persistent=False)
+        self.register_buffer("null_tokens", torch.zeros(1, 1, config.unet["cross_attention_dim"]), persistent=False)
 
     def frame_embedding(self, batch: dict, temb_shape: tuple[int, int]) -> torch.Tensor | None:
         return None  # per-frame additions to the timestep embedding (speed, motion latents)
@@ -83,14 +85,6 @@ class ReferenceVideoNet(nn.Module):
         return self.denoising_unet(noisy, t, tokens, self.audio_tokens(batch["audio"]), location=self.location(batch),
                                    reference=self.bank, added_embedding=extra)
 
-    def loss(self, batch: dict, scheduler: DDIMScheduler, generator: torch.Generator) -> torch.Tensor:
-        """v-prediction MSE at a random timestep (explicit generator: reproducible)."""
-        target = batch["target"]
-        noise = torch.randn(target.shape, generator=generator)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (target.shape[0],), generator=generator)
-        noisy = scheduler.add_noise(target, noise, t)
-        return F.mse_loss(self.predict(noisy, t, batch), scheduler.get_velocity(target, noise, t))
-
     @torch.no_grad()
     def sample(self, batch: dict, frames: int, steps: int, generator: torch.Generator) -> torch.Tensor:
         scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
@@ -101,9 +95,11 @@ class ReferenceVideoNet(nn.Module):
 
 
 class EMONet(ReferenceVideoNet):
-    def __init__(self, config: EMOConfig | None = None):
-        self.config = config = config or EMOConfig()
-        super().__init__(config.unet, config.denoising())
+    config_class = EMOConfig
+
+    def __init__(self, config: EMOConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         self.speed = SpeedEmbedding(config.speed) if config.speed is not None else None
         self.face_locator = None
         if config.face_locator:

@@ -6,24 +6,21 @@ re-implementation with typed configs saved beside safetensors weights."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding, TimestepEmbedding, Timesteps
-from einops import rearrange
 from torch import nn
 
 from ..nn.audio_windows import audio_windows
 from ..nn.hand_motion import (N_PARTS, AdaLNBlock, HandConditionConfig, HandConditionEmbedding, MotionLayout,
-                              hand_amplitude, hand_speed, masked_motion_loss)
-from ..nn.pose_discriminator import PoseDiscriminator, PoseDiscriminatorConfig, heatmap_loss, pose_targets
+                              hand_amplitude, hand_speed)
+from ..nn.pose_discriminator import PoseDiscriminator, PoseDiscriminatorConfig
 from ..nn.pose_guider import HandConfidenceEmbedding, PoseGuider, render_guidance
 from ..nn.temporal import TemporalConfig
-from ..nn.objectives import diffusion_target, predicted_x0, sample_timesteps, spatial_weight
 from ..sampling import denoise
-from .checkpoints import load_pretrained, save_pretrained
+from .checkpoints import ConfiguredModel
 from .emo import ReferenceVideoNet
 from .hallo import SD15_UNET
 from .unet3d import VideoUNetConfig
@@ -117,15 +114,16 @@ class HandMotionDenoiser(nn.Module):
 CONDITION_KEYS = ("style", "offset", "speed", "amplitude", "clip")
 
 
-class EMO2Stage1Net(nn.Module):
+class EMO2Stage1Net(ConfiguredModel):
     """Batches: `motion` (b, f, D) clean body-relative motion (layout.pack), `mask` (b, f, 3) present parts,
     `audio` (b, f, A) or (b, f, t, d); optional `prev`/`prev_mask` (b, m, D)/(b, m, 3) and the conditions
     `style` (b,), `offset` (b, 4), `speed` (b, f) or (b,), `amplitude` (b,), `clip` (b, c). In training,
     missing `speed`/`amplitude` are measured from the target motion."""
 
-    def __init__(self, config: EMO2Stage1Config | None = None):
-        super().__init__()
-        self.config = config or EMO2Stage1Config()
+    config_class = EMO2Stage1Config
+
+    def __init__(self, config: EMO2Stage1Config | None = None, **fields):
+        super().__init__(config, **fields)
         self.denoiser = HandMotionDenoiser(self.config)
 
     @property
@@ -135,7 +133,8 @@ class EMO2Stage1Net(nn.Module):
     def scheduler(self) -> DDIMScheduler:
         return DDIMScheduler(**STAGE1_SCHEDULER)
 
-    def _inputs(self, batch: dict, audio: torch.Tensor | None = None) -> dict:
+    def denoiser_inputs(self, batch: dict, audio: torch.Tensor | None = None) -> dict:
+        """The denoiser's keyword inputs from a batch (audio flattened to (b, f, A))."""
         a = batch["audio"] if audio is None else audio
         return dict(audio=a.flatten(2) if a.ndim == 4 else a, prev=batch.get("prev"), prev_mask=batch.get("prev_mask"),
                     **{k: batch[k] for k in CONDITION_KEYS if batch.get(k) is not None})
@@ -146,27 +145,13 @@ class EMO2Stage1Net(nn.Module):
         present = mask[..., :2].bool()
         return {"speed": hand_speed(hands, present), "amplitude": hand_amplitude(hands, present)}
 
-    def loss(self, batch: dict, scheduler: DDIMScheduler, generator: torch.Generator) -> torch.Tensor:
-        """Masked MSE on the x0 prediction at a random timestep; audio dropped with p = audio_dropout. Masked
-        parts are zeroed before noising, so what a failed detection left there reaches neither input nor loss."""
-        mask = batch["mask"]
-        batch = {**self.measured_condition(batch["motion"], mask), **batch}
-        x0 = batch["motion"] * self.layout.feature_mask(mask)  # missing parts: zeros, never seen by the model
-        noise = torch.randn(x0.shape, generator=generator)
-        t = sample_timesteps(scheduler, x0.shape[0], generator)
-        drop = torch.rand(x0.shape[0], generator=generator) < self.config.audio_dropout
-        inputs = self._inputs(batch)
-        inputs["audio"] = inputs["audio"] * (~drop).to(inputs["audio"])[:, None, None]
-        pred = self.denoiser(scheduler.add_noise(x0, noise, t), t, **inputs)
-        return masked_motion_loss(pred, diffusion_target(scheduler, x0, noise, t), mask, self.layout)
-
     @torch.no_grad()
     def sample(self, batch: dict, frames: int, steps: int, generator: torch.Generator,
                guidance_scale: float = 1.0) -> torch.Tensor:
         """(b, frames, D) motion; classifier-free guidance on audio when guidance_scale != 1."""
         scheduler = self.scheduler()
         scheduler.set_timesteps(steps)
-        inputs = self._inputs(batch)
+        inputs = self.denoiser_inputs(batch)
         b = inputs["audio"].shape[0]
         x = torch.randn((b, frames, self.layout.dim), generator=generator).to(inputs["audio"])
         silent = {**inputs, "audio": torch.zeros_like(inputs["audio"])}
@@ -175,12 +160,6 @@ class EMO2Stage1Net(nn.Module):
         return denoise(lambda z, t: torch.cat([self.denoiser(z, t, **silent), self.denoiser(z, t, **inputs)]),
                        scheduler, x, guidance_scale)
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        save_pretrained(self, folder)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "EMO2Stage1Net":
-        return load_pretrained(cls, EMO2Stage1Config, folder, "EMO2 stage 1")
 
 
 # ============================================================================ stage 2: guided video generation
@@ -224,9 +203,11 @@ class EMO2Stage2Net(ReferenceVideoNet):
     `hand_confidence` (b, f, 2) and, for the pose discriminator loss, `body` (b, f, 12, 2) keypoints in
     [0, 1] with `body_mask` (b, f, 12)."""
 
-    def __init__(self, config: EMO2Stage2Config | None = None):
-        self.config = config = config or EMO2Stage2Config()
-        super().__init__(config.unet, config.denoising())
+    config_class = EMO2Stage2Config
+
+    def __init__(self, config: EMO2Stage2Config | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         channels = self.denoising_unet.unet_config.block_out_channels[0]
         self.pose_guider = PoseGuider(channels, block_out_channels=config.guider_channels)
         self.hand_confidence = HandConfidenceEmbedding(self.denoising_unet.time_embedding.linear_2.out_features)
@@ -248,38 +229,5 @@ class EMO2Stage2Net(ReferenceVideoNet):
     def location(self, batch: dict) -> torch.Tensor | None:
         """The pose guider's features of the rendered hand/arm/leg maps, added after conv_in."""
         return self.pose_guider(batch["pose_maps"]) if batch.get("pose_maps") is not None else None
-
-    def losses(self, batch: dict, scheduler: DDIMScheduler, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """{"diffusion": v-prediction MSE, "pose": discriminator heatmap L2 on the x0 estimate (trains the
-        denoiser; cos(tπ/2T)-weighted), "discriminator": the same L2 on clean latents (trains the
-        discriminator), "total"}."""
-        target = batch["target"]  # (b, 4, f, h, w)
-        noise = torch.randn(target.shape, generator=generator)
-        t = sample_timesteps(scheduler, target.shape[0], generator)
-        noisy = scheduler.add_noise(target, noise, t)
-        pred = self.predict(noisy, t, batch)
-        out = {"diffusion": F.mse_loss(pred, diffusion_target(scheduler, target, noise, t))}
-        zero = pred.new_zeros(())
-        out["pose"] = out["discriminator"] = zero
-        if batch.get("body") is not None:
-            h, w = target.shape[-2:]
-            maps, weight = pose_targets(batch["body"].flatten(0, 1), batch["body_mask"].flatten(0, 1), (h, w))
-            x0 = rearrange(predicted_x0(scheduler, noisy, pred, t), "b c f h w -> (b f) c h w")
-            clean = rearrange(target, "b c f h w -> (b f) c h w")
-            out["pose"] = heatmap_loss(self.pose_discriminator.frozen(x0), maps, weight) * \
-                spatial_weight(t, scheduler.config.num_train_timesteps).mean()
-            out["discriminator"] = heatmap_loss(self.pose_discriminator(clean), maps, weight)
-        out["total"] = out["diffusion"] + self.config.pose_loss_weight * out["pose"] + out["discriminator"]
-        return out
-
-    def loss(self, batch: dict, scheduler: DDIMScheduler, generator: torch.Generator) -> torch.Tensor:
-        return self.losses(batch, scheduler, generator)["total"]
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        save_pretrained(self, folder)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "EMO2Stage2Net":
-        return load_pretrained(cls, EMO2Stage2Config, folder, "EMO2 stage 2")
 
 

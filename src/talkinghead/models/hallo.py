@@ -13,7 +13,7 @@ from torch import nn
 from ..nn.face_locator import FaceLocator
 from ..nn.projections import AudioProjection, ImageProjection
 from ..nn.temporal import TemporalConfig
-from .checkpoints import load_state_dict, load_strict
+from .checkpoints import load_state_dict, load_strict, require_files
 from .unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
 
 # stable-diffusion-v1-5/unet/config.json, the base both Hallo UNets are built from
@@ -97,13 +97,17 @@ class HalloNet(nn.Module):
         self.audioproj = AudioProjection(ap["seq_len"], ap["blocks"], ap["channels"], ap["intermediate_dim"],
                                          ap["output_dim"], ap["context_tokens"])
 
-    @classmethod
-    def from_checkpoint(cls, path: Path, config: HalloConfig | None = None) -> "HalloNet":
-        """Build from `config` (default: the official full-size one) and load `path` strictly."""
-        state = load_state_dict(Path(path))
-        net = cls(config)
-        load_strict(net, state, path)
-        return net.eval()
+
+
+def load_release(path: str | Path, config: HalloConfig | None = None) -> HalloNet:
+    """The official Hallo/Hallo2 net (`net.pth`, or `net.safetensors`; a file, or the release's `hallo/` or
+    `hallo2/` folder holding it) built from `config` (default: the official full-size one), keys strict."""
+    path = Path(path)
+    if path.is_dir():
+        path = require_files(path, {"Hallo net": ["net.pth", "net.safetensors"]}, "Hallo/Hallo2 (net.pth)")["Hallo net"]
+    net = HalloNet(config)
+    load_strict(net, load_state_dict(path), path)
+    return net.eval()
 
 
 # -- Hallo2 ---------------------------------------------------------------------------------------------------

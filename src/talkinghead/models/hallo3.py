@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 import torch
-from diffusers import CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+from diffusers import CogVideoXTransformer3DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
@@ -31,7 +31,6 @@ from ..nn.dit import (AudioCrossAttention, DiTConditions, FaceAttention, Referen
                       attach_identity_reference, conditioned_cogvideox, conditioned_forward, transformer_rope,
                       use_sliced_positions)
 from ..nn.projections import ImageProjection
-from ..nn import objectives as L
 
 # THUDM/CogVideoX-5b-I2V transformer/config.json: the base of Hallo3's denoiser and reference network
 COGVIDEOX_5B_I2V = {
@@ -211,16 +210,6 @@ class Hallo3Model(StagedModel, ModelMixin, ConfigMixin):
         """The forward on a training batch dict (keys as the forward's argument names, `latents` excluded)."""
         return self(noisy, timestep, batch["text"], batch.get("face_embedding"), batch.get("audio_windows"),
                     batch.get("motion_latents"), batch.get("reference_latents"))
-
-    def loss(self, batch: dict, scheduler: CogVideoXDDIMScheduler, generator: torch.Generator
-             ) -> tuple[torch.Tensor, dict]:
-        """v-prediction MSE (CogVideoX's objective) at a random timestep; batch["latents"] (b, T', c, h, w)."""
-        x0 = batch["latents"]
-        noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
-        t = L.sample_timesteps(scheduler, x0.shape[0], generator).to(x0.device)
-        noisy = scheduler.add_noise(x0, noise, t)
-        loss = L.diffusion_loss(self.predict(noisy, t, batch), L.diffusion_target(scheduler, x0, noise, t))
-        return loss, {"loss": loss.detach().item()}
 
 
 # ------------------------------------------------------------------ the official SAT release

@@ -40,9 +40,11 @@ class LoopyNet(ReferenceVideoNet):
     """Batches as `ReferenceVideoNet`, with `history` (b, n, 4, h, w) motion-frame latents (oldest first)
     instead of motion frames in `ref`, and in training `head_motion`/`expression` (b, f, 1) variances."""
 
-    def __init__(self, config: LoopyConfig | None = None):
-        self.config = config = config or LoopyConfig()
-        super().__init__(config.unet, config.denoising())
+    config_class = LoopyConfig
+
+    def __init__(self, config: LoopyConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         if config.temporal not in ("loopy", "animatediff"):
             raise ValueError(f"temporal must be loopy or animatediff, got {config.temporal!r}")
         if config.temporal == "loopy":

@@ -309,22 +309,6 @@ class MidasTransformer(nn.Module):
         """(b, n, condition_tokens, dim) conditions -> (b, n, P, dim) chunk prefixes."""
         return torch.stack([self.prefix(conditions[:, k], reference) for k in range(conditions.shape[1])], dim=1)
 
-    def loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        """Teacher-forced diffusion loss. batch: reference (b, C, h, w) and frames (b, n*F, C, h, w) latents,
-        audio (b, n*A, feat), optional pose (b, n*F, J, 3) and text (b, T, text_dim). Frame inputs get noise
-        of a random level up to `input_noise_max` (the reference stays clean)."""
-        cond = self.conditions(batch["audio"], batch.get("pose"), batch.get("text"))
-        ref, frames = batch["reference"], batch["frames"]
-        b, g = frames.shape[:2]
-        levels = self.config.input_noise_max * torch.rand(b, g, generator=generator, device=generator.device)
-        levels = torch.cat([levels.new_zeros(b, 1), levels[:, 1:]], dim=1).to(frames.device)  # slot 0: the reference
-        previous = self.noised(frames[:, :-1], levels[:, 1:], generator)
-        inputs = torch.cat([ref[:, None], previous], dim=1)
-        z = self.frame_conditions(self.prefixes(cond.tokens, ref), inputs, levels)
-        x0 = rearrange(frames, "b g c h w -> (b g h w) c")
-        diffusion = self.head.loss(x0, rearrange(z, "b g l d -> (b g l) d"), generator)
-        return diffusion + cond.vq_loss, {"diffusion": diffusion.item(), "vq": cond.vq_loss.item()}
-
     def sample_frame(self, z: torch.Tensor, noise: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Head conditions (b, L, dim) + noise (b, C, h, w) -> a frame's latents (b, C, h, w)."""
         h, w = self.config.latent_size

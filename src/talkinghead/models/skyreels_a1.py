@@ -23,16 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import CogVideoXTransformer3DModel, DDIMScheduler, UniPCMultistepScheduler
+from diffusers import CogVideoXTransformer3DModel, UniPCMultistepScheduler
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 from torch import nn
 
 from ..nn.landmark_guider import CausalLandmarkGuider, LandmarkGuiderConfig
-from ..nn.objectives import (diffusion_target, face_aware_loss, face_mask_from_landmarks, flow_motion_mask, resize_mask,
-                            sample_timesteps)
+from ..nn.objectives import face_mask_from_landmarks, flow_motion_mask, resize_mask
 from ..sampling import denoise, guided_prediction
-from .checkpoints import load_pretrained, save_pretrained
+from .checkpoints import ConfiguredModel
 
 # CogVideoX-5B noise schedule (scheduler_config.json of the release): v-prediction, zero terminal SNR.
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -114,15 +113,17 @@ def loss_masks(frames: np.ndarray, landmarks: np.ndarray | None, latent: tuple[i
     return motion, resize_mask(face, (h, w), f)
 
 
-class SkyReelsA1(nn.Module):
+class SkyReelsA1(ConfiguredModel):
     """Batches: `latents` (b, f, c, h, w) clean video latents; `ref_latent` (b, 1, c, h, w) portrait latent;
     `guidance` (b, 3, F, H, W) landmark frames in [-1, 1] with F = (f - 1) * 4 + 1 (or `guidance_latents`
     (b, f, c, h, w)); `identity` (b, n, identity_dim) identity features; for the loss optionally
     `motion_mask` / `face_mask` (f, 1, h', w') or (b, f, 1, h', w'), resized to latent size here."""
 
-    def __init__(self, config: SkyReelsA1Config | None = None):
-        super().__init__()
-        self.config = config = config or SkyReelsA1Config()
+    config_class = SkyReelsA1Config
+
+    def __init__(self, config: SkyReelsA1Config | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         self.transformer = CogVideoXTransformer3DModel(**config.transformer)
         self.landmark_guider = CausalLandmarkGuider(config.guider())
         self.identity_proj = IdentityProjection(config.identity_dim, config.transformer["text_embed_dim"],
@@ -162,27 +163,6 @@ class SkyReelsA1(nn.Module):
         return self.transformer(x, tokens, t, image_rotary_emb=self.rotary(f, h, w, noisy.device),
                                 return_dict=False)[0]
 
-    # -- training -------------------------------------------------------------------------------------
-    def loss(self, batch: dict, scheduler: DDIMScheduler, generator: torch.Generator) -> torch.Tensor:
-        """v-prediction face-aware flow-masked loss at a random timestep (explicit generator: reproducible)."""
-        x0 = batch["latents"]
-        b, f, _, h, w = x0.shape
-        noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
-        t = sample_timesteps(scheduler, b, generator).to(x0.device)
-        noisy = scheduler.add_noise(x0, noise, t)
-        target = diffusion_target(scheduler, x0, noise, t, "v_prediction")
-        motion = batch.get("motion_mask")
-        motion = torch.ones(f, 1, h, w) if motion is None else self._latent_mask(motion, f, h, w)
-        face = batch.get("face_mask")
-        face = None if face is None else self._latent_mask(face, f, h, w)
-        return face_aware_loss(self.predict(noisy, t, batch), target, motion, face, self.config.face_weight)
-
-    @staticmethod
-    def _latent_mask(mask: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:
-        if mask.dim() == 5:  # (b, F, 1, H, W)
-            return torch.stack([resize_mask(m, (h, w), f) for m in mask])
-        return resize_mask(mask, (h, w), f)
-
     # -- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, batch: dict, steps: int, generator: torch.Generator, progress: bool = False,
@@ -208,14 +188,6 @@ class SkyReelsA1(nn.Module):
             return guided_prediction(predict, scheduler.scale_model_input(x, t), cond, uncond, guidance_scale)
 
         return denoise(velocity, scheduler, latents, timesteps=timesteps)
-
-    # -- weights --------------------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        return save_pretrained(self, folder)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> "SkyReelsA1":
-        return load_pretrained(cls, SkyReelsA1Config, folder, "SkyReels-A1")
 
     def load_official_state(self, state: dict[str, torch.Tensor], guider_vae_state: dict[str, torch.Tensor] | None
                             = None) -> None:

@@ -34,15 +34,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanTransformer3DModel
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from ..nn.multi_reference import SemanticReferenceBranch, spatial_condition
-from ..nn.objectives import flow_matching_pair, sample_flow_sigmas
 from ..sampling import denoise, guided_prediction
-from .checkpoints import load_pretrained, save_pretrained
+from .checkpoints import ConfiguredModel
 
 TEXT_LEN = 512  # UMT5 tokens; diffusers' Wan attention takes everything before the last 512 as image tokens
 TIMESTEP_SCALE = 1000.0  # Wan timestep = 1000 σ
@@ -93,16 +91,18 @@ TINY = SkyReelsA2Config(
 CfgMode = Literal["auto", "batch", "serial", "ranks"]
 
 
-class SkyReelsA2(nn.Module):
+class SkyReelsA2(ConfiguredModel):
     """Batches: `latents` (b, c, f, h, w) clean video latents (Wan layout); `ref_latents` (b, n, c, h, w) VAE
     latents of the references (normalised like the video latents); `ref_images` (b, n, 3, H, W) the same
     references in [-1, 1] for CLIP (or `image_tokens` (b, n T, d) already encoded); `text` (b, 512, text_dim)
     UMT5 prompt embeddings (zeros, the null prompt, when absent); for sampling optionally `negative_text`
     (the unconditional branch's prompt, the null prompt otherwise)."""
 
-    def __init__(self, config: SkyReelsA2Config | None = None):
-        super().__init__()
-        self.config = config = config or SkyReelsA2Config()
+    config_class = SkyReelsA2Config
+
+    def __init__(self, config: SkyReelsA2Config | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         self.transformer = WanTransformer3DModel(**config.transformer)
         self.image_encoder = SemanticReferenceBranch(CLIPVisionModel(CLIPVisionConfig(**config.clip)))
 
@@ -132,22 +132,6 @@ class SkyReelsA2(nn.Module):
         x = torch.cat([noisy, cond["spatial"].to(noisy)], dim=1)  # (b, c + mask + c, f, h, w)
         return self.transformer(x, t, cond["text"].to(noisy), return_dict=False,
                                 encoder_hidden_states_image=cond["image_tokens"].to(noisy))[0]
-
-    # -- training -------------------------------------------------------------------------------------
-    def loss(self, batch: dict, generator: torch.Generator, reference_dropout: float = 0.0,
-             shift: float | None = None) -> torch.Tensor:
-        """Rectified-flow velocity MSE at logit-normal σ; with probability `reference_dropout` a sample trains
-        unconditionally (what CFG needs). Randomness only from `generator`."""
-        x0 = batch["latents"]
-        b = x0.shape[0]
-        noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
-        sigma = sample_flow_sigmas(b, generator, shift=self.config.train_shift if shift is None else shift).to(x0)
-        noisy, target = flow_matching_pair(x0, noise, sigma)
-        cond = self.conditions(batch, x0.shape[2])
-        if reference_dropout > 0:
-            keep = (torch.rand(b, generator=generator, device=generator.device) >= reference_dropout).to(x0)
-            cond = {k: v * keep.view(-1, *([1] * (v.dim() - 1))) for k, v in cond.items()}
-        return F.mse_loss(self.forward_cond(noisy, sigma * TIMESTEP_SCALE, cond).float(), target.float())
 
     # -- sampling -------------------------------------------------------------------------------------
     def scheduler(self, sampler: Literal["unipc", "euler"] = "unipc"):
@@ -185,14 +169,6 @@ class SkyReelsA2(nn.Module):
             return guided_prediction(predict, x, cond, uncond, guidance_scale, cfg_mode)
 
         return denoise(velocity, scheduler, latents, timesteps=timesteps)
-
-    # -- weights --------------------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike):
-        return save_pretrained(self, folder)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> "SkyReelsA2":
-        return load_pretrained(cls, SkyReelsA2Config, folder, "SkyReels-A2")
 
 
 # ------------------------------------------------------------------ the official release folder

@@ -8,8 +8,6 @@ import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from .objectives import flow_matching_pair, sample_flow_sigmas
-
 FLOW_TIMESTEPS = 1000.0  # sigma in [0, 1] is embedded as the timestep 1000 * sigma
 
 
@@ -68,14 +66,6 @@ class DiffusionHead(nn.Module):
     def _shifted(self, sigma: torch.Tensor) -> torch.Tensor:
         s = self.config.shift
         return s * sigma / (1 + (s - 1) * sigma)
-
-    def loss(self, x0: torch.Tensor, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Flow-matching MSE for tokens x0 (n, C) given z (n, cond_dim); noise and levels from `generator`."""
-        n = x0.shape[0]
-        sigma = sample_flow_sigmas(n, generator, shift=self.config.shift).to(x0.device, x0.dtype)
-        noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device, x0.dtype)
-        x_t, target = flow_matching_pair(x0, noise, sigma)
-        return (self(x_t, sigma, z) - target).pow(2).mean()
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, noise: torch.Tensor, steps: int | None = None) -> torch.Tensor:

@@ -31,6 +31,7 @@ from diffusers import DDIMScheduler
 
 from ..config import AnimateConfig
 from ..errors import InputError, NoFaceError, UnreadableMediaError, UnsupportedFormatError
+from ..models import echomimic as echomimic_model
 from ..models.echomimic import EchoMimicNet
 from ..sampling import denoise, split_guidance
 from ..types import Portrait, Speech
@@ -248,7 +249,7 @@ def load_release(folder: str | Path, landmarks: bool = False, device: str = "cpu
         parts = _CACHE.get(key)
         if parts is None:
             _CACHE.clear()  # one release in memory at a time
-            net = EchoMimicNet.from_release(root, landmarks=landmarks)
+            net = echomimic_model.load_release(root, landmarks=landmarks)
             vae = load_vae_folder(files["VAE"].parent)
             whisper = WhisperFeatures.from_openai_checkpoint(files["whisper"])
             if (device, dtype) != ("cpu", torch.float32):

@@ -19,7 +19,8 @@ import torch
 from ..config import AnimateConfig
 from ..errors import InputError
 from ..models.checkpoints import load_vae_folder, require_files
-from ..models.hallo import HalloConfig, HalloNet
+from ..models import hallo as hallo_model
+from ..models.hallo import HalloConfig
 from ..types import Portrait, Speech
 from ..utils import resolve_device
 from .hallo import DEFAULT_SCHEDULER, HalloPipeline, SamplingConfig
@@ -67,7 +68,7 @@ def load_release(folder: str | Path, variant: str = "hallo", device: str = "cpu"
         parts = _CACHE.get(key)
         if parts is None:
             _CACHE.clear()  # one release in memory at a time
-            net = HalloNet.from_checkpoint(files["Hallo net"], config)
+            net = hallo_model.load_release(files["Hallo net"], config)
             vae = load_vae_folder(files["VAE"].parent)
             audio_model, extractor = load_wav2vec(files["wav2vec"].parent, device=device)
             if (device, dtype) != ("cpu", torch.float32):

@@ -218,7 +218,7 @@ class SkyReelsA1Pipeline:
         self.multiple = self.spatial * model.transformer.config.patch_size
 
     @classmethod
-    def from_folder(cls, folder: str | Path, **kwargs) -> "SkyReelsA1Pipeline":
+    def from_pretrained(cls, folder: str | Path, **kwargs) -> "SkyReelsA1Pipeline":
         """`model/` (SkyReelsA1.save_pretrained), `vae/` (AutoencoderKLCogVideoX), `siglip/` (SiglipVisionModel):
         our own trained layout. The official release folder is `models.skyreels_a1.load_release` and
         `SkyReelsA1Animator`."""
@@ -302,7 +302,7 @@ class SkyReelsA2Pipeline:
         self.std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, **kwargs) -> "SkyReelsA2Pipeline":
+    def from_pretrained(cls, folder: str | Path, **kwargs) -> "SkyReelsA2Pipeline":
         """`model/` (SkyReelsA2.save_pretrained, CLIP included) and `vae/` (AutoencoderKLWan)."""
         from diffusers import AutoencoderKLWan
 

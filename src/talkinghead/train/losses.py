@@ -138,8 +138,28 @@ def timestep_aware_spatial_loss(
     return total, {"latent": latent.detach(), "spatial": spatial.detach(), "w_t": w.detach()}
 
 
+def reference_video_loss(net, batch: dict, scheduler, generator: torch.Generator) -> torch.Tensor:
+    """EMO/Loopy reference video net (`models.emo.ReferenceVideoNet`): v-prediction MSE of `net.predict` at a
+    random timestep. batch["target"] (b, c, f, h, w) clean latents; noise and t from `generator`."""
+    target = batch["target"]
+    noise = torch.randn(target.shape, generator=generator)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (target.shape[0],), generator=generator)
+    noisy = scheduler.add_noise(target, noise, t)
+    return F.mse_loss(net.predict(noisy, t, batch), scheduler.get_velocity(target, noise, t))
+
+
+def flow_head_loss(head, x0: torch.Tensor, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flow-matching MSE of a per-token diffusion head (`nn.diffusion_head.DiffusionHead`) for tokens x0 (n, C)
+    given conditions z (n, cond_dim); levels (shifted as the head samples them) and noise from `generator`."""
+    n = x0.shape[0]
+    sigma = sample_flow_sigmas(n, generator, shift=head.config.shift).to(x0.device, x0.dtype)
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device, x0.dtype)
+    x_t, target = flow_matching_pair(x0, noise, sigma)
+    return (head(x_t, sigma, z) - target).pow(2).mean()
+
+
 __all__ = ["decode_latents", "diffusion_dpo_loss", "diffusion_loss", "diffusion_target", "dpo_errors",
-           "face_aware_loss", "face_mask_from_landmarks", "flow_matching_pair", "flow_motion_mask",
-           "flow_predicted_x0", "min_snr_weight", "per_sample_mse", "predicted_x0", "resize_mask",
-           "sample_flow_sigmas", "sample_timesteps", "snr", "spatial_weight", "ssim", "structural_loss",
+           "face_aware_loss", "face_mask_from_landmarks", "flow_head_loss", "flow_matching_pair", "flow_motion_mask",
+           "flow_predicted_x0", "min_snr_weight", "per_sample_mse", "predicted_x0", "reference_video_loss",
+           "resize_mask", "sample_flow_sigmas", "sample_timesteps", "snr", "spatial_weight", "ssim", "structural_loss",
            "timestep_aware_spatial_loss", "PredictionType"]

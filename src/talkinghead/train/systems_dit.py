@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import InputError
+from . import losses as L
 from .base import TrainSystem
 
 
@@ -180,7 +181,18 @@ class Hallo3System(DiTSystem):
 
         from ..models.hallo3 import COGVIDEOX_SCHEDULER
 
-        return self.net.loss(self.model_batch(batch), CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER), generator)
+        return hallo3_loss(self.net, self.model_batch(batch), CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER), generator)
+
+
+def hallo3_loss(model, batch: dict, scheduler, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """Hallo3's objective (CogVideoX's): v-prediction MSE of `model.predict` (`models.hallo3.Hallo3Model`) at a
+    random timestep; batch["latents"] (b, T', c, h, w) clean latents, the rest the model's conditions."""
+    x0 = batch["latents"]
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
+    t = L.sample_timesteps(scheduler, x0.shape[0], generator).to(x0.device)
+    noisy = scheduler.add_noise(x0, noise, t)
+    loss = L.diffusion_loss(model.predict(noisy, t, batch), L.diffusion_target(scheduler, x0, noise, t))
+    return loss, {"loss": loss.detach().item()}
 
 
 # ============================================================================ Hallo4
@@ -492,19 +504,52 @@ class TrainedHallo4:
     def encode_text(self, text: str) -> torch.Tensor:
         return torch.zeros(1, self.dit.config.text_dim)  # the null prompt it was trained with
 
+    def _audio_encoder(self):
+        """The preprocess `AudioEncoder` when training read the dataset's stored features (its index names them and
+        their windows have the audio projection's shape, as `DiTSystem.audio_windows` checks), else None (training
+        used the log-mel stand-in). The encoder folder is looked up by name in the release folder of the run."""
+        import json
+
+        from .preprocess import AudioEncoder
+
+        index = Path(self.train.dataset).expanduser() / "index.json"
+        feats = json.loads(index.read_text()).get("audio_feats") if index.is_file() else None
+        a = self.dit.config.audio
+        if not feats or (2 * self.train.audio_context + 1, feats["layers"], feats["dim"]) != (
+                a["seq_len"], a["blocks"], a["channels"]):
+            return None
+        root = self.train.system.options.get("release")
+        root = Path(root).expanduser() if root else None
+        root = root / "pretrained_models" if root is not None and (root / "pretrained_models").is_dir() else root
+        for folder in ([root / "wav2vec" / feats["model"], root / feats["model"]] if root is not None else []):
+            if (folder / "config.json").is_file():
+                return AudioEncoder(folder)
+        raise InputError(f"was trained on {feats['kind']} features of {feats['model']}, which its release folder "
+                         f"({root}) does not hold", f"put {feats['model']}/ under the release's wav2vec/ folder",
+                         field="checkpoint_dir")
+
     def audio_windows(self, speech, fps: int) -> tuple[torch.Tensor, int]:
-        """(n, window, layers, channels) per video frame of `speech`, as training made them from log-mel windows
-        (`resample_mel` of each frame's ±audio_context mel frames), and n."""
+        """(n, window, layers, channels) per video frame of `speech`, as training made them, and n: each frame's
+        ±audio_context frames of the dataset's stored wav2vec2/whisper features (zeros outside), or of log-mel
+        resampled to the projection's window shape (`resample_mel`) when the dataset had none."""
         from ..audio.wav2vec import video_frame_count
         from .preprocess import log_mel
 
         n = max(1, video_frame_count(len(speech.samples), speech.sample_rate, fps))
-        mel = torch.from_numpy(log_mel(speech.samples, n, fps))  # (n, mel_per_frame, 80)
+        if not hasattr(self, "encoder"):
+            self.encoder = self._audio_encoder()
+        if self.encoder is not None:
+            per_frame = torch.from_numpy(self.encoder(speech.samples, n, fps).astype(np.float32))  # (n, L, D)
+        else:
+            per_frame = torch.from_numpy(log_mel(speech.samples, n, fps))  # (n, mel_per_frame, 80)
         ctx = self.train.audio_context
-        padded = torch.cat([mel.new_zeros(ctx, *mel.shape[1:]), mel, mel.new_zeros(ctx, *mel.shape[1:])])
-        windows = torch.stack([padded[i:i + 2 * ctx + 1] for i in range(n)])[None]  # (1, n, W, m, 80)
+        zeros = per_frame.new_zeros(ctx, *per_frame.shape[1:])
+        padded = torch.cat([zeros, per_frame, zeros])
+        windows = torch.stack([padded[i:i + 2 * ctx + 1] for i in range(n)])  # (n, W, ...)
+        if self.encoder is not None:
+            return windows, n
         a = self.dit.config.audio
-        return resample_mel(windows, (a["seq_len"], a["blocks"], a["channels"]))[0], n
+        return resample_mel(windows[None], (a["seq_len"], a["blocks"], a["channels"]))[0], n
 
 
 def hallo4_animator(portrait, config=None, warn: bool = True):
@@ -679,8 +724,32 @@ class SkyReelsA1System(DiTSystem):
 
         from ..models.skyreels_a1 import TRAIN_SCHEDULER
 
-        loss = self.net.loss(self.model_batch(batch), DDIMScheduler(**TRAIN_SCHEDULER), generator)
+        loss = skyreels_a1_loss(self.net, self.model_batch(batch), DDIMScheduler(**TRAIN_SCHEDULER), generator)
         return loss, {"loss": loss.detach().item()}
+
+
+def _latent_mask(mask: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:
+    """A pixel-space loss mask, (F, 1, H, W) or per sample (b, F, 1, H, W), resized to the latent grid."""
+    if mask.dim() == 5:
+        return torch.stack([L.resize_mask(m, (h, w), f) for m in mask])
+    return L.resize_mask(mask, (h, w), f)
+
+
+def skyreels_a1_loss(model, batch: dict, scheduler, generator: torch.Generator) -> torch.Tensor:
+    """SkyReels-A1's objective: the face-aware, flow-masked v-prediction loss of `model.predict`
+    (`models.skyreels_a1.SkyReelsA1`) at a random timestep. batch["latents"] (b, f, c, h, w); optional
+    `motion_mask`/`face_mask` in pixels (resized to the latents); the face weight is the model's."""
+    x0 = batch["latents"]
+    b, f, _, h, w = x0.shape
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
+    t = L.sample_timesteps(scheduler, b, generator).to(x0.device)
+    noisy = scheduler.add_noise(x0, noise, t)
+    target = L.diffusion_target(scheduler, x0, noise, t, "v_prediction")
+    motion = batch.get("motion_mask")
+    motion = torch.ones(f, 1, h, w) if motion is None else _latent_mask(motion, f, h, w)
+    face = batch.get("face_mask")
+    face = None if face is None else _latent_mask(face, f, h, w)
+    return L.face_aware_loss(model.predict(noisy, t, batch), target, motion, face, model.config.face_weight)
 
 
 # ============================================================================ SkyReels-A2
@@ -717,10 +786,30 @@ class SkyReelsA2System(DiTSystem):
         mb = {"latents": self.encode(batch["frames"]).transpose(1, 2),  # Wan layout (b, c, f, h, w)
               "ref_latents": self.portrait_latent(batch),  # (b, 1, c, h, w): one reference, the portrait
               "ref_images": batch["reference"][:, None]}  # the semantic branch resizes for CLIP itself
-        loss = self.net.loss(mb, generator, reference_dropout=opts.reference_dropout, shift=opts.flow_shift)
+        loss = skyreels_a2_loss(self.net, mb, generator, reference_dropout=opts.reference_dropout,
+                                shift=opts.flow_shift)
         return loss, {"loss": loss.detach().item()}
+
+
+def skyreels_a2_loss(model, batch: dict, generator: torch.Generator, reference_dropout: float = 0.0,
+                     shift: float | None = None) -> torch.Tensor:
+    """SkyReels-A2's objective: rectified-flow velocity MSE of `model.forward_cond` (`models.skyreels_a2.SkyReelsA2`)
+    at logit-normal σ (shifted by `shift`, default the model's train_shift); with probability
+    `reference_dropout` a sample trains unconditionally (what CFG needs). Randomness only from `generator`."""
+    from ..models.skyreels_a2 import TIMESTEP_SCALE
+
+    x0 = batch["latents"]
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
+    sigma = L.sample_flow_sigmas(b, generator, shift=model.config.train_shift if shift is None else shift).to(x0)
+    noisy, target = L.flow_matching_pair(x0, noise, sigma)
+    cond = model.conditions(batch, x0.shape[2])
+    if reference_dropout > 0:
+        keep = (torch.rand(b, generator=generator, device=generator.device) >= reference_dropout).to(x0)
+        cond = {k: v * keep.view(-1, *([1] * (v.dim() - 1))) for k, v in cond.items()}
+    return F.mse_loss(model.forward_cond(noisy, sigma * TIMESTEP_SCALE, cond).float(), target.float())
 
 
 __all__ = ["Hallo3System", "Hallo4System", "TrainedHallo4", "draw_skeleton", "hallo4_animator", "hallo4_dpo_loss",
            "hallo4_flow_loss", "trained_hallo4_folder", "PreferenceClips", "SkyReelsA1System", "SkyReelsA2System",
-           "keypoint_indices", "pooled_tokens", "resample_mel"]
+           "hallo3_loss", "keypoint_indices", "pooled_tokens", "resample_mel", "skyreels_a1_loss", "skyreels_a2_loss"]

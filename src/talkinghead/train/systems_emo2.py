@@ -12,8 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 
 from ..errors import InputError
+from ..nn.hand_motion import masked_motion_loss
+from ..nn.pose_discriminator import heatmap_loss, pose_targets
+from . import losses as L
 from .base import TrainSystem
 from .systems import System
 
@@ -35,6 +40,46 @@ class EMO2Options:
         if isinstance(self.median_kernel, bool) or not isinstance(self.median_kernel, int) or \
                 self.median_kernel < 1 or self.median_kernel % 2 == 0:
             raise ValueError(f"median_kernel must be an odd whole number >= 1, got {self.median_kernel!r}")
+
+
+def hand_motion_loss(net, batch: dict, scheduler, generator: torch.Generator) -> torch.Tensor:
+    """Stage 1 (`models.emo2.EMO2Stage1Net`): masked MSE on the x0 prediction at a random timestep; audio dropped
+    with p = audio_dropout. Masked parts are zeroed before noising, so what a failed detection left there reaches
+    neither input nor loss. Missing speed/amplitude conditions are measured from the target motion."""
+    mask = batch["mask"]
+    batch = {**net.measured_condition(batch["motion"], mask), **batch}
+    x0 = batch["motion"] * net.layout.feature_mask(mask)  # missing parts: zeros, never seen by the model
+    noise = torch.randn(x0.shape, generator=generator)
+    t = L.sample_timesteps(scheduler, x0.shape[0], generator)
+    drop = torch.rand(x0.shape[0], generator=generator) < net.config.audio_dropout
+    inputs = net.denoiser_inputs(batch)
+    inputs["audio"] = inputs["audio"] * (~drop).to(inputs["audio"])[:, None, None]
+    pred = net.denoiser(scheduler.add_noise(x0, noise, t), t, **inputs)
+    return masked_motion_loss(pred, L.diffusion_target(scheduler, x0, noise, t), mask, net.layout)
+
+
+def video_losses(net, batch: dict, scheduler, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Stage 2 (`models.emo2.EMO2Stage2Net`): {"diffusion": v-prediction MSE, "pose": discriminator heatmap L2
+    on the x0 estimate (trains the denoiser; cos(tπ/2T)-weighted), "discriminator": the same L2 on clean
+    latents (trains the discriminator), "total"}."""
+    target = batch["target"]  # (b, 4, f, h, w)
+    noise = torch.randn(target.shape, generator=generator)
+    t = L.sample_timesteps(scheduler, target.shape[0], generator)
+    noisy = scheduler.add_noise(target, noise, t)
+    pred = net.predict(noisy, t, batch)
+    out = {"diffusion": F.mse_loss(pred, L.diffusion_target(scheduler, target, noise, t))}
+    zero = pred.new_zeros(())
+    out["pose"] = out["discriminator"] = zero
+    if batch.get("body") is not None:
+        h, w = target.shape[-2:]
+        maps, weight = pose_targets(batch["body"].flatten(0, 1), batch["body_mask"].flatten(0, 1), (h, w))
+        x0 = rearrange(L.predicted_x0(scheduler, noisy, pred, t), "b c f h w -> (b f) c h w")
+        clean = rearrange(target, "b c f h w -> (b f) c h w")
+        out["pose"] = heatmap_loss(net.pose_discriminator.frozen(x0), maps, weight) * \
+            L.spatial_weight(t, scheduler.config.num_train_timesteps).mean()
+        out["discriminator"] = heatmap_loss(net.pose_discriminator(clean), maps, weight)
+    out["total"] = out["diffusion"] + net.config.pose_loss_weight * out["pose"] + out["discriminator"]
+    return out
 
 
 def temporal_median(x: torch.Tensor, mask: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -127,7 +172,7 @@ class EMO2HandMotion(TrainSystem):
         return out
 
     def loss(self, batch, generator):
-        loss = self.net.loss(self.model_batch(batch), self.scheduler, generator)
+        loss = hand_motion_loss(self.net, self.model_batch(batch), self.scheduler, generator)
         return loss, {"loss": loss.detach().item()}
 
 
@@ -165,7 +210,7 @@ class EMO2Video(System):
         return out
 
     def loss(self, batch, generator):
-        parts = self.net.losses(self.model_batch(batch), self.scheduler, generator)
+        parts = video_losses(self.net, self.model_batch(batch), self.scheduler, generator)
         return parts["total"], {"loss": parts["total"].detach().item(),
                                 **{k: v.detach().item() for k, v in parts.items() if k != "total"}}
 
@@ -222,4 +267,5 @@ class EMO2System(TrainSystem):
         return replace(config, system=replace(config.system, crop="face", crop_size=16, motion_heads=2))
 
 
-__all__ = ["EMO2HandMotion", "EMO2Options", "EMO2System", "EMO2Video", "body_relative", "temporal_median"]
+__all__ = ["EMO2HandMotion", "EMO2Options", "EMO2System", "EMO2Video", "body_relative", "hand_motion_loss", "temporal_median",
+           "video_losses"]

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from ..errors import InputError
 from .base import TrainSystem
+from .losses import flow_head_loss
 
 AE_STAGES = ("ae1", "ae2", "ae3")
 STAGES = (*AE_STAGES, "ar")
@@ -135,9 +137,28 @@ class MidasAutoregressive(TrainSystem):
     def loss(self, batch, generator):
         frames = self.latents(batch["frames"])
         ref = self.latents(batch["reference"][:, None])[:, 0]
-        loss, logs = self.net.loss({"reference": ref, "frames": frames,
-                                    "audio": self.audio(batch, frames.shape[1])}, generator)
+        loss, logs = teacher_forced_loss(self.net, {"reference": ref, "frames": frames,
+                                                    "audio": self.audio(batch, frames.shape[1])}, generator)
         return loss, {"loss": loss.detach().item(), **logs}
+
+
+def teacher_forced_loss(net, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """MIDAS's objective for its transformer (`models.midas.MidasTransformer`) and diffusion head: teacher-forced
+    flow matching of every frame's latent tokens. batch: reference (b, C, h, w) and frames (b, n*F, C, h, w)
+    latents, audio (b, n*A, feat), optional pose (b, n*F, J, 3) and text (b, T, text_dim). Frame inputs get
+    noise of a random level up to `input_noise_max` (the reference stays clean); the audio quantizer's loss
+    is added."""
+    cond = net.conditions(batch["audio"], batch.get("pose"), batch.get("text"))
+    ref, frames = batch["reference"], batch["frames"]
+    b, g = frames.shape[:2]
+    levels = net.config.input_noise_max * torch.rand(b, g, generator=generator, device=generator.device)
+    levels = torch.cat([levels.new_zeros(b, 1), levels[:, 1:]], dim=1).to(frames.device)  # slot 0: the reference
+    previous = net.noised(frames[:, :-1], levels[:, 1:], generator)
+    inputs = torch.cat([ref[:, None], previous], dim=1)
+    z = net.frame_conditions(net.prefixes(cond.tokens, ref), inputs, levels)
+    x0 = rearrange(frames, "b g c h w -> (b g h w) c")
+    diffusion = flow_head_loss(net.head, x0, rearrange(z, "b g l d -> (b g l) d"), generator)
+    return diffusion + cond.vq_loss, {"diffusion": diffusion.item(), "vq": cond.vq_loss.item()}
 
 
 class MidasSystem(TrainSystem):
@@ -161,4 +182,4 @@ class MidasSystem(TrainSystem):
         return config
 
 
-__all__ = ["MidasAutoencoder", "MidasAutoregressive", "MidasSystem", "load_autoencoder"]
+__all__ = ["MidasAutoencoder", "MidasAutoregressive", "MidasSystem", "load_autoencoder", "teacher_forced_loss"]

@@ -13,7 +13,7 @@ from diffusers import DDIMScheduler
 
 from ..errors import InputError
 from ..models.checkpoints import load_state_dict, load_vae, require_files
-from ..models.hallo import HalloConfig, HalloNet
+from ..models.hallo import HalloConfig, load_release
 from ..pipelines.hallo import HalloPipeline
 from . import Check, compare
 
@@ -55,7 +55,7 @@ def load_fixture_pipeline(folder: Path) -> tuple[HalloPipeline, dict]:
         "VAE weights": ["vae_tiny.safetensors", "vae.safetensors"],
     }, "Hallo reference data")
     config = json.loads(files["configs"].read_text())
-    net = HalloNet.from_checkpoint(files["net weights"], HalloConfig.from_reference_run(config))
+    net = load_release(files["net weights"], HalloConfig.from_reference_run(config))
     vae = load_vae(files["VAE weights"], config.get("vae_constructor_kwargs") or config["vae"])
     scheduler = DDIMScheduler(**config["scheduler_kwargs"])
     return HalloPipeline(net, vae, scheduler), config
