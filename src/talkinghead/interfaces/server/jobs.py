@@ -13,11 +13,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...config import AnimateConfig
 from ...errors import InputError
 from ...service import Cancelled
 from ...types import Speech
 from .errors import ServiceError, api_name, words
+from .validation import DubRequest, RenderRequest
 
 log = logging.getLogger("talkinghead.serve")
 
@@ -26,30 +26,6 @@ FINISHED = ("done", "failed", "cancelled")
 VIDEO_NAME = "video.mp4"
 REAP_EVERY_MAX = 30.0  # s, the reaper looks at least this often (more often for short TTLs)
 JOIN_SECONDS = 10.0  # s, how long close() waits for a render thread to stop
-
-
-@dataclass
-class RenderRequest:
-    """One validated submission: everything a render thread needs."""
-
-    engine: str
-    config: AnimateConfig
-    image: Path
-    audio: Path | None  # None: speak `text` with espeak-ng
-    text: str | None  # the words to speak, or the transcript of `audio`
-    voice: str = "en-us"
-    labels: dict[str, str] = field(default_factory=dict)  # server path -> the name the client knows
-
-
-@dataclass
-class DubRequest:
-    """One validated dubbing submission (POST /v1/dubs): the video, the new speech, its options."""
-
-    video: Path
-    audio: Path
-    text: str | None  # the transcript of `audio`
-    options: object  # talkinghead.dub.DubOptions, validated
-    labels: dict[str, str] = field(default_factory=dict)  # server path -> the name the client knows
 
 
 @dataclass(eq=False)

@@ -3,13 +3,39 @@ declared in config.py, less the operator's), the image (decoded, a face found), 
 within the limits) and, for dubbing, the video. Anything wrong is a ServiceError (422) naming its field."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from ...config import AnimateConfig, config_from_options, controls
 from ...errors import InputError, TooLongError
 from ..settings import Settings
 from .errors import ServiceError, refusal
-from .jobs import DubRequest, RenderRequest
 from .schemas import DUB_FILES, MAX_TEXT_CHARS, dub_form
 from .uploads import Upload
+
+
+@dataclass
+class RenderRequest:
+    """One validated submission: everything a render thread needs."""
+
+    engine: str
+    config: AnimateConfig
+    image: Path
+    audio: Path | None  # None: speak `text` with espeak-ng
+    text: str | None  # the words to speak, or the transcript of `audio`
+    voice: str = "en-us"
+    labels: dict[str, str] = field(default_factory=dict)  # server path -> the name the client knows
+
+
+@dataclass
+class DubRequest:
+    """One validated dubbing submission (POST /v1/dubs): the video, the new speech, its options."""
+
+    video: Path
+    audio: Path
+    text: str | None  # the transcript of `audio`
+    options: object  # talkinghead.dub.DubOptions, validated
+    labels: dict[str, str] = field(default_factory=dict)  # server path -> the name the client knows
 
 
 def client_config(options: dict, settings: Settings, engine: str) -> AnimateConfig:
@@ -44,10 +70,10 @@ def client_config(options: dict, settings: Settings, engine: str) -> AnimateConf
     return config
 
 
-def _over_the_cap(what: str, field: str, cap: float) -> ServiceError:
-    """422: speech over this server's own limit (rather than the client's smaller max-seconds)."""
+def _over_the_cap(what: str, name: str, cap: float) -> ServiceError:
+    """422: speech (the form field `name`) over this server's own limit, not the client's smaller max-seconds."""
     return ServiceError("audio_too_long", f"{what} is longer than this server's limit of {cap:g} s\n"
-                        f"  how to fix: send at most {cap:g} s of speech", field=field)
+                        f"  how to fix: send at most {cap:g} s of speech", field=name)
 
 
 def check_speech(request: RenderRequest, settings: Settings) -> None:
