@@ -449,3 +449,14 @@ def test_settings_are_checked(monkeypatch):
     assert make_settings(token="given").token == "given"
     monkeypatch.delenv("TALKINGHEAD_TOKEN")
     assert make_settings().token is None
+
+
+def test_the_cli_names_a_bad_setting_by_its_flag():
+    """A setting's error carries its field; `talkinghead serve` words it as the flag, exit code 2."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "talkinghead", "serve", "--max-jobs", "0"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "--max-jobs must be a whole number > 0, got 0" in done.stderr and "Traceback" not in done.stderr
