@@ -283,6 +283,7 @@ def cases() -> list[Case]:
         Case("gloved_hand", "en-us", "render", lambda: hand(a())),
         Case("bare_hand", "it", "render", lambda: bare_hand(a())),
         Case("bare_hand_grace", "en-us", "render", lambda: bare_hand(g())),
+        Case("bare_hand_grayscale", "ru", "render", lambda: grayscale(bare_hand(g()))),
         Case("glasses", "ru", "render", lambda: glasses(g())),
         Case("sunglasses", "cmn", "render", lambda: glasses(a(), dark=True)),
         Case("open_mouth", "en-us", "render", lambda: warped(a(), jaw=0.9)),
