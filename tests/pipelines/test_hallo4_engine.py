@@ -133,3 +133,47 @@ def test_a_trained_run_gives_the_same_frames_for_the_same_seed_and_refuses_a_pro
     with pytest.raises(InputError) as err:
         hallo4_animator(portrait, config(5, prompt="a person is singing"), warn=False)
     assert err.value.field == "prompt"
+
+
+def test_a_run_trained_on_stored_wav2vec2_features_renders_with_the_same_features(trained_run, hallo4_release,
+                                                                                    short_wav, tmp_path):
+    """A run whose dataset stored wav2vec2 features of the projection's window shape hears speech through the same
+    encoder (found by name in the run's release folder) and windows as training did; without it, a clear error."""
+    import json
+    import shutil
+
+    import torch
+
+    from talkinghead.errors import InputError
+    from talkinghead.io.audio import load_audio
+    from talkinghead.train.preprocess import AudioEncoder
+    from talkinghead.train.systems_dit import TrainedHallo4
+
+    step = sorted((trained_run / "checkpoints").glob("step-*"))[-1]
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "index.json").write_text(json.dumps({"audio_feats": {
+        "kind": "wav2vec2", "model": "wav2vec2-base-960h", "layers": 2, "dim": 16}}))  # the tiny release's wav2vec2
+
+    def run_with(release) -> TrainedHallo4:
+        folder = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(step, folder)
+        config = json.loads((folder / "config.json").read_text())
+        config["dataset"], config["audio_context"] = str(dataset), 2  # windows of 5 frames, the projection's
+        config["system"]["options"]["release"] = str(release)
+        (folder / "config.json").write_text(json.dumps(config))
+        return TrainedHallo4(folder)
+
+    speech = load_audio(short_wav)
+    windows, n = run_with(hallo4_release).audio_windows(speech, 25)
+    ctx = 2
+    feats = torch.from_numpy(AudioEncoder(hallo4_release / "wav2vec" / "wav2vec2-base-960h")(
+        speech.samples, n, 25).astype("float32"))
+    padded = torch.cat([torch.zeros(ctx, 2, 16), feats, torch.zeros(ctx, 2, 16)])
+    assert n == 23 and windows.shape == (n, 5, 2, 16)
+    assert torch.equal(windows, torch.stack([padded[i:i + 2 * ctx + 1] for i in range(n)]))
+    without = tmp_path / "release_without_wav2vec2"
+    shutil.copytree(hallo4_release, without, ignore=shutil.ignore_patterns("wav2vec"))
+    with pytest.raises(InputError) as err:
+        run_with(without).audio_windows(speech, 25)
+    assert err.value.field == "checkpoint_dir" and "wav2vec2-base-960h" in str(err.value)
