@@ -60,3 +60,14 @@ class UnsupportedFormatError(InputError):
 
 class CheckpointError(TalkingHeadError):
     """A checkpoint folder is missing files or holds files we refuse to load."""
+
+
+class MissingFilesError(CheckpointError):
+    """A weights folder lacks files a loader needs. `missing` lists each absent file as the release names it
+    (alternatives joined by " or "), so interfaces can show the list without reading the message."""
+
+    def __init__(self, folder, missing: list[str], release: str):
+        self.folder, self.missing, self.release = folder, list(missing), release
+        super().__init__(f"{folder} is missing files of the {release} release:\n"
+                         + "\n".join(f"  {m}" for m in self.missing))
+

@@ -17,7 +17,7 @@ from talkinghead.audio.wav2vec import (
     padded_frame_count,
     video_frame_count,
 )
-from talkinghead.errors import CheckpointError
+from talkinghead.errors import CheckpointError, MissingFilesError
 from talkinghead.verify.audio import check_audio_fixture
 
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
@@ -125,10 +125,10 @@ def test_short_audio_is_padded_to_one_clip(tiny_model):
 @pytest.mark.parametrize("absent", MODEL_FILES)
 def test_missing_file_is_named(audio_fixture: Path, tmp_path: Path, absent: str):
     folder = copy_model(audio_fixture, tmp_path / "w2v", skip=absent)
-    with pytest.raises(CheckpointError) as error:
+    with pytest.raises(MissingFilesError) as error:
         load_wav2vec(folder)
-    named = str(error.value).split("is missing: ")[1].split(", ")
-    assert named == [absent if absent != "model.safetensors" else "model.safetensors or pytorch_model.bin"]
+    assert error.value.missing == [absent if absent != "model.safetensors" else "model.safetensors or pytorch_model.bin"]
+    assert error.value.missing[0] in str(error.value)
 
 
 def test_wrong_key_is_named(audio_fixture: Path, tmp_path: Path):

@@ -47,7 +47,9 @@ def face() -> str:
 # ------------------------------------------------------------------------------------------ engines
 def _fake_release(root: Path, variant: str = "hallo", leave_out: str | None = None) -> Path:
     """Empty placeholders for the first accepted name of every file the loaders require."""
-    for label, paths in web._release_files(variant).items():
+    from talkinghead.pipelines.hallo_engine import release_files
+
+    for label, paths in release_files(variant).items():
         if label != leave_out:
             (root / paths[0]).parent.mkdir(parents=True, exist_ok=True)
             (root / paths[0]).touch()
@@ -82,33 +84,35 @@ def test_engine_status_of_a_complete_folder(tmp_path):
     assert status["hallo2"].endswith("(missing: hallo2/net.pth or hallo2/net.safetensors)")
 
 
-def _missing_reports(root: Path) -> str:
-    """What the real loaders say about `root` before they read any weights (their file checks)."""
+def _missing_reports(root: Path) -> list[str]:
+    """The files the real loaders say `root` lacks, before they read any weights (their file checks)."""
     from talkinghead.audio.wav2vec import load_wav2vec
+    from talkinghead.errors import MissingFilesError
     from talkinghead.models.checkpoints import load_vae_folder
     from talkinghead.pipelines.hallo_engine import load_release
 
-    reports = []
+    reports: list[str] = []
     for load in (lambda: load_release(root, "hallo"), lambda: load_vae_folder(root / "sd-vae-ft-mse"),
                  lambda: load_wav2vec(root / "wav2vec" / "wav2vec2-base-960h")):
         try:
             load()
-        except CheckpointError as e:  # anything else: files present, contents (empty placeholders) refused
-            if "missing" in str(e) or "does not exist" in str(e):
-                reports.append(str(e))
-        except ValueError:  # an empty placeholder config.json: the loader got past its file check
+        except MissingFilesError as e:
+            reports.extend(e.missing)
+        except (CheckpointError, ValueError):  # files present; the empty placeholders' contents are refused
             pass
-    return "\n".join(reports)
+    return reports
 
 
 def test_required_files_are_the_loaders_own(tmp_path):
-    """engine_status's list can't drift from the loaders: with every file present no loader reports a missing
-    file, and leaving out any one makes a loader name it."""
-    assert _missing_reports(_fake_release(tmp_path / "complete")) == ""
-    for label, paths in web._release_files("hallo").items():
+    """engine_status reads the loader's own file list: with every file present the loaders find none missing,
+    and leaving out any one makes a loader name it, as engine_status does."""
+    from talkinghead.pipelines.hallo_engine import release_files
+
+    assert _missing_reports(_fake_release(tmp_path / "complete")) == []
+    for label, paths in release_files("hallo").items():
         root = _fake_release(tmp_path / label.replace(" ", "_"), leave_out=label)
-        report = _missing_reports(root)
-        assert Path(paths[0]).name in report, (label, report)
+        assert any(paths[0] in m for m in _missing_reports(root)), (label, _missing_reports(root))
+        assert paths[0] in web.engine_status(root)["hallo"]
 
 
 # ------------------------------------------------------------------------------------------ controls

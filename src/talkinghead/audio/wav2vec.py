@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, MissingFilesError
 
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -33,6 +33,10 @@ WINDOW_RADIUS = 2  # frames of audio context on each side of a video frame
 
 
 # ----------------------------------------------------------------------------------------------- loading
+
+
+FILES = {"wav2vec config": [CONFIG_FILE], "wav2vec preprocessor": [PREPROCESSOR_FILE],
+         "wav2vec weights": list(WEIGHT_FILES)}  # label -> accepted names, as in a release folder
 
 
 def _missing_files(folder: Path) -> list[str]:
@@ -100,7 +104,7 @@ def load_wav2vec(
     folder = Path(folder)
     missing = _missing_files(folder)
     if missing:
-        raise CheckpointError(f"wav2vec2 folder {folder} is missing: {', '.join(missing)}")
+        raise MissingFilesError(folder, missing, "wav2vec2")
     config = Wav2Vec2Config.from_json_file(str(folder / CONFIG_FILE))
     config._attn_implementation = "eager"  # the attention Hallo's transformers 4.39 ran
     model = Wav2Vec2Model(config)

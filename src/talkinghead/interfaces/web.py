@@ -75,29 +75,11 @@ def control_component(spec: ControlSpec) -> gr.components.Component:
 
 
 # ------------------------------------------------------------------------------------------ engines
-def _release_files(variant: str) -> dict[str, list[str]]:
-    """label -> accepted paths (relative to pretrained_models/) that loading `variant` reads.
-
-    Mirrors the lists in `hallo_engine.load_release` and `checkpoints.load_vae_folder`, which are inline
-    there (tests/interfaces/test_web.py checks each entry against those loaders); wav2vec's are constants."""
-    from ..audio.wav2vec import CONFIG_FILE, PREPROCESSOR_FILE, WEIGHT_FILES
-
-    vae, w2v = "sd-vae-ft-mse", "wav2vec/wav2vec2-base-960h"
-    return {
-        f"{variant} net": [f"{variant}/net.pth", f"{variant}/net.safetensors"],
-        "VAE config": [f"{vae}/config.json"],
-        "VAE weights": [f"{vae}/diffusion_pytorch_model.safetensors", f"{vae}/diffusion_pytorch_model.bin"],
-        "wav2vec config": [f"{w2v}/{CONFIG_FILE}"],
-        "wav2vec preprocessor": [f"{w2v}/{PREPROCESSOR_FILE}"],
-        "wav2vec weights": [f"{w2v}/{name}" for name in WEIGHT_FILES],
-    }
-
-
 def engine_status(checkpoint_dir: str | os.PathLike | None) -> dict[str, str | None]:
     """Every engine -> None when it can run, else why not (e.g. which release files `checkpoint_dir` lacks).
     Only checks that files are present, as the loaders do before reading them."""
     from ..models.checkpoints import find_file
-    from ..pipelines.hallo_engine import RELEASE_URL, release_root
+    from ..pipelines.hallo_engine import RELEASE_URL, release_files, release_root
     from ..systems import SYSTEMS, engine_names
 
     status: dict[str, str | None] = {}
@@ -116,7 +98,7 @@ def engine_status(checkpoint_dir: str | os.PathLike | None) -> dict[str, str | N
         if not root.is_dir():
             status[name] = f"{need}; {checkpoint_dir} is not a folder"
             continue
-        missing = [" or ".join(paths) for paths in _release_files(name).values() if find_file(root, paths) is None]
+        missing = [" or ".join(paths) for paths in release_files(name).values() if find_file(root, paths) is None]
         status[name] = f"{need} (missing: {'; '.join(missing)})" if missing else None
     return status
 

@@ -13,7 +13,7 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, MissingFilesError
 
 MAX_LISTED = 12  # keys shown per category in a mismatch message
 
@@ -27,7 +27,7 @@ def find_file(folder: Path, candidates: list[str]) -> Path | None:
 
 
 def require_files(folder: Path, needed: dict[str, list[str]], release: str) -> dict[str, Path]:
-    """Resolve every entry of `needed` (label -> accepted relative paths) or raise one CheckpointError
+    """Resolve every entry of `needed` (label -> accepted relative paths) or raise one MissingFilesError
     listing all that are missing, with the names the official release uses."""
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist (expected the {release} release folder)")
@@ -35,11 +35,11 @@ def require_files(folder: Path, needed: dict[str, list[str]], release: str) -> d
     for label, candidates in needed.items():
         path = find_file(folder, candidates)
         if path is None:
-            missing.append(f"  {label}: {' or '.join(candidates)}")
+            missing.append(f"{label}: {' or '.join(candidates)}")
         else:
             found[label] = path
     if missing:
-        raise CheckpointError(f"{folder} is missing files of the {release} release:\n" + "\n".join(missing))
+        raise MissingFilesError(folder, missing, release)
     return found
 
 
@@ -100,14 +100,15 @@ def load_vae(weights: Path, config: dict):
     return vae.eval()
 
 
+VAE_FILES = {"VAE config": ["config.json"],
+             "VAE weights": ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]}
+
+
 def load_vae_folder(folder: Path):
     """A diffusers VAE folder as distributed (sd-vae-ft-mse: config.json + diffusion_pytorch_model.*)."""
     import json
 
-    files = require_files(folder, {
-        "VAE config": ["config.json"],
-        "VAE weights": ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"],
-    }, "sd-vae-ft-mse")
+    files = require_files(folder, VAE_FILES, "sd-vae-ft-mse")
     return load_vae(files["VAE weights"], json.loads(files["VAE config"].read_text()))
 
 

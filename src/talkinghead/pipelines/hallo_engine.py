@@ -38,6 +38,21 @@ def release_root(folder: Path) -> Path:
     return folder / "pretrained_models" if (folder / "pretrained_models").is_dir() else folder
 
 
+VAE_FOLDER, WAV2VEC_FOLDER = "sd-vae-ft-mse", "wav2vec/wav2vec2-base-960h"  # in pretrained_models/
+
+
+def release_files(variant: str) -> dict[str, list[str]]:
+    """label -> accepted paths (relative to pretrained_models/) of every file loading `variant` reads: the
+    net, and the VAE's and wav2vec's own file lists under their release folders."""
+    from ..audio.wav2vec import FILES as WAV2VEC_FILES
+    from ..models.checkpoints import VAE_FILES
+
+    files = {f"{variant} net": [f"{variant}/net.pth", f"{variant}/net.safetensors"]}
+    for folder, parts in ((VAE_FOLDER, VAE_FILES), (WAV2VEC_FOLDER, WAV2VEC_FILES)):
+        files.update({label: [f"{folder}/{name}" for name in names] for label, names in parts.items()})
+    return files
+
+
 def load_release(folder: str | Path, variant: str = "hallo", device: str = "cpu",
                  dtype: torch.dtype = torch.float32):
     """Load the parts of an official Hallo/Hallo2 release folder, strictly, without any download.
@@ -50,11 +65,7 @@ def load_release(folder: str | Path, variant: str = "hallo", device: str = "cpu"
     from ..audio.wav2vec import load_wav2vec
 
     root = release_root(Path(folder))
-    files = require_files(root, {
-        "Hallo net": [f"{variant}/net.pth", f"{variant}/net.safetensors"],
-        "VAE": ["sd-vae-ft-mse/config.json"],
-        "wav2vec": ["wav2vec/wav2vec2-base-960h/config.json"],
-    }, f"{variant} ({RELEASE_URL.format(variant=variant)})")
+    files = require_files(root, release_files(variant), f"{variant} ({RELEASE_URL.format(variant=variant)})")
     config = HalloConfig()
     unet_config = root / "stable-diffusion-v1-5" / "unet" / "config.json"
     if unet_config.is_file():
@@ -68,9 +79,9 @@ def load_release(folder: str | Path, variant: str = "hallo", device: str = "cpu"
         parts = _CACHE.get(key)
         if parts is None:
             _CACHE.clear()  # one release in memory at a time
-            net = hallo_model.load_release(files["Hallo net"], config)
-            vae = load_vae_folder(files["VAE"].parent)
-            audio_model, extractor = load_wav2vec(files["wav2vec"].parent, device=device)
+            net = hallo_model.load_release(files[f"{variant} net"], config)
+            vae = load_vae_folder(files["VAE config"].parent)
+            audio_model, extractor = load_wav2vec(files["wav2vec config"].parent, device=device)
             if (device, dtype) != ("cpu", torch.float32):
                 net.to(device=device, dtype=dtype)
                 vae.to(device=device, dtype=dtype)
