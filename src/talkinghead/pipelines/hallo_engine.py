@@ -334,7 +334,7 @@ def load_super_resolution_release(folder: str | Path, device: str = "cpu"):
 
     root = release_root(Path(folder))
     files = require_files(root, {"Hallo2 super-resolution network": ["hallo2/net_g.pth", "hallo2/net_g.safetensors"]},
-                          f"hallo2 ({RELEASE_URL.format(variant='hallo2')}), needed by --super-resolution")
+                          f"hallo2 ({RELEASE_URL.format(variant='hallo2')}), needed by the super-resolution stage")
     own = root / "hallo2" / "net_g_config.json"
     config = VQSuperResolutionConfig(**json.loads(own.read_text())) if own.is_file() else None
     net = load_super_resolution(files["Hallo2 super-resolution network"], config)

@@ -454,7 +454,7 @@ class SkyReelsA1Animator:
         self.device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype == torch.float16 and self.device == "cpu":
-            raise InputError("--dtype fp16 needs a GPU", "use --dtype bf16 (the release's precision) or fp32 on a CPU")
+            raise InputError("fp16 needs a GPU", "use bf16 (the release's precision) or fp32 on a CPU", field="dtype")
         self.pose_source = d.pose_video
         if self.pose_source and not Path(self.pose_source).is_file():
             raise InputError(f"{self.pose_source} does not exist", "pass a driving video or a .npy landmark file",
@@ -827,7 +827,7 @@ class SkyReelsA2Animator:
         self.device = resolve_device(d.device)
         dtype = DTYPES[d.dtype]
         if dtype == torch.float16 and self.device == "cpu":
-            raise InputError("--dtype fp16 needs a GPU", "use --dtype bf16 (the release's precision) or fp32 on a CPU")
+            raise InputError("fp16 needs a GPU", "use bf16 (the release's precision) or fp32 on a CPU", field="dtype")
         images = [portrait.image] + [load_image(p, field="reference").image for p in d.reference]
         width = A2_SIZE[0] if r.size == RenderConfig.size else r.size
         width = max(A2_MULTIPLE, int(round(width / A2_MULTIPLE)) * A2_MULTIPLE)
