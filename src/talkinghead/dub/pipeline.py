@@ -250,7 +250,8 @@ def _mix(speech: Speech, source: VideoSource, db: float, seconds: float) -> Spee
     """The speech with the source video's own sound `db` under it (at the speech's rate and channels),
     over at most `seconds` (the output's length)."""
     if not source.has_audio:
-        warnings.warn(f"{source.path} has no sound; --keep-original-audio has nothing to mix", stacklevel=3)
+        warnings.warn(f"{source.path} has no sound, so there is no original audio to keep under the speech",
+                      stacklevel=3)
         return speech
     from scipy.signal import resample_poly
 
