@@ -17,7 +17,7 @@ from torch import nn
 
 from ..nn.face_locator import FaceLocator
 from ..nn.temporal import TemporalConfig
-from .checkpoints import load_state_dict, load_strict, require_files
+from .checkpoints import ConfiguredModel, load_state_dict, load_strict, require_files
 from .hallo import SD15_UNET
 from .unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
 
@@ -85,16 +85,18 @@ class ScaledCrossAttnProcessor(AttnProcessor2_0):
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb) * self.scale
 
 
-class EchoMimicNet(nn.Module):
+class EchoMimicNet(ConfiguredModel):
     """The three trained parts under the names of the official files.
 
     The denoising UNet's `attn2` layers read per-frame audio tokens, passed as `encoder_hidden_states`
     shaped (b, f, tokens, 384); their output is scaled by `config.audio_feature_ratio`.
     """
 
-    def __init__(self, config: EchoMimicConfig | None = None):
-        super().__init__()
-        self.config = config = config or EchoMimicConfig()
+    config_class = EchoMimicConfig
+
+    def __init__(self, config: EchoMimicConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         fl = config.face_locator
         self.reference_unet = reference_unet(config.unet, cross_attention=False)
         self.denoising_unet = VideoUNet3D(config.denoising())

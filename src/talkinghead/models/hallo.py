@@ -13,7 +13,7 @@ from torch import nn
 from ..nn.face_locator import FaceLocator
 from ..nn.projections import AudioProjection, ImageProjection
 from ..nn.temporal import TemporalConfig
-from .checkpoints import load_state_dict, load_strict, require_files
+from .checkpoints import ConfiguredModel, load_state_dict, load_strict, require_files
 from .unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
 
 # stable-diffusion-v1-5/unet/config.json, the base both Hallo UNets are built from
@@ -81,12 +81,14 @@ class HalloConfig:
                    image_proj=d["image_proj"], audio_proj=d["audio_proj"])
 
 
-class HalloNet(nn.Module):
+class HalloNet(ConfiguredModel):
     """The five trained parts, named and ordered as the official `Net` (so `net.pth` loads strictly)."""
 
-    def __init__(self, config: HalloConfig | None = None):
-        super().__init__()
-        self.config = config = config or HalloConfig()
+    config_class = HalloConfig
+
+    def __init__(self, config: HalloConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         fl, ip, ap = config.face_locator, config.image_proj, config.audio_proj
         self.reference_unet = reference_unet(config.unet)
         self.denoising_unet = VideoUNet3D(config.denoising())

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..nn.diffusion_head import DiffusionHead, DiffusionHeadConfig
 from ..nn.vector_quantizer import AudioTokenizer, AudioTokenizerConfig, VectorQuantizerConfig
+from .checkpoints import ConfiguredModel
 
 PREFIX_SLOT = 0  # slot of the condition and reference tokens
 
@@ -207,12 +208,14 @@ class FrameCausalBlock(nn.Module):
         return x + self.mlp(self.norm2(x)), (k, v)
 
 
-class MidasTransformer(nn.Module):
+class MidasTransformer(ConfiguredModel):
     """Conditions + reference + frame latents -> per-frame-token conditions for the diffusion head."""
 
-    def __init__(self, config: MidasConfig | None = None):
-        super().__init__()
-        self.config = config = config or MidasConfig()
+    config_class = MidasConfig
+
+    def __init__(self, config: MidasConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         self.conditions = ConditionEncoder(config)
         self.latent_in = nn.Linear(config.latent_channels, config.dim)
         self.prefix_embed = nn.Parameter(torch.zeros(config.prefix_tokens, config.dim))  # index in the prefix

@@ -87,8 +87,9 @@ class _ReferenceTraining:
 class HalloTrainNet(HalloNet, _ReferenceTraining):
     """HalloNet + a reference bank + `mel_proj`, with `predict(noisy, t, batch)` for the trainer's System."""
 
-    def __init__(self, config: HalloConfig):
-        super().__init__(config)
+    def __init__(self, config: HalloConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         ap = config.audio_proj
         self.mel_proj = MelProjection(ap["channels"])
         self.bank = ReferenceBank(dtype=None)
@@ -175,8 +176,9 @@ class EchoMimicTrainNet(EchoMimicNet, _ReferenceTraining):
     own audio tokens there, so forward pre-hooks on the denoising UNet's spatial transformers swap in the
     per-frame tokens (the UNet itself is not changed)."""
 
-    def __init__(self, config: EchoMimicConfig):
-        super().__init__(config)
+    def __init__(self, config: EchoMimicConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
         self.mel_proj = MelProjection(config.audio_dim)
         self.bank = ReferenceBank(dtype=None)
         attach_reference(self.reference_unet, self.denoising_unet, self.bank)
