@@ -77,7 +77,6 @@ class WarpRenderer:
         gx = np.arange(x0 - S, x1 + S, S, dtype=np.float64) + off
         gy = np.arange(y0 - S, y1 + S, S, dtype=np.float64) + off
         self.grid_shape = (len(gy), len(gx))
-        self._origin = np.float32([x0 - S + off, y0 - S + off])  # pixel position of cell (0, 0)
         verts, bary = _locate(pts, simplices, gx, gy)  # (n, 3) vertex ids and weights; zero weights outside
         # weights pre-divided by the stride: the field comes out in coarse-grid cells
         self._gather = [np.dstack([verts[:, k].reshape(self.grid_shape), np.zeros(self.grid_shape, np.int64)])
@@ -86,6 +85,7 @@ class WarpRenderer:
                                              .reshape(*self.grid_shape, 2)) for k in range(3)]
         gi, gj = np.meshgrid(np.arange(len(gx), dtype=np.float32), np.arange(len(gy), dtype=np.float32))
         self.grid_idx = np.dstack([gi, gj])  # (gh, gw, 2) each coarse cell's own index
+        self._grid_px = np.dstack(np.meshgrid(gx, gy)).astype(np.float32)  # (gh, gw, 2) its centre, pixels
         self._full = np.empty((len(gy) * S, len(gx) * S, 2), np.float32)  # the upsampled map, reused
         self._map = self._full[S:S + y1 - y0, S:S + x1 - x0]  # its part over the region
         self.occlusion = analyze_occlusion(self.image, face.landmarks)
@@ -117,12 +117,12 @@ class WarpRenderer:
         The array is a view of a buffer the next call overwrites."""
         d = self.field(disp, expression)
         # solve x + d(x) = p for x on the coarse grid, starting from x = p - d(p): x <- p - d(x)
-        x = self.grid_idx - d
+        d_at_x = d
         for _ in range(INVERSE_STEPS):
+            x = cv2.subtract(self.grid_idx, d_at_x)
             d_at_x = cv2.remap(d, x, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            np.subtract(self.grid_idx, d_at_x, out=x)
-        x *= FIELD_STRIDE  # coarse cells -> pixels: where each cell samples the portrait
-        x += self._origin
+        # where each cell samples the portrait, in pixels: its centre less the displacement there
+        x = cv2.scaleAdd(d_at_x, -float(FIELD_STRIDE), self._grid_px)
         cv2.resize(x, self._full.shape[1::-1], dst=self._full, interpolation=cv2.INTER_LINEAR)
         return self._map
 
