@@ -128,7 +128,7 @@ def test_missing_release_files_are_named_together(release, short_wav, tmp_path, 
 def test_controls_echomimic_cannot_honour_are_refused(release, short_wav, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     assert _run(_argv(release, short_wav, out, "--lip-weight", "2")) == 2
-    assert "does not honour --lip-weight" in capsys.readouterr().err
+    assert "--lip-weight is not honoured by the echomimic engine" in capsys.readouterr().err
     assert _run(_argv(release, short_wav, out, "--size", "100")) == 2
     assert "multiple of 64" in capsys.readouterr().err
     assert not out.exists()
