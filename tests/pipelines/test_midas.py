@@ -100,10 +100,10 @@ def test_safetensors_round_trip(pipe, tmp_path):
 
 def test_missing_weights_and_wrong_sizes_are_input_errors(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "partial")
-    (tmp_path / "partial" / "transformer" / "model.safetensors").unlink()
+    (tmp_path / "partial" / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(InputError) as err:
         MidasPipeline.from_pretrained(tmp_path / "partial")
-    assert "transformer/model.safetensors" in str(err.value) and "autoencoder/" not in str(err.value)
+    assert "transformer/diffusion_pytorch_model.safetensors" in str(err.value) and "autoencoder/" not in str(err.value)
     with pytest.raises(InputError) as err:
         MidasPipeline.from_pretrained(tmp_path / "nowhere")
     assert all(name in str(err.value) for name in ("autoencoder/config.json", "transformer/config.json"))

@@ -11,15 +11,15 @@ import torch
 from einops import rearrange
 
 from ..errors import InputError
-from ..models.checkpoints import find_file, load_state_dict, load_strict
+from ..models.checkpoints import CONFIG_FILE, WEIGHTS_FILE, find_file, load_state_dict, load_strict
 from ..models.midas import KVCache, MidasConfig, MidasTransformer, PREFIX_SLOT
 from ..nn.dc_video_autoencoder import DCVideoAEConfig, DCVideoAutoencoder
 
 WEIGHTS = {  # label -> path in a MIDAS folder (our own layout: no official release exists)
     "autoencoder config": "autoencoder/config.json",
     "autoencoder weights": "autoencoder/model.safetensors",
-    "transformer config": "transformer/config.json",
-    "transformer weights": "transformer/model.safetensors",
+    "transformer config": f"transformer/{CONFIG_FILE}",  # MidasTransformer.save_pretrained (diffusers)
+    "transformer weights": f"transformer/{WEIGHTS_FILE}",
 }
 
 
@@ -44,20 +44,19 @@ class MidasPipeline:
                              "point to a folder written by MidasPipeline.save_pretrained (no official release "
                              "exists; train one with configs/train/midas_*.yaml)")
         ae = DCVideoAutoencoder(DCVideoAEConfig(**json.loads((folder / WEIGHTS["autoencoder config"]).read_text())))
-        tr = MidasTransformer(MidasConfig(**json.loads((folder / WEIGHTS["transformer config"]).read_text())))
-        for module, label in ((ae, "autoencoder weights"), (tr, "transformer weights")):
-            load_strict(module, load_state_dict(folder / WEIGHTS[label]), folder / WEIGHTS[label])
+        load_strict(ae, load_state_dict(folder / WEIGHTS["autoencoder weights"]), folder / WEIGHTS["autoencoder weights"])
+        tr = MidasTransformer.from_pretrained(folder / "transformer")
         return cls(ae.to(device), tr.to(device))
 
     def save_pretrained(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        for name, module in (("autoencoder", self.autoencoder), ("transformer", self.transformer)):
-            (folder / name).mkdir(parents=True, exist_ok=True)
-            (folder / name / "config.json").write_text(json.dumps(asdict(module.config), indent=1))
-            state = {k: v.contiguous() for k, v in module.state_dict().items()}
-            save_file(state, str(folder / name / "model.safetensors"))
+        (folder / "autoencoder").mkdir(parents=True, exist_ok=True)
+        (folder / WEIGHTS["autoencoder config"]).write_text(json.dumps(asdict(self.autoencoder.config), indent=1))
+        save_file({k: v.contiguous() for k, v in self.autoencoder.state_dict().items()},
+                  str(folder / WEIGHTS["autoencoder weights"]))
+        self.transformer.save_pretrained(folder / "transformer")
         return folder
 
     # -------------------------------------------------------------- inference
