@@ -7,8 +7,8 @@ CPU (always, on the tiny reference data of Hallo3 and Hallo4 made by the officia
   max |diff| of the final latents against the official run.
 - Hallo4: one clip as the official code runs it (two model calls per step) and with `batched_cfg` (one call with
   both rows), seconds and max |diff| of the final latents against the official run.
-GPU (only with CUDA; otherwise it prints "skipped: no GPU"): one DiT forward of each at the official size with
-random weights, fp32 against bf16 (seconds and max |diff|), and the Hallo4 step with and without batched CFG.
+The official sizes on a GPU (fp32 against fp16/bf16, batched against serial guidance) are measured by
+`benchmarks/gpu_engines.py`.
 Timings are medians of `--repeats` runs after one warm-up. The machine may be shared: timings taken while other
 jobs run read high. The script never fails on speed.
 """
@@ -87,54 +87,6 @@ def cpu_hallo4(repeats: int) -> None:
     print(f"hallo4 tiny  batched / official time ratio {rows[True][0] / rows[False][0]:.2f}")
 
 
-def gpu(repeats: int) -> None:
-    if not torch.cuda.is_available():
-        print("GPU: skipped: no GPU")
-        return
-    from talkinghead.models.hallo3 import Hallo3Model
-    from talkinghead.models.hallo4_wan import WAN_VACE_1_3B, Hallo4WanModel
-
-    dev = torch.device("cuda")
-    g = torch.Generator(device=dev).manual_seed(0)
-    # Hallo3: one CFG batch at the official size (13 latent frames of 60 x 90, 226 text tokens)
-    results = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        torch.manual_seed(0)
-        model = Hallo3Model().to(dev, dtype).eval()
-        x = torch.randn(2, 13, 16, 60, 90, device=dev, generator=g).to(dtype)
-        text = torch.randn(2, 226, 4096, device=dev, generator=g).to(dtype)
-        face = torch.randn(2, 512, device=dev, generator=g).to(dtype)
-        audio = torch.randn(2, 49, 5, 12, 768, device=dev, generator=g).to(dtype)
-        motion = torch.randn(2, 1, 16, 60, 90, device=dev, generator=g).to(dtype)
-        with torch.no_grad():
-            model.encode_reference(motion[:1], torch.zeros_like(text[:1]))
-            results[dtype] = timed(lambda: model(x, torch.tensor([500.0, 500.0], device=dev), text, face, audio, motion,
-                                                 reuse_reference=True).float(), repeats)
-        del model
-        torch.cuda.empty_cache()
-    diff = (results[torch.float32][1] - results[torch.bfloat16][1]).abs().max().item()
-    print(f"hallo3 full  one CFG-batch forward  fp32 {results[torch.float32][0]:.2f} s  bf16 "
-          f"{results[torch.bfloat16][0]:.2f} s  max|diff| bf16 vs fp32 {diff:.2e}")
-    # Hallo4: one guided step at 480 x 832, 81 frames (21 + 1 latent frames of 60 x 104)
-    results = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        torch.manual_seed(0)
-        model = Hallo4WanModel(**WAN_VACE_1_3B).to(dev, dtype).eval()
-        lat = torch.randn(1, 16, 22, 60, 104, device=dev, generator=g).to(dtype)
-        ctx = torch.randn(1, 20, 4096, device=dev, generator=g).to(dtype)
-        vace = torch.randn(1, 96, 22, 60, 104, device=dev, generator=g).to(dtype)
-        skel = torch.randn(1, 16, 81, 60, 104, device=dev, generator=g).to(dtype)
-        audio = torch.randn(1, 81, 5, 12, 768, device=dev, generator=g).to(dtype)
-        t = torch.tensor([500], device=dev)
-        with torch.no_grad():
-            results[dtype] = timed(lambda: model(lat, t, ctx, vace, skel, audio).float(), repeats)
-        del model
-        torch.cuda.empty_cache()
-    diff = (results[torch.float32][1] - results[torch.bfloat16][1]).abs().max().item()
-    print(f"hallo4 full  one DiT call  fp32 {results[torch.float32][0]:.2f} s  bf16 {results[torch.bfloat16][0]:.2f} s"
-          f"  max|diff| bf16 vs fp32 {diff:.2e}")
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3)
@@ -144,7 +96,6 @@ def main(argv=None) -> None:
     print(f"torch threads {torch.get_num_threads()}, load average {Path('/proc/loadavg').read_text().split()[:3]}")
     cpu_hallo3(repeats)
     cpu_hallo4(repeats)
-    gpu(repeats)
 
 
 if __name__ == "__main__":

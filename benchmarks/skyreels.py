@@ -2,16 +2,14 @@
 run.
 
     .venv/bin/python benchmarks/skyreels.py            # the tiny release folders of the reference data, CPU
-    .venv/bin/python benchmarks/skyreels.py --gpu      # also the official sizes on a GPU (random weights)
 
 Prints, on the tiny releases (the engines' own code, nothing stubbed):
   1. SkyReels-A1: seconds per clip in float32 and in bf16 (the release's precision), max |bf16 - fp32| of the
      frames;
   2. SkyReels-A2: seconds per clip with the release's two guidance calls per step and with both branches in one
-     batch (`cfg_batch`), max |batched - serial| of the final frames; bf16 against fp32;
-  3. with --gpu on a GPU: one transformer forward at the official size (A1: 49 frames 480x720, CogVideoX-5B;
-     A2: 81 frames 480x832, Wan 14B) in bf16 with random weights, and max |bf16 - fp32| of the same forward at
-     full width with 2 layers. Without a GPU this part prints "skipped: no GPU".
+     batch (`cfg_batch`), max |batched - serial| of the final frames; bf16 against fp32.
+The official sizes on a GPU (batched against serial guidance, fp16/bf16 against fp32) are measured by
+`benchmarks/gpu_engines.py`.
 A benchmark never fails on speed; the median over --repeats is reported.
 """
 from __future__ import annotations
@@ -82,74 +80,15 @@ def a2_tiny(repeats: int) -> None:
         print(f"A2 tiny max |{a} - {b}| frames: {np.abs(out[a].astype(int) - out[b]).max()}/255")
 
 
-def gpu(repeats: int) -> None:
-    if not torch.cuda.is_available():
-        print("official sizes: skipped: no GPU")
-        return
-    from diffusers import WanTransformer3DModel
-
-    from talkinghead.models.skyreels_a1 import COGVIDEOX_5B_I2V, SkyReelsA1, release_config
-
-    dev = "cuda"
-    # A1: CogVideoX-5B at 49 frames (13 latent) x 60 x 90 latents, CFG batch 2
-    for layers, dtype in ((None, torch.bfloat16), (2, torch.bfloat16), (2, torch.float32)):
-        conf = dict(COGVIDEOX_5B_I2V, **({"num_layers": layers} if layers else {}))
-        model = SkyReelsA1(release_config(conf, dict(block_out_channels=(128, 256, 256, 512)))).to(dev, dtype).eval()
-        g = torch.Generator(dev).manual_seed(0)
-        x = torch.randn(2, 13, 48, 60, 90, generator=g, device=dev).to(dtype)
-        tokens = model.identity_proj(torch.randn(2, 729, 1152, generator=g, device=dev).to(dtype))
-        rope = model.rotary(13, 60, 90, dev)
-        with torch.no_grad():
-            def fwd():
-                y = model.transformer(x, tokens, torch.tensor([999, 999], device=dev), image_rotary_emb=rope,
-                                      return_dict=False)[0]
-                torch.cuda.synchronize()
-                return y
-            sec, y = _timed(fwd, repeats)
-        print(f"A1 official transformer ({layers or 42} layers, {dtype}): {sec:.3f} s per CFG forward")
-        if layers == 2:
-            globals().setdefault("_a1", {})[dtype] = y.float().cpu()
-        model = None  # free it before the next size
-    a = globals()["_a1"]
-    print(f"A1 2-layer max |bf16 - fp32|: {(a[torch.bfloat16] - a[torch.float32]).abs().max():.3e}")
-    from talkinghead.models.skyreels_a2 import WAN_14B_I2V
-
-    for layers, dtype in ((None, torch.bfloat16), (2, torch.bfloat16), (2, torch.float32)):
-        conf = dict(WAN_14B_I2V, **({"num_layers": layers} if layers else {}))
-        model = WanTransformer3DModel(**conf).to(dev, dtype).eval()
-        g = torch.Generator(dev).manual_seed(0)
-        x = torch.randn(1, 36, 21, 60, 104, generator=g, device=dev).to(dtype)
-        text = torch.randn(1, 512, 4096, generator=g, device=dev).to(dtype)
-        img = torch.randn(1, 771, 1280, generator=g, device=dev).to(dtype)
-        with torch.no_grad():
-            def fwd():
-                y = model(x, torch.tensor([999], device=dev), text, encoder_hidden_states_image=img,
-                          return_dict=False)[0]
-                torch.cuda.synchronize()
-                return y
-            sec, y = _timed(fwd, repeats)
-        print(f"A2 official transformer ({layers or 40} layers, {dtype}): {sec:.3f} s per call")
-        if layers == 2:
-            globals().setdefault("_a2", {})[dtype] = y.float().cpu()
-        model = None  # free it before the next size
-    a = globals()["_a2"]
-    print(f"A2 2-layer max |bf16 - fp32|: {(a[torch.bfloat16] - a[torch.float32]).abs().max():.3e}")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--gpu", action="store_true", help="also time the official sizes (needs a GPU)")
     args = p.parse_args(argv)
     if not FIXTURES.is_dir():
         print(f"skipped: no reference data at {FIXTURES}")
         return 0
     a1_tiny(args.repeats)
     a2_tiny(args.repeats)
-    if args.gpu:
-        gpu(args.repeats)
-    else:
-        print("official sizes: skipped: no GPU" if not torch.cuda.is_available() else "official sizes: pass --gpu")
     return 0
 
 

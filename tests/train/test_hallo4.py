@@ -146,6 +146,11 @@ def test_a_trained_checkpoint_loads_through_the_release_loader(tmp_path):
     trainer = smoke_train(TrainConfig.from_yaml(CONFIGS / "hallo4_sft.yaml"), tmp_path)
     net = trainer.system.net
     assert type(net) is Hallo4WanModel
+    assert (trainer.out / "samples" / "step-000002.png").is_file()  # the sample grid, through the engine's sampler
+    batch = trainer.batch([0])
+    made = [trainer.system.sample(batch, torch.Generator().manual_seed(seed), 1) for seed in (1, 1, 2)]
+    assert made[0].shape == batch["frames"].shape and torch.equal(made[0], made[1])
+    assert not torch.equal(made[0], made[2])
     state = load_file(trainer.latest_checkpoint() / "model.safetensors")
     root = tmp_path / "pretrained_models"
     (root / CHECKPOINT).parent.mkdir(parents=True)

@@ -432,6 +432,34 @@ class Hallo4System(DiTSystem):
                                                  self.opts.dpo_beta)
         return loss, {"loss": loss.detach().item(), "accuracy": float(accuracy), "margin": float(margin)}
 
+    @torch.no_grad()
+    def sample(self, batch: dict, generator: torch.Generator, steps: int = 20) -> torch.Tensor:
+        """(b, F, 3, S, S) clips made by the engine's sampler (`pipelines.hallo4_wan.sample_clip`, the official
+        shift and guidance) from the batch's conditions: the clip's portrait, skeleton and audio (SFT), or the
+        pair's shared conditions (DPO). For the trainer's sample grids."""
+        from ..pipelines.hallo4_wan import OFFICIAL, sample_clip
+
+        pair = self.reference is not None
+        inputs = self.pair_inputs(batch) if pair else self.inputs(batch, generator)
+        first = inputs["winners" if pair else "latents"]
+        null = first.new_zeros(1, self.net.config.text_dim)
+        out = []
+        for i in range(len(first)):
+            ref = first[i, :, :1]
+            noise = torch.randn(first[i].shape, generator=generator, device=generator.device).to(first)
+            final = sample_clip(self.net, noise, ref, null, null, inputs["vace_context"][i],
+                                inputs["skeleton_latents"][i:i + 1], inputs["audio_windows"][i:i + 1], steps,
+                                OFFICIAL["sample_shift"], OFFICIAL["guide_scale"])
+            out.append(self.latents.decode(final[:, 1:]).transpose(0, 1))  # (F, 3, S, S)
+        return torch.stack(out)
+
+    def target_crops(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The grid's reference (b, 3, S, S) and ground truth (b, F, 3, S, S): the portrait and the clip, or the
+        pair's portrait and its preferred video."""
+        if self.reference is not None:
+            return batch["winners"][:, 0], batch["winners"]
+        return batch["reference"], batch["frames"]
+
 
 # ---------------------------------------------------------------------------- rendering a trained Hallo4
 
@@ -640,7 +668,8 @@ class PreferenceClips(Dataset):
         mel = log_mel(load_audio(self._path(pair.audio), max_seconds=None).samples, f + 2 * r, fps)
         mel = torch.from_numpy(np.concatenate([np.zeros_like(mel[:r]), mel[:f + r]])) if r else torch.from_numpy(mel)
         pick = torch.arange(f)[:, None] + torch.arange(2 * r + 1)[None]
-        return {"winners": winners, "losers": losers, "audio": mel[pick], "drop_audio": torch.tensor(False)}
+        return {"winners": winners, "losers": losers, "audio": mel[pick],
+                **{flag: torch.tensor(False) for flag in ("drop_audio", "drop_reference", "drop_motion")}}
 
 
 def write_smoke_pairs(folder: Path, frames: int = 9, size: int = 32) -> Path:

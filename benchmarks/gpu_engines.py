@@ -1,0 +1,662 @@
+"""Every engine with weights, at its official size on a GPU: our path against the upstream-equivalent one, and fp16 /
+bf16 against fp32, in one table measured in one run. Random seeded weights; nothing is downloaded.
+
+    .venv/bin/python benchmarks/gpu_engines.py                          # official sizes; needs CUDA
+    .venv/bin/python benchmarks/gpu_engines.py --systems hallo,hallo4 --steps 4 --frames 33
+    .venv/bin/python benchmarks/gpu_engines.py --tiny                   # the same code on tiny configs, CPU
+
+The systems are read from the registry (`talkinghead.systems.SYSTEMS`): every one with weights and an engine.
+For each it builds the model at the official size (the release configs: SD1.5-size UNets and sd-vae-ft-mse for
+the UNet family, CogVideoX-5B for Hallo3 and SkyReels-A1, Wan2.1-VACE 1.3B for Hallo4, Wan2.1-I2V 14B for
+SkyReels-A2; the paper sizes for EMO, Loopy, EMO2 and MIDAS, which have no release) with `torch.manual_seed(0)`
+weights, makes one clip of random seeded conditions and times:
+
+- ours: the engine's sampling path with its speed options (the reference-attention read that skips the
+  discarded unconditional pass, EchoMimic's context windows batched into one UNet call, both guidance rows in one
+  model call for Hallo4 and SkyReels-A2, SDPA attention in Hallo2's super-resolution network);
+- upstream: the same clip computed as the official code computes it (its reference-attention read, one window
+  per call, two model calls per guidance step, explicit bmm/softmax attention). Where our default path already
+  is the official one (Hallo3, SkyReels-A1) there is no second path and the column says so; EMO, Loopy, EMO2 and
+  MIDAS have no official code;
+- ours in fp16 and in bf16 (the fp32 weights cast), against ours in fp32: max |diff| and PSNR (over the fp32
+  output's range) of the clip's final latents (frames for Hallo2's super-resolution and MIDAS).
+
+Each timed run is bracketed by `torch.cuda.synchronize()`, after one untimed warm-up; the median of `--repeats`
+runs is reported (ours and upstream alternate which goes first) with `torch.cuda.max_memory_allocated` over the
+run. A cell that runs out of memory or has no kernel on this device says so; the others still run. The DiTs
+are timed over their denoising loop (the VAE and text encoders are not built at the official size); the UNet
+clips include the VAE encode and decode. `--steps` defaults to 3 at the official size (times scale with steps;
+the official counts are printed), `--frames` to the official clip. Without CUDA (and without --tiny) the script
+prints "skipped: no GPU" and exits 0. It never fails on speed.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE.parent.parent / "shared" / "fixtures"
+sys.path.insert(0, str(HERE))  # the Hallo engine benchmark's pipeline builder and upstream reader
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+OFFICIAL_BENCH_STEPS = 3  # default steps per clip at the official size: enough for a per-step ratio
+
+
+@dataclass
+class Run:
+    """One system built at one size and dtype: what one clip is, and the functions that make it."""
+
+    clip: str  # size, frames, steps, guidance: what one clip is
+    frames: int  # video frames one clip makes
+    ours: Callable[[], torch.Tensor]
+    upstream: Callable[[], torch.Tensor] | None = None
+
+
+@dataclass
+class Case:
+    system: str
+    official: str  # where the official sizes come from
+    ours: str  # our path's speed options
+    upstream: str  # the upstream-equivalent path, or why there is none
+    build: Callable[..., Run]  # (tiny, device, dtype, steps, frames) -> Run
+
+
+@dataclass
+class Row:
+    system: str
+    clip: str = ""
+    frames: int = 0
+    seconds: dict = field(default_factory=dict)  # "ours" | "upstream" | "fp16" | "bf16" -> s per clip
+    peak: dict = field(default_factory=dict)  # same keys -> bytes (CUDA) or None
+    parity: dict = field(default_factory=dict)  # "upstream" | "fp16" | "bf16" -> (max |diff|, PSNR dB)
+    notes: dict = field(default_factory=dict)  # a cell that could not run -> why
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def made(factory: Callable[[], torch.nn.Module], device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The module `factory` builds, seeded, initialised on `device` in fp32 (the same weights for every dtype),
+    then cast to `dtype`."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        module = factory()
+    return torch.nn.Module.to(module, dtype).eval()  # diffusers' ModelMixin.to would warn about from_pretrained
+
+
+def randn(*shape, seed: int, device, dtype) -> torch.Tensor:
+    """Seeded normal noise drawn on the CPU (the same numbers on every device and dtype)."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, torch.Tensor, int | None]:
+    """(seconds, output as float32 on the CPU, peak bytes allocated during the call on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = fn()
+    sync(device)
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return seconds, out.detach().float().cpu(), peak
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """(max |out - ref|, PSNR in dB over ref's range); NaN where either is not finite."""
+    if not (torch.isfinite(out).all() and torch.isfinite(ref).all()):
+        return math.nan, math.nan
+    diff = (out - ref).double()
+    mse = float(diff.pow(2).mean())
+    span = float(ref.max() - ref.min()) or 1.0
+    return float(diff.abs().max()), math.inf if mse == 0 else 10 * math.log10(span ** 2 / mse)
+
+
+def short(e: BaseException) -> str:
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return "out of memory"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"{type(e).__name__}: {text[:90]}"
+
+
+# ------------------------------------------------------------------------------------------------ the systems
+def hallo(tiny, device, dtype, steps, frames) -> Run:
+    import hallo_engine as he
+
+    spec = he.tiny_spec() if tiny else he.full_spec()
+    pipe = he.build_pipeline(spec, device, dtype, 0)
+    frames = frames or spec.frames
+    steps = steps or (spec.steps if tiny else OFFICIAL_BENCH_STEPS)
+    inputs = he.make_inputs(pipe, spec, frames, spec.motion_frames, 0)
+
+    def clip(upstream: bool):
+        def fn():
+            he.set_read_processors(pipe, upstream)
+            return he.run_clip(pipe, inputs, steps, spec.guidance, device)[1]
+        return fn
+
+    return Run(f"{spec.image_size}px {frames}f {steps}/{spec.steps} DDIM steps, CFG {spec.guidance:g}", frames,
+               clip(False), clip(True))
+
+
+SR_TINY = dict(img_size=64, nf=32, ch_mult=(1, 1, 1), attn_resolutions=(16,), codebook_size=8, emb_dim=32,
+               dim_embd=32, n_head=2, n_layers=1, latent_size=256, connect_list=("32",),
+               fuse_encoder_block={"64": 2, "32": 5, "16": 9}, fuse_generator_block={"16": 6, "32": 9, "64": 12})
+
+
+def _sr_upstream_attention(block, x):
+    """The official AttnBlock arithmetic: bmm, scale int(c) ** -0.5, softmax, bmm."""
+    t = block.norm(x)
+    q, k, v = block.q(t), block.k(t), block.v(t)
+    b, c, h, w = q.shape
+    weights = torch.bmm(q.reshape(b, c, h * w).permute(0, 2, 1), k.reshape(b, c, h * w)) * int(c) ** -0.5
+    out = torch.bmm(v.reshape(b, c, h * w), weights.softmax(dim=2).permute(0, 2, 1)).reshape(b, c, h, w)
+    return x + block.proj_out(out)
+
+
+def hallo2(tiny, device, dtype, steps, frames) -> Run:
+    """Hallo2's own stage: the video super-resolution network (its sampling is Hallo's, timed in that row)."""
+    from talkinghead.nn import vq_super_resolution as sr
+    from talkinghead.pipelines.hallo_engine import SR_CHUNK
+
+    def factory():
+        net = sr.VQVideoSuperResolution(sr.VQSuperResolutionConfig(**(SR_TINY if tiny else {})))
+        with torch.no_grad():  # spread codes: the default init sends every feature to one code
+            for p in net.parameters():
+                if p.dim() > 1:
+                    p.normal_(0, p[0].numel() ** -0.5)
+            net.idx_pred_layer[1].weight.mul_(4.0)
+        return net
+
+    net = made(factory, device, torch.float32)
+    if dtype != torch.float32:  # the VQGAN in half precision; the code transformer stays fp32 (discrete codes)
+        for part in (net.encoder, net.generator, net.fuse_convs_dict):
+            part.to(dtype)
+    frames = frames or (3 if tiny else SR_CHUNK)
+    side = net.config.img_size
+    x = (randn(1, frames, 3, side, side, seed=1, device=device, dtype=torch.float32).clamp(-1, 1))
+
+    def restore():
+        if dtype == torch.float32:
+            return net.restore(x, 1.0).video
+        lq, skips = net.encode(x.flatten(0, 1).to(dtype))
+        logits = net.code_logits(lq.float(), frames)
+        idx = logits.softmax(2).topk(1, dim=2).indices[..., 0]
+        quant = sr.adain(net.quantize.lookup(idx, (net.config.latent_side,) * 2), lq.float())
+        return net.decode(quant.to(dtype), skips, 1.0)
+
+    def upstream():
+        patched = sr.AttnBlock.forward
+        sr.AttnBlock.forward = _sr_upstream_attention
+        for layer in net.ft_layers:  # the official layers compute (and discard) the averaged attention weights
+            for mha in (layer.self_attn, layer.temp_attn):
+                mha.forward = (lambda real: lambda q, k, v, need_weights=True, **kw: real(
+                    q, k, v, need_weights=True, **kw))(type(mha).forward.__get__(mha))
+        try:
+            return net.restore(x, 1.0).video
+        finally:
+            sr.AttnBlock.forward = patched
+            for layer in net.ft_layers:
+                del layer.self_attn.forward, layer.temp_attn.forward
+
+    return Run(f"SR {side}px {frames}f, fidelity 1", frames, lambda: restore().reshape(-1, *x.shape[2:]),
+               (lambda: upstream().reshape(-1, *x.shape[2:])) if dtype == torch.float32 else None)
+
+
+def echomimic(tiny, device, dtype, steps, frames) -> Run:
+    import dataclasses
+
+    import hallo_engine as he
+    from diffusers import AutoencoderKL
+
+    from talkinghead.models.echomimic import EchoMimicConfig, EchoMimicNet
+    from talkinghead.pipelines.echomimic import EchoMimicPipeline, SamplingConfig
+
+    if tiny:
+        cfg = json.loads((FIXTURES / "echomimic" / "echomimic_tiny" / "config.json").read_text())
+        config = EchoMimicConfig.from_release_configs(cfg["reference_unet2d_config"], cfg["unet_additional_kwargs"],
+                                                      cfg["face_locator"])
+        vae_kwargs, run = cfg["vae_constructor_kwargs"], cfg["run"]
+        s = SamplingConfig(steps=run["num_inference_steps"], guidance_scale=run["guidance_scale"],
+                           context_frames=run["context_frames"], context_overlap=run["context_overlap"])
+        side, frames = run["height"], frames or 8
+    else:  # infer_audio2vid.py: 30 steps, windows of 12 overlapping by 3, 512 px; sd-vae-ft-mse
+        config, s, side, frames = EchoMimicConfig(), SamplingConfig(), 512, frames or 24
+        vae_kwargs = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "latent_channels": 4,
+                      "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4}
+
+    def factory():
+        net = EchoMimicNet(config)
+        for p in net.face_locator.conv_out.parameters():  # non-zero, so the face locator does work
+            torch.nn.init.normal_(p, std=0.02)
+        return net
+
+    net = made(factory, device, dtype)
+    vae = made(lambda: AutoencoderKL(**{k: tuple(v) if isinstance(v, list) else v for k, v in vae_kwargs.items()}),
+               device, dtype)
+    pipe = EchoMimicPipeline(net, vae)
+    official_steps = s.steps
+    s = dataclasses.replace(s, steps=steps or (s.steps if tiny else OFFICIAL_BENCH_STEPS))
+    h = side // 8
+    audio = randn(1, frames, 50, 384, seed=1, device="cpu", dtype=torch.float32)
+    ref = randn(1, 4, h, h, seed=2, device=device, dtype=dtype)
+    noise = randn(1, 4, frames, h, h, seed=3, device="cpu", dtype=torch.float32).clamp(-1.5, 1.5)
+    mask = torch.zeros(1, 1, 1, side, side)
+    mask[..., side // 4: 3 * side // 4, side // 4: 3 * side // 4] = 1
+
+    def clip(upstream: bool):
+        settings = s if upstream else dataclasses.replace(s, window_batch=frames)  # every window in one call
+
+        def fn():
+            he.set_read_processors(pipe, upstream)
+            return pipe.sample(ref, audio, pipe.location(mask), noise, settings)
+        return fn
+
+    return Run(f"{side}px {frames}f {s.steps}/{official_steps} DDIM steps, CFG {s.guidance_scale:g}, windows "
+               f"{s.context_frames}/{s.context_overlap}", frames, clip(False), clip(True))
+
+
+def _reference_video(kind: str, tiny: bool, device, dtype, steps, frames) -> Run:
+    """EMO, Loopy and EMO2 (stage 2): the trained engines' sampler, DDIM over `net.predict` without guidance."""
+    from diffusers import DDIMScheduler
+
+    from talkinghead.models.emo import TRAIN_SCHEDULER
+    from talkinghead.models.hallo import SD15_UNET
+    from talkinghead.nn.temporal import TemporalConfig
+    from talkinghead.sampling import denoise
+
+    unet = {**SD15_UNET, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
+            "cross_attention_dim": 32, "sample_size": 8} if tiny else dict(SD15_UNET)
+    motion = TemporalConfig(num_attention_heads=2) if tiny else TemporalConfig()
+    tokens, audio_dim = (2, 16) if tiny else (2, 768)  # wav2vec: two 50 Hz features per 25 fps frame
+    time_dim = 4 * unet["block_out_channels"][0]
+    if kind == "emo":
+        from talkinghead.models.emo import EMOConfig, EMONet
+        from talkinghead.nn.speed import SpeedConfig
+
+        factory = lambda: EMONet(EMOConfig(unet=unet, audio_dim=audio_dim, motion=motion,  # noqa: E731
+                                           speed=SpeedConfig(dim=time_dim)))
+    elif kind == "loopy":
+        from talkinghead.models.loopy import LoopyConfig, LoopyNet
+        from talkinghead.nn.loopy import AudioToLatentsConfig
+
+        a2l = AudioToLatentsConfig(audio_dim=tokens * audio_dim, time_embed_dim=time_dim,
+                                   **(dict(dim=32, heads=2, num_latents=8) if tiny else {}))
+        factory = lambda: LoopyNet(LoopyConfig(unet=unet, audio_dim=audio_dim, motion=motion,  # noqa: E731
+                                               audio_to_latents=a2l))
+    else:
+        from talkinghead.models.emo2 import EMO2Stage2Config, EMO2Stage2Net, PoseDiscriminatorConfig
+
+        factory = lambda: EMO2Stage2Net(EMO2Stage2Config(  # noqa: E731
+            unet=unet, audio_dim=audio_dim, motion=motion,
+            **(dict(guider_channels=(8, 8, 16, 16), discriminator=PoseDiscriminatorConfig(channels=(16,),
+                                                                                         norm_groups=8)) if tiny else {})))
+    net = made(factory, device, dtype)
+    side = 64 if tiny else 512  # pixels; latents are 1/8
+    h, m = side // 8, 2 if tiny else 4  # EMO: 4 motion frames before each 12-frame clip
+    frames = frames or (4 if tiny else 12)
+    steps = steps or (2 if tiny else OFFICIAL_BENCH_STEPS)
+    batch = {"audio": randn(1, frames, tokens, audio_dim, seed=1, device=device, dtype=dtype)}
+    if kind == "loopy":
+        batch["ref"] = randn(1, 1, 4, h, h, seed=2, device=device, dtype=dtype)
+        batch["history"] = randn(1, 4 * m, 4, h, h, seed=3, device=device, dtype=dtype)
+        batch["head_motion"] = torch.rand(1, frames, 1, generator=torch.Generator().manual_seed(4)).to(device, dtype)
+        batch["expression"] = torch.rand(1, frames, 1, generator=torch.Generator().manual_seed(5)).to(device, dtype)
+    else:
+        batch["ref"] = randn(1, 1 + m, 4, h, h, seed=2, device=device, dtype=dtype)
+    if kind == "emo":
+        batch["speed"] = torch.rand(1, frames, generator=torch.Generator().manual_seed(6)).to(device, dtype)
+        region = torch.zeros(1, 1, frames, side, side)
+        region[..., side // 4: 3 * side // 4, side // 4: 3 * side // 4] = 1
+        batch["face_region"] = region.to(device, dtype)
+    if kind == "emo2":
+        batch["pose_maps"] = randn(1, 4, frames, side, side, seed=7, device=device, dtype=dtype).clamp(0, 1)
+        batch["hand_confidence"] = torch.rand(1, frames, 2, generator=torch.Generator().manual_seed(8)).to(device,
+                                                                                                        dtype)
+    noise = randn(1, 4, frames, h, h, seed=9, device=device, dtype=dtype)
+
+    def clip():
+        if kind == "loopy":
+            batch["generator"] = torch.Generator().manual_seed(3)  # the motion-latent draw, the same every run
+        scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
+        scheduler.set_timesteps(steps)
+        return denoise(lambda x, t: net.predict(x, t, batch), scheduler, noise.clone())
+
+    return Run(f"{side}px {frames}f ({h}x{h} latents), {m} motion frames, {steps} DDIM steps, no CFG", frames, clip)
+
+
+def emo(*a) -> Run:
+    return _reference_video("emo", *a)
+
+
+def loopy(*a) -> Run:
+    return _reference_video("loopy", *a)
+
+
+def emo2(*a) -> Run:
+    return _reference_video("emo2", *a)
+
+
+def midas(tiny, device, dtype, steps, frames) -> Run:
+    from talkinghead.models.midas import MidasConfig, MidasTransformer
+    from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig, DCVideoAutoencoder
+    from talkinghead.pipelines.midas import MidasPipeline
+
+    ae = made(lambda: DCVideoAutoencoder(DCVideoAEConfig.tiny() if tiny else DCVideoAEConfig()), device, dtype)
+    tr = made(lambda: MidasTransformer(MidasConfig.tiny() if tiny else MidasConfig()), device, dtype)
+    pipe, side, c = MidasPipeline(ae, tr), 8 if tiny else 512, tr.config
+    chunks = max(1, -(-(frames or 2 * c.chunk_frames) // c.chunk_frames))
+    steps = steps or c.head.sample_steps
+    reference = randn(1, 3, side, side, seed=1, device=device, dtype=dtype).clamp(-1, 1)
+    audio = [randn(1, c.audio_features_per_chunk, c.audio.feature_dim, seed=10 + k, device=device, dtype=dtype)
+             for k in range(chunks)]
+    text = randn(1, c.text_tokens, c.text_dim, seed=2, device=device, dtype=dtype)
+
+    def stream():
+        return torch.stack(list(pipe.stream(reference, audio, text=text, steps=steps,
+                                            generator=torch.Generator().manual_seed(0))))
+
+    return Run(f"{side}px {chunks} chunks x {c.chunk_frames}f, head {steps} steps", chunks * c.chunk_frames, stream)
+
+
+def hallo3(tiny, device, dtype, steps, frames) -> Run:
+    from talkinghead.models.hallo3 import HALLO3_TINY, Hallo3Model
+    from talkinghead.nn.dit import latent_frame_count
+    from talkinghead.pipelines.hallo3 import Hallo3Sampler
+
+    model = made(lambda: Hallo3Model(**HALLO3_TINY) if tiny else Hallo3Model(), device, dtype)
+    c = model.transformer.config
+    frames = frames or (9 if tiny else 49)
+    height, width = (32, 32) if tiny else (480, 720)
+    f, ch, h, w = latent_frame_count(frames, c.temporal_compression_ratio), c.out_channels, height // 8, width // 8
+    window, layers, channels = (5, 12, 768) if model.audio_proj.proj1.in_features == 5 * 12 * 768 else (3, 2, 8)
+    text = randn(1, getattr(c, "max_text_seq_length", 16), c.text_embed_dim, seed=1, device=device, dtype=dtype)
+    cond_text = torch.cat([torch.zeros_like(text), text])  # [uncond; cond] as the engine batches them
+    face = randn(1, model.face_proj.proj.in_features, seed=2, device=device, dtype=dtype).expand(2, -1)
+    audio = randn(1, frames, window, layers, channels, seed=3, device=device, dtype=dtype)
+    audio_in = torch.cat([torch.zeros_like(audio), audio])
+    motion_in = randn(1, 1, ch, h, w, seed=4, device=device, dtype=dtype).expand(2, -1, -1, -1, -1)
+    ref_latent = randn(1, 1, ch, h, w, seed=5, device=device, dtype=dtype)
+    noise = randn(1, f, ch, h, w, seed=6, device=device, dtype=torch.float32)
+    steps = steps or (3 if tiny else OFFICIAL_BENCH_STEPS)
+
+    def clip():
+        model.encode_reference(ref_latent, torch.zeros_like(text))  # once per clip, as the release
+
+        def predict(x, index):
+            t = torch.full((x.shape[0],), float(index), device=device)
+            return model(x.to(dtype), t, cond_text, face, audio_in, motion_in, reuse_reference=True)
+        return Hallo3Sampler().sample(predict, noise.clone(), steps, 3.5, torch.Generator().manual_seed(0))
+
+    return Run(f"{height}x{width} {frames}f ({f} latent), {steps} VPSDE-DPM++ steps, CFG 3.5", frames, clip)
+
+
+def hallo4(tiny, device, dtype, steps, frames) -> Run:
+    from talkinghead.models.hallo4_wan import HALLO4_AUDIO, WAN_TEXT_DIM, WAN_VACE_1_3B, Hallo4WanModel
+    from talkinghead.pipelines.hallo4_wan import sample_clip
+
+    tiny_audio = dict(seq_len=5, blocks=2, channels=16, intermediate_dim=32, context_tokens=32)
+    conf = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=4, freq_dim=32, text_len=12, vace_layers=[0, 2]) \
+        if tiny else dict(WAN_VACE_1_3B)  # tiny: the hallo4_tiny reference data's sizes
+    audio_conf = tiny_audio if tiny else HALLO4_AUDIO
+    model = made(lambda: Hallo4WanModel(**conf, audio=audio_conf), device, dtype)
+    frames = frames or (9 if tiny else 81)
+    height, width = (32, 48) if tiny else (480, 832)
+    f, h, w = (frames - 1) // 4 + 1, height // 8, width // 8
+    noise = randn(16, 1 + f, h, w, seed=1, device=device, dtype=torch.float32)
+    ref_latent = randn(16, 1, h, w, seed=2, device=device, dtype=dtype)
+    context = randn(16, WAN_TEXT_DIM, seed=3, device=device, dtype=dtype)
+    negative = randn(24, WAN_TEXT_DIM, seed=4, device=device, dtype=dtype)
+    vace = randn(96, 1 + f, h, w, seed=5, device=device, dtype=dtype)
+    skeleton = randn(1, 16, frames, h, w, seed=6, device=device, dtype=dtype)
+    audio = randn(1, frames, audio_conf["seq_len"], audio_conf["blocks"], audio_conf["channels"], seed=7,
+                  device=device, dtype=dtype)
+    steps = steps or (3 if tiny else OFFICIAL_BENCH_STEPS)
+
+    def clip(batched: bool):
+        return lambda: sample_clip(model, noise, ref_latent, context, negative, vace, skeleton, audio, steps, 8.0, 6.0,
+                                   batched_cfg=batched)
+
+    return Run(f"{height}x{width} {frames}f, {steps}/40 UniPC steps, CFG 6", frames, clip(True), clip(False))
+
+
+def skyreels_a1(tiny, device, dtype, steps, frames) -> Run:
+    from talkinghead.models import skyreels_a1 as a1
+
+    model = made(lambda: a1.SkyReelsA1(a1.TINY if tiny else a1.OFFICIAL), device, dtype)
+    cfg = model.config
+    frames = frames or (9 if tiny else 49)
+    height, width = (16, 16) if tiny else (480, 720)
+    scale = 2 ** (len(cfg.vae["block_out_channels"]) - 1)
+    c, h, w = cfg.latent_channels, height // scale, width // scale
+    batch = {"ref_latent": randn(1, 1, c, h, w, seed=1, device=device, dtype=dtype),
+             "guidance": randn(1, 3, frames, height, width, seed=2, device=device, dtype=dtype).clamp(-1, 1),
+             "identity": randn(1, 4 if tiny else 729, cfg.identity_dim, seed=3, device=device, dtype=dtype)}
+    steps = steps or (3 if tiny else OFFICIAL_BENCH_STEPS)
+
+    def clip():
+        return model.sample(batch, steps, torch.Generator(device).manual_seed(0), guidance_scale=3.0)
+
+    return Run(f"{height}x{width} {frames}f, {steps}/10 UniPC steps, CFG 3 (batched)", frames, clip)
+
+
+def skyreels_a2(tiny, device, dtype, steps, frames) -> Run:
+    from talkinghead.models import skyreels_a2 as a2
+    from talkinghead.nn.dit import latent_frame_count
+
+    model = made(lambda: a2.SkyReelsA2(a2.TINY if tiny else a2.OFFICIAL), device, dtype)
+    cfg = model.config
+    frames = frames or (9 if tiny else 81)
+    height, width = (32, 32) if tiny else (480, 832)
+    f, c, h, w = latent_frame_count(frames, 4), cfg.latent_channels, height // 8, width // 8
+    clip_px = cfg.clip.get("image_size", 224)
+    batch = {"ref_latents": randn(1, 2, c, h, w, seed=1, device=device, dtype=dtype),
+             "ref_images": randn(1, 2, 3, clip_px, clip_px, seed=2, device=device, dtype=dtype).clamp(-1, 1)}
+    steps = steps or (3 if tiny else OFFICIAL_BENCH_STEPS)
+
+    def clip(mode: str):
+        return lambda: model.sample(batch, f, steps, torch.Generator(device).manual_seed(0), guidance_scale=5.0,
+                                    cfg_mode=mode)
+
+    return Run(f"{height}x{width} {frames}f ({f} latent), 2 references, {steps}/50 UniPC steps, CFG 5", frames,
+               clip("batch"), clip("serial"))
+
+
+REFERENCE_READ = ("reference-attention read: ours skips the unconditional rows' discarded pass; upstream runs it "
+                  "for every row, then overwrites those rows with plain self-attention")
+CASES = {c.system: c for c in (
+    Case("hallo", "HalloNet() = configs/inference/default.yaml (SD1.5 UNet), sd-vae-ft-mse; 512px, 16 frames",
+         "our reference read, CFG in one batch, SDPA", REFERENCE_READ, hallo),
+    Case("hallo2", "net_g.pth manifest sizes (VQSuperResolutionConfig()), 512px chunks of 16 frames",
+         "SDPA in the VQGAN attention blocks, fused MultiheadAttention without weights",
+         "explicit bmm/softmax attention blocks, MultiheadAttention computing its averaged weights", hallo2),
+    Case("echomimic", "EchoMimicConfig() = the release's UNet configs, sd-vae-ft-mse; infer_audio2vid.py settings",
+         "our reference read, all context windows of a step in one UNet call",
+         REFERENCE_READ + "; one context window per call", echomimic),
+    Case("emo", "EMO paper: SD1.5-size reference and denoising UNets, 512px, 12-frame clips, 4 motion frames",
+         "DDIM, no guidance", "no official code (weights: own)", emo),
+    Case("loopy", "Loopy paper: SD1.5-size UNets, 512px, 12-frame clips, motion-frame history",
+         "DDIM, no guidance", "no official code (weights: own)", loopy),
+    Case("emo2", "EMO2 paper: SD1.5-size stage-2 UNets with the pose guider, 512px", "DDIM, no guidance",
+         "no official code (weights: own)", emo2),
+    Case("midas", "MidasConfig() (Qwen2.5-3B width) + the 64x DC video autoencoder, 512px",
+         "streaming with a KV cache", "no official code (weights: own)", midas),
+    Case("hallo3", "Hallo3Model() = the SAT release's CogVideoX-5B-I2V sizes; 480x720, 49 frames",
+         "CFG rows in one batch, identity reference once per clip", "ours is the official path", hallo3),
+    Case("hallo4", "Wan2.1-VACE 1.3B (WAN_VACE_1_3B) + Hallo4 audio/pose projections; 480x832, 81 frames",
+         "both guidance rows in one model call (batched_cfg)", "two model calls per step, as generate()", hallo4),
+    Case("skyreels-a1", "SkyReels-A1 release: CogVideoX-5B transformer, pose guider; 480x720, 49 frames",
+         "CFG rows in one batch", "ours is the official path (the release pipeline batches CFG)", skyreels_a1),
+    Case("skyreels-a2", "SkyReels-A2 release: Wan2.1-I2V 14B transformer, CLIP ViT-H; 480x832, 81 frames",
+         "both guidance branches in one batch (cfg_mode batch)", "two transformer calls per step, as infer.py",
+         skyreels_a2),
+)}
+
+
+def registry_systems() -> list[str]:
+    """Every registry system with weights and an engine, in registry order."""
+    from talkinghead.systems import SYSTEMS
+
+    return [s.name for s in SYSTEMS.values() if s.weights != "none" and s.engine is not None]
+
+
+# ----------------------------------------------------------------------------------------------------- runs
+def measure(case: Case, tiny: bool, device: torch.device, args) -> Row:
+    row = Row(case.system)
+    repeats = args.repeats or (1 if tiny else 2)
+    warmups = 1 if device.type == "cuda" else 0  # a CPU has no kernels to pick or caches to fill
+    try:
+        run = case.build(tiny, device, torch.float32, args.steps, args.frames)
+        row.clip, row.frames = run.clip, run.frames
+        paths = {"ours": run.ours, **({"upstream": run.upstream} if run.upstream is not None else {})}
+        for fn in paths.values():
+            for _ in range(warmups):
+                with torch.inference_mode():
+                    fn()  # warm-up: kernels chosen, caches filled
+        times: dict[str, list[float]] = {k: [] for k in paths}
+        outs: dict[str, torch.Tensor] = {}
+        for r in range(repeats):
+            for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
+                seconds, outs[name], peak = timed(paths[name], device)
+                times[name].append(seconds)
+                row.peak[name] = max(row.peak.get(name) or 0, peak or 0) or None
+        row.seconds.update({k: statistics.median(v) for k, v in times.items()})
+        if "upstream" in outs:
+            row.parity["upstream"] = compare(outs["ours"], outs["upstream"])
+        reference = outs["ours"]
+        del run, paths, outs
+    except Exception as e:  # noqa: BLE001 - one cell that cannot run must not stop the table
+        row.notes["ours"] = short(e)
+        free(device)
+        return row
+    free(device)
+    for name, dtype in DTYPES.items():
+        try:
+            run = case.build(tiny, device, dtype, args.steps, args.frames)
+            for _ in range(warmups):
+                with torch.inference_mode():
+                    run.ours()
+            times, out = [], None
+            for _ in range(repeats):
+                seconds, out, peak = timed(run.ours, device)
+                times.append(seconds)
+                row.peak[name] = max(row.peak.get(name) or 0, peak or 0) or None
+            row.seconds[name] = statistics.median(times)
+            row.parity[name] = compare(out, reference)
+            del run
+        except Exception as e:  # noqa: BLE001
+            row.notes[name] = short(e)
+        free(device)
+    return row
+
+
+def fmt(x: float | None, spec: str = ".3g") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    return format(x, spec)
+
+
+def print_table(rows: list[Row], device: torch.device) -> None:
+    head = (f"{'system':<12} {'ours s/f':>9} {'upstr s/f':>9} {'ours/up':>7} {'|ours-up|':>9} {'fp16 s/f':>9} "
+            f"{'fp16 |d|':>9} {'fp16 dB':>7} {'bf16 s/f':>9} {'bf16 |d|':>9} {'bf16 dB':>7} {'peak GiB':>8}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if "ours" in r.notes:
+            print(f"{r.system:<12} {r.notes['ours']}")
+            continue
+        per = {k: v / r.frames for k, v in r.seconds.items()}
+        up = per.get("upstream")
+        cells = [fmt(per["ours"]), fmt(up), fmt(per["ours"] / up, ".3f") if up else "-",
+                 fmt(r.parity.get("upstream", (None,))[0], ".2e")]
+        for name in DTYPES:
+            if name in r.notes:
+                cells += ["n/a", "n/a", "n/a"]
+            else:
+                d, psnr = r.parity[name]
+                cells += [fmt(per[name]), fmt(d, ".2e"), fmt(psnr, ".1f")]
+        peak = max((p for p in r.peak.values() if p), default=None)
+        cells.append(fmt(peak / 2 ** 30, ".2f") if peak else "-")
+        widths = (9, 9, 7, 9, 9, 9, 7, 9, 9, 7, 8)
+        print(f"{r.system:<12} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--systems", default="", help="comma-separated registry names (default: every engine with "
+                                                  "weights)")
+    ap.add_argument("--steps", type=int, default=None, help=f"denoising steps per clip (default: "
+                                                            f"{OFFICIAL_BENCH_STEPS} at the official size)")
+    ap.add_argument("--frames", type=int, default=None, help="video frames per clip (default: the official clip; "
+                                                             "4k+1 for the DiTs)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per cell after the warm-up (default 2, "
+                                                              "1 with --tiny)")
+    ap.add_argument("--tiny", action="store_true", help="tiny configs on the CPU: the same code, in seconds")
+    args = ap.parse_args(argv)
+    known = registry_systems()
+    wanted = [s.strip() for s in args.systems.split(",") if s.strip()] or known
+    unknown = [s for s in wanted if s not in CASES]
+    if unknown:
+        ap.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    missing = [s for s in known if s not in CASES]  # a registry system this script does not know how to build
+    if not args.tiny and not torch.cuda.is_available():
+        print("skipped: no GPU")
+        return 0
+    device = torch.device("cpu" if args.tiny else "cuda")
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        where = f"{p.name} ({p.total_memory / 2 ** 30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}"
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: the reference the half runs are held to
+        torch.backends.cudnn.allow_tf32 = False
+    else:
+        where = f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    print(f"gpu_engines: {'tiny configs' if args.tiny else 'official sizes'} on {where}")
+    rows = []
+    t_start = time.perf_counter()
+    for name in wanted:
+        case = CASES[name]
+        row = measure(case, args.tiny, device, args)
+        rows.append(row)
+        print(f"  {name}: {row.clip or '-'}  ({time.perf_counter() - t_start:.1f} s so far)", flush=True)
+    print()
+    print("s/f: seconds per generated video frame (median of the timed runs); ours/up: ours / upstream time, below 1 "
+          "is faster; |ours-up|: max |diff| of the two paths' outputs; fp16/bf16: ours with the fp32 weights cast, "
+          "|d| and dB: max |diff| and PSNR against ours in fp32; peak: torch.cuda.max_memory_allocated")
+    print_table(rows, device)
+    print()
+    for name in wanted:
+        c = CASES[name]
+        print(f"{name}: official size: {c.official}\n    ours: {c.ours}\n    upstream: {c.upstream}")
+        notes = {k: v for k, v in next(r for r in rows if r.system == name).notes.items()}
+        for k, v in notes.items():
+            print(f"    {k}: could not run: {v}")
+    if missing:
+        print(f"not benchmarked (no case here yet): {', '.join(missing)}")
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
