@@ -241,20 +241,23 @@ def _locate(pts: np.ndarray, tri: np.ndarray, gx: np.ndarray, gy: np.ndarray) ->
     cell = np.flatnonzero(owner >= 0)
     found = np.zeros(gh * gw, bool)
     found[cell[take(cell, owner[cell], weights(cell, owner[cell]))]] = True
-    # the rest: the triangles painted on the 5 x 5 neighbourhood (a point's own triangle is near
-    # where the raster put it), then, for anything still left, every triangle
+    # the rest: the triangles painted on the 3 x 3 neighbourhood (a point's own triangle is
+    # usually next to where the raster put it), then every triangle whose bounding box holds it
     rest = np.flatnonzero(~found)
     if len(rest):
-        grid = np.pad(owner.reshape(gh, gw), 2, constant_values=-1)
+        grid = np.pad(owner.reshape(gh, gw), 1, constant_values=-1)
         r0, c0 = np.divmod(rest, gw)
-        near = np.stack([grid[r0 + dy, c0 + dx] for dy in range(5) for dx in range(5)], 1)  # (m, 25)
+        near = np.stack([grid[r0 + dy, c0 + dx] for dy in range(3) for dx in range(3)], 1)  # (m, 9)
         cell, t = np.repeat(rest, near.shape[1]), near.ravel()
         cell, t = cell[t >= 0], t[t >= 0]
         found[cell[take(cell, t, weights(cell, t))]] = True
     rest = np.flatnonzero(~found)
-    for i in range(0, len(rest), max(1, 500_000 // len(tri))):
-        part = rest[i:i + max(1, 500_000 // len(tri))]
-        cell, t = np.repeat(part, len(tri)), np.tile(np.arange(len(tri)), len(part))
+    lo, hi = u[tri].min(1) - 1e-6, u[tri].max(1) + 1e-6  # (T, 2) triangle bounding boxes
+    for i in range(0, len(rest), 256):
+        part = rest[i:i + 256]
+        p = q[part][:, None]  # (m, 1, 2)
+        cell, t = np.nonzero(((p >= lo) & (p <= hi)).all(-1))
+        cell = part[cell]
         take(cell, t, weights(cell, t))
     return verts, bary
 
