@@ -110,9 +110,9 @@ class MouthInterior:
             img = grey + self.colour * (img - grey)
         if self.teeth is not None:
             own, alpha = self.teeth.place(up, (x0, y0, bw, bh))
-            # below the upper lip's edge, and no taller than drawn teeth would be: the dark gap under
-            # them is what shows the mouth open
-            alpha = alpha * np.clip((frac * gap - 0.5) / 1.5, 0, 1) * np.clip((up_y + top_h - yy) / 1.5, 0, 1)
+            # from the upper lip's edge down (their top edge is pinned there; the polygon mask feathers
+            # it), and no taller than drawn teeth would be: the dark gap under them shows the mouth open
+            alpha = alpha * np.clip(frac * gap + 0.5, 0, 1) * np.clip((up_y + top_h - yy) / 1.5, 0, 1)
             img = img * (1 - alpha[..., None]) + own * alpha[..., None]
         vis = float(np.clip((opening / self.iod - MIN_OPEN) / 0.03, 0, 1))
         if self.cover is not None:  # a hand or a microphone stays in front of the mouth
