@@ -58,7 +58,7 @@ class Run:
 
     clip: str  # size, frames, steps, guidance: what one clip is
     frames: int  # video frames one clip makes
-    ours: Callable[[], torch.Tensor]
+    ours: Callable[[], torch.Tensor] | None
     upstream: Callable[[], torch.Tensor] | None = None
 
 
@@ -175,13 +175,13 @@ def _sr_upstream_attention(block, x):
 
 
 def hallo2(tiny, device, dtype, steps, frames) -> Run:
-    """Hallo2's own stage: the video super-resolution network (its sampling is Hallo's, timed in that row)."""
+    """Hallo2's own stage: the video super-resolution network (its sampling is Hallo's, timed in Hallo's row)."""
     from talkinghead.nn import vq_super_resolution as sr
     from talkinghead.pipelines.hallo_engine import SR_CHUNK
 
     def factory():
         net = sr.VQVideoSuperResolution(sr.VQSuperResolutionConfig(**(SR_TINY if tiny else {})))
-        with torch.no_grad():  # spread codes: the default init sends every feature to one code
+        with torch.no_grad():  # weights scaled by fan-in and sharper code logits: varied code picks
             for p in net.parameters():
                 if p.dim() > 1:
                     p.normal_(0, p[0].numel() ** -0.5)
@@ -194,7 +194,7 @@ def hallo2(tiny, device, dtype, steps, frames) -> Run:
             part.to(dtype)
     frames = frames or (3 if tiny else SR_CHUNK)
     side = net.config.img_size
-    x = (randn(1, frames, 3, side, side, seed=1, device=device, dtype=torch.float32).clamp(-1, 1))
+    x = randn(1, frames, 3, side, side, seed=1, device=device, dtype=torch.float32).clamp(-1, 1)
 
     def restore():
         if dtype == torch.float32:
@@ -521,52 +521,53 @@ def registry_systems() -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------- runs
+def time_paths(case: Case, tiny: bool, device: torch.device, dtype: torch.dtype, args, upstream: bool,
+               repeats: int, warmups: int) -> tuple[Run, dict, dict, dict]:
+    """Build `case` in `dtype` and time ours (and the upstream-equivalent): (the run's description with its
+    functions dropped, median seconds, last outputs, peak bytes), by path. The model lives only in this call, so
+    it is freed before the next dtype is built."""
+    run = case.build(tiny, device, dtype, args.steps, args.frames)
+    paths = {"ours": run.ours, **({"upstream": run.upstream} if upstream and run.upstream is not None else {})}
+    for _ in range(warmups):
+        for name in paths:
+            with torch.inference_mode():
+                paths[name]()  # warm-up: kernels chosen, caches filled
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    outs: dict[str, torch.Tensor] = {}
+    peaks: dict[str, int | None] = {}
+    for r in range(repeats):
+        for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
+            seconds, outs[name], peak = timed(paths[name], device)
+            times[name].append(seconds)
+            peaks[name] = max(peaks.get(name) or 0, peak or 0) or None
+    described = Run(run.clip, run.frames, ours=None)
+    return described, {k: statistics.median(v) for k, v in times.items()}, outs, peaks
+
+
 def measure(case: Case, tiny: bool, device: torch.device, args) -> Row:
     row = Row(case.system)
     repeats = args.repeats or (1 if tiny else 2)
     warmups = 1 if device.type == "cuda" else 0  # a CPU has no kernels to pick or caches to fill
-    try:
-        run = case.build(tiny, device, torch.float32, args.steps, args.frames)
-        row.clip, row.frames = run.clip, run.frames
-        paths = {"ours": run.ours, **({"upstream": run.upstream} if run.upstream is not None else {})}
-        for fn in paths.values():
-            for _ in range(warmups):
-                with torch.inference_mode():
-                    fn()  # warm-up: kernels chosen, caches filled
-        times: dict[str, list[float]] = {k: [] for k in paths}
-        outs: dict[str, torch.Tensor] = {}
-        for r in range(repeats):
-            for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
-                seconds, outs[name], peak = timed(paths[name], device)
-                times[name].append(seconds)
-                row.peak[name] = max(row.peak.get(name) or 0, peak or 0) or None
-        row.seconds.update({k: statistics.median(v) for k, v in times.items()})
-        if "upstream" in outs:
-            row.parity["upstream"] = compare(outs["ours"], outs["upstream"])
-        reference = outs["ours"]
-        del run, paths, outs
-    except Exception as e:  # noqa: BLE001 - one cell that cannot run must not stop the table
-        row.notes["ours"] = short(e)
-        free(device)
-        return row
-    free(device)
-    for name, dtype in DTYPES.items():
+    reference = None
+    for name, dtype in (("ours", torch.float32), *DTYPES.items()):
         try:
-            run = case.build(tiny, device, dtype, args.steps, args.frames)
-            for _ in range(warmups):
-                with torch.inference_mode():
-                    run.ours()
-            times, out = [], None
-            for _ in range(repeats):
-                seconds, out, peak = timed(run.ours, device)
-                times.append(seconds)
-                row.peak[name] = max(row.peak.get(name) or 0, peak or 0) or None
-            row.seconds[name] = statistics.median(times)
-            row.parity[name] = compare(out, reference)
-            del run
-        except Exception as e:  # noqa: BLE001
-            row.notes[name] = short(e)
+            run, seconds, outs, peaks = time_paths(case, tiny, device, dtype, args, name == "ours", repeats, warmups)
+        except Exception as e:  # noqa: BLE001 - a cell that cannot run must not stop the table
+            row.notes[name] = short(e)  # (the traceback, which holds the model, goes with `e` here)
         free(device)
+        if name in row.notes:
+            if name == "ours":
+                return row
+            continue
+        if name == "ours":
+            row.clip, row.frames, reference = run.clip, run.frames, outs["ours"]
+            row.seconds.update(seconds)
+            row.peak.update(peaks)
+            if "upstream" in outs:
+                row.parity["upstream"] = compare(outs["ours"], outs["upstream"])
+        else:
+            row.seconds[name], row.peak[name] = seconds["ours"], peaks["ours"]
+            row.parity[name] = compare(outs["ours"], reference)
     return row
 
 

@@ -69,3 +69,24 @@ def test_unknown_system_is_refused(capsys):
         bench.main(["--tiny", "--systems", "warp"])
     assert exc.value.code == 2
     assert "unknown system(s) warp" in capsys.readouterr().err
+
+
+def test_a_cell_that_cannot_run_says_why_and_the_table_goes_on(capsys, monkeypatch):
+    """Out of memory in one precision (what a 14B model in fp32 can meet on one GPU) leaves that cell n/a."""
+    import dataclasses
+
+    bench = _script()
+    case = bench.CASES["hallo4"]
+
+    def build(tiny, device, dtype, steps, frames):
+        if dtype == torch.float16:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return case.build(tiny, device, dtype, steps, frames)
+
+    monkeypatch.setitem(bench.CASES, "hallo4", dataclasses.replace(case, build=build))
+    assert bench.main(["--tiny", "--steps", "1", "--frames", "5", "--systems", "hallo4,skyreels-a1"]) == 0
+    out = capsys.readouterr().out
+    cells = re.search(r"^hallo4 +(.*)$", out, re.M).group(1).split()
+    assert cells[4:7] == ["n/a"] * 3 and float(cells[7]) > 0 and float(cells[9]) > 20
+    assert "fp16: could not run: out of memory" in out
+    assert re.search(r"^skyreels-a1 +[0-9.]+ ", out, re.M)  # the next system still ran
