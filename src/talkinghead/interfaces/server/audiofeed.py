@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .streaming import StreamSession
+
+class Haltable(Protocol):
+    """What the slots need of a stream session: a way to stop it."""
+
+    def halt(self) -> None: ...
 
 
 class StreamSlots:
@@ -20,9 +23,9 @@ class StreamSlots:
         self.active = 0  # live streams
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._sessions: set[StreamSession] = set()
+        self._sessions: set[Haltable] = set()
 
-    def acquire(self, session: "StreamSession") -> bool:
+    def acquire(self, session: Haltable) -> bool:
         """Take a slot for `session`; False when all are taken or the server is stopping."""
         with self._lock:
             if self.stopping.is_set() or self.active >= self.limit:
@@ -31,7 +34,7 @@ class StreamSlots:
             self._sessions.add(session)
             return True
 
-    def release(self, session: "StreamSession") -> None:
+    def release(self, session: Haltable) -> None:
         """Give `session`'s slot back (idempotent)."""
         with self._lock:
             if session in self._sessions:
