@@ -199,3 +199,33 @@ class ConfiguredModel(ModelMixin, ConfigMixin):
         if problems:
             raise CheckpointError(f"{folder / WEIGHTS_FILE} does not match {cls.__name__}:\n" + "\n".join(problems))
         return model.eval()
+
+
+# ------------------------------------------------------------------ training checkpoints
+# A step folder of `talkinghead train` holds the run's training config (config.json, which rebuilds the adapter
+# and its net) beside the net's weights; the trainer, its resume and every engine over trained checkpoints
+# read and write those weights through these two functions.
+TRAINED_WEIGHTS = "model.safetensors"
+
+
+def save_weights(model: nn.Module, folder: str | Path) -> Path:
+    """`folder/model.safetensors`: every parameter and persistent buffer of `model`."""
+    from safetensors.torch import save_file
+
+    path = Path(folder) / TRAINED_WEIGHTS
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def load_weights(model: nn.Module, folder: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
+    """`folder/model.safetensors` into `model`. strict: any key or shape difference is a CheckpointError;
+    otherwise the (missing, unexpected) keys are returned. A missing file is a CheckpointError naming it."""
+    path = Path(folder) / TRAINED_WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {TRAINED_WEIGHTS} (the weights `talkinghead train` writes)")
+    state = load_state_dict(path)
+    if strict:
+        load_strict(model, state, path)
+        return [], []
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    return list(missing), list(unexpected)

@@ -18,9 +18,10 @@ import torch
 
 from ..config import AnimateConfig
 from ..errors import InputError
+from ..models.checkpoints import TRAINED_WEIGHTS
 from ..types import Portrait, Speech
 
-CHECKPOINT_FILES = ("config.json", "model.safetensors")
+CHECKPOINT_FILES = ("config.json", TRAINED_WEIGHTS)  # the training config and the net's weights
 
 
 def find_checkpoint(folder: str | Path | None, engine: str) -> Path:
@@ -74,10 +75,8 @@ class CheckpointAnimator(_PortraitClock):
     engine = "emo"
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
-        from safetensors.torch import load_file
-
         from ..face.landmarks import prepare
-        from ..models.checkpoints import load_strict
+        from ..models.checkpoints import load_weights
         from .preprocess import union_masks
         from .trainer import TrainConfig
 
@@ -97,7 +96,7 @@ class CheckpointAnimator(_PortraitClock):
                              f"trained on), got {r.crop!r}", "use crop face", field="crop")
         self.train = train
         self.system = self.build(train).eval()
-        load_strict(self.system.net, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
+        load_weights(self.system.net, folder)
         self._use_ema(folder)
         self.steps = d.steps or train.sample_steps
         self.portrait, self.face = prepare(portrait, r.size, "face", r.face_index, warn=warn)
@@ -231,10 +230,8 @@ class MidasAnimator(_PortraitClock):
     engine = "midas"
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
-        from safetensors.torch import load_file
-
         from ..face.landmarks import prepare
-        from ..models.checkpoints import load_strict
+        from ..models.checkpoints import load_weights
         from ..pipelines.midas import MidasPipeline
         from .systems_midas import MidasAutoregressive
         from .trainer import TrainConfig
@@ -253,7 +250,7 @@ class MidasAnimator(_PortraitClock):
             raise InputError(f"must be face for engine midas (it renders the square face crop it was trained on), "
                              f"got {r.crop!r}", "use crop face", field="crop")
         system = MidasAutoregressive(train)
-        load_strict(system.net, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
+        load_weights(system.net, folder)
         self.system, self.train = system.eval(), train
         self.pipe = MidasPipeline(system.ae, system.net)
         self.steps = d.steps

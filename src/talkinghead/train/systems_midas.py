@@ -42,20 +42,18 @@ def ae_config(size: str, model: dict):
 
 def load_autoencoder(folder: str | Path):
     """A MIDAS autoencoder from a checkpoint folder of an "ae" stage (its config.json is the stage config)."""
-    from safetensors.torch import load_file
-
-    from ..models.checkpoints import load_strict
+    from ..models.checkpoints import TRAINED_WEIGHTS, load_weights
     from ..nn.dc_video_autoencoder import DCVideoAutoencoder
 
     p = Path(folder).expanduser()
-    missing = [n for n in ("config.json", "model.safetensors") if not (p / n).is_file()]
+    missing = [n for n in ("config.json", TRAINED_WEIGHTS) if not (p / n).is_file()]
     if missing:
         raise InputError(f"system.vae {p} is missing {', '.join(missing)}",
                          "point it at a checkpoint folder of a MIDAS autoencoder stage (checkpoints/step-NNNNNN)")
     stage = json.loads((p / "config.json").read_text())
     system = stage.get("system", {})
     ae = DCVideoAutoencoder(ae_config(system.get("size", "official"), system.get("model", {})))
-    load_strict(ae, load_file(str(p / "model.safetensors")), p / "model.safetensors")
+    load_weights(ae, p)
     return ae
 
 

@@ -182,12 +182,11 @@ class Trainer:
     # ---------------------------------------------------------- checkpoints
 
     def _load_weights(self, folder: Path) -> None:
-        from safetensors.torch import load_file
+        from ..models.checkpoints import TRAINED_WEIGHTS, load_weights
 
-        f = folder / "model.safetensors"
-        if not f.is_file():
-            raise InputError(f"init_from {folder} has no model.safetensors", "point it at a checkpoint folder")
-        missing, unexpected = self.system.net.load_state_dict(load_file(f), strict=False)
+        if not (folder / TRAINED_WEIGHTS).is_file():
+            raise InputError(f"init_from {folder} has no {TRAINED_WEIGHTS}", "point it at a checkpoint folder")
+        missing, unexpected = load_weights(self.system.net, folder, strict=False)
         if unexpected:
             raise InputError(f"init_from {folder} does not fit this model ({len(unexpected)} unexpected keys, "
                              f"e.g. {unexpected[0]})", "use a checkpoint of the same system and sizes")
@@ -196,12 +195,13 @@ class Trainer:
         """checkpoints/step-NNNNNN/: model and EMA as safetensors, optimiser state, trainer state, config."""
         from safetensors.torch import save_file
 
+        from ..models.checkpoints import save_weights
+
         d = self.out / "checkpoints" / f"step-{self.step:06d}"
         tmp = d.with_name(d.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        net = self.accelerator.unwrap_model(self.system).net
-        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, tmp / "model.safetensors")
+        save_weights(self.accelerator.unwrap_model(self.system).net, tmp)
         if self.ema is not None:
             ema = self.ema.state_dict()
             save_file({f"shadow.{i}": p.contiguous() for i, p in enumerate(ema.pop("shadow_params"))},
@@ -228,6 +228,8 @@ class Trainer:
         """Restore model, optimiser, EMA and step from `folder` (default: the latest checkpoint)."""
         from safetensors.torch import load_file
 
+        from ..models.checkpoints import load_weights
+
         folder = folder or self.latest_checkpoint()
         if folder is None:
             return 0
@@ -236,8 +238,7 @@ class Trainer:
         if missing:
             raise InputError(f"checkpoint {folder} is incomplete (missing {', '.join(missing)})",
                              "resume from another checkpoint or delete this one")
-        net = self.accelerator.unwrap_model(self.system).net
-        net.load_state_dict(load_file(folder / "model.safetensors"))
+        load_weights(self.accelerator.unwrap_model(self.system).net, folder)
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         if self.ema is not None and (folder / "ema.safetensors").is_file():
             shadow = load_file(folder / "ema.safetensors")
