@@ -37,8 +37,8 @@ def test_auto_reuses_teeth_the_portrait_shows_and_draws_them_otherwise():
     assert _animator("grace_hopper", "own").renderer.mouth.teeth is None
 
 
-def _upper_band(renderer: WarpRenderer, frame: np.ndarray) -> np.ndarray:
-    """Pixels of the open mouth just under the upper inner lip, (n, 3)."""
+def _upper_band(renderer: WarpRenderer, frame: np.ndarray, depth=(0.2, 0.3)) -> np.ndarray:
+    """Pixels of the open mouth just under the upper inner lip (at `depth` shares of the gap), (n, 3)."""
     disp = renderer.rig.displace(MotionFrame(jaw=0.8))
     lm = renderer.rig.P[:, :2] + disp[: renderer.rig.P.shape[0]]
     up = lm[list(R.LIPS_INNER_UPPER)]
@@ -48,7 +48,7 @@ def _upper_band(renderer: WarpRenderer, frame: np.ndarray) -> np.ndarray:
     for x in xs:
         y_up = np.interp(x, *zip(*sorted(zip(up[:, 0], up[:, 1]))))
         y_lo = np.interp(x, *zip(*sorted(zip(lo[:, 0], lo[:, 1]))))
-        ys = np.round(y_up + (y_lo - y_up) * np.array([0.2, 0.3])).astype(int)
+        ys = np.round(y_up + (y_lo - y_up) * np.array(depth)).astype(int)
         rows.append(frame[ys, x])
     return np.concatenate(rows).astype(np.float32)
 
@@ -66,3 +66,12 @@ def test_own_teeth_come_from_the_portrait():
     warmth = {mode: float((band[:, 0] - band[:, 2]).mean()) for mode, band in frames.items()}
     assert warmth["own"] > warmth["drawn"] + 5, warmth
     assert not np.allclose(frames["own"], frames["drawn"], atol=4)
+
+
+def test_own_teeth_start_at_the_lip_on_a_small_portrait():
+    """At 256 px the astronaut's teeth are a few pixels tall: they must hang from the lip's edge, not
+    start under a dark strip of cavity."""
+    por, face = prepare(Portrait(portrait("astronaut"), "astronaut"), 256)
+    r = WarpRenderer(por, face, own_teeth="own")
+    band = _upper_band(r, r.render(MotionFrame(jaw=0.8)), depth=(0.05, 0.1))
+    assert band.mean() > 140, band.mean()  # teeth (a dark strip above them gave about 100)
