@@ -9,9 +9,9 @@ import torch
 from diffusers import DDIMScheduler
 
 from talkinghead.errors import CheckpointError, InputError
-from talkinghead.models.skyreels_a1 import OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1, loss_masks
+from talkinghead.models.skyreels_a1 import OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1
 from talkinghead.train.stages import apply_stage, load_stage_config
-from talkinghead.train.systems_dit import skyreels_a1_loss
+from talkinghead.train.systems_dit import loss_masks, skyreels_a1_loss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 F, C, H, W = 3, 4, 4, 4  # latent frames, channels, height, width (guidance: 9 frames of 16 x 16 px)

@@ -11,9 +11,9 @@ from talkinghead.nn.causal_conv import CausalConv3d, CausalTemporalAttention, St
 from talkinghead.nn.dc_video_autoencoder import (
     DCVideoAEConfig,
     DCVideoAutoencoder,
-    reconstruction_loss,
     stage_parameters,
 )
+from talkinghead.train.systems_midas import reconstruction_loss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 FRAMES = 7

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from talkinghead.nn.hand_motion import (AdaLNBlock, HandConditionConfig, HandConditionEmbedding, MotionLayout,
-                                        hand_amplitude, hand_speed, masked_motion_loss)
+                                        hand_amplitude, hand_speed)
+from talkinghead.train.systems_emo2 import masked_motion_loss
 
 
 def test_layout_pack_unpack_round_trip():

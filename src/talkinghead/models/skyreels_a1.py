@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import CogVideoXTransformer3DModel, UniPCMultistepScheduler
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
@@ -29,7 +28,6 @@ from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_regi
 from torch import nn
 
 from ..nn.landmark_guider import CausalLandmarkGuider, LandmarkGuiderConfig
-from ..nn.objectives import face_mask_from_landmarks, flow_motion_mask, resize_mask
 from ..sampling import denoise, guided_prediction
 from .checkpoints import ConfiguredModel
 
@@ -98,19 +96,6 @@ def image_condition(ref_latent: torch.Tensor, frames: int) -> torch.Tensor:
     """(b, 1, c, h, w) reference latent -> (b, f, c, h, w): the CogVideoX I2V image condition (zeros after frame 0)."""
     pad = ref_latent.new_zeros(ref_latent.shape[0], frames - 1, *ref_latent.shape[2:])
     return torch.cat([ref_latent, pad], dim=1)
-
-
-def loss_masks(frames: np.ndarray, landmarks: np.ndarray | None, latent: tuple[int, int, int]
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The face-aware loss's weights for one clip: (F, H, W, 3) uint8 frames and optional (F, 478, >=2)
-    landmarks in pixels -> motion mask (optical flow, 1..1.5) and face mask (landmark hull, 0/1), both
-    (f, 1, h, w) at the latent size `latent` = (f, h, w)."""
-    f, h, w = latent
-    motion = resize_mask(flow_motion_mask(frames), (h, w), f)
-    if landmarks is None:
-        return motion, None
-    face = face_mask_from_landmarks(torch.as_tensor(np.asarray(landmarks, np.float32)), frames.shape[1:3])
-    return motion, resize_mask(face, (h, w), f)
 
 
 class SkyReelsA1(ConfiguredModel):

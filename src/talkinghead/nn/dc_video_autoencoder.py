@@ -186,13 +186,6 @@ class DCVideoAutoencoder(nn.Module):
 # ------------------------------------------------------------------ staged training
 
 
-def reconstruction_loss(ae: DCVideoAutoencoder, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """L1 + MSE between a clip and its reconstruction (the paper adds perceptual and adversarial terms)."""
-    recon = ae(frames)
-    l1, mse = (recon - frames).abs().mean(), F.mse_loss(recon, frames)
-    return l1 + mse, {"l1": l1.item(), "mse": mse.item()}
-
-
 STAGE_TRAINS = ("spatial", "temporal", "all")  # configs/train/midas_ae1..3.yaml express these as patterns
 
 

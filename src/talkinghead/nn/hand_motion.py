@@ -12,7 +12,6 @@ from diffusers.models.embeddings import TimestepEmbedding
 from torch import nn
 
 from ..face.body import HAND_POINTS, N_HANDS, UPPER_LIMB
-from .objectives import per_sample_mse
 from .speed import SpeedConfig, SpeedEmbedding
 
 N_PARTS = 3  # mask columns: left hand, right hand, upper body
@@ -67,17 +66,6 @@ class MotionLayout:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def masked_motion_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, layout: MotionLayout,
-                       weight: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE over (b, f, dim) motion that ignores masked (missing) parts and frames, with the body keypoints
-    down-weighted; `weight` (b,) optional per-sample weights (e.g. Min-SNR)."""
-    m = layout.feature_mask(mask) * layout.feature_weight(pred.device)
-    loss = per_sample_mse(pred, target, m)
-    if weight is not None:
-        loss = loss * weight.to(loss)
-    return loss.mean()
 
 
 def _centroids(hands: torch.Tensor) -> torch.Tensor:

@@ -78,8 +78,3 @@ class PoseDiscriminator(nn.Module):
         params = {k: v.detach() for k, v in self.named_parameters()}
         return functional_call(self, params, (latents,))
 
-
-def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """L2 between predicted and target heatmaps (n, k, h, w), each map weighted by (n, k) visibility."""
-    err = (pred.float() - target.float()).pow(2).mean((-2, -1))  # (n, k)
-    return (err * weight).sum() / weight.sum().clamp(min=1.0)

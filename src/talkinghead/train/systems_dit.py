@@ -738,8 +738,6 @@ class SkyReelsA1System(DiTSystem):
                "identity": identity * (~batch["drop_reference"]).to(identity.dtype).view(-1, 1, 1)}
         f, h, w = latents.shape[1], latents.shape[3], latents.shape[4]
         motion, face = [], []
-        from ..models.skyreels_a1 import loss_masks
-
         pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).cpu().numpy()
         for i in range(b):
             m, fm = loss_masks(pixels[i], batch["landmarks"][i].cpu().numpy(), (f, h, w))
@@ -755,6 +753,19 @@ class SkyReelsA1System(DiTSystem):
 
         loss = skyreels_a1_loss(self.net, self.model_batch(batch), DDIMScheduler(**TRAIN_SCHEDULER), generator)
         return loss, {"loss": loss.detach().item()}
+
+
+def loss_masks(frames: np.ndarray, landmarks: np.ndarray | None, latent: tuple[int, int, int]
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """SkyReels-A1's face-aware loss weights for one clip: (F, H, W, 3) uint8 frames and optional (F, 478, >=2)
+    landmarks in pixels -> motion mask (optical flow, 1..1.5) and face mask (landmark hull, 0/1), both
+    (f, 1, h, w) at the latent size `latent` = (f, h, w)."""
+    f, h, w = latent
+    motion = L.resize_mask(L.flow_motion_mask(frames), (h, w), f)
+    if landmarks is None:
+        return motion, None
+    face = L.face_mask_from_landmarks(torch.as_tensor(np.asarray(landmarks, np.float32)), frames.shape[1:3])
+    return motion, L.resize_mask(face, (h, w), f)
 
 
 def _latent_mask(mask: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:
@@ -841,4 +852,5 @@ def skyreels_a2_loss(model, batch: dict, generator: torch.Generator, reference_d
 
 __all__ = ["Hallo3System", "Hallo4System", "TrainedHallo4", "draw_skeleton", "hallo4_animator", "hallo4_dpo_loss",
            "hallo4_flow_loss", "trained_hallo4_folder", "PreferenceClips", "SkyReelsA1System", "SkyReelsA2System",
-           "hallo3_loss", "keypoint_indices", "pooled_tokens", "resample_mel", "skyreels_a1_loss", "skyreels_a2_loss"]
+           "hallo3_loss", "keypoint_indices", "loss_masks", "pooled_tokens", "resample_mel", "skyreels_a1_loss",
+           "skyreels_a2_loss"]

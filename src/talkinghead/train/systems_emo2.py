@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..errors import InputError
-from ..nn.hand_motion import masked_motion_loss
-from ..nn.pose_discriminator import heatmap_loss, pose_targets
+from ..nn.hand_motion import MotionLayout
+from ..nn.pose_discriminator import pose_targets
 from . import losses as L
 from .base import TrainSystem
 from .systems import System
@@ -40,6 +40,24 @@ class EMO2Options:
         if isinstance(self.median_kernel, bool) or not isinstance(self.median_kernel, int) or \
                 self.median_kernel < 1 or self.median_kernel % 2 == 0:
             raise ValueError(f"median_kernel must be an odd whole number >= 1, got {self.median_kernel!r}")
+
+
+def masked_motion_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, layout: MotionLayout,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE over (b, f, dim) motion that ignores masked (missing) parts and frames, with the body keypoints
+    down-weighted; `weight` (b,) optional per-sample weights (e.g. Min-SNR)."""
+    m = layout.feature_mask(mask) * layout.feature_weight(pred.device)
+    loss = L.per_sample_mse(pred, target, m)
+    if weight is not None:
+        loss = loss * weight.to(loss)
+    return loss.mean()
+
+
+def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """EMO2's pose-discriminator objective: L2 between predicted and target heatmaps (n, k, h, w), each map
+    weighted by (n, k) visibility."""
+    err = (pred.float() - target.float()).pow(2).mean((-2, -1))  # (n, k)
+    return (err * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def hand_motion_loss(net, batch: dict, scheduler, generator: torch.Generator) -> torch.Tensor:
@@ -267,5 +285,5 @@ class EMO2System(TrainSystem):
         return replace(config, system=replace(config.system, crop="face", crop_size=16, motion_heads=2))
 
 
-__all__ = ["EMO2HandMotion", "EMO2Options", "EMO2System", "EMO2Video", "body_relative", "hand_motion_loss", "temporal_median",
-           "video_losses"]
+__all__ = ["EMO2HandMotion", "EMO2Options", "EMO2System", "EMO2Video", "body_relative", "hand_motion_loss",
+           "heatmap_loss", "masked_motion_loss", "temporal_median", "video_losses"]

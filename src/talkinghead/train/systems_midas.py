@@ -67,8 +67,6 @@ class MidasAutoencoder(TrainSystem):
         self.net = DCVideoAutoencoder(ae_config(config.system.size, config.system.model))
 
     def loss(self, batch, generator):
-        from ..nn.dc_video_autoencoder import reconstruction_loss
-
         s = self.net.config.spatial_compression
         frames = batch["frames"]
         if frames.shape[-1] % s:
@@ -140,6 +138,14 @@ class MidasAutoregressive(TrainSystem):
         return loss, {"loss": loss.detach().item(), **logs}
 
 
+def reconstruction_loss(ae, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The MIDAS autoencoder stages' objective (`nn.dc_video_autoencoder.DCVideoAutoencoder`): L1 + MSE between a
+    clip and its reconstruction (the paper adds perceptual and adversarial terms)."""
+    recon = ae(frames)
+    l1, mse = (recon - frames).abs().mean(), F.mse_loss(recon, frames)
+    return l1 + mse, {"l1": l1.item(), "mse": mse.item()}
+
+
 def teacher_forced_loss(net, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
     """MIDAS's objective for its transformer (`models.midas.MidasTransformer`) and diffusion head: teacher-forced
     flow matching of every frame's latent tokens. batch: reference (b, C, h, w) and frames (b, n*F, C, h, w)
@@ -180,4 +186,5 @@ class MidasSystem(TrainSystem):
         return config
 
 
-__all__ = ["MidasAutoencoder", "MidasAutoregressive", "MidasSystem", "load_autoencoder", "teacher_forced_loss"]
+__all__ = ["MidasAutoencoder", "MidasAutoregressive", "MidasSystem", "load_autoencoder", "reconstruction_loss",
+           "teacher_forced_loss"]
