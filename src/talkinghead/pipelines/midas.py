@@ -44,7 +44,8 @@ class MidasPipeline:
                              "point to a folder written by MidasPipeline.save_pretrained (no official release "
                              "exists; train one with configs/train/midas_*.yaml)")
         ae = DCVideoAutoencoder(DCVideoAEConfig(**json.loads((folder / WEIGHTS["autoencoder config"]).read_text())))
-        load_strict(ae, load_state_dict(folder / WEIGHTS["autoencoder weights"]), folder / WEIGHTS["autoencoder weights"])
+        ae_weights = folder / WEIGHTS["autoencoder weights"]
+        load_strict(ae, load_state_dict(ae_weights), ae_weights)
         tr = MidasTransformer.from_pretrained(folder / "transformer")
         return cls(ae.to(device), tr.to(device))
 
