@@ -635,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  motion (features + targets + head/blinks)  {bd['motion']:7.3f}")
         print(f"  render (WarpRenderer.render)               {bd['render']:7.3f}")
         print(f"    rig displace                             {bd['displace']:7.3f}")
-        print(f"    field (sparse mesh product)              {bd['field']:7.3f}")
+        print(f"    field (mesh gathers + weighted sum)      {bd['field']:7.3f}")
         print(f"    backward map (inverse + upsample)        {bd['backward']:7.3f}")
         print(f"    remap of the face region + frame copy    {bd['remap']:7.3f}")
         print(f"    mouth interior                           {bd['mouth']:7.3f}")
