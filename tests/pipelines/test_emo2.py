@@ -13,7 +13,7 @@ from talkinghead.models.hallo import SD15_UNET
 from talkinghead.nn.hand_motion import HandConditionConfig
 from talkinghead.nn.pose_discriminator import PoseDiscriminatorConfig
 from talkinghead.nn.temporal import TemporalConfig
-from talkinghead.pipelines.emo2 import RELEASE_FILES, EMO2SamplingConfig, load_emo2, missing_files
+from talkinghead.pipelines.emo2 import RELEASE_FILES, EMO2Pipeline, EMO2SamplingConfig, missing_files
 
 
 TINY_UNET = {**SD15_UNET, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
@@ -47,22 +47,22 @@ def _body(shoulders: bool = True) -> BodyKeypoints:
 
 def test_missing_weights_are_listed(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        load_emo2(tmp_path / "nowhere")
+        EMO2Pipeline.from_pretrained(tmp_path / "nowhere")
     with pytest.raises(InputError) as err:
-        load_emo2(tmp_path)
+        EMO2Pipeline.from_pretrained(tmp_path)
     assert all(label in str(err.value) for label in RELEASE_FILES) and "how to fix" in str(err.value)
     _release(tmp_path)
     (tmp_path / "stage2" / "diffusion_pytorch_model.safetensors").unlink()
     assert missing_files(tmp_path) == ["stage-2 weights: stage2/diffusion_pytorch_model.safetensors"]
     with pytest.raises(InputError, match="stage2/diffusion_pytorch_model.safetensors") as err:
-        load_emo2(tmp_path)
+        EMO2Pipeline.from_pretrained(tmp_path)
     assert "stage-1" not in err.value.message  # only what is missing is listed
 
 
 def test_tiny_release_generates_frames_deterministically(tmp_path):
     _release(tmp_path)
     sampling = EMO2SamplingConfig(motion_steps=2, video_steps=2, clip_frames=4, motion_frames=2, median_kernel=3)
-    pipe = load_emo2(tmp_path, sampling)
+    pipe = EMO2Pipeline.from_pretrained(tmp_path, sampling)
     image = (np.random.default_rng(0).uniform(0, 255, (SIDE, SIDE, 3))).astype(np.uint8)
     audio = torch.randn(7, 2, 16, generator=torch.Generator().manual_seed(0))  # 7 frames: 2 clips, one partial
     frames = list(pipe.frames(image, audio, _body()))

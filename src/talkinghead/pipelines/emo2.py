@@ -55,6 +55,19 @@ class EMO2Pipeline:
         self.stage1, self.stage2, self.vae = stage1.eval(), stage2.eval(), vae.eval()
         self.sampling = sampling or EMO2SamplingConfig()
 
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, sampling: EMO2SamplingConfig | None = None) -> "EMO2Pipeline":
+        """From a local folder (stage1/ and stage2/ written by each net's save_pretrained, sd-vae-ft-mse/);
+        never downloads. Every missing file is named in one InputError."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"EMO2 weights folder {folder} does not exist", WEIGHTS_HINT)
+        missing = missing_files(folder)
+        if missing:
+            raise InputError(f"{folder} is missing EMO2 weights:\n  " + "\n  ".join(missing), WEIGHTS_HINT)
+        return cls(EMO2Stage1Net.from_pretrained(folder / "stage1"), EMO2Stage2Net.from_pretrained(folder / "stage2"),
+                   load_vae_folder(folder / "sd-vae-ft-mse"), sampling)
+
     # -- stage 1 ------------------------------------------------------------------------------------
     def motion(self, audio: torch.Tensor, body: BodyKeypoints) -> dict[str, np.ndarray] | None:
         """(n, t, d) audio features -> {"hands" (n, 2, 21, 3), "arms" (n, 6, 2)} in portrait pixels, or None
@@ -114,16 +127,3 @@ class EMO2Pipeline:
             if s.motion_frames:
                 motion_latents = latents[:, :, stop - start - s.motion_frames: stop - start].transpose(1, 2)
             yield from self.decode(latents[:, :, : stop - start])
-
-
-def load_emo2(folder: str | Path, sampling: EMO2SamplingConfig | None = None) -> EMO2Pipeline:
-    """An EMO2Pipeline from a local folder (stage1/, stage2/, sd-vae-ft-mse/); never downloads."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"EMO2 weights folder {folder} does not exist", WEIGHTS_HINT)
-    missing = missing_files(folder)
-    if missing:
-        raise InputError(f"{folder} is missing EMO2 weights:\n  " + "\n  ".join(missing), WEIGHTS_HINT)
-    return EMO2Pipeline(EMO2Stage1Net.from_pretrained(folder / "stage1"),
-                        EMO2Stage2Net.from_pretrained(folder / "stage2"), load_vae_folder(folder / "sd-vae-ft-mse"),
-                        sampling)
