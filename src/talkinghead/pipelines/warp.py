@@ -5,7 +5,9 @@ face.prepare (once) -> MotionGenerator (audio chunks -> MotionFrames, causal + f
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -16,6 +18,8 @@ from ..face.mouth_state import refuse_tongue_out
 from ..motion import MotionGenerator
 from ..render import WarpRenderer
 from ..types import SAMPLE_RATE, MotionFrame, PhoneSegment, Portrait, Speech
+
+RENDER_WORKERS = 2  # threads rendering a whole file's frames at once (OpenCV and numpy release the GIL)
 
 
 class Animator:
@@ -29,8 +33,9 @@ class Animator:
         r = self.config.render
         self.portrait, self.face = prepare(portrait, r.size, r.crop, r.face_index, warn=warn)
         self.renderer = WarpRenderer(self.portrait, self.face, own_teeth=r.teeth)
-        # a tongue out over the lower lip cannot be closed behind the lips like an open mouth can
-        refuse_tongue_out(self.portrait.image, self.face.landmarks)
+        # a tongue out over the lower lip cannot be closed behind the lips like an open mouth can; judged on
+        # the source photo, whose mouth has more pixels than a small output's
+        refuse_tongue_out(portrait.image, self.face.source_landmarks)
 
     @property
     def fps(self) -> float:
@@ -44,25 +49,51 @@ class Animator:
     def motion(self, phones: list[PhoneSegment] | None = None) -> MotionGenerator:
         return MotionGenerator(self.config.motion, self.fps, phones)
 
-    def stream(self, audio_chunks: Iterable[np.ndarray], phones: list[PhoneSegment] | None = None
-               ) -> Iterator[np.ndarray]:
+    def stream(self, audio_chunks: Iterable[np.ndarray], phones: list[PhoneSegment] | None = None,
+               workers: int = 1) -> Iterator[np.ndarray]:
         """Yield (h, w, 3) uint8 frames as 16 kHz mono float32 chunks arrive. A frame is yielded as
-        soon as the audio up to its time + the lookahead is in; the rest when the chunks end."""
+        soon as the audio up to its time + the lookahead is in; the rest when the chunks end.
+        `workers` > 1 renders that many frames at once in threads (in order, the same frames): the
+        motion track stays one sequential pass, rendering is most of the work."""
         gen = self.motion(phones)
-        for chunk in audio_chunks:
-            for m in gen.push(chunk):
+
+        def motion() -> Iterator[MotionFrame]:
+            for chunk in audio_chunks:
+                yield from gen.push(chunk)
+            yield from gen.finish()
+
+        if workers <= 1:
+            for m in motion():
                 yield self.render(m)
-        for m in gen.finish():
-            yield self.render(m)
+        else:
+            yield from _in_order(self.render, motion(), workers)
 
     def frames(self, speech: Speech, chunk_seconds: float = 1.0) -> Iterator[np.ndarray]:
-        """All frames of a clip (the stream fed the whole file, chunked to keep memory flat)."""
+        """All frames of a clip (the stream fed the whole file, chunked to keep memory flat),
+        rendered by RENDER_WORKERS threads: rendering a whole file is throughput work, and with the
+        encoder running beside it one rendering thread alone is the slowest stage."""
         step = max(1, int(chunk_seconds * SAMPLE_RATE))
         chunks = (speech.samples[i:i + step] for i in range(0, len(speech.samples), step))
-        return self.stream(chunks, speech.phones)
+        return self.stream(chunks, speech.phones, workers=RENDER_WORKERS)
 
     def render(self, m: MotionFrame) -> np.ndarray:
         return self.renderer.render(m)
 
     def n_frames(self, speech: Speech) -> int:
         return n_frames(speech.duration, self.fps)
+
+
+def _in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
+    """fn(item) for each item, computed by `workers` threads a few items ahead, yielded in order."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="talkinghead-render") as pool:
+        pending: deque = deque()
+        try:
+            for x in items:
+                pending.append(pool.submit(fn, x))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()

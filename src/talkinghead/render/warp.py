@@ -19,6 +19,7 @@ blink nor look around (nothing of them shows).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import cv2
@@ -36,7 +37,8 @@ FOLD_STEPS = 6  # bisection steps when a frame has to give up part of its motion
 
 
 class WarpRenderer:
-    """Renders frames of one portrait. Construction does all geometry work once."""
+    """Renders frames of one portrait. Construction does all geometry work once; `render` may be
+    called from several threads at once (frames are independent)."""
 
     def __init__(self, portrait: Portrait, face: FaceAnalysis, own_teeth: bool = False):
         """`own_teeth`: draw the portrait's own upper teeth in the open mouth where it shows them
@@ -86,8 +88,10 @@ class WarpRenderer:
         gi, gj = np.meshgrid(np.arange(len(gx), dtype=np.float32), np.arange(len(gy), dtype=np.float32))
         self.grid_idx = np.dstack([gi, gj])  # (gh, gw, 2) each coarse cell's own index
         self._grid_px = np.dstack(np.meshgrid(gx, gy)).astype(np.float32)  # (gh, gw, 2) its centre, pixels
-        self._full = np.empty((len(gy) * S, len(gx) * S, 2), np.float32)  # the upsampled map, reused
-        self._map = self._full[S:S + y1 - y0, S:S + x1 - x0]  # its part over the region
+        # the upsampled map, one reused buffer per rendering thread, and its part over the region
+        self._full_shape = (len(gy) * S, len(gx) * S, 2)
+        self._crop = (slice(S, S + y1 - y0), slice(S, S + x1 - x0))
+        self._buffers = threading.local()
         self.occlusion = analyze_occlusion(self.image, face.landmarks)
         # rigid share per coarse cell (a thin rim must survive the downsampling: max, not mean)
         gh, gw = self.grid_shape
@@ -114,7 +118,7 @@ class WarpRenderer:
 
     def backward_map(self, disp: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
         """For each output pixel of the region, where to sample the portrait: (h, w, 2) float32.
-        The array is a view of a buffer the next call overwrites."""
+        The array is a view of a buffer the next call from the same thread overwrites."""
         d = self.field(disp, expression)
         # solve x + d(x) = p for x on the coarse grid, starting from x = p - d(p): x <- p - d(x)
         d_at_x = d
@@ -123,8 +127,11 @@ class WarpRenderer:
             d_at_x = cv2.remap(d, x, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         # where each cell samples the portrait, in pixels: its centre less the displacement there
         x = cv2.scaleAdd(d_at_x, -float(FIELD_STRIDE), self._grid_px)
-        cv2.resize(x, self._full.shape[1::-1], dst=self._full, interpolation=cv2.INTER_LINEAR)
-        return self._map
+        full = getattr(self._buffers, "full", None)
+        if full is None:
+            full = self._buffers.full = np.empty(self._full_shape, np.float32)
+        cv2.resize(x, full.shape[1::-1], dst=full, interpolation=cv2.INTER_LINEAR)
+        return full[self._crop]
 
     def render(self, m: MotionFrame) -> np.ndarray:
         """One RGB frame (h, w, 3) uint8."""
