@@ -76,6 +76,7 @@ class FaceAnalysis:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 of the landmarks, pixels
     image_size: tuple[int, int]  # (width, height) of the image the landmarks refer to
     n_faces: int = 1  # how many faces the detector saw
+    source_landmarks: np.ndarray | None = None  # the same face in the source image, before crop and scale
 
     @property
     def face_width(self) -> float:

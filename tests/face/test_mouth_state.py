@@ -54,3 +54,17 @@ def test_an_open_mouth_without_a_tongue_out_is_kept():
     """An open mouth (our own warp) is closed for the neutral mouth, not refused as a tongue."""
     image, landmarks = _prepared(_corpus().warped(portrait("astronaut"), jaw=0.9))
     assert not analyze_mouth(image, landmarks).tongue_out
+
+
+@pytest.mark.parametrize("size", [64, 512])
+def test_the_engine_judges_the_source_photo_whatever_the_output_size(size):
+    """A 64 px output has too few mouth pixels to tell lips from a tongue: the warp engine looks at the source
+    photo, so the astronaut renders at any size and a tongue out is refused at any size."""
+    from talkinghead.config import AnimateConfig, RenderConfig
+    from talkinghead.pipelines.warp import Animator
+
+    config = AnimateConfig(render=RenderConfig(size=size))
+    assert Animator(Portrait(portrait("astronaut"), "astronaut"), config).frame_size == (size, size)
+    with pytest.raises(InputError) as e:
+        Animator(Portrait(_corpus().tongue_out(portrait("astronaut")), "tongue"), config)
+    assert e.value.field == "image" and "tongue" in e.value.message

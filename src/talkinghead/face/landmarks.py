@@ -190,4 +190,5 @@ def prepare(portrait: Portrait, size: int, crop: str = "face", face_index: int |
     # the face nearest the chosen one's centre
     pts = min(faces, key=lambda p: (p[:, 0].mean() - cx) ** 2 + (p[:, 1].mean() - cy) ** 2)
     box = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
-    return out, FaceAnalysis(landmarks=pts, box=box, image_size=out.size, n_faces=face.n_faces)
+    return out, FaceAnalysis(landmarks=pts, box=box, image_size=out.size, n_faces=face.n_faces,
+                             source_landmarks=face.landmarks)

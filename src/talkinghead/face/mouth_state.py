@@ -66,10 +66,11 @@ def analyze_mouth(image: np.ndarray, landmarks: np.ndarray) -> MouthState:
     c = pts[[UPPER_INNER, LOWER_INNER], :2].mean(axis=0)
     x0, y0 = np.maximum(np.floor(c - 1.2 * iod).astype(int), 0)
     x1, y1 = np.minimum(np.ceil(c + 1.2 * iod).astype(int), [w, h])
-    # a small face is measured on its box scaled up to WORK_IOD, so a lip a few pixels thick is not
-    # rounded to whole pixels
-    scale = max(1.0, WORK_IOD / iod)
-    box = cv2.resize(image[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    # measured on the box scaled to WORK_IOD: a small face's lip a few pixels thick is not rounded to whole
+    # pixels, and a large photo's mouth costs no more than a small one's
+    scale = WORK_IOD / iod
+    box = cv2.resize(image[y0:y1, x0:x1], None, fx=scale, fy=scale,
+                     interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
     lab_full = cv2.cvtColor(box.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
     local = (pts[:, :2] - [x0, y0]) * scale
     iod *= scale
