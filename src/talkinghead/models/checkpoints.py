@@ -188,10 +188,18 @@ class ConfiguredModel(ModelMixin, ConfigMixin):
     def from_pretrained(cls, folder: str | Path, **kwargs):
         """The model saved by `save_pretrained` in the local `folder` (never a hub id), every key loaded."""
         folder = Path(folder)
-        require_files(folder, {"config": [CONFIG_FILE], "weights": [WEIGHTS_FILE]}, f"{cls.__name__} (save_pretrained)")
+        written = f"written by {cls.__name__}.save_pretrained"
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder} does not exist (expected a folder {written})")
+        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+        if missing:
+            raise CheckpointError(f"{folder} is missing {' and '.join(missing)} (the files {written})")
         kwargs.setdefault("local_files_only", True)
         kwargs.setdefault("low_cpu_mem_usage", False)  # build on the CPU, then load: every key is checked
-        model, info = super().from_pretrained(str(folder), output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(str(folder), output_loading_info=True, **kwargs)
+        except (OSError, ValueError, RuntimeError, TypeError) as exc:  # unreadable file, sizes that do not fit
+            raise CheckpointError(f"cannot load {cls.__name__} from {folder}: {type(exc).__name__}: {exc}") from exc
         titles = {"missing_keys": "missing from the file", "unexpected_keys": "in the file but not in the model",
                   "mismatched_keys": "with a different shape"}
         problems = [f"{len(info[k])} keys {title}: {', '.join(sorted(map(str, info[k]))[:MAX_LISTED])}"

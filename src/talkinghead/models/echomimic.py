@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import AttnProcessor2_0
-from torch import nn
 
 from ..nn.face_locator import FaceLocator
 from ..nn.temporal import TemporalConfig

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import DDIMScheduler
-from torch import nn
 
 from ..nn.audio_windows import audio_windows
 from ..nn.face_locator import FaceLocator

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..nn.face_locator import FaceLocator
 from ..nn.projections import AudioProjection, ImageProjection
