@@ -25,6 +25,7 @@ from ..types import AudioTrack, Speech
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+FAST_AAC_FROM = 64000  # bit/s per channel from which the AAC encoder uses its fast coder
 _MIN_OUTPUT_RATE = 16000  # Hz: lower rates (telephone 8 kHz) are written at 16 kHz, never worse than the analysis copy
 _AAC_MAX_BITS_PER_FRAME = 6144  # per channel per 1024-sample frame (the AAC bit reservoir limit)
 MIN_AUDIO_BITRATE, MAX_AUDIO_BITRATE = 16, 1024  # kb/s accepted from the user
@@ -286,7 +287,12 @@ class VideoWriter:
         self._vstream = vs
         self._astream = None
         if self._audio is not None:
-            st = self._container.add_stream("aac", rate=self._sr)
+            per_channel = self.audio_bitrate / self._audio.shape[0]
+            # ffmpeg's constant-quantiser AAC coder: a third of the default two-loop search's CPU and, from
+            # 64 kb/s a channel up, the better of the two (16 kHz speech at 96 kb/s: 43 vs 40 dB SNR); below
+            # that the two-loop search spends the few bits better
+            coder = "fast" if per_channel >= FAST_AAC_FROM else "twoloop"
+            st = self._container.add_stream("aac", rate=self._sr, options={"aac_coder": coder})
             st.layout = self._layout
             st.bit_rate = self.audio_bitrate
             st.codec_context.time_base = Fraction(1, self._sr)
