@@ -30,7 +30,8 @@ SIZE = 256
 
 
 def _config(**motion) -> AnimateConfig:
-    return AnimateConfig(motion=MotionConfig(**motion), render=RenderConfig(size=SIZE, fps=FPS))
+    # lossless: the card reads the same frames on every run (libx264's threads vary lossy encodes)
+    return AnimateConfig(motion=MotionConfig(**motion), render=RenderConfig(size=SIZE, fps=FPS, lossless=True))
 
 
 def _frames(path) -> list[np.ndarray]:
@@ -92,9 +93,10 @@ def test_the_card_reads_a_shifted_audio_file_the_same_way(talk):
 
 
 def test_another_utterance_drops_the_confidence(talk):
+    # another reading fills the whole clip: no silence lined up with the video's closed mouth at either end,
+    # which alone correlates with any speech padded the same way
     other = load_audio(speech_path("librivox_0880")[0]).samples
-    pad = np.zeros(16000, np.float32)
-    mismatched = np.concatenate([pad, other, pad, other, pad])[: len(talk["speech"].samples)]
+    mismatched = np.concatenate([other, other, other])[: len(talk["speech"].samples)]
     matched = sync_metrics(talk["series"].aperture, talk["speech"].samples, FPS)[0]
     wrong = sync_metrics(talk["series"].aperture, mismatched, FPS)[0]
     assert wrong["confidence"] < matched["confidence"]

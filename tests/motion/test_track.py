@@ -157,7 +157,9 @@ def test_acoustic_mouth_distinguishes_vowels_in_any_language():
 
 
 def test_invalid_config_is_refused():
-    with pytest.raises(InputError, match="--head-motion"):
+    with pytest.raises(InputError, match="between 0 and 2") as e:
         MotionGenerator(MotionConfig(head_motion=5), 25)
-    with pytest.raises(InputError, match="--gaze"):
+    assert e.value.field == "head_motion"
+    with pytest.raises(InputError, match="camera, wander") as e:
         MotionGenerator(MotionConfig(gaze="left"), 25)
+    assert e.value.field == "gaze"
