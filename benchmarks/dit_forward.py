@@ -19,10 +19,10 @@ from typing import Callable
 
 import torch
 
-from talkinghead.models import skyreels_a1 as a1
-from talkinghead.models import skyreels_a2 as a2
-from talkinghead.models.hallo3 import HALLO3_TINY, Hallo3Model
-from talkinghead.models.hallo4_wan import HALLO4_TINY, Hallo4WanModel
+from talkinghead.systems.skyreels_a1 import model as a1
+from talkinghead.systems.skyreels_a2 import model as a2
+from talkinghead.systems.hallo3.model import HALLO3_TINY, Hallo3Model
+from talkinghead.systems.hallo4.model import HALLO4_TINY, Hallo4WanModel
 from talkinghead.nn.dit import latent_frame_count
 
 VAE_SPATIAL = 8  # px per latent pixel (CogVideoX and Wan VAEs)

@@ -177,7 +177,7 @@ def _sr_upstream_attention(block, x):
 def hallo2(tiny, device, dtype, steps, frames) -> Run:
     """Hallo2's own stage: the video super-resolution network (its sampling is Hallo's, timed in Hallo's row)."""
     from talkinghead.nn import vq_super_resolution as sr
-    from talkinghead.pipelines.hallo_engine import SR_CHUNK
+    from talkinghead.systems.hallo2.super_resolution import SR_CHUNK
 
     def factory():
         net = sr.VQVideoSuperResolution(sr.VQSuperResolutionConfig(**(SR_TINY if tiny else {})))
@@ -229,8 +229,8 @@ def echomimic(tiny, device, dtype, steps, frames) -> Run:
     import hallo_engine as he
     from diffusers import AutoencoderKL
 
-    from talkinghead.models.echomimic import EchoMimicConfig, EchoMimicNet
-    from talkinghead.pipelines.echomimic import EchoMimicPipeline, SamplingConfig
+    from talkinghead.systems.echomimic.model import EchoMimicConfig, EchoMimicNet
+    from talkinghead.systems.echomimic.pipeline import EchoMimicPipeline, SamplingConfig
 
     if tiny:
         cfg = json.loads((FIXTURES / "echomimic" / "echomimic_tiny" / "config.json").read_text())
@@ -280,8 +280,8 @@ def _reference_video(kind: str, tiny: bool, device, dtype, steps, frames) -> Run
     """EMO, Loopy and EMO2 (stage 2): the trained engines' sampler, DDIM over `net.predict` without guidance."""
     from diffusers import DDIMScheduler
 
-    from talkinghead.models.emo import TRAIN_SCHEDULER
-    from talkinghead.models.hallo import SD15_UNET
+    from talkinghead.systems.emo.model import TRAIN_SCHEDULER
+    from talkinghead.systems.hallo.model import SD15_UNET
     from talkinghead.nn.temporal import TemporalConfig
     from talkinghead.sampling import denoise
 
@@ -291,13 +291,13 @@ def _reference_video(kind: str, tiny: bool, device, dtype, steps, frames) -> Run
     tokens, audio_dim = (2, 16) if tiny else (2, 768)  # wav2vec: two 50 Hz features per 25 fps frame
     time_dim = 4 * unet["block_out_channels"][0]
     if kind == "emo":
-        from talkinghead.models.emo import EMOConfig, EMONet
+        from talkinghead.systems.emo.model import EMOConfig, EMONet
         from talkinghead.nn.speed import SpeedConfig
 
         factory = lambda: EMONet(EMOConfig(unet=unet, audio_dim=audio_dim, motion=motion,  # noqa: E731
                                            speed=SpeedConfig(dim=time_dim)))
     elif kind == "loopy":
-        from talkinghead.models.loopy import LoopyConfig, LoopyNet
+        from talkinghead.systems.loopy.model import LoopyConfig, LoopyNet
         from talkinghead.nn.loopy import AudioToLatentsConfig
 
         a2l = AudioToLatentsConfig(audio_dim=tokens * audio_dim, time_embed_dim=time_dim,
@@ -305,7 +305,7 @@ def _reference_video(kind: str, tiny: bool, device, dtype, steps, frames) -> Run
         factory = lambda: LoopyNet(LoopyConfig(unet=unet, audio_dim=audio_dim, motion=motion,  # noqa: E731
                                                audio_to_latents=a2l))
     else:
-        from talkinghead.models.emo2 import EMO2Stage2Config, EMO2Stage2Net, PoseDiscriminatorConfig
+        from talkinghead.systems.emo2.model import EMO2Stage2Config, EMO2Stage2Net, PoseDiscriminatorConfig
 
         factory = lambda: EMO2Stage2Net(EMO2Stage2Config(  # noqa: E731
             unet=unet, audio_dim=audio_dim, motion=motion,
@@ -358,9 +358,9 @@ def emo2(*a) -> Run:
 
 
 def midas(tiny, device, dtype, steps, frames) -> Run:
-    from talkinghead.models.midas import MidasConfig, MidasTransformer
+    from talkinghead.systems.midas.model import MidasConfig, MidasTransformer
     from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig, DCVideoAutoencoder
-    from talkinghead.pipelines.midas import MidasPipeline
+    from talkinghead.systems.midas.pipeline import MidasPipeline
 
     ae = made(lambda: DCVideoAutoencoder(DCVideoAEConfig.tiny() if tiny else DCVideoAEConfig()), device, dtype)
     tr = made(lambda: MidasTransformer(MidasConfig.tiny() if tiny else MidasConfig()), device, dtype)
@@ -380,9 +380,9 @@ def midas(tiny, device, dtype, steps, frames) -> Run:
 
 
 def hallo3(tiny, device, dtype, steps, frames) -> Run:
-    from talkinghead.models.hallo3 import HALLO3_TINY, Hallo3Model
+    from talkinghead.systems.hallo3.model import HALLO3_TINY, Hallo3Model
     from talkinghead.nn.dit import latent_frame_count
-    from talkinghead.pipelines.hallo3 import Hallo3Sampler
+    from talkinghead.systems.hallo3.pipeline import Hallo3Sampler
 
     model = made(lambda: Hallo3Model(**HALLO3_TINY) if tiny else Hallo3Model(), device, dtype)
     c = model.transformer.config
@@ -412,8 +412,8 @@ def hallo3(tiny, device, dtype, steps, frames) -> Run:
 
 
 def hallo4(tiny, device, dtype, steps, frames) -> Run:
-    from talkinghead.models.hallo4_wan import HALLO4_AUDIO, WAN_TEXT_DIM, WAN_VACE_1_3B, Hallo4WanModel
-    from talkinghead.pipelines.hallo4_wan import sample_clip
+    from talkinghead.systems.hallo4.model import HALLO4_AUDIO, WAN_TEXT_DIM, WAN_VACE_1_3B, Hallo4WanModel
+    from talkinghead.systems.hallo4.pipeline import sample_clip
 
     tiny_audio = dict(seq_len=5, blocks=2, channels=16, intermediate_dim=32, context_tokens=32)
     conf = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=4, freq_dim=32, text_len=12, vace_layers=[0, 2]) \
@@ -441,7 +441,7 @@ def hallo4(tiny, device, dtype, steps, frames) -> Run:
 
 
 def skyreels_a1(tiny, device, dtype, steps, frames) -> Run:
-    from talkinghead.models import skyreels_a1 as a1
+    from talkinghead.systems.skyreels_a1 import model as a1
 
     model = made(lambda: a1.SkyReelsA1(a1.TINY if tiny else a1.OFFICIAL), device, dtype)
     cfg = model.config
@@ -461,7 +461,7 @@ def skyreels_a1(tiny, device, dtype, steps, frames) -> Run:
 
 
 def skyreels_a2(tiny, device, dtype, steps, frames) -> Run:
-    from talkinghead.models import skyreels_a2 as a2
+    from talkinghead.systems.skyreels_a2 import model as a2
     from talkinghead.nn.dit import latent_frame_count
 
     model = made(lambda: a2.SkyReelsA2(a2.TINY if tiny else a2.OFFICIAL), device, dtype)

@@ -42,7 +42,7 @@ def timed(fn, repeats: int):
 def cpu_hallo3(repeats: int) -> None:
     from safetensors.torch import load_file
 
-    from talkinghead.verify.hallo3 import load_fixture_model, run_recorded_inputs
+    from talkinghead.systems.hallo3.verify import load_fixture_model, run_recorded_inputs
 
     folder = FIXTURES / "hallo3" / "hallo3_tiny"
     if not folder.is_dir():
@@ -59,8 +59,8 @@ def cpu_hallo3(repeats: int) -> None:
 def cpu_hallo4(repeats: int) -> None:
     from safetensors.torch import load_file
 
-    from talkinghead.models.hallo4_wan import load_release_dit
-    from talkinghead.pipelines.hallo4_wan import sample_clip
+    from talkinghead.systems.hallo4.model import load_release
+    from talkinghead.systems.hallo4.pipeline import sample_clip
 
     folder = FIXTURES / "hallo4" / "hallo4_tiny"
     if not folder.is_dir():
@@ -68,7 +68,7 @@ def cpu_hallo4(repeats: int) -> None:
         return
     config = json.loads((folder / "config.json").read_text())
     a, run = config["audio_proj_ctor"], config["run"]
-    model = load_release_dit(folder, audio={k: a[k] for k in ("seq_len", "blocks", "channels", "intermediate_dim",
+    model = load_release(folder, audio={k: a[k] for k in ("seq_len", "blocks", "channels", "intermediate_dim",
                                                              "context_tokens")})
     io = load_file(str(folder / "io.safetensors"))
     ref = io["b.step.2.latents_after"]

@@ -41,9 +41,9 @@ from pathlib import Path
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from talkinghead.models.hallo import HALLO_UNET_ADDITIONAL, SD15_UNET
+from talkinghead.systems.hallo.model import HALLO_UNET_ADDITIONAL, SD15_UNET
 from talkinghead.nn.reference_attention import ReferenceReadProcessor
-from talkinghead.pipelines.hallo_engine import DTYPES
+from talkinghead.systems.hallo.engine import DTYPES
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo" / "hallo_tiny" / "config.json"
 
@@ -150,8 +150,8 @@ def full_spec() -> Spec:
 def build_pipeline(spec: Spec, device: torch.device, dtype: torch.dtype, seed: int):
     from diffusers import AutoencoderKL, DDIMScheduler
 
-    from talkinghead.models.hallo import HalloConfig, HalloNet
-    from talkinghead.pipelines.hallo import DEFAULT_SCHEDULER, HalloPipeline
+    from talkinghead.systems.hallo.model import HalloConfig, HalloNet
+    from talkinghead.systems.hallo.pipeline import DEFAULT_SCHEDULER, HalloPipeline
 
     config = HalloConfig.from_reference_run(spec.config) if spec.config else HalloConfig()
     torch.manual_seed(seed)

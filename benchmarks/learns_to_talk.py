@@ -42,7 +42,7 @@ OUT_SIZE = 256  # px, side of the evaluated videos (FaceMesh wants more than the
 def prepare(data: Path, clips: int, size: int, seed: int = 0) -> Path:
     """SynthTalk clips and their preprocessed dataset (both resumable)."""
     from talkinghead.train.preprocess import preprocess
-    from talkinghead.train.synth import synth
+    from talkinghead.data.synth import synth
 
     t0 = time.perf_counter()
     synth(data / "clips", clips=clips, size=size, seed=seed)

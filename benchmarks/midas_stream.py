@@ -32,9 +32,9 @@ from collections import defaultdict
 
 import torch
 
-from talkinghead.models.midas import MidasConfig, MidasTransformer
+from talkinghead.systems.midas.model import MidasConfig, MidasTransformer
 from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig, DCVideoAutoencoder
-from talkinghead.pipelines.midas import MidasPipeline
+from talkinghead.systems.midas.pipeline import MidasPipeline
 
 FRAME_SECONDS = 0.08  # one audio token (and one frame) per 80 ms
 

@@ -37,8 +37,8 @@ def _timed(fn, repeats: int):
 def a1_tiny(repeats: int) -> None:
     from safetensors.torch import load_file
 
-    from talkinghead.models.skyreels_a1 import load_release
-    from talkinghead.pipelines.skyreels import release_control, release_pixels, sample_a1_release
+    from talkinghead.systems.skyreels_a1.model import load_release
+    from talkinghead.systems.skyreels_a1.pipeline import release_control, release_pixels, sample_a1_release
 
     folder = FIXTURES / "skyreels_a1" / "skyreels_a1_tiny"
     io = load_file(str(folder / "io.safetensors"))
@@ -59,9 +59,9 @@ def a2_tiny(repeats: int) -> None:
 
     from safetensors.torch import load_file
 
-    from talkinghead.models.skyreels_a2 import load_release
-    from talkinghead.pipelines.skyreels import sample_a2_release
-    from talkinghead.verify.skyreels_a2 import references
+    from talkinghead.systems.skyreels_a2.model import load_release
+    from talkinghead.systems.skyreels_a2.pipeline import sample_a2_release
+    from talkinghead.systems.skyreels_a2.verify import references
 
     folder = FIXTURES / "skyreels_a2" / "skyreels_a2_tiny"
     config = json.loads((folder / "config.json").read_text())

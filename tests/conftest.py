@@ -63,7 +63,7 @@ def hallo_release(hallo_dir, tmp_path_factory) -> Path:
     import json
     import shutil
 
-    from talkinghead.models.hallo import HalloConfig
+    from talkinghead.systems.hallo.model import HalloConfig
 
     root = tmp_path_factory.mktemp("release") / "pretrained_models"
     net, audio = hallo_dir / "hallo_tiny", hallo_dir / "hallo_audio_tiny"
@@ -156,7 +156,7 @@ def hallo3_release(hallo_dir, tmp_path_factory) -> Path:
     from diffusers import AutoencoderKLCogVideoX
     from transformers import T5Config, T5EncoderModel
 
-    from talkinghead.models.hallo3 import Hallo3Model, config_from_sat, sat_from_ours, sat_vae_from_diffusers
+    from talkinghead.systems.hallo3.model import Hallo3Model, config_from_sat, sat_from_ours, sat_vae_from_diffusers
 
     tiny = HALLO3_FIXTURES / "hallo3_tiny"
     if not tiny.is_dir():

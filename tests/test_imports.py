@@ -83,7 +83,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _subpackage(module: str) -> str:
-    """talkinghead.models.hallo -> models; talkinghead.api -> api (a top-level module is its own layer)."""
+    """talkinghead.systems.hallo.model -> models; talkinghead.api -> api (a top-level module is its own layer)."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
 

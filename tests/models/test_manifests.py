@@ -9,10 +9,10 @@ import torch
 
 from talkinghead.errors import CheckpointError
 from talkinghead.models.checkpoints import key_report, load_state_dict
-from talkinghead.models import echomimic as echomimic_model
-from talkinghead.models.echomimic import EchoMimicNet
-from talkinghead.models import hallo as hallo_model
-from talkinghead.models.hallo import HalloConfig, HalloNet
+from talkinghead.systems.echomimic import model as echomimic_model
+from talkinghead.systems.echomimic.model import EchoMimicNet
+from talkinghead.systems.hallo import model as hallo_model
+from talkinghead.systems.hallo.model import HalloConfig, HalloNet
 
 
 def _manifest(hallo_dir, name: str) -> dict[str, list[int]]:
@@ -58,7 +58,7 @@ def test_echomimic_parts_equal_official_files(hallo_dir):
 
 
 def test_echomimic_release_loads_and_a_missing_file_is_listed(tmp_path):
-    from talkinghead.models.echomimic import EchoMimicConfig
+    from talkinghead.systems.echomimic.model import EchoMimicConfig
 
     tiny_unet = {"block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
                  "cross_attention_dim": 32, "norm_num_groups": 32, "sample_size": 8}

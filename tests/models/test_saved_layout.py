@@ -10,15 +10,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from talkinghead.errors import CheckpointError
-from talkinghead.models.emo import EMOConfig, EMONet
-from talkinghead.models.hallo import SD15_UNET
-from talkinghead.models.loopy import LoopyConfig, LoopyNet
-from talkinghead.models.midas import MidasConfig, MidasTransformer
+from talkinghead.systems.emo.model import EMOConfig, EMONet
+from talkinghead.systems.hallo.model import SD15_UNET
+from talkinghead.systems.loopy.model import LoopyConfig, LoopyNet
+from talkinghead.systems.midas.model import MidasConfig, MidasTransformer
 from talkinghead.nn.loopy import AudioToLatentsConfig
 from talkinghead.nn.speed import SpeedConfig
 from talkinghead.nn.temporal import TemporalConfig
-from talkinghead.train.systems import TINY_MODEL
-from talkinghead.train.systems_hallo import EchoMimicTrainNet, HalloTrainNet
+from talkinghead.systems.unet_adapter import TINY_MODEL
+from talkinghead.systems.echomimic.train import EchoMimicTrainNet
+from talkinghead.systems.hallo.train import HalloTrainNet
 
 TINY_UNET = {**SD15_UNET, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
              "cross_attention_dim": 16, "sample_size": 8}

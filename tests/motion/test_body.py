@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from talkinghead.face.body import BodyKeypoints
-from talkinghead.models.emo2 import EMO2Stage1Config, EMO2Stage1Net
+from talkinghead.systems.emo2.model import EMO2Stage1Config, EMO2Stage1Net
 from talkinghead.motion.body import BodyAnchor, add_body_motion, anchor_of, body_motion, motion_of
 from talkinghead.nn.hand_motion import HandConditionConfig, MotionLayout
 from talkinghead.types import MotionFrame, MotionTrack

@@ -9,11 +9,11 @@ import torch
 from talkinghead.errors import InputError
 from talkinghead.nn.causal_conv import CausalConv3d, CausalTemporalAttention, StreamCache
 from talkinghead.nn.dc_video_autoencoder import (
-    DCVideoAEConfig,
-    DCVideoAutoencoder,
-    stage_parameters,
-)
-from talkinghead.train.systems_midas import reconstruction_loss
+                                                 DCVideoAEConfig,
+                                                 DCVideoAutoencoder,
+                                                 stage_parameters,
+                                                 )
+from talkinghead.systems.midas.train import reconstruction_loss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 FRAMES = 7

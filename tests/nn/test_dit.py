@@ -11,10 +11,10 @@ from diffusers import CogVideoXTransformer3DModel
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb
 
-from talkinghead.models.hallo3 import TINY_TRANSFORMER
+from talkinghead.systems.hallo3.model import TINY_TRANSFORMER
 from talkinghead.nn.dit import (AudioCrossAttention, DiTConditions, FaceAttention, ReferenceFeatureBank,
                                 ReferenceJointAttnProcessor, concat_motion_latents, conditioned_cogvideox,
-                                conditions_kwargs, fold_to_latent_frames, grid_crop_region, latent_frame_count,
+                                conditions_kwargs, grid_crop_region, latent_frame_count,
                                 rope_3d,
                                 transformer_rope)
 
@@ -73,15 +73,6 @@ def test_transformer_rope_follows_the_model_config():
 
 def test_latent_frame_count():
     assert [latent_frame_count(t) for t in (1, 5, 9, 49)] == [1, 2, 3, 13]
-
-
-def test_fold_to_latent_frames_hand_case():
-    x = torch.arange(5, dtype=torch.float32).view(1, 5, 1, 1)  # frame index as the value, one token per frame
-    y = fold_to_latent_frames(x, 2)  # causal VAE: 5 frames -> 2 latent frames, ρ = 4
-    assert y.shape == (1, 2, 4, 1)
-    assert y[0, :, :, 0].tolist() == [[0, 0, 0, 0], [1, 2, 3, 4]]
-    two_tokens = torch.stack([x, 10 * x], dim=2).view(1, 5, 2, 1)
-    assert fold_to_latent_frames(two_tokens, 2)[0, 1, :, 0].tolist() == [1, 10, 2, 20, 3, 30, 4, 40]
 
 
 # ------------------------------------------------------------------ conditioned CogVideoX
@@ -189,13 +180,6 @@ def test_concat_motion_latents_puts_motion_first_then_zeros():
     assert concat_motion_latents(noisy, None)[:, :, 3:].abs().sum() == 0
     with pytest.raises(ValueError):
         concat_motion_latents(noisy, torch.randn(2, 5, 3, 2, 2))
-
-
-def test_fold_groups_like_a_causal_vae_when_the_last_clip_is_short():
-    x = torch.arange(7, dtype=torch.float32).view(1, 7, 1, 1)  # 7 frames -> 3 latent frames with ratio 4
-    y = fold_to_latent_frames(x, 3, ratio=4)
-    assert y[0, :, :, 0].tolist() == [[0, 0, 0, 0], [1, 2, 3, 4], [5, 6, 6, 6]]
-    assert fold_to_latent_frames(x, 1)[0, 0, :, 0].tolist() == list(range(7))
 
 
 def test_grid_crop_region_matches_cogvideox_pipeline():

@@ -5,7 +5,7 @@ import torch
 
 from talkinghead.nn.hand_motion import (AdaLNBlock, HandConditionConfig, HandConditionEmbedding, MotionLayout,
                                         hand_amplitude, hand_speed)
-from talkinghead.train.systems_emo2 import masked_motion_loss
+from talkinghead.systems.emo2.train import masked_motion_loss
 
 
 def test_layout_pack_unpack_round_trip():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from talkinghead.nn.pose_discriminator import LIMB_BONES, PoseDiscriminator, PoseDiscriminatorConfig, pose_targets
-from talkinghead.train.systems_emo2 import heatmap_loss
+from talkinghead.systems.emo2.train import heatmap_loss
 
 
 def _keypoints(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ def frames(*shape, seed=0) -> torch.Tensor:
 
 
 def test_full_size_matches_the_release_manifest_on_meta():
-    from talkinghead.verify.hallo2 import manifest_mismatches, read_manifest
+    from talkinghead.systems.hallo2.verify import manifest_mismatches, read_manifest
 
     if not (MANIFESTS / "hallo2_net_g.tsv").is_file():
         pytest.skip("shared reference data not found")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from talkinghead.train.preprocess import preprocess
-from talkinghead.train.synth import synth
+from talkinghead.data.synth import synth
 
 SYNTH_LANGUAGES = ("en-us", "de", "fr")
 SYNTH_SIZE = 128  # px, rendered clips

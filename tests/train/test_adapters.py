@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from talkinghead.errors import InputError
-from talkinghead.train.systems import motion_variances
-from talkinghead.train.systems_dit import keypoint_indices, pooled_tokens, resample_mel
-from talkinghead.train.systems_emo2 import body_relative, temporal_median
+from talkinghead.systems.unet_adapter import motion_variances
+from talkinghead.systems.hallo4.train import keypoint_indices
+from talkinghead.train.dit import pooled_tokens, resample_mel
+from talkinghead.systems.emo2.train import body_relative, temporal_median
 from talkinghead.train.trainer import TrainConfig
 
 
@@ -80,7 +81,7 @@ def test_system_options_are_typed_per_system():
 
 def test_emo2_hand_motion_skips_clips_with_too_few_hand_frames(tmp_path):
     from talkinghead.train.smoke import write_smoke_dataset
-    from talkinghead.train.systems_emo2 import EMO2System
+    from talkinghead.systems.emo2.train import EMO2System
 
     data = write_smoke_dataset(tmp_path / "ds", frames=24)  # a hand in every frame (the right one enters late)
     base = {"dataset": str(data), "stage": "1", "clip_frames": 4, "motion_frames": 0}

@@ -10,9 +10,9 @@ from PIL import Image
 
 from talkinghead.errors import InputError
 from talkinghead.interfaces.cli import main
-from talkinghead.train.preference import (Candidate, best_vs_worst, card_rewards, composite_reward, engine_runner,
-                                          generate_candidates, read_pairs, read_ratings, score_with_card,
-                                          write_pairs)
+from talkinghead.data.preference import engine_runner, generate_candidates, score_with_card
+from talkinghead.train.preference import (Candidate, best_vs_worst, card_rewards, composite_reward, read_pairs,
+                                          read_ratings, write_pairs)
 
 
 def test_ratings_are_averaged_over_raters_and_mapped_to_rewards(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from talkinghead.errors import InputError
 from talkinghead.io import probe
-from talkinghead.train.synth import MAX_SECONDS, MIN_SECONDS, plan_clip, portrait_variant, synth
+from talkinghead.data.synth import MAX_SECONDS, MIN_SECONDS, plan_clip, portrait_variant, synth
 
 LANGUAGES = ("en-us", "de", "fr")  # as conftest's synth_dir
 
@@ -69,7 +69,7 @@ def test_bad_arguments_are_input_errors(tmp_path: Path, kwargs):
 
 def test_small_videos_zoom_in_so_the_face_stays_animatable():
     from talkinghead.face.landmarks import MIN_FACE_WIDTH, analyze
-    from talkinghead.train.synth import effective_zoom, plan_clip, portrait_variant
+    from talkinghead.data.synth import effective_zoom, plan_clip, portrait_variant
     from talkinghead.types import Portrait
 
     plans = [plan_clip(0, k, ("en-us",))[0] for k in range(6)]

@@ -503,7 +503,7 @@ def _synth_arguments(p) -> None:
 
 
 def _synth(args) -> int:
-    from ..train.synth import synth
+    from ..data.synth import synth
 
     paths = synth(args.output, clips=args.clips, size=args.size, seed=args.seed, progress=not args.quiet)
     if args.json:
@@ -571,8 +571,9 @@ def _prefer_arguments(p) -> None:
 
 
 def _prefer(args) -> int:
-    """Hallo4 preference pairs (train/preference.py), best against worst per audio."""
+    """Hallo4 preference pairs (train/preference.py; candidates: data/preference.py), best against worst per audio."""
     from ..config import config_from_options
+    from ..data import preference as G
     from ..train import preference as P
 
     _writable(args.output, (".jsonl",), "-o")
@@ -596,9 +597,9 @@ def _prefer(args) -> int:
                 raise InputError(f"{spec!r} in --engines: controls need the form NAME:control=value;control=value",
                                  "e.g. --engines warp,warp:head-motion=0.5;mouth-scale=0.2")
             config_from_options(dict(pairs))  # a bad control is refused before anything renders
-            engines[spec] = P.engine_runner(name, **dict(pairs))
-        triples = P.generate_candidates(portrait, audios, engines, args.candidates or "candidates")
-        candidates = P.score_with_card(triples, portrait)
+            engines[spec] = G.engine_runner(name, **dict(pairs))
+        triples = G.generate_candidates(portrait, audios, engines, args.candidates or "candidates")
+        candidates = G.score_with_card(triples, portrait)
     pairs = P.best_vs_worst(candidates, args.min_margin)
     P.write_pairs(pairs, args.output)
     if args.json:

@@ -94,7 +94,7 @@ def generate_motion(model, audio: torch.Tensor, prev: torch.Tensor, prev_mask: t
 
 def body_motion(model, audio: torch.Tensor, body: BodyKeypoints, steps: int = 20, seed: int = 0,
                 condition: dict | None = None, guidance_scale: float = 1.0) -> dict[str, np.ndarray] | None:
-    """Hands and arms for every audio frame from an EMO2 stage-1 model (models.emo2.EMO2Stage1Net), placed on
+    """Hands and arms for every audio frame from an EMO2 stage-1 model (systems.emo2.model.EMO2Stage1Net), placed on
     the portrait's body: {"hands" (n, 2, 21, 3) pixels, "arms" (n, 6, 2) pixels, "motion" (n, D)}.
     None when there is no model or the portrait shows no shoulders to anchor the motion to."""
     anchor = anchor_of(body)

@@ -1,7 +1,7 @@
 """Talking-head conditioning for CogVideoX-style DiTs (Hallo3 §3.2–3.4, shared with Hallo4 and SkyReels):
 cross layers (face attention, per-latent-frame audio attention) run between a block's 3D full attention and
-its feed-forward, identity-reference features joined into self-attention, 3D RoPE, frames→latent-frames
-folding and motion-frame latent conditioning.
+its feed-forward, identity-reference features joined into self-attention, 3D RoPE, latent frame counts
+and motion-frame latent conditioning.
 
 Everything composes diffusers' `CogVideoXTransformer3DModel` / `CogVideoXBlock`: a denoiser is the upstream
 model whose blocks are `ConditionedCogVideoXBlock`s (a subclass that adds named cross layers), conditions
@@ -51,7 +51,7 @@ def conditions_kwargs(conditions: DiTConditions, attention_kwargs: dict | None =
     return {**(attention_kwargs or {}), CONDITIONS_KEY: conditions}
 
 
-# ------------------------------------------------------------------ 3D RoPE and frame folding
+# ------------------------------------------------------------------ 3D RoPE and latent frames
 
 
 def rope_3d(head_dim: int, frames: int, grid_height: int, grid_width: int,
@@ -95,23 +95,6 @@ def latent_frame_count(frames: int, ratio: int = 4) -> int:
     if frames < 1:
         raise ValueError(f"need at least one frame, got {frames}")
     return 1 + math.ceil((frames - 1) / ratio)
-
-
-def fold_to_latent_frames(x: torch.Tensor, latent_frames: int, ratio: int | None = None) -> torch.Tensor:
-    """(b, T, n, d) per-video-frame tokens -> (b, T', ρ·n, d): the frames of each latent frame folded into
-    the token axis, grouped as a causal video VAE groups them (CogVideoX, Wan): latent frame 0 is frame 0
-    alone (repeated ρ times), latent frame k ≥ 1 holds frames ρ(k−1)+1 … ρk, the last group padded with
-    the last frame. ρ is `ratio` or ⌈(T−1)/(T'−1)⌉ (T = 1 + 4(T'−1) gives ρ = 4); T' = 1 folds all T frames."""
-    b, t, n, d = x.shape
-    if latent_frames == 1:
-        return rearrange(x, "b t n d -> b 1 (t n) d")
-    rho = ratio or max(1, math.ceil((t - 1) / (latent_frames - 1)))
-    need = rho * (latent_frames - 1)
-    rest = x[:, 1:1 + need]
-    if rest.shape[1] < need:
-        rest = torch.cat([rest, x[:, -1:].expand(b, need - rest.shape[1], n, d)], dim=1)
-    x = torch.cat([x[:, :1].expand(b, rho, n, d), rest], dim=1)  # (b, ρ·T', n, d)
-    return rearrange(x, "b (tl r) n d -> b tl (r n) d", r=rho)
 
 
 # ------------------------------------------------------------------ cross layers

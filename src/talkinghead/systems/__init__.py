@@ -9,6 +9,12 @@ HTTP API's engine field all read this table, so a system added here appears ever
 Code is named by dotted path ("package.module:attr") and imported only when used: reading the registry imports no
 model, no torch and nothing above this package.
 
+Each system's code lives in its own folder, systems/<name>/ (model.py, pipeline.py and/or engine.py, verify.py,
+train.py: what that system adds). What several systems share lives below them (models/checkpoints.py and
+unet3d.py, pipelines/reference_net.py, nn/, sampling.py, train/) or, where it builds on system code, beside them
+here: unet_adapter.py (the reference-net UNet trainer), reference_training.py, trained.py (engines over a
+`talkinghead train` checkpoint).
+
 Contract for the code an entry points at:
 - `engine`: a factory `make(portrait, config: AnimateConfig, warn: bool = True)` returning an animator with
   `fps`, `frame_size`, `n_frames(speech)` and `frames(speech) -> Iterator[np.ndarray]` (RGB uint8), as the warp
@@ -101,19 +107,20 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            engine=".pipelines.warp:Animator", weights="none", controls=RENDER + MOTION + ("teeth",),
            proven=_P({"render"})),
     System("emo", "EMO", "EMO: Emote Portrait Alive (2024)", "unet",
-           models=(".models.emo:EMONet",), engine=".train.engine:EMOAnimator", trainer="emo",
+           models=(".systems.emo.model:EMONet",), engine=".systems.emo.engine:EMOAnimator", trainer="emo",
            stage_configs=("emo_stage1.yaml", "emo_stage2.yaml", "emo_stage3.yaml"), controls=TRAINED,
            proven=_P({"render", "train"}), needs_gpu_for="paper-size training and sampling"),
     System("hallo", "Hallo", "Hallo: Hierarchical Audio-Driven Visual Synthesis for Portrait Image Animation (2024)",
-           "unet", models=(".models.hallo:HalloNet",), engine=".pipelines.hallo_engine:HalloAnimator",
-           verifier=".verify.hallo:verify_hallo", fixture="hallo", trainer="hallo",
+           "unet", models=(".systems.hallo.model:HalloNet",), engine=".systems.hallo.engine:HalloAnimator",
+           verifier=".systems.hallo.verify:verify_hallo", fixture="hallo", trainer="hallo",
            stage_configs=("hallo_stage1.yaml", "hallo_stage2.yaml"), weights="official",
            release_files=("hallo/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
            controls=DIFFUSION + ("face_embedding", "pose_weight", "face_weight", "lip_weight"),
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling (40 steps at 512 px)"),
     System("hallo2", "Hallo2", "Hallo2: Long-Duration and High-Resolution Audio-Driven Portrait Image Animation (2024)",
-           "unet", models=(".models.hallo:HalloNet", ".nn.vq_super_resolution:VQVideoSuperResolution"),
-           engine=".pipelines.hallo_engine:Hallo2Animator", verifier=".verify.hallo2:verify_hallo2", fixture="hallo2",
+           "unet", models=(".systems.hallo.model:HalloNet", ".nn.vq_super_resolution:VQVideoSuperResolution"),
+           engine=".systems.hallo2.engine:Hallo2Animator", verifier=".systems.hallo2.verify:verify_hallo2",
+           fixture="hallo2",
            trainer="hallo2", stage_configs=("hallo2_stage1.yaml", "hallo2_stage2.yaml"),
            weights="official",
            release_files=("hallo2/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
@@ -121,8 +128,9 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                                  "sr_fidelity", "sr_keep_last_frame", "whole_clips"),
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling and super-resolution"),
     System("echomimic", "EchoMimic", "EchoMimic: Lifelike Audio-Driven Portrait Animations through Editable Landmark "
-           "Conditions (2024)", "unet", models=(".models.echomimic:EchoMimicNet",), fixture="echomimic",
-           engine=".pipelines.echomimic:EchoMimicAnimator", verifier=".verify.echomimic:verify_echomimic",
+           "Conditions (2024)", "unet", models=(".systems.echomimic.model:EchoMimicNet",), fixture="echomimic",
+           engine=".systems.echomimic.pipeline:EchoMimicAnimator",
+           verifier=".systems.echomimic.verify:verify_echomimic",
            trainer="echomimic", stage_configs=("echomimic_stage1.yaml", "echomimic_stage2.yaml"), weights="official",
            release_files=("denoising_unet.pth", "reference_unet.pth", "motion_module.pth", "face_locator.pth",
                           "audio_processor/whisper_tiny.pt", "sd-vae-ft-mse/"),
@@ -130,18 +138,19 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            proven=_P({"render", "train", "verify"}),
            needs_gpu_for="official-size sampling (30 steps at 512 px)"),
     System("emo2", "EMO2", "EMO2: End-Effector Guided Audio-Driven Avatar Video Generation (2025)", "unet",
-           models=(".models.emo2:EMO2Stage1Net", ".models.emo2:EMO2Stage2Net"), trainer="emo2",
-           engine=".train.engine:EMO2Animator", controls=TRAINED, proven=_P({"render", "train"}),
+           models=(".systems.emo2.model:EMO2Stage1Net", ".systems.emo2.model:EMO2Stage2Net"), trainer="emo2",
+           engine=".systems.emo2.engine:EMO2Animator", controls=TRAINED, proven=_P({"render", "train"}),
            stage_configs=("emo2_stage1.yaml", "emo2_stage2.yaml"), needs_gpu_for="paper-size training and sampling"),
     System("loopy", "Loopy", "Loopy: Taming Audio-Driven Portrait Avatar with Long-Term Motion Dependency (2024)",
-           "unet", models=(".models.loopy:LoopyNet",), engine=".train.engine:LoopyAnimator", trainer="loopy",
+           "unet", models=(".systems.loopy.model:LoopyNet",), engine=".systems.loopy.engine:LoopyAnimator",
+           trainer="loopy",
            stage_configs=("loopy_stage1.yaml", "loopy_stage2.yaml"), controls=TRAINED, proven=_P({"render", "train"}),
            needs_gpu_for="paper-size training and sampling"),
     System("hallo3", "Hallo3", "Hallo3: Highly Dynamic and Realistic Portrait Image Animation with Video Diffusion "
-           "Transformer (2024)", "dit", models=(".models.hallo3:Hallo3Model",),
-           verifier=".verify.hallo3:verify_hallo3", fixture="hallo3",
+           "Transformer (2024)", "dit", models=(".systems.hallo3.model:Hallo3Model",),
+           verifier=".systems.hallo3.verify:verify_hallo3", fixture="hallo3",
            trainer="hallo3", stage_configs=("hallo3_stage1.yaml", "hallo3_stage2.yaml"), weights="official",
-           engine=".pipelines.hallo3:Hallo3Animator",
+           engine=".systems.hallo3.pipeline:Hallo3Animator",
            release_files=("hallo3/latest", "hallo3/<latest>/mp_rank_00_model_states.pt",
                           "cogvideox-5b-i2v-sat/vae/3d-vae.pt", "t5-v1_1-xxl/", "wav2vec/wav2vec2-base-960h/"),
            front_ends=("wav2vec2", "t5"), proven=_P({"render", "train", "verify"}),
@@ -149,9 +158,9 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                      "guidance_scale", "dtype", "device", "prompt"),
            needs_gpu_for="official-size sampling (CogVideoX-5B)"),
     System("hallo4", "Hallo4", "Hallo4: High-Fidelity Dynamic Portrait Animation via Direct Preference Optimization "
-           "(2025)", "dit", models=(".models.hallo4_wan:Hallo4WanModel",),
-           engine=".train.systems_dit:hallo4_animator",  # the official release, or a `talkinghead train` run
-           verifier=".verify.hallo4:verify_hallo4", fixture="hallo4",
+           "(2025)", "dit", models=(".systems.hallo4.model:Hallo4WanModel",),
+           engine=".systems.hallo4.train:hallo4_animator",  # the official release, or a `talkinghead train` run
+           verifier=".systems.hallo4.verify:verify_hallo4", fixture="hallo4",
            trainer="hallo4", stage_configs=("hallo4_sft.yaml", "hallo4_dpo.yaml"), weights="official", front_ends=("wav2vec2", "umt5"),
            release_files=("hallo4/model_weight.ckpt", "Wan2.1_Encoders/config.json", "Wan2.1_Encoders/Wan2.1_VAE.pth",
                           "Wan2.1_Encoders/models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_Encoders/google/umt5-xxl/",
@@ -160,8 +169,9 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                      "pose_video", "prompt"),
            needs_gpu_for="official-size sampling (Wan2.1-VACE 1.3B, 81 frames at 480x832)"),
     System("skyreels-a1", "SkyReels-A1", "SkyReels-A1: Expressive Portrait Animation in Video Diffusion Transformers "
-           "(2025)", "dit", models=(".models.skyreels_a1:SkyReelsA1",), fixture="skyreels_a1",
-           engine=".pipelines.skyreels:SkyReelsA1Animator", verifier=".verify.skyreels_a1:verify_skyreels_a1",
+           "(2025)", "dit", models=(".systems.skyreels_a1.model:SkyReelsA1",), fixture="skyreels_a1",
+           engine=".systems.skyreels_a1.pipeline:SkyReelsA1Animator",
+           verifier=".systems.skyreels_a1.verify:verify_skyreels_a1",
            trainer="skyreels_a1",
            stage_configs=("skyreels_a1_stage1.yaml", "skyreels_a1_stage2.yaml", "skyreels_a1_stage3.yaml"),
            weights="official", front_ends=("siglip",),
@@ -172,10 +182,10 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                      "device", "pose_video") + MOTION, proven=_P({"render", "train", "verify"}),
            needs_gpu_for="official-size sampling (CogVideoX-5B)"),
     System("skyreels-a2", "SkyReels-A2", "SkyReels-A2: Compose Anything in Video Diffusion Transformers (2025)", "dit",
-           models=(".models.skyreels_a2:SkyReelsA2",), fixture="skyreels_a2", trainer="skyreels_a2",
+           models=(".systems.skyreels_a2.model:SkyReelsA2",), fixture="skyreels_a2", trainer="skyreels_a2",
            stage_configs=("skyreels_a2.yaml",),
-           verifier=".verify.skyreels_a2:verify_skyreels_a2", weights="official", front_ends=("clip", "umt5"),
-           engine=".pipelines.skyreels:SkyReelsA2Animator",
+           verifier=".systems.skyreels_a2.verify:verify_skyreels_a2", weights="official", front_ends=("clip", "umt5"),
+           engine=".systems.skyreels_a2.pipeline:SkyReelsA2Animator",
            release_files=("SkyReels-A2/transformer/", "SkyReels-A2/vae/", "SkyReels-A2/image_encoder/",
                           "SkyReels-A2/image_processor/", "SkyReels-A2/text_encoder/", "SkyReels-A2/tokenizer/"),
            # not audio-driven: the prompt and the references make the video; --size sets the width
@@ -184,8 +194,9 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
     System("midas", "MIDAS", "MIDAS: Multimodal Interactive Digital-human Synthesis via Real-time Autoregressive "
            "Video Generation (2025)", "autoregressive",
-           models=(".models.midas:MidasTransformer", ".nn.dc_video_autoencoder:DCVideoAutoencoder"), trainer="midas",
-           engine=".train.engine:MidasAnimator", controls=TRAINED, proven=_P({"render", "train"}),
+           models=(".systems.midas.model:MidasTransformer", ".nn.dc_video_autoencoder:DCVideoAutoencoder"),
+           trainer="midas",
+           engine=".systems.midas.engine:MidasAnimator", controls=TRAINED, proven=_P({"render", "train"}),
            stage_configs=("midas_ae1.yaml", "midas_ae2.yaml", "midas_ae3.yaml", "midas_ar.yaml"),
            front_ends=("whisper",), needs_gpu_for="paper-size training and real-time sampling"),
 )}

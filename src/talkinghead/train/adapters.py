@@ -10,17 +10,17 @@ from importlib import import_module
 from ..errors import InputError
 
 ADAPTERS = {
-    "emo": "talkinghead.train.systems:System",
-    "loopy": "talkinghead.train.systems:System",
-    "hallo": "talkinghead.train.systems:System",
-    "hallo2": "talkinghead.train.systems:System",
-    "echomimic": "talkinghead.train.systems:System",
-    "emo2": "talkinghead.train.systems_emo2:EMO2System",
-    "hallo3": "talkinghead.train.systems_dit:Hallo3System",
-    "hallo4": "talkinghead.train.systems_dit:Hallo4System",
-    "skyreels_a1": "talkinghead.train.systems_dit:SkyReelsA1System",
-    "skyreels_a2": "talkinghead.train.systems_dit:SkyReelsA2System",
-    "midas": "talkinghead.train.systems_midas:MidasSystem",
+    "emo": "talkinghead.systems.unet_adapter:System",
+    "loopy": "talkinghead.systems.unet_adapter:System",
+    "hallo": "talkinghead.systems.unet_adapter:System",
+    "hallo2": "talkinghead.systems.unet_adapter:System",
+    "echomimic": "talkinghead.systems.unet_adapter:System",
+    "emo2": "talkinghead.systems.emo2.train:EMO2System",
+    "hallo3": "talkinghead.systems.hallo3.train:Hallo3System",
+    "hallo4": "talkinghead.systems.hallo4.train:Hallo4System",
+    "skyreels_a1": "talkinghead.systems.skyreels_a1.train:SkyReelsA1System",
+    "skyreels_a2": "talkinghead.systems.skyreels_a2.train:SkyReelsA2System",
+    "midas": "talkinghead.systems.midas.train:MidasSystem",
 }
 
 

@@ -10,13 +10,32 @@ adapter's typed `Options` dataclass (unknown keys refused), so every stage file 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 from ..utils import select_trainable
+
+
+@dataclass
+class SystemConfig:
+    """The model and how clips are shown to it."""
+
+    name: str = "emo"  # which adapter trains it: train/adapters.py ADAPTERS
+    size: str = "official"  # official | tiny: the model sizes (tiny: what `--smoke` and the tests train)
+    unet: dict = field(default_factory=dict)  # overrides of the SD 1.5 UNet config (tiny sizes in tests)
+    motion_heads: int = 8  # temporal attention heads
+    crop: str = "mouth"  # "mouth": a square around the lips (learns to talk fast); "face": the whole crop
+    crop_size: int = 32  # px, side of the crop the model sees
+    mouth_margin: float = 2.2  # crop "mouth": side of the square / width of the lip mask (the union over the video)
+    vae: str | None = None  # a local diffusers VAE folder: train in its latent space; None: in pixels
+    min_snr_gamma: float | None = 5.0
+    speed_layers: bool = True  # EMO's speed layers, fed the head speed from the dataset's poses
+    audio_tokens: int = 20  # mel frames per video frame's audio window (set by the trainer from the data)
+    model: dict = field(default_factory=dict)  # overrides of the system's model config fields
+    options: dict = field(default_factory=dict)  # per-system settings, typed by the adapter's Options
 
 
 @dataclass

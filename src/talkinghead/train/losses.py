@@ -20,24 +20,24 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..nn.objectives import (  # re-exported (see __all__): trainers import one module
-    diffusion_dpo_loss,
-    diffusion_loss,
-    diffusion_target,
-    dpo_errors,
-    face_aware_loss,
-    face_mask_from_landmarks,
-    flow_matching_pair,
-    flow_motion_mask,
-    flow_predicted_x0,
-    per_sample_mse,
-    predicted_x0,
-    PredictionType,
-    resize_mask,
-    sample_flow_sigmas,
-    sample_timesteps,
-    snr,
-    spatial_weight,
-)
+                             diffusion_dpo_loss,
+                             diffusion_loss,
+                             diffusion_target,
+                             dpo_errors,
+                             face_aware_loss,
+                             face_mask_from_landmarks,
+                             flow_matching_pair,
+                             flow_motion_mask,
+                             flow_predicted_x0,
+                             per_sample_mse,
+                             predicted_x0,
+                             PredictionType,
+                             resize_mask,
+                             sample_flow_sigmas,
+                             sample_timesteps,
+                             snr,
+                             spatial_weight,
+                             )
 
 SSIM_WINDOW = 11  # px: Gaussian window of Wang et al. 2004 (skimage's gaussian_weights=True)
 SSIM_SIGMA = 1.5  # px
@@ -139,7 +139,7 @@ def timestep_aware_spatial_loss(
 
 
 def reference_video_loss(net, batch: dict, scheduler, generator: torch.Generator) -> torch.Tensor:
-    """EMO/Loopy reference video net (`models.emo.ReferenceVideoNet`): v-prediction MSE of `net.predict` at a
+    """EMO/Loopy reference video net (`systems.emo.model.ReferenceVideoNet`): v-prediction MSE of `net.predict` at a
     random timestep. batch["target"] (b, c, f, h, w) clean latents; noise and t from `generator`."""
     target = batch["target"]
     noise = torch.randn(target.shape, generator=generator)

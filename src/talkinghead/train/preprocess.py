@@ -29,7 +29,7 @@ dataset/
     hallo_masks   uint8 (3, 64, 64) Hallo's soft sep masks made from those unions (lip, face - lip,
                                   255 - face; 64 px, 31/51 px Gaussian blur; face/masks.py), 0..255
     pose          float32 (T, 3)  head yaw, pitch, roll in degrees against the video's median face
-                                  (eval.stability.head_pose), smoothed over POSE_SMOOTH frames; the order of
+                                  (face.pose.head_pose), smoothed over POSE_SMOOTH frames; the order of
                                   nn.speed (head_speed takes it as is)
     speed         float32 (T,)    head rotation speed, degrees per frame (nn.speed.head_speed of `pose`)
     speed_bucket  int64 (T,)      nearest EMO speed bucket (nn.speed.SpeedConfig().centers)
@@ -519,7 +519,7 @@ def head_motion(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     import torch
     from scipy.ndimage import uniform_filter1d
 
-    from ..eval.stability import head_pose
+    from ..face.pose import head_pose
     from ..nn.speed import SpeedConfig, head_speed, speed_bucket_index
 
     pose = head_pose(landmarks)[:, [1, 0, 2]]  # pitch, yaw, roll -> yaw, pitch, roll

@@ -20,7 +20,7 @@ import torch
 from ..config import read_yaml_options
 from ..errors import InputError
 from .adapters import adapter_class
-from .systems import SystemConfig
+from .base import SystemConfig
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 

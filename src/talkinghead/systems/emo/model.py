@@ -1,0 +1,120 @@
+"""EMO (Tian et al. 2024, "Emote Portrait Alive"): ReferenceNet + video UNet whose audio layers cross-attend
+to frame-concatenated windows of wav2vec features, motion frames through the reference net, and speed
+layers (head-speed buckets → an embedding added to each frame's timestep embedding). No official weights
+exist; this is a trainable re-implementation with typed configs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import DDIMScheduler
+
+from ...models.checkpoints import ConfiguredModel
+from ...models.unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
+from ...nn.audio_windows import audio_windows
+from ...nn.face_locator import FaceLocator
+from ...nn.reference_attention import ReferenceBank, attach_reference
+from ...nn.speed import SpeedConfig, SpeedEmbedding
+from ...nn.temporal import TemporalConfig
+from ...sampling import denoise
+from ..hallo.model import SD15_UNET
+
+TRAIN_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear",
+                   "clip_sample": False, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+                   "timestep_spacing": "trailing"}
+
+
+@dataclass
+class EMOConfig:
+    unet: dict = field(default_factory=lambda: dict(SD15_UNET))
+    audio_dim: int = 768  # wav2vec feature width
+    audio_radius: int = 2  # frames of audio context on each side (windows of 2m+1 frames)
+    motion: TemporalConfig = field(default_factory=TemporalConfig)
+    speed: SpeedConfig | None = field(default_factory=SpeedConfig)
+    # EMO's face locator: stage widths of a conv encoder of the face-region mask, added to the noisy latents
+    # after conv_in (k stages downsample by 2^(k-1): (16,) for pixel space, 4 stages for SD-VAE latents);
+    # None leaves it out. It is used when a batch carries `face_region` (b, 1, f, H, W).
+    face_locator: tuple[int, ...] | None = (16, 32, 64, 128)
+
+    def denoising(self) -> VideoUNetConfig:
+        return VideoUNetConfig(unet=self.unet, motion_module=self.motion, audio_attention_dim=self.audio_dim,
+                               stack_enable_blocks_name=(), stack_enable_blocks_depth=())  # plain audio attention
+
+
+class ReferenceVideoNet(ConfiguredModel):
+    """Shared by EMO and Loopy: reference net + video UNet and a DDIM sampler (training: `train.losses`).
+
+    Batches: `ref` (b, 1+m, 4, h, w) latents of the portrait then m motion frames; `audio` (b, f, t, d)
+    audio tokens per frame; `target` (b, 4, f, h, w) clean latents of the clip.
+    """
+
+    def __init__(self, config=None, **fields):
+        """`config`: a typed config with `unet` (the SD UNet config) and `denoising()` (the video UNet's)."""
+        super().__init__(config, **fields)
+        config = self.config
+        self.reference_unet = reference_unet(config.unet)
+        self.denoising_unet = VideoUNet3D(config.denoising())
+        self.bank = ReferenceBank(dtype=None)
+        attach_reference(self.reference_unet, self.denoising_unet, self.bank)
+        self.register_buffer("null_tokens", torch.zeros(1, 1, config.unet["cross_attention_dim"]), persistent=False)
+
+    def frame_embedding(self, batch: dict, temb_shape: tuple[int, int]) -> torch.Tensor | None:
+        return None  # per-frame additions to the timestep embedding (speed, motion latents)
+
+    def audio_tokens(self, audio: torch.Tensor) -> torch.Tensor:
+        return audio
+
+    def location(self, batch: dict) -> torch.Tensor | None:
+        return None  # guidance features added after conv_in (EMO2's pose guider; EMO and Loopy have none)
+
+    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
+        b, _, f = noisy.shape[:3]
+        tokens = self.null_tokens.expand(b, -1, -1)
+        ref = batch["ref"].flatten(0, 1)  # ((b images), 4, h, w)
+        self.bank.clear()
+        self.bank.groups, self.bank.uncond_groups, self.bank.recording = b, 0, True
+        try:
+            images = batch["ref"].shape[1]
+            self.reference_unet(ref, torch.zeros(ref.shape[0], device=ref.device, dtype=torch.long),
+                                encoder_hidden_states=tokens.repeat_interleave(images, 0), return_dict=False)
+        finally:
+            self.bank.recording = False
+        temb_dim = self.denoising_unet.time_embedding.linear_2.out_features
+        extra = self.frame_embedding(batch, (b * f, temb_dim))
+        return self.denoising_unet(noisy, t, tokens, self.audio_tokens(batch["audio"]), location=self.location(batch),
+                                   reference=self.bank, added_embedding=extra)
+
+    @torch.no_grad()
+    def sample(self, batch: dict, frames: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+        scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
+        scheduler.set_timesteps(steps)
+        b, _, c, h, w = batch["ref"].shape
+        latents = torch.randn((b, c, frames, h, w), generator=generator)
+        return denoise(lambda x, t: self.predict(x, t, batch), scheduler, latents)
+
+
+class EMONet(ReferenceVideoNet):
+    config_class = EMOConfig
+
+    def __init__(self, config: EMOConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        config = self.config
+        self.speed = SpeedEmbedding(config.speed) if config.speed is not None else None
+        self.face_locator = None
+        if config.face_locator:
+            self.face_locator = FaceLocator(self.denoising_unet.unet_config.block_out_channels[0], 1,
+                                            tuple(config.face_locator))
+
+    def audio_tokens(self, audio: torch.Tensor) -> torch.Tensor:  # (b, f, t, d) -> (b, f, (2m+1) t, d)
+        return audio_windows(audio, self.config.audio_radius)
+
+    def location(self, batch: dict) -> torch.Tensor | None:
+        """Face-locator features of the face-region mask, when the net has a locator and the batch the mask."""
+        if self.face_locator is None or batch.get("face_region") is None:
+            return None
+        return self.face_locator(batch["face_region"])  # (b, c0, f, h, w)
+
+    def frame_embedding(self, batch: dict, temb_shape: tuple[int, int]) -> torch.Tensor | None:
+        if self.speed is None or "speed" not in batch:
+            return None
+        return self.speed(batch["speed"])  # (b, f, d_time)

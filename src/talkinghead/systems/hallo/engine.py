@@ -1,0 +1,211 @@
+"""`--engine hallo`: the official Hallo release folder (Hallo2's engine, systems/hallo2/engine.py, extends it) → a
+talking video of any length.
+
+Clips of 16 frames are generated one after another; each starts from the last 2 frames of the previous
+clip (motion frames) and is decoded and handed to the writer before the next begins, so memory stays
+flat with audio length. Same inputs, outputs and bad-input handling as the warp engine.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ...config import AnimateConfig
+from ...errors import InputError
+from ...models.checkpoints import load_vae_folder, require_files
+from ...types import Portrait, Speech
+from ...utils import resolve_device
+from . import model as hallo_model
+from .model import HalloConfig
+from .pipeline import DEFAULT_SCHEDULER, HalloPipeline, SamplingConfig
+
+SIZE_MULTIPLE = 64  # latents are 1/8 of the image and the mask pyramid halves 3 more times
+RELEASE_URL = "https://huggingface.co/fudan-generative-ai/{variant}"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+EMBEDDING_HINT = ("give the face-embedding file: a 512-value identity embedding (.npy/.npz/.txt/.safetensors) "
+                  "or an ArcFace-style .onnx model that computes it (e.g. InsightFace's glintr100.onnx, which "
+                  "official Hallo uses; its licence is non-commercial). See README, 'Face embedding'.")
+
+
+def release_root(folder: Path) -> Path:
+    """The `pretrained_models/` folder of a release checkout (or the folder itself)."""
+    return folder / "pretrained_models" if (folder / "pretrained_models").is_dir() else folder
+
+
+VAE_FOLDER, WAV2VEC_FOLDER = "sd-vae-ft-mse", "wav2vec/wav2vec2-base-960h"  # in pretrained_models/
+
+
+def release_files(variant: str) -> dict[str, list[str]]:
+    """label -> accepted paths (relative to pretrained_models/) of every file loading `variant` reads: the
+    net, and the VAE's and wav2vec's own file lists under their release folders."""
+    from ...audio.wav2vec import FILES as WAV2VEC_FILES
+    from ...models.checkpoints import VAE_FILES
+
+    files = {f"{variant} net": [f"{variant}/net.pth", f"{variant}/net.safetensors"]}
+    for folder, parts in ((VAE_FOLDER, VAE_FILES), (WAV2VEC_FOLDER, WAV2VEC_FILES)):
+        files.update({label: [f"{folder}/{name}" for name in names] for label, names in parts.items()})
+    return files
+
+
+def load_release(folder: str | Path, variant: str = "hallo", device: str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+    """Load the parts of an official Hallo/Hallo2 release folder, strictly, without any download.
+
+    Layout (as distributed): `{variant}/net.pth`, `sd-vae-ft-mse/`, `wav2vec/wav2vec2-base-960h/`,
+    optionally `stable-diffusion-v1-5/unet/config.json`. A `{variant}/config.json` written by
+    `HalloConfig.to_dict()` overrides the built-in official sizes (used for small test releases).
+    Returns (HalloPipeline, wav2vec model, feature extractor).
+    """
+    from ...audio.wav2vec import load_wav2vec
+
+    root = release_root(Path(folder))
+    files = require_files(root, release_files(variant), f"{variant} ({RELEASE_URL.format(variant=variant)})")
+    config = HalloConfig()
+    unet_config = root / "stable-diffusion-v1-5" / "unet" / "config.json"
+    if unet_config.is_file():
+        config.unet = json.loads(unet_config.read_text())
+    own = root / variant / "config.json"
+    if own.is_file():
+        config = HalloConfig.from_dict(json.loads(own.read_text()))
+    key = (str(root.resolve()), variant, device, str(dtype),
+           tuple((name, str(f), f.stat().st_mtime_ns, f.stat().st_size) for name, f in sorted(files.items())))
+    with _CACHE_LOCK:
+        parts = _CACHE.get(key)
+        if parts is None:
+            _CACHE.clear()  # one release in memory at a time
+            net = hallo_model.load_release(files[f"{variant} net"], config)
+            vae = load_vae_folder(files["VAE config"].parent)
+            audio_model, extractor = load_wav2vec(files["wav2vec config"].parent, device=device)
+            if (device, dtype) != ("cpu", torch.float32):
+                net.to(device=device, dtype=dtype)
+                vae.to(device=device, dtype=dtype)
+            pipe = HalloPipeline(net, vae)  # its reference bank is attached to this net's attention layers
+            pipe.net_lock = threading.Lock()
+            parts = _CACHE[key] = (pipe, audio_model, extractor)
+    return parts
+
+
+# Loaded releases, so a server or UI that renders many videos loads the weights once (models are never
+# reloaded per request). The key holds every file's size and mtime: a replaced checkpoint is loaded again.
+# The pipeline keeps per-call state (the reference bank its net's attention layers write and read, the
+# scheduler's timesteps), so callers that share it take `pipe.net_lock` while they run it and bring their
+# own scheduler; two jobs then alternate clip by clip.
+_CACHE: dict[tuple, tuple] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _scheduler(name: str):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    if name == "dpm":
+        cfg = {k: v for k, v in DEFAULT_SCHEDULER.items() if k not in ("clip_sample", "set_alpha_to_one")}
+        return DPMSolverMultistepScheduler(**cfg, algorithm_type="dpmsolver++", final_sigmas_type="zero")
+    return DDIMScheduler(**DEFAULT_SCHEDULER)
+
+
+class HalloAnimator:
+    """Engine interface shared with the warp `Animator`: `fps`, `frame_size`, `n_frames`, `frames`."""
+
+    variant = "hallo"
+
+    def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
+        from ...face.embedding import make_embedder
+        from ...face.landmarks import prepare
+        from ...face.masks import hallo_masks
+
+        self.config = config = (config or AnimateConfig()).validate()
+        d, r = config.diffusion, config.render
+        if not d.checkpoint_dir:
+            raise InputError(f"is needed by engine {self.variant} (its release folder)",
+                             f"download the official release ({RELEASE_URL.format(variant=self.variant)}) "
+                             "and pass its pretrained_models folder", field="checkpoint_dir")
+        if not d.face_embedding:
+            raise InputError(f"is needed by engine {self.variant} (the face's identity)", EMBEDDING_HINT,
+                             field="face_embedding")
+        if r.crop != "face":
+            raise InputError(f"must be face for engine {self.variant} (it renders square face crops), got {r.crop!r}",
+                             "use crop face", field="crop")
+        if r.size % SIZE_MULTIPLE:
+            raise InputError(f"must be a multiple of {SIZE_MULTIPLE} for engine {self.variant}, got {r.size}",
+                             "e.g. 512 (the official size)", field="size")
+        device = resolve_device(d.device)
+        dtype = DTYPES[d.dtype]
+        if dtype != torch.float32 and device == "cpu":
+            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
+        embedder = make_embedder(d.face_embedding)
+        self.sampling = SamplingConfig(steps=d.steps or SamplingConfig.steps,
+                                       guidance_scale=d.guidance_scale if d.guidance_scale is not None
+                                       else SamplingConfig.guidance_scale, seed=config.motion.seed,
+                                       branch_weights=tuple(SamplingConfig.branch_weights[i] if w is None else float(w)
+                                                            for i, w in enumerate((d.pose_weight, d.face_weight,
+                                                                                   d.lip_weight))))
+        self.portrait, self.face = prepare(portrait, r.size, "face", r.face_index, warn=warn)
+        self.embedding = torch.from_numpy(np.asarray(embedder.embed(self.portrait, self.face), np.float32))[None]
+        self.masks = hallo_masks(self.face, r.size, self.sampling.clip_length)
+        self.pipe, self.audio_model, self.extractor = load_release(d.checkpoint_dir, self.variant, device, dtype)
+        self.scheduler = _scheduler(d.scheduler)  # set on the shared pipeline while this animator holds it
+
+    @property
+    def fps(self) -> float:
+        return self.config.render.fps
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.config.render.size, self.config.render.size
+
+    def n_frames(self, speech: Speech) -> int:
+        from ...audio.wav2vec import video_frame_count
+
+        return video_frame_count(len(speech.samples), speech.sample_rate, int(round(self.fps)))
+
+    def _audio_windows(self, speech: Speech, lock) -> tuple[torch.Tensor, int]:
+        """(per-frame wav2vec windows (frames, 5, layers, dim) padded to whole clips, real video frames)."""
+        from ...audio.wav2vec import audio_windows, hallo_audio_embeddings
+
+        with lock:  # wav2vec's hidden states are recorded by hooks on the shared model
+            emb, n_real = hallo_audio_embeddings(self.audio_model, self.extractor, speech.samples,
+                                                 fps=int(round(self.fps)), clip_length=self.sampling.clip_length)
+        return audio_windows(emb), n_real
+
+    def _motion_frames(self, motion: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The previous clip's last frames (m, 3, H, W) as this clip sees them (Hallo: unchanged)."""
+        return motion
+
+    def frames(self, speech: Speech) -> Iterator[np.ndarray]:
+        """(size, size, 3) uint8 frames, clip by clip."""
+        s = self.sampling
+        pipe = self.pipe
+        lock = getattr(pipe, "net_lock", None) or nullcontext()
+        windows, n_real = self._audio_windows(speech, lock)  # (frames, 5, layers, dim), whole clips
+        reference = torch.from_numpy(self.portrait.image).permute(2, 0, 1).float()[None] / 127.5 - 1.0
+        masks = {"full": self.masks.full, "face": self.masks.face, "lip": self.masks.lip}
+        guidance = s.guidance_scale > 1.0
+        generator = torch.Generator().manual_seed(s.seed)
+        motion = reference.repeat(s.n_motion_frames, 1, 1, 1)  # the first clip starts from the portrait
+        with lock:
+            ref_latent = pipe.encode_images(reference)  # once per video
+        h = w = self.config.render.size // 8
+        emitted = 0
+        for start in range(0, windows.shape[0], s.clip_length):
+            clip = windows[start:start + s.clip_length][None]
+            seen = self._motion_frames(motion, generator)  # drawn before the clip's noise (Hallo2)
+            noise = torch.randn((1, 4, clip.shape[1], h, w), generator=generator)
+            with lock:  # the pipeline (net, reference bank) is shared by every caller of this release (_CACHE)
+                pipe.scheduler = self.scheduler
+                cond = pipe.condition(self.embedding, clip, self.masks.face_region, masks, guidance,
+                                      s.branch_weights)
+                ref_latents = torch.cat([ref_latent, pipe.encode_images(seen)])
+                latents = pipe.sample_clip(ref_latents, cond, noise, s.steps, s.guidance_scale)
+                video = pipe.decode_latents(latents)[0]  # (3, f, H, W) in [0, 1]
+            motion = video[:, -s.n_motion_frames:].permute(1, 0, 2, 3) * 2.0 - 1.0
+            for frame in video.permute(1, 2, 3, 0):
+                if emitted >= n_real:
+                    return
+                yield (frame.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+                emitted += 1

@@ -1,0 +1,130 @@
+"""`--engine hallo2`: Hallo2's long-duration release. Hallo's engine (systems/hallo/engine.py) with Hallo2's
+long-video plan: speech encoded in 60 s segments, a share of each motion frame's background dropped before every
+clip, only whole clips generated; and, with --super-resolution, its VQ video super-resolution on the frames.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ...config import AnimateConfig
+from ...errors import InputError
+from ...types import Portrait, Speech
+from ...utils import resolve_device
+from ..hallo.engine import HalloAnimator
+from .super_resolution import SR_FIDELITY, load_super_resolution_release, restore_video
+
+
+AUDIO_SEGMENT_SECONDS = 60  # Hallo2 cuts the speech into 60 s pieces, each through wav2vec on its own
+
+
+def hallo2_audio_plan(n_samples: int, sample_rate: int, fps: int, clip_length: int,
+                      whole_clips: bool = False) -> tuple[list[int], int]:
+    """(video frames of each 60 s segment, zero frames appended to the last one).
+
+    Default, Hallo2's rule: only the last segment is padded, only when its own frame count is not a multiple of
+    the clip length, and then by (clip_length - total % clip_length) frames of the total count (a whole clip when
+    the total is a multiple). With more than one segment this either leaves a partial last clip unpadded (it is
+    then not generated: the video ends before the speech) or pads a total that is already whole clips (a silent
+    extra clip). `whole_clips=True` pads the total to the next whole clip, whatever the last segment holds, so
+    the clips cover every audio frame and no clip is all padding."""
+    from ...audio.wav2vec import video_frame_count
+
+    step = AUDIO_SEGMENT_SECONDS * sample_rate
+    lengths = [video_frame_count(min(step, n_samples - i), sample_rate, fps) for i in range(0, n_samples, step)]
+    total = sum(lengths)
+    if whole_clips:
+        return lengths, -total % clip_length
+    pad = clip_length - total % clip_length if lengths and lengths[-1] % clip_length else 0
+    return lengths, pad
+
+
+def hallo2_audio_embeddings(model, extractor, waveform: np.ndarray, fps: int, clip_length: int,
+                            whole_clips: bool = False) -> tuple[torch.Tensor, int]:
+    """Hallo2's audio embedding: each 60 s segment normalised and encoded on its own, the last one padded as
+    `hallo2_audio_plan` says, concatenated. Returns ((t, layers, dim), real video frames)."""
+    from ...audio.wav2vec import (encoder_hidden_states, normalize_waveform, pad_to_frames, resample_features,
+                                  video_frame_count)
+
+    sample_rate = extractor.sampling_rate
+    lengths, pad = hallo2_audio_plan(len(waveform), sample_rate, fps, clip_length, whole_clips)
+    step = AUDIO_SEGMENT_SECONDS * sample_rate
+    param = next(model.parameters())
+    embeddings = []
+    with torch.no_grad():
+        for i, start in enumerate(range(0, len(waveform), step)):
+            normalized = normalize_waveform(extractor, waveform[start:start + step])
+            n = video_frame_count(len(normalized), sample_rate, fps)
+            target = n + (pad if i == len(lengths) - 1 else 0)
+            signal = pad_to_frames(normalized, n, target, sample_rate // fps).to(param.device, param.dtype)[None]
+            features = resample_features(model.feature_extractor(signal).transpose(1, 2), target)
+            projected, _ = model.feature_projection(features)
+            embeddings.append(encoder_hidden_states(model.encoder, projected)[1:].transpose(0, 1).cpu())
+    return torch.cat(embeddings), sum(lengths)
+
+
+class Hallo2Animator(HalloAnimator):
+    """Hallo2's long-duration release (`hallo2/net.pth`, Hallo's network): its long-video loop (a quarter of
+    each motion frame's background dropped before every clip, drawn from the noise's random stream; speech
+    encoded in 60 s segments; only whole clips generated, padded by its rule, or with `whole_clips` to cover
+    the whole speech) and, with --super-resolution, its video
+    super-resolution stage (`hallo2/net_g.pth`) on the rendered frames."""
+
+    variant = "hallo2"
+
+    def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
+        super().__init__(portrait, config, warn)
+        d = self.config.diffusion
+        self.sr = None
+        if not d.super_resolution and (d.sr_fidelity is not None or d.sr_keep_last_frame):
+            raise InputError("sets the super-resolution stage, which is off",
+                             "turn super-resolution on, or leave sr-fidelity and sr-keep-last-frame out",
+                             field="sr_fidelity" if d.sr_fidelity is not None else "sr_keep_last_frame")
+        if d.super_resolution:
+            self.sr = load_super_resolution_release(d.checkpoint_dir, resolve_device(d.device))
+        self.sr_fidelity = SR_FIDELITY if d.sr_fidelity is None else float(d.sr_fidelity)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        if self.sr is None:
+            return super().frame_size
+        return self.sr.config.img_size, self.sr.config.img_size  # the official network: 512
+
+    def _generated_frames(self, speech: Speech) -> int:
+        lengths, pad = hallo2_audio_plan(len(speech.samples), speech.sample_rate, int(round(self.fps)),
+                                         self.sampling.clip_length, self.config.diffusion.whole_clips)
+        whole = (sum(lengths) + pad) // self.sampling.clip_length * self.sampling.clip_length
+        return min(sum(lengths), whole)  # a partial last clip is never generated (official `len // clip`)
+
+    def n_frames(self, speech: Speech) -> int:
+        n = self._generated_frames(speech)
+        drop = self.sr is not None and not self.config.diffusion.sr_keep_last_frame
+        return max(n - 1, 0) if drop else n
+
+    def _audio_windows(self, speech: Speech, lock) -> tuple[torch.Tensor, int]:
+        from ...audio.wav2vec import audio_windows
+
+        with lock:
+            emb, n_real = hallo2_audio_embeddings(self.audio_model, self.extractor, speech.samples,
+                                                  int(round(self.fps)), self.sampling.clip_length,
+                                                  self.config.diffusion.whole_clips)
+        windows = audio_windows(emb)
+        whole = windows.shape[0] // self.sampling.clip_length * self.sampling.clip_length
+        return windows[:whole], min(n_real, whole)
+
+    def _motion_frames(self, motion: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        from ..hallo.pipeline import mask_motion_frames
+
+        return mask_motion_frames(motion, self.masks.face_region, generator)[0]
+
+    def frames(self, speech: Speech) -> Iterator[np.ndarray]:
+        frames = super().frames(speech)
+        if self.sr is None:
+            yield from frames
+            return
+        # video_sr.py drops the last frame before restoring (unless --sr-keep-last-frame), so the last chunk
+        # holds one frame less
+        yield from restore_video(self.sr, itertools.islice(frames, self.n_frames(speech)), self.sr_fidelity)

@@ -1,0 +1,377 @@
+"""Sampling of the released Hallo4 (Wan2.1-VACE): one clip as the official `generate` runs it.
+
+- UniPC (bh2, order 2, x0-prediction from the flow velocity, lower order at the end) on the official shifted
+  sigmas: σ = linspace(0.999, 0, N + 1)[:-1] in float64, σ′ = sσ / (1 + (s − 1)σ), 0 appended (float32); the
+  model gets the truncated integer σ′·1000 (diffusers' own flow sigmas start at 1.0 instead, so they are set here);
+- latent frame 0 is overwritten with the reference latent before *every* model call (and is what the scheduler
+  receives), and dropped before decoding;
+- classifier-free guidance as two model calls: the prompt with the audio, and the negative prompt with the audio
+  windows zeroed *before* the projection; skeleton, VACE context and reference are the same in both.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import UniPCMultistepScheduler
+
+from ...sampling import classifier_free_guidance, denoise
+from ...types import Portrait, Speech
+from .model import Hallo4WanModel
+
+
+def _pad(context: torch.Tensor, length: int) -> torch.Tensor:  # (L, d) -> (length, d), zeros after
+    out = context.new_zeros(length, context.shape[-1])
+    out[: min(length, context.shape[0])] = context[:length]
+    return out
+
+
+def official_scheduler(steps: int, shift: float, num_train_timesteps: int = 1000) -> UniPCMultistepScheduler:
+    """diffusers' UniPC with the official FlowUniPC settings and sigmas/timesteps for `steps` at `shift`."""
+    s = UniPCMultistepScheduler(num_train_timesteps=num_train_timesteps, prediction_type="flow_prediction",
+                                use_flow_sigmas=True, flow_shift=1.0, solver_order=2, predict_x0=True,
+                                solver_type="bh2", lower_order_final=True, final_sigmas_type="zero")
+    s.set_timesteps(steps)
+    sigma = np.linspace(1 - 1 / num_train_timesteps, 0, steps + 1)[:-1]
+    sigma = shift * sigma / (1 + (shift - 1) * sigma)
+    s.sigmas = torch.from_numpy(np.append(sigma, 0.0)).to(torch.float32)
+    s.timesteps = torch.from_numpy((sigma * num_train_timesteps).astype(np.int64))
+    return s
+
+
+@torch.no_grad()
+def sample_clip(model: Hallo4WanModel, noise: torch.Tensor, ref_latent: torch.Tensor, context: torch.Tensor,
+                negative_context: torch.Tensor, vace_context: torch.Tensor, skeleton_latents: torch.Tensor,
+                audio_windows: torch.Tensor, steps: int, shift: float = 8.0, guide_scale: float = 6.0,
+                context_scale: float = 1.0, trace: dict | None = None, prefix: str = "",
+                batched_cfg: bool = False) -> torch.Tensor:
+    """Denoise one clip. `noise` (16, 1 + F', h, w) (frame 0 is replaced by `ref_latent` (16, 1, h, w));
+    contexts (L, 4096); `vace_context` (96, 1 + F', h, w); `skeleton_latents` (1, 16, F, h, w);
+    `audio_windows` (1, F, 5, layers, channels). Returns the final latents (16, 1 + F', h, w), frame 0 included.
+    `batched_cfg`: both guidance rows in one model call (the contexts zero-padded to `text_len` first, as the model
+    pads each anyway); the official code makes two calls, and the rows then differ from it by float reordering."""
+    scheduler = official_scheduler(steps, shift)
+    latents = noise.to(ref_latent.device, torch.float32).clone()
+    if trace is not None:
+        trace[f"{prefix}timesteps"], trace[f"{prefix}sigmas"] = scheduler.timesteps, scheduler.sigmas
+    corrected = {}
+    original = scheduler.multistep_uni_c_bh_update
+
+    def keep_corrected(*args, **kwargs):
+        out = original(*args, **kwargs)
+        corrected["x"] = out
+        return out
+
+    scheduler.multistep_uni_c_bh_update = keep_corrected
+    silent = torch.zeros_like(audio_windows)
+    position = {int(t): i for i, t in enumerate(scheduler.timesteps)}
+
+    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The guided flow for x (1, c, f, h, w), the reference latent re-imposed first (in place, as officially)."""
+        i = position[int(t)]
+        x[0, :, :1] = ref_latent
+        tt = torch.tensor([int(t)])
+        if batched_cfg:
+            both = torch.stack([_pad(context, model.text_len), _pad(negative_context, model.text_len)])
+            cond, uncond = model(x.expand(2, -1, -1, -1, -1), tt.expand(2), both,
+                                 vace_context[None].expand(2, -1, -1, -1, -1), skeleton_latents.expand(2, -1, -1, -1, -1),
+                                 torch.cat([audio_windows, silent]), context_scale)
+        else:
+            cond = model(x, tt, context[None], vace_context[None], skeleton_latents, audio_windows, context_scale)[0]
+            uncond = model(x, tt, negative_context[None], vace_context[None], skeleton_latents, silent,
+                           context_scale)[0]
+        cond, uncond = cond.float(), uncond.float()
+        guided = classifier_free_guidance(uncond, cond, guide_scale)
+        corrected.clear()
+        if trace is not None:
+            sigma = scheduler.sigmas[i]
+            trace.update({f"{prefix}step.{i}.latent_model_input": x[0].clone(),
+                          f"{prefix}step.{i}.noise_pred_cond": cond, f"{prefix}step.{i}.noise_pred_uncond": uncond,
+                          f"{prefix}step.{i}.guided": guided, f"{prefix}step.{i}.x0_pred": x[0] - sigma * guided})
+        return guided[None]
+
+    def after(i: int, t: torch.Tensor, stepped: tuple) -> torch.Tensor:
+        if trace is not None:
+            trace[f"{prefix}step.{i}.latents_after"] = stepped[0][0].clone()
+            if "x" in corrected:
+                trace[f"{prefix}step.{i}.corrected_sample"] = corrected["x"][0]
+        return stepped[0]
+
+    return denoise(predict, scheduler, latents[None], after_step=after)[0]
+
+
+# ------------------------------------------------------------------ source preparation and the VAE, as the official code
+
+
+def resize_for_rectangle_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(c, f, H, W) in [-1, 1] -> (c, f, height, width): bilinear (antialiased) resize to `height` with the width
+    int(W·height/H), then centre padding with −1 or a centre crop (offset //2) to `width`."""
+    c, f, h, w = x.shape
+    new_w = int(w * height / h)
+    y = torch.nn.functional.interpolate(x.permute(1, 0, 2, 3), size=(height, new_w), mode="bilinear",
+                                        align_corners=False, antialias=True).permute(1, 0, 2, 3)
+    if new_w < width:
+        left = (width - new_w) // 2
+        return torch.nn.functional.pad(y, (left, width - new_w - left), value=-1.0)
+    left = (new_w - width) // 2
+    return y[..., left:left + width]
+
+
+def center_crop_width(video: torch.Tensor, ref_hw: tuple[int, int], height: int) -> torch.Tensor:
+    """Crop (c, f, H, W) back to the reference's aspect when the reference was narrower than the target."""
+    width = video.shape[-1]
+    ref_h, ref_w = ref_hw
+    if width / height <= ref_w / ref_h:
+        return video
+    keep = int(ref_w * height / ref_h)
+    left = (width - keep) // 2
+    return video[..., left:left + keep]
+
+
+class WanLatents:
+    """Wan2.1 VAE encode/decode as the official wrapper: encode gives the posterior mean normalised with the fixed
+    16-channel mean/std; decode un-normalises and clamps to [−1, 1]."""
+
+    def __init__(self, vae):
+        self.vae = vae
+        c = vae.config
+        self.mean = torch.tensor(c.latents_mean).view(1, -1, 1, 1, 1)
+        self.std = torch.tensor(c.latents_std).view(1, -1, 1, 1, 1)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:  # (3, f, H, W) -> (16, f', h, w)
+        p = next(self.vae.parameters())
+        mu = self.vae.encode(video[None].to(p)).latent_dist.mean.float()
+        return ((mu - self.mean.to(mu.device)) / self.std.to(mu.device))[0]
+
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:  # every frame on its own -> (1, 16, f, h, w)
+        return torch.stack([self.encode(video[:, i:i + 1])[:, 0] for i in range(video.shape[1])], dim=1)[None]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:  # (16, f', h, w) -> (3, f, H, W)
+        p = next(self.vae.parameters())
+        z = latents[None].float() * self.std.to(latents.device) + self.mean.to(latents.device)
+        return self.vae.decode(z.to(p)).sample.float().clamp(-1, 1)[0]
+
+
+def vace_context(latents: WanLatents, frames: torch.Tensor, mask: torch.Tensor, ref_latent: torch.Tensor,
+                 trace: dict | None = None, prefix: str = "") -> torch.Tensor:
+    """The VACE context z (96, 1 + F', h, w) = [enc(frames·(1−m)) | enc(frames·m) | mask as 8×8 sub-pixel
+    channels resampled nearest-exact to F' frames], with the reference latent (resp. zeros) as frame 0."""
+    inactive, reactive = latents.encode(frames * (1 - mask)), latents.encode(frames * mask)
+    if trace is not None:
+        trace[f"{prefix}vace_inactive_latents"], trace[f"{prefix}vace_reactive_latents"] = inactive, reactive
+    inactive = torch.cat([ref_latent, inactive], dim=1)
+    reactive = torch.cat([torch.zeros_like(ref_latent), reactive], dim=1)
+    f, H, W = mask.shape[1:]
+    m = mask[0].view(f, H // 8, 8, W // 8, 8).permute(2, 4, 0, 1, 3).reshape(64, f, H // 8, W // 8)
+    m = torch.nn.functional.interpolate(m[None], size=((f + 3) // 4, H // 8, W // 8), mode="nearest-exact")[0]
+    m = torch.cat([torch.zeros_like(m[:, :1]), m], dim=1).to(inactive.device)
+    return torch.cat([inactive, reactive, m], dim=0)
+
+
+# ------------------------------------------------------------------ `--engine hallo4`: the official release
+
+RELEASE_URL = "https://huggingface.co/fudan-generative-ai/hallo4"
+# Wan2.1's default negative prompt (the official `n_prompt ""` is replaced by it)
+NEGATIVE_PROMPT = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+OFFICIAL = {"size_hw": [480, 832], "frame_num": 81, "sample_steps": 25, "sample_shift": 8.0, "guide_scale": 6.0,
+            "context_scale": 1.0, "prompt": "a person is talking", "fps": 25}
+INFERENCE_FILE = "hallo4/inference.json"  # optional: other sizes/settings (small test releases)
+WAV2VEC_DIRS = ("wav2vec/wav2vec2-base-960h", "wav2vec2-base-960h")
+PATCH_MASK_RATE = 0.1  # share of the motion frame's 2x2 patches set to -1
+
+
+def random_mask_patches(frame: torch.Tensor, generator: torch.Generator, rate: float = PATCH_MASK_RATE,
+                        patch: int = 2) -> torch.Tensor:
+    """(3, 1, H, W): `rate` of its patch x patch squares set to -1, chosen by a random permutation (drawn on the
+    generator's device)."""
+    _, _, h, w = frame.shape
+    rows, cols = h // patch, w // patch
+    chosen = torch.randperm(rows * cols, generator=generator, device=generator.device)[: int(rows * cols * rate)]
+    blank = torch.zeros(rows * cols, dtype=torch.bool, device=frame.device)
+    blank[chosen.to(frame.device)] = True
+    blank = blank.view(rows, cols).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+    full = torch.zeros(h, w, dtype=torch.bool, device=frame.device)
+    full[: rows * patch, : cols * patch] = blank
+    return frame.masked_fill(full, -1.0)
+
+
+class Hallo4Release:
+    """The loaded parts of an official Hallo4 `pretrained_models/` folder."""
+
+    def __init__(self, folder, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        import json
+        import threading
+
+        from transformers import AutoTokenizer
+
+        from ...audio.wav2vec import load_wav2vec
+        from ...models.checkpoints import require_files
+        from .model import (CHECKPOINT, CONFIG, T5_FILE, T5_TOKENIZER, VAE_FILE, load_release as load_dit,
+                            load_wan_t5, load_wan_vae)
+
+        root = Path(folder)
+        root = root / "pretrained_models" if (root / "pretrained_models").is_dir() else root
+        files = require_files(root, {"Hallo4 DiT": [CHECKPOINT], "DiT config": [CONFIG], "Wan2.1 VAE": [VAE_FILE],
+                                     "umt5-xxl encoder": [T5_FILE],
+                                     "umt5-xxl tokenizer": [f"{T5_TOKENIZER}/tokenizer_config.json"],
+                                     "wav2vec2": [f"{d}/config.json" for d in WAV2VEC_DIRS]}, "Hallo4")
+        own = root / INFERENCE_FILE
+        settings = json.loads(own.read_text()) if own.is_file() else {}
+        self.settings = {**OFFICIAL, **{k: v for k, v in settings.items() if k in OFFICIAL}}
+        self.dit = load_dit(root, audio=settings.get("audio_proj"))
+        self.latents = WanLatents(load_wan_vae(files["Wan2.1 VAE"], settings.get("vae_dim", 96)))
+        self.text_encoder = load_wan_t5(files["umt5-xxl encoder"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(files["umt5-xxl tokenizer"].parent), local_files_only=True)
+        self.audio_model, self.extractor = load_wav2vec(files["wav2vec2"].parent, device=device)
+        if (device, dtype) != ("cpu", torch.float32):
+            for part in (self.dit, self.latents.vae, self.text_encoder):
+                part.to(device=device, dtype=dtype)
+        self.lock = threading.Lock()
+
+    @torch.no_grad()
+    def encode_text(self, text: str) -> torch.Tensor:
+        """(L, 4096) T5 states of `text`, whitespace-collapsed, trimmed to its true token count."""
+        import re
+
+        text = re.sub(r"\s+", " ", text).strip()
+        t = self.tokenizer([text], return_tensors="pt", padding="max_length", truncation=True,
+                           max_length=self.dit.text_len, add_special_tokens=True)
+        p = next(self.text_encoder.parameters())
+        out = self.text_encoder(input_ids=t.input_ids.to(p.device), attention_mask=t.attention_mask.to(p.device))
+        return out.last_hidden_state[0, : int(t.attention_mask.sum())].float()
+
+    def audio_windows(self, speech: Speech, fps: int) -> tuple[torch.Tensor, int]:
+        """(n, 5, layers, channels) wav2vec2 windows per video frame, as the official front end makes them, and n."""
+        from ...audio.wav2vec import audio_windows, trace_hallo_audio
+
+        with self.lock:
+            w = trace_hallo_audio(self.audio_model, self.extractor, speech.samples, fps=fps, clip_length=-1)
+        return audio_windows(w.audio_emb), w.audio_length
+
+
+_RELEASES: dict[tuple, Hallo4Release] = {}
+
+
+def load_release(folder, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Hallo4Release:
+    """One loaded release per process (a server renders many videos), reloaded when its folder changes."""
+    key = (str(Path(folder).resolve()), device, str(dtype))
+    if key not in _RELEASES:
+        _RELEASES.clear()
+        _RELEASES[key] = Hallo4Release(folder, device, dtype)
+    return _RELEASES[key]
+
+
+class Hallo4Animator:
+    """`--engine hallo4`: the official release driven by speech and a skeleton video (`--pose-video`, a DWPose-style
+    rendering, as the official `--src_video`), clip by clip as the official script: clips of `frame_num` frames
+    overlapping by one, the portrait as latent frame 0 and as the VACE reference, each later clip starting from
+    the previous clip's last frame with 10 % of its 2x2 patches blanked, the same starting noise in every clip,
+    UniPC with guidance 6 on the shifted sigmas, output cropped back to the portrait's aspect and truncated to
+    uint8 at 25 fps."""
+
+    def __init__(self, portrait: Portrait, config=None, warn: bool = True, load=None):
+        """`load(folder, device, dtype)` gives the weights (default: an official release folder, `Hallo4Release`);
+        any object with its `dit`, `latents`, `settings`, `lock`, `encode_text` and `audio_windows` renders."""
+        from ...config import AnimateConfig
+        from ...errors import InputError
+        from ...utils import resolve_device
+        from ..hallo.engine import DTYPES
+
+        self.config = config = (config or AnimateConfig()).validate()
+        d = config.diffusion
+        if not d.checkpoint_dir:
+            raise InputError("is needed by engine hallo4 (its release folder)",
+                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder",
+                             field="checkpoint_dir")
+        if not d.pose_video:
+            raise InputError("is needed by engine hallo4: the driving skeleton video (a DWPose rendering, what the "
+                             "official release calls src_video)", "render the skeleton of a driving video with DWPose",
+                             field="pose_video")
+        device, dtype = resolve_device(d.device), DTYPES[d.dtype]
+        if dtype != torch.float32 and device == "cpu":
+            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
+        self.release = (load or load_release)(d.checkpoint_dir, device, dtype)
+        s = self.release.settings
+        self.height, self.width = s["size_hw"]
+        image = torch.from_numpy(np.array(portrait.image)).permute(2, 0, 1).float() / 255.0
+        self.ref_hw = tuple(portrait.image.shape[:2])
+        self.reference = resize_for_rectangle_crop(((image - 0.5) / 0.5)[:, None], self.height, self.width)
+        self.skeleton = self._read_skeleton(d.pose_video)
+        out_w = center_crop_width(torch.zeros(1, 1, self.height, self.width), self.ref_hw, self.height).shape[-1]
+        self.out_size = (out_w, self.height)
+        self.steps = d.steps or s["sample_steps"]
+        self.guidance = s["guide_scale"] if d.guidance_scale is None else d.guidance_scale
+        self.prompt = d.prompt or s["prompt"]
+        self.seed = config.motion.seed
+
+    @staticmethod
+    def _read_skeleton(path: str) -> torch.Tensor:
+        """(3, T, H, W) in [-1, 1] (uint8 / 127.5 - 1), the official decoding of the skeleton video."""
+        import av
+
+        from ...errors import UnreadableMediaError
+
+        try:
+            with av.open(str(path)) as c:
+                frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        except Exception as exc:  # noqa: BLE001 - any failure here is a bad input file
+            raise UnreadableMediaError(f"{path} cannot be read as a skeleton video: {exc}",
+                                       "pass an mp4 skeleton rendering", field="pose_video") from exc
+        if not frames:
+            raise UnreadableMediaError(f"{path} has no frames", "pass an mp4 skeleton rendering",
+                                       field="pose_video")
+        return torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+    @property
+    def fps(self) -> float:
+        return float(self.release.settings["fps"])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.out_size
+
+    def n_frames(self, speech: Speech) -> int:
+        from ...audio.wav2vec import video_frame_count
+
+        return min(video_frame_count(len(speech.samples), speech.sample_rate, int(self.fps)), self.skeleton.shape[1])
+
+    @torch.no_grad()
+    def frames(self, speech: Speech):
+        r, s = self.release, self.release.settings
+        windows, n_audio = r.audio_windows(speech, int(self.fps))
+        total = min(n_audio, self.skeleton.shape[1])
+        F = s["frame_num"]
+        clips = max(1, math.ceil((total - 1) / (F - 1)))
+        masks = torch.Generator().manual_seed(self.seed + 1)  # the official patch mask uses the unseeded global RNG
+        with r.lock:
+            context, negative = r.encode_text(self.prompt), r.encode_text(NEGATIVE_PROMPT)
+            ref_latent = r.latents.encode(self.reference)
+        emitted, last = 0, None
+        for i in range(clips):
+            idx = torch.arange(i * (F - 1), i * (F - 1) + F).clamp(max=total - 1)
+            skel = resize_for_rectangle_crop(self.skeleton[:, idx], self.height, self.width)
+            frames = torch.zeros(3, F, self.height, self.width)
+            mask = torch.ones(3, F, self.height, self.width)
+            if last is not None:
+                frames[:, :1] = random_mask_patches(last, masks)
+                mask[:, :1] = 0
+            with r.lock:
+                skeleton_latents = r.latents.encode_frames(skel)
+                z = vace_context(r.latents, frames, mask, ref_latent)
+                noise = torch.randn((ref_latent.shape[0], z.shape[1], *ref_latent.shape[2:]),
+                                    generator=torch.Generator().manual_seed(self.seed))
+                final = sample_clip(r.dit, noise, ref_latent, context, negative, z, skeleton_latents,
+                                    windows[idx][None], self.steps, s["sample_shift"], self.guidance,
+                                    s["context_scale"])
+                video = r.latents.decode(final[:, 1:])  # (3, F, H, W)
+            last = video[:, -1:]
+            video = center_crop_width(video if i == 0 else video[:, 1:], self.ref_hw, self.height)
+            for frame in ((video.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 3, 0):
+                if emitted >= total:
+                    return
+                yield frame.cpu().numpy().copy()
+                emitted += 1

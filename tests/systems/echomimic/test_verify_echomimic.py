@@ -1,0 +1,128 @@
+"""`talkinghead verify echomimic`: passes on the shipped reference data, fails when one weight is changed, and
+reads every size and setting from the folder (a variant with other settings, frames, heads and image size)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from talkinghead.interfaces.cli import main
+from talkinghead.systems.echomimic.verify import check_fixture, verify_echomimic
+
+FIXTURE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "echomimic"
+
+
+@pytest.fixture(scope="module")
+def echomimic_dir() -> Path:
+    if not FIXTURE.is_dir():
+        pytest.skip(f"shared reference data not found at {FIXTURE}")
+    return FIXTURE
+
+
+def _exit_code(argv) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code
+
+
+def test_shipped_fixture_passes_every_check(echomimic_dir, capsys):
+    assert _exit_code(["verify", "echomimic", str(echomimic_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
+    # audio front end, one CFG step with the bank, both pipelines through to the decoded frames
+    for key in ("audio.log_mel", "audio.whisper_feature", "audio.chunk_feature_indices", "a.ref_bank.mid_block",
+                "a.unet_block_out.up_blocks.0", "a.model_out_cfg_batch", "b.unet_out.0.1", "b.step_guided_out.2",
+                "b.videos", "c.context_idx.2.1", "c.final_latents"):
+        assert key in out, key
+    assert len([line for line in out.splitlines() if line.startswith("ok")]) >= 60
+
+
+def test_one_changed_weight_fails(echomimic_dir, tmp_path, capsys):
+    dst = tmp_path / "echomimic_tiny"
+    shutil.copytree(echomimic_dir / "echomimic_tiny", dst)
+    state = torch.load(dst / "motion_module.pth", weights_only=True)
+    key = next(k for k in state if k.endswith("proj_out.weight"))
+    state[key] = state[key] + 0.05
+    torch.save(state, dst / "motion_module.pth")
+    assert _exit_code(["verify", "echomimic", str(dst)]) == 1
+    out = capsys.readouterr().out
+    failed = [line.split()[1] for line in out.splitlines() if line.startswith("FAIL")]
+    assert any("a.model_out_cfg_batch" in name for name in failed)
+    assert any("c.final_latents" in name for name in failed)
+    # parts that do not use the motion modules still match
+    assert not any("audio." in name or "face_locator" in name or "ref_bank" in name for name in failed)
+
+
+def test_missing_release_files_are_named_together(echomimic_dir, tmp_path, capsys):
+    dst = tmp_path / "echomimic_tiny"
+    shutil.copytree(echomimic_dir / "echomimic_tiny", dst)
+    (dst / "motion_module.pth").unlink()
+    (dst / "face_locator.pth").unlink()
+    assert _exit_code(["verify", "echomimic", str(dst)]) == 1
+    err = capsys.readouterr().err
+    assert "motion_module.pth" in err and "face_locator.pth" in err
+
+
+def test_not_a_fixture_folder_is_a_clear_error(tmp_path, capsys):
+    assert _exit_code(["verify", "echomimic", str(tmp_path)]) == 2
+    assert "holds no EchoMimic reference data" in capsys.readouterr().err
+
+
+def test_a_variant_with_other_settings_is_read_from_its_own_files(echomimic_dir, tmp_path):
+    """Other seed, steps, guidance, fps, window size and overlap, motion heads, whisper depth, image size and
+    frame count: the variant's outputs are recorded with our own modules (this checks that nothing about the
+    shipped folder is hard-coded, not parity), differ from the shipped ones, and the verifier passes on them
+    and fails when one is changed."""
+    from safetensors.torch import load_file, save_file
+
+    from talkinghead.audio.whisper import WhisperFeatures
+
+    src = echomimic_dir / "echomimic_tiny"
+    dst = tmp_path / "variant"
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    config["run"].update(sampling_seed=7, num_inference_steps=2, guidance_scale=3.0, fps=25, context_frames=2,
+                         context_overlap=1, video_length_requested=5)
+    config["unet_additional_kwargs"]["motion_module_kwargs"]["num_attention_heads"] = 4
+    (dst / "config.json").write_text(json.dumps(config))
+    # a whisper checkpoint with two blocks (30 tokens per window), in the release's own format
+    blob = torch.load(src / "audio_processor" / "whisper_tiny.pt", weights_only=True)
+    state = dict(blob["model_state_dict"])
+    state.update({k.replace("blocks.0.", "blocks.1."): v.flip(0) if v.ndim == 1 else v.flip(1)
+                  for k, v in blob["model_state_dict"].items() if "blocks.0." in k})
+    torch.save({"dims": {**blob["dims"], "n_audio_layer": 2}, "model_state_dict": state},
+               dst / "audio_processor" / "whisper_tiny.pt")
+    assert WhisperFeatures.from_openai_checkpoint(dst / "audio_processor" / "whisper_tiny.pt").n_layers == 3
+    # 96 px inputs (12x12 latents, 2x2 at the UNet bottom), 5 frames of landmarks
+    g = torch.Generator().manual_seed(5)
+    size, frames = 96, 5
+    io = load_file(str(src / "io.safetensors"))
+    inputs = {
+        "in.ref_image_uint8": torch.randint(0, 256, (size, size, 3), generator=g).to(torch.uint8),
+        "in.face_mask_uint8": torch.zeros(size, size, dtype=torch.uint8),
+        "in.latents_a": torch.randn(1, 4, 2, size // 8, size // 8, generator=g),
+        "in.pose_points": torch.randint(0, size - 2, (frames, 40, 2), generator=g),
+        "in.pose_colors": io["in.pose_colors"],
+        "in.waveform_int16": io["in.waveform_int16"],
+    }
+    inputs["in.face_mask_uint8"][16:80, 24:72] = 255
+    save_file(inputs, str(dst / "io.safetensors"))
+    recorded: dict = {}
+    check_fixture(dst, record=recorded)
+    assert recorded["audio.whisper_feature"].shape[1] == 3
+    assert recorded["b.videos"].shape == (1, 3, frames, size, size)
+    assert "b.step_t.1" in recorded and "b.step_t.2" not in recorded
+    assert recorded["b.context_idx.1.0"].tolist() == [2, 3]  # windows of 2, shifted by 2 frames per step
+    assert recorded["c.context_idx.1.0"].tolist() == [3, 4]  # landmark pipeline: 3 frames per step
+    save_file({**inputs, **{k: v.contiguous() for k, v in recorded.items()}}, str(dst / "io.safetensors"))
+    checks = verify_echomimic(dst)
+    assert checks and all(c.passed for c in checks), [c.line() for c in checks if not c.passed]
+    assert {c.name.split("/")[1] for c in checks} == set(recorded)
+
+    recorded["b.final_latents"] = recorded["b.final_latents"] + 1e-2
+    save_file({**inputs, **{k: v.contiguous() for k, v in recorded.items()}}, str(dst / "io.safetensors"))
+    failed = [c.name for c in verify_echomimic(dst) if not c.passed]
+    assert failed == ["variant/b.final_latents"]

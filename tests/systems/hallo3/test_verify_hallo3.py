@@ -1,0 +1,120 @@
+"""`talkinghead verify hallo3`: passes on the shipped SAT-format reference data, fails when one weight is
+perturbed, and reads every size, step and seed from the fixture's own files (a variant fixture of other sizes,
+written by our own modules, passes; changing its seed or step count in config.json makes it fail)."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from talkinghead.interfaces.cli import main
+from talkinghead.systems.hallo3.model import Hallo3Model, config_from_sat, sat_from_ours
+from talkinghead.systems.hallo3.verify import run_recorded_inputs, verify_hallo3
+
+FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "hallo3"
+TINY = FIXTURES / "hallo3_tiny"
+
+
+@pytest.fixture(scope="module")
+def fixtures() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"shared reference data not found at {FIXTURES}")
+    return FIXTURES
+
+
+def _exit_code(argv) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code
+
+
+def test_shipped_fixture_passes_every_check(fixtures, capsys):
+    assert _exit_code(["verify", "hallo3", str(fixtures)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
+    for key in ("ref.bank.layer1", "step0.layer0.face_attn_out", "step0.layer1.audio_attn_out", "step0.audio_proj_out",
+                "s.noise_draw2", "s.step1.x_out", "s.samples"):
+        assert f"hallo3_tiny/{key} " in out
+    assert out.strip().splitlines()[-1] == "49/49 outputs within tolerance"
+
+
+def test_one_perturbed_weight_fails(fixtures, tmp_path, capsys):
+    dst = tmp_path / "hallo3_tiny"
+    shutil.copytree(TINY, dst)
+    path = dst / "1" / "mp_rank_00_model_states.pt"
+    state = torch.load(path, weights_only=True)
+    key = "model.diffusion_model.transformer.layers.1.audio_attn.dense.weight"
+    w = state["module"][key]  # a random change (a constant one would vanish in the next LayerNorm)
+    state["module"][key] = w + 0.05 * torch.randn(w.shape, generator=torch.Generator().manual_seed(0))
+    path.unlink()
+    torch.save(state, path)
+    assert _exit_code(["verify", "hallo3", str(dst)]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert any("step0.layer1.audio_attn_out" in line for line in failed)
+    assert any("s.samples" in line for line in failed)
+    # what that weight does not reach still matches
+    assert not any(k in line for line in failed for k in ("ref.", "audio_proj_out", "face_proj_out", "layer0."))
+
+
+def test_not_a_fixture_folder_is_a_clear_error(tmp_path, capsys):
+    assert _exit_code(["verify", "hallo3", str(tmp_path)]) == 2
+    assert "holds no Hallo3 reference data" in capsys.readouterr().err
+
+
+def _variant(root: Path, fixtures: Path) -> Path:
+    """A fixture of the same format at other sizes, seeds and steps, written from our own modules: this checks the
+    comparison mechanics and that nothing about the shipped fixture is assumed (not a second upstream run)."""
+    config = json.loads((TINY / "config.json").read_text())
+    mc = copy.deepcopy(config["model_config"])
+    p = mc["network_config"]["params"]
+    p.update(num_layers=3, hidden_size=48, num_attention_heads=3, time_embed_dim=24, latent_height=6, latent_width=4,
+             num_frames=17)
+    p["transformer_args"].update(cross_attn_hidden_size=20, face_cross_attn_hidden_size=8)
+    p["modules"]["pos_embed_config"]["params"].update(text_length=5, hidden_size_head=16)
+    p["modules"]["patch_embed_config"]["params"].update(text_hidden_size=12)
+    mc["sampler_config"]["params"]["num_steps"] = 4
+    audio = {"seq_len": 3, "blocks": 2, "channels": 4, "intermediate_dim": 8, "output_dim": 20, "context_tokens": 3}
+    face = {"hidden_size": 8, "clip_embeddings_dim": 16, "clip_extra_context_tokens": 2}
+    variant = {"variant": {"sample_seed": 7}, "model_config": mc, "audio_proj_args": audio, "face_proj_args": face}
+    torch.manual_seed(11)
+    model = Hallo3Model(**config_from_sat(mc, audio, face)).eval()
+    with torch.no_grad():  # the cross layers start at zero: give them weights so they matter
+        for name, t in model.named_parameters():
+            if "to_out" in name and "cross_layers" in name:
+                t.copy_(torch.randn_like(t) * 0.2)
+    folder = root / "hallo3_variant"
+    (folder / "2").mkdir(parents=True)
+    (folder / "latest").write_text("2")
+    torch.save({"module": sat_from_ours(model.state_dict())}, folder / "2" / "mp_rank_00_model_states.pt")
+    (folder / "config.json").write_text(json.dumps(variant))
+    g = torch.Generator().manual_seed(5)
+    inputs = {"in.text_emb_cond": torch.randn(1, 5, 12, generator=g), "in.ref_image_latent": torch.randn(1, 1, 16, 6, 4, generator=g),
+              "in.concat_first_latent": torch.randn(1, 1, 16, 6, 4, generator=g),
+              "in.audio_emb": torch.randn(1, 17, 3, 2, 4, generator=g), "in.face_emb": torch.randn(1, 16, generator=g)}
+    trace = run_recorded_inputs(model, variant, inputs)
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().clone().contiguous() for k, v in {**inputs, **trace}.items()}, str(folder / "io.safetensors"))
+    return folder
+
+
+def test_variant_fixture_of_other_sizes_passes_and_its_settings_are_read(fixtures, tmp_path):
+    folder = _variant(tmp_path, fixtures)
+    checks = verify_hallo3(folder)
+    names = {c.name for c in checks}
+    assert all(c.passed for c in checks), [c.line() for c in checks if not c.passed]
+    assert "hallo3_variant/step0.layer2.out" in names and "hallo3_variant/s.noise_draw4" in names  # 3 layers, 4 steps
+    config = json.loads((folder / "config.json").read_text())
+    config["variant"]["sample_seed"] = 8
+    (folder / "config.json").write_text(json.dumps(config))
+    failed = {c.name for c in verify_hallo3(folder) if not c.passed}
+    assert "hallo3_variant/s.initial_noise" in failed and "hallo3_variant/s.samples" in failed
+    config["variant"]["sample_seed"] = 7
+    config["model_config"]["sampler_config"]["params"]["num_steps"] = 3
+    (folder / "config.json").write_text(json.dumps(config))
+    failed = {c.name for c in verify_hallo3(folder) if not c.passed}
+    assert "hallo3_variant/s.samples" in failed and "hallo3_variant/s.step3.x_in (not reproduced)" in failed
