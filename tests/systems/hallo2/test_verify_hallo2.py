@@ -142,7 +142,8 @@ def _write_long_variant(root: Path, hallo_tiny: Path, seed: int, steps: int, cfg
     from diffusers import DDIMScheduler
     from safetensors.torch import load_file, save_file
 
-    from talkinghead.systems.hallo.pipeline import DEFAULT_SCHEDULER, mask_motion_frames
+    from talkinghead.systems.hallo2.engine import mask_motion_frames
+    from talkinghead.systems.hallo.pipeline import DEFAULT_SCHEDULER
     from talkinghead.systems.hallo.verify import BRANCHES, load_fixture_pipeline
 
     shutil.copytree(hallo_tiny, root / "hallo" / "hallo_tiny")

@@ -151,22 +151,3 @@ class HalloPipeline(ReferenceNetPipeline):
         return denoise(lambda x, t: self.model_output(x, t, cond).float(), self.scheduler, latents,  # DDIM: eta 0
                        guidance_scale if cond.groups > 1 else None, on_step=record if trace is not None else None,
                        progress=progress)
-
-
-# -- Hallo2's long-video loop ---------------------------------------------------------------------------------
-MOTION_MASK_RATE = 0.25  # Hallo2 configs/inference/long.yaml: share of motion-frame pixels dropped per clip
-
-
-def mask_motion_frames(motion: torch.Tensor, region: torch.Tensor, generator: torch.Generator,
-                       mask_rate: float = MOTION_MASK_RATE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hallo2's motion-frame masking before every clip (its scripts/inference_long.py).
-
-    One uniform per pixel is drawn from `generator` (the stream the clip's initial noise comes from next);
-    pixels whose draw is <= mask_rate are set to 0 (mid-grey in [-1, 1]) in every motion frame and channel,
-    except inside the face region (`region` (1, 3, H, W), nonzero = face), which is always kept. No noise is
-    added at inference. motion (m, 3, H, W) in [-1, 1] -> (masked motion, keep (H, W) bool before the OR).
-    """
-    h, w = motion.shape[-2:]
-    keep = torch.rand(h, w, generator=generator) > mask_rate  # (H, W)
-    keep_all = keep.to(motion.device)[None, None] | (region.to(motion.device) != 0)  # (1, 3, H, W)
-    return motion * keep_all.to(motion.dtype), keep

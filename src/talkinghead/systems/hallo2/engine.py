@@ -21,6 +21,24 @@ from .super_resolution import SR_FIDELITY, load_super_resolution_release, restor
 AUDIO_SEGMENT_SECONDS = 60  # Hallo2 cuts the speech into 60 s pieces, each through wav2vec on its own
 
 
+MOTION_MASK_RATE = 0.25  # Hallo2 configs/inference/long.yaml: share of motion-frame pixels dropped per clip
+
+
+def mask_motion_frames(motion: torch.Tensor, region: torch.Tensor, generator: torch.Generator,
+                       mask_rate: float = MOTION_MASK_RATE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hallo2's motion-frame masking before every clip (its scripts/inference_long.py).
+
+    One uniform per pixel is drawn from `generator` (the stream the clip's initial noise comes from next);
+    pixels whose draw is <= mask_rate are set to 0 (mid-grey in [-1, 1]) in every motion frame and channel,
+    except inside the face region (`region` (1, 3, H, W), nonzero = face), which is always kept. No noise is
+    added at inference. motion (m, 3, H, W) in [-1, 1] -> (masked motion, keep (H, W) bool before the OR).
+    """
+    h, w = motion.shape[-2:]
+    keep = torch.rand(h, w, generator=generator) > mask_rate  # (H, W)
+    keep_all = keep.to(motion.device)[None, None] | (region.to(motion.device) != 0)  # (1, 3, H, W)
+    return motion * keep_all.to(motion.dtype), keep
+
+
 def hallo2_audio_plan(n_samples: int, sample_rate: int, fps: int, clip_length: int,
                       whole_clips: bool = False) -> tuple[list[int], int]:
     """(video frames of each 60 s segment, zero frames appended to the last one).
@@ -116,8 +134,6 @@ class Hallo2Animator(HalloAnimator):
         return windows[:whole], min(n_real, whole)
 
     def _motion_frames(self, motion: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        from ..hallo.pipeline import mask_motion_frames
-
         return mask_motion_frames(motion, self.masks.face_region, generator)[0]
 
     def frames(self, speech: Speech) -> Iterator[np.ndarray]:

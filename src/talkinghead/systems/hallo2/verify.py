@@ -201,7 +201,7 @@ def find_hallo_weights(folder: Path, sha: str | None) -> tuple[Path, bool]:
 def check_long_video(folder: Path) -> list[Check]:
     from safetensors.torch import load_file
 
-    from ..hallo.pipeline import mask_motion_frames
+    from .engine import mask_motion_frames
     from ..hallo.verify import BRANCHES, _levels, load_fixture_pipeline
 
     config = json.loads((folder / "config.json").read_text())
