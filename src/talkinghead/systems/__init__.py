@@ -159,7 +159,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            needs_gpu_for="official-size sampling (CogVideoX-5B)"),
     System("hallo4", "Hallo4", "Hallo4: High-Fidelity Dynamic Portrait Animation via Direct Preference Optimization "
            "(2025)", "dit", models=(".systems.hallo4.model:Hallo4WanModel",),
-           engine=".systems.hallo4.train:hallo4_animator",  # the official release, or a `talkinghead train` run
+           engine=".systems.hallo4.engine:hallo4_animator",  # the official release, or a `talkinghead train` run
            verifier=".systems.hallo4.verify:verify_hallo4", fixture="hallo4",
            trainer="hallo4", stage_configs=("hallo4_sft.yaml", "hallo4_dpo.yaml"), weights="official", front_ends=("wav2vec2", "umt5"),
            release_files=("hallo4/model_weight.ckpt", "Wan2.1_Encoders/config.json", "Wan2.1_Encoders/Wan2.1_VAE.pth",

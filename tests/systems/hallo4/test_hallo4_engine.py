@@ -105,7 +105,7 @@ def test_a_trained_run_gives_the_same_frames_for_the_same_seed_and_refuses_a_pro
     from talkinghead.errors import InputError
     from talkinghead.io.audio import load_audio
     from talkinghead.io.image import load_image
-    from talkinghead.systems.hallo4.train import hallo4_animator
+    from talkinghead.systems.hallo4.engine import hallo4_animator
 
     portrait, speech = load_image(portrait_path("astronaut")), load_audio(short_wav)
 
@@ -147,7 +147,7 @@ def test_a_run_trained_on_stored_wav2vec2_features_renders_with_the_same_feature
     from talkinghead.errors import InputError
     from talkinghead.io.audio import load_audio
     from talkinghead.train.preprocess import AudioEncoder
-    from talkinghead.systems.hallo4.train import TrainedHallo4
+    from talkinghead.systems.hallo4.engine import TrainedHallo4
 
     step = sorted((trained_run / "checkpoints").glob("step-*"))[-1]
     dataset = tmp_path / "dataset"
