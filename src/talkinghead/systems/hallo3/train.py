@@ -52,7 +52,7 @@ class Hallo3System(DiTSystem):
 
 
 def hallo3_loss(model, batch: dict, scheduler, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-    """Hallo3's objective (CogVideoX's): v-prediction MSE of `model.predict` (`models.hallo3.Hallo3Model`) at a
+    """Hallo3's objective (CogVideoX's): v-prediction MSE of `model.predict` (`systems.hallo3.model.Hallo3Model`) at a
     random timestep; batch["latents"] (b, T', c, h, w) clean latents, the rest the model's conditions."""
     x0 = batch["latents"]
     noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)

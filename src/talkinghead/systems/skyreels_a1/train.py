@@ -96,7 +96,7 @@ def _latent_mask(mask: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:
 
 def skyreels_a1_loss(model, batch: dict, scheduler, generator: torch.Generator) -> torch.Tensor:
     """SkyReels-A1's objective: the face-aware, flow-masked v-prediction loss of `model.predict`
-    (`models.skyreels_a1.SkyReelsA1`) at a random timestep. batch["latents"] (b, f, c, h, w); optional
+    (`systems.skyreels_a1.model.SkyReelsA1`) at a random timestep. batch["latents"] (b, f, c, h, w); optional
     `motion_mask`/`face_mask` in pixels (resized to the latents); the face weight is the model's."""
     x0 = batch["latents"]
     b, f, _, h, w = x0.shape

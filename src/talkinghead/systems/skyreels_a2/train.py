@@ -48,9 +48,10 @@ class SkyReelsA2System(DiTSystem):
 
 def skyreels_a2_loss(model, batch: dict, generator: torch.Generator, reference_dropout: float = 0.0,
                      shift: float | None = None) -> torch.Tensor:
-    """SkyReels-A2's objective: rectified-flow velocity MSE of `model.forward_cond` (`models.skyreels_a2.SkyReelsA2`)
-    at logit-normal σ (shifted by `shift`, default the model's train_shift); with probability
-    `reference_dropout` a sample trains unconditionally (what CFG needs). Randomness only from `generator`."""
+    """SkyReels-A2's objective: rectified-flow velocity MSE of `model.forward_cond`
+    (`systems.skyreels_a2.model.SkyReelsA2`) at logit-normal σ (shifted by `shift`, default the model's
+    train_shift); with probability `reference_dropout` a sample trains unconditionally (what CFG needs).
+    Randomness only from `generator`."""
     from .model import TIMESTEP_SCALE
 
     x0 = batch["latents"]
