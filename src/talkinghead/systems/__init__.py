@@ -129,7 +129,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling and super-resolution"),
     System("echomimic", "EchoMimic", "EchoMimic: Lifelike Audio-Driven Portrait Animations through Editable Landmark "
            "Conditions (2024)", "unet", models=(".systems.echomimic.model:EchoMimicNet",), fixture="echomimic",
-           engine=".systems.echomimic.pipeline:EchoMimicAnimator",
+           engine=".systems.echomimic.engine:EchoMimicAnimator",
            verifier=".systems.echomimic.verify:verify_echomimic",
            trainer="echomimic", stage_configs=("echomimic_stage1.yaml", "echomimic_stage2.yaml"), weights="official",
            release_files=("denoising_unet.pth", "reference_unet.pth", "motion_module.pth", "face_locator.pth",

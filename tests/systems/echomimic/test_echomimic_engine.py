@@ -63,7 +63,7 @@ def test_window_batch_gives_the_frames_of_one_window_per_call(release, short_wav
     from talkinghead.config import AnimateConfig
     from talkinghead.io.audio import load_audio
     from talkinghead.io.image import load_image
-    from talkinghead.systems.echomimic.pipeline import EchoMimicAnimator
+    from talkinghead.systems.echomimic.engine import EchoMimicAnimator
 
     portrait, speech = load_image(portrait_path("astronaut")), load_audio(short_wav)
 

@@ -444,7 +444,7 @@ class SkyReelsA1Animator:
     def _pose_landmarks(self, n: int) -> np.ndarray:
         """A driving video's (or .npy file's) landmarks retargeted onto the portrait: each frame's displacement
         from the first driving frame, scaled by the face sizes, added to the portrait's landmarks."""
-        from ..echomimic.pipeline import _video_landmarks
+        from ..echomimic.engine import _video_landmarks
 
         path = Path(self.pose_source)
         if path.suffix.lower() == ".npy":
