@@ -150,7 +150,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            "Transformer (2024)", "dit", models=(".systems.hallo3.model:Hallo3Model",),
            verifier=".systems.hallo3.verify:verify_hallo3", fixture="hallo3",
            trainer="hallo3", stage_configs=("hallo3_stage1.yaml", "hallo3_stage2.yaml"), weights="official",
-           engine=".systems.hallo3.pipeline:Hallo3Animator",
+           engine=".systems.hallo3.engine:Hallo3Animator",
            release_files=("hallo3/latest", "hallo3/<latest>/mp_rank_00_model_states.pt",
                           "cogvideox-5b-i2v-sat/vae/3d-vae.pt", "t5-v1_1-xxl/", "wav2vec/wav2vec2-base-960h/"),
            front_ends=("wav2vec2", "t5"), proven=_P({"render", "train", "verify"}),

@@ -52,7 +52,7 @@ def test_same_seed_same_frames_other_seed_other_frames(hallo3_release, face_embe
     from talkinghead.config import AnimateConfig, DiffusionConfig, MotionConfig
     from talkinghead.io.audio import load_audio
     from talkinghead.io.image import load_image
-    from talkinghead.systems.hallo3.pipeline import Hallo3Animator
+    from talkinghead.systems.hallo3.engine import Hallo3Animator
 
     portrait, speech = load_image(portrait_path("astronaut")), load_audio(short_wav)
 

@@ -1,0 +1,253 @@
+"""`--engine hallo3`: the official Hallo3 release folder (SAT transformer and 3D VAE, T5, wav2vec2) -> a talking
+video, sampled by systems/hallo3/pipeline.py's Hallo3Sampler."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLCogVideoX
+
+from ...errors import InputError
+from ...types import Portrait, Speech
+from .model import Hallo3Model
+from .pipeline import DiTClipPipeline, Hallo3Sampler
+
+RELEASE_URL = "https://huggingface.co/fudan-generative-ai/hallo3"
+T5_DIR, WAV2VEC_DIR = "t5-v1_1-xxl", "wav2vec/wav2vec2-base-960h"
+MOTION_FRAMES = 2  # frames of a clip's end that start the next one (and are dropped from its output)
+MOTION_MASK_RATE = 0.1  # share of the motion frames' pixels blanked (per pixel, no face exception)
+OFFICIAL_PROMPT = "A person is talking."  # used when --prompt is not given
+
+
+@dataclass
+class Hallo3Release:
+    """The loaded parts of a release: our model (SAT weights), the CogVideoX 3D VAE, T5, wav2vec2."""
+
+    model: Hallo3Model
+    vae: AutoencoderKLCogVideoX
+    text_encoder: object
+    tokenizer: object
+    audio_model: object
+    extractor: object
+    sampler: "Hallo3Sampler"
+    text_length: int
+    lock: object
+
+
+def load_release(folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Hallo3Release:
+    """The parts of an official Hallo3 `pretrained_models/` folder, strictly, from local files only:
+    `hallo3/latest` + `hallo3/<n>/mp_rank_00_model_states.pt` (SAT), `cogvideox-5b-i2v-sat/vae/3d-vae.pt`,
+    `t5-v1_1-xxl/` (transformers T5 encoder + tokenizer), `wav2vec/wav2vec2-base-960h/`. A small (test) release
+    may add `hallo3/config.json` (the SAT model config and projection sizes, as the reference data's) and
+    `cogvideox-5b-i2v-sat/vae/config.json` (AutoencoderKLCogVideoX sizes); the official sizes apply otherwise.
+    One CheckpointError lists every missing file."""
+    import json
+    import threading
+
+    import sentencepiece
+    from transformers import T5EncoderModel
+
+    from ...audio.wav2vec import load_wav2vec
+    from ...models.checkpoints import require_files
+    from .model import SAT_CHECKPOINT, SAT_VAE_FILE, config_from_sat, load_sat_checkpoint, load_sat_vae
+
+    root = Path(folder)
+    root = root / "pretrained_models" if (root / "pretrained_models").is_dir() else root
+    latest = root / "hallo3" / "latest"  # the SAT tracker file names the iteration folder of the checkpoint
+    iteration = latest.read_text().strip() if latest.is_file() else "<iteration>"
+    files = require_files(root, {"SAT tracker file": ["hallo3/latest"],
+                                 "Hallo3 model (SAT)": [f"hallo3/{iteration}/{SAT_CHECKPOINT}"],
+                                 "CogVideoX 3D VAE (SAT)": [SAT_VAE_FILE], "T5 encoder": [f"{T5_DIR}/config.json"],
+                                 "T5 tokenizer": [f"{T5_DIR}/spiece.model"],
+                                 "wav2vec2": [f"{WAV2VEC_DIR}/config.json"]}, f"Hallo3 ({RELEASE_URL})")
+    checkpoint = files.pop("Hallo3 model (SAT)")
+    files.pop("SAT tracker file")
+    key = (str(root.resolve()), device, str(dtype), tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size)
+                                                          for f in (checkpoint, *files.values())))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        _CACHE.clear()  # one release in memory at a time
+        own = root / "hallo3" / "config.json"
+        config = json.loads(own.read_text()) if own.is_file() else None
+        model = Hallo3Model(**config_from_sat(config["model_config"], config.get("audio_proj_args"),
+                                              config.get("face_proj_args"))) if config else Hallo3Model()
+        load_sat_checkpoint(model, checkpoint)
+        vae_config = files["CogVideoX 3D VAE (SAT)"].parent / "config.json"
+        vae = load_sat_vae(files["CogVideoX 3D VAE (SAT)"],
+                           json.loads(vae_config.read_text()) if vae_config.is_file() else None)
+        t5_dir = files["T5 encoder"].parent
+        tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(files["T5 tokenizer"]))
+        text_encoder = T5EncoderModel.from_pretrained(str(t5_dir), local_files_only=True).eval()
+        audio_model, extractor = load_wav2vec(files["wav2vec2"].parent, device=device)
+        params = (config or {}).get("model_config", {}).get("sampler_config", {}).get("params", {})
+        disc = params.get("discretization_config", {}).get("params", {})
+        if (device, dtype) != ("cpu", torch.float32):
+            for part in (model, vae, text_encoder):
+                part.to(device=device, dtype=dtype)
+        release = Hallo3Release(model.eval(), vae, text_encoder, tokenizer, audio_model, extractor,
+                                Hallo3Sampler(shift_scale=disc.get("shift_scale", 1.0)),
+                                model.transformer.config.max_text_seq_length, threading.Lock())
+        _CACHE[key] = release
+        return release
+
+
+_CACHE: dict[tuple, Hallo3Release] = {}  # loaded once per process (a server renders many videos)
+_CACHE_LOCK = __import__("threading").Lock()
+
+
+def t5_token_ids(sp, text: str, length: int) -> torch.Tensor:
+    """(1, length) T5 input ids as the official text conditioner makes them (T5's sentencepiece pieces, truncated,
+    then end-of-sequence, then padding to `length`), read with sentencepiece itself."""
+    eos, pad = sp.eos_id(), max(sp.pad_id(), 0)
+    ids = list(sp.encode(text))[: length - 1] + [eos]
+    return torch.tensor([ids + [pad] * (length - len(ids))], dtype=torch.long)
+
+
+def face_crop(image: np.ndarray, landmarks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The portrait scaled to cover `width` x `height` and cropped there around the face centre; returns the
+    crop and the landmarks in its pixels."""
+    import cv2
+
+    h, w = image.shape[:2]
+    s = max(width / w, height / h)
+    scaled = cv2.resize(image, (max(width, int(round(w * s))), max(height, int(round(h * s)))),
+                        interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    pts = landmarks[:, :2] * s
+    cx, cy = pts[:, 0].mean(), pts[:, 1].mean()
+    left = int(np.clip(round(cx - width / 2), 0, scaled.shape[1] - width))
+    top = int(np.clip(round(cy - height / 2), 0, scaled.shape[0] - height))
+    return np.ascontiguousarray(scaled[top:top + height, left:left + width]), pts - [left, top]
+
+
+def face_box_mask(landmarks: np.ndarray, height: int, width: int, expand: float = 1.2) -> torch.Tensor:
+    """(1, 1, H, W) 0/1 mask of the face's landmark box, enlarged by `expand` (the identity reference sees the
+    face only)."""
+    x0, y0 = landmarks[:, 0].min(), landmarks[:, 1].min()
+    x1, y1 = landmarks[:, 0].max(), landmarks[:, 1].max()
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * expand / 2, (y1 - y0) * expand / 2
+    mask = torch.zeros(1, 1, height, width)
+    mask[..., max(0, int(cy - hh)):min(height, int(cy + hh) + 1), max(0, int(cx - hw)):min(width, int(cx + hw) + 1)] = 1
+    return mask
+
+
+class Hallo3Animator:
+    """`--engine hallo3`: the official release, clip by clip as its long-video script runs it (README of the
+    reference data, §4.10): clips of 4k+1 frames (49 at the official size) that re-use the previous clip's last 2
+    frames (audio windows too; zeros before the first clip), the motion frames masked per pixel, placed after the
+    portrait and encoded as the first latent frame of the image condition; the identity reference network sees the
+    face-masked portrait once per clip; the official sampler (50 steps, guidance 3.5) and the same random stream
+    for noise and masks. Frames are the release's fixed size (the learned positions fix it: 480 x 720)."""
+
+    def __init__(self, portrait: Portrait, config=None, warn: bool = True):
+        from ...config import AnimateConfig
+        from ...face.embedding import make_embedder
+        from ...face.landmarks import analyze
+        from ...types import Portrait as P
+        from ...utils import resolve_device
+        from ..hallo.engine import DTYPES, EMBEDDING_HINT
+
+        self.config = config = (config or AnimateConfig()).validate()
+        d = config.diffusion
+        if not d.checkpoint_dir:
+            raise InputError("is needed by engine hallo3 (its release folder)",
+                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder",
+                             field="checkpoint_dir")
+        if not d.face_embedding:
+            raise InputError("is needed by engine hallo3 (the face's identity)", EMBEDDING_HINT, field="face_embedding")
+        device, dtype = resolve_device(d.device), DTYPES[d.dtype]
+        if dtype != torch.float32 and device == "cpu":
+            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
+        self.release = load_release(d.checkpoint_dir, device, dtype)
+        tc = self.release.model.transformer.config
+        scale = 2 ** (len(self.release.vae.config.block_out_channels) - 1)
+        self.height, self.width = tc.sample_height * scale, tc.sample_width * scale
+        self.clip_frames = tc.sample_frames
+        face = analyze(portrait, face_index=config.render.face_index, warn=warn)  # at the photo's resolution
+        self.embedding = torch.from_numpy(np.asarray(make_embedder(d.face_embedding).embed(portrait, face),
+                                                     np.float32))[None]
+        image, landmarks = face_crop(portrait.image, face.landmarks, self.height, self.width)
+        self.portrait = P(image, portrait.source)
+        self.face_mask = face_box_mask(landmarks, self.height, self.width)
+        self.steps = d.steps or 50
+        self.guidance = 3.5 if d.guidance_scale is None else d.guidance_scale
+        self.prompt = getattr(d, "prompt", None) or OFFICIAL_PROMPT
+        self.seed = config.motion.seed
+
+    @property
+    def fps(self) -> float:
+        return self.config.render.fps
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def n_frames(self, speech: Speech) -> int:
+        from ...audio.wav2vec import video_frame_count
+
+        return video_frame_count(len(speech.samples), speech.sample_rate, int(round(self.fps)))
+
+    @torch.no_grad()
+    def text_tokens(self) -> torch.Tensor:
+        r = self.release
+        ids = t5_token_ids(r.tokenizer, self.prompt, r.text_length)
+        p = next(r.text_encoder.parameters())
+        return r.text_encoder(input_ids=ids.to(p.device)).last_hidden_state
+
+    @torch.no_grad()
+    def frames(self, speech: Speech) -> Iterator[np.ndarray]:
+        """(H, W, 3) uint8 frames, clip by clip."""
+        from ...audio.wav2vec import audio_windows, hallo_audio_embeddings
+
+        r = self.release
+        model, vae = r.model, r.vae
+        dev, dt = next(model.parameters()).device, next(model.parameters()).dtype
+        with r.lock:
+            emb, n_real = hallo_audio_embeddings(r.audio_model, r.extractor, speech.samples,
+                                                 fps=int(round(self.fps)), clip_length=-1)
+        windows = audio_windows(emb)  # (frames, 5, layers, dim)
+        T, m = self.clip_frames, MOTION_FRAMES
+        step = T - m
+        generator = torch.Generator().manual_seed(self.seed)
+        pipe = DiTClipPipeline.__new__(DiTClipPipeline)  # only its VAE helpers (encode/decode)
+        pipe.model, pipe.vae = model, vae
+        reference = torch.from_numpy(self.portrait.image).permute(2, 0, 1).float()[None] / 127.5 - 1.0  # (1, 3, H, W)
+        text = self.text_tokens().to(dev, dt)
+        cond_text = torch.cat([torch.zeros_like(text), text])
+        face = torch.cat([self.embedding, self.embedding]).to(dev, dt)
+        previous = torch.zeros((m, *windows.shape[1:]), dtype=windows.dtype)
+        motion = reference.repeat(m, 1, 1, 1)  # the first clip starts from the portrait
+        emitted = 0
+        for start in range(0, max(n_real, 1), step):
+            chunk = windows[start:start + step]
+            if chunk.shape[0] < step:  # the last chunk: repeat its last frame
+                chunk = torch.cat([chunk, chunk[-1:].expand(step - chunk.shape[0], *chunk.shape[1:])])
+            clip_audio = torch.cat([previous, chunk])[None].to(dev, dt)  # (1, T, 5, layers, dim)
+            previous = chunk[-m:]
+            with r.lock:
+                if start:
+                    keep = (torch.rand(motion.shape, generator=generator) > MOTION_MASK_RATE).to(motion.dtype)
+                    motion = motion * keep + (1 - keep) * 0.0
+                image_cond = pipe.encode_video(torch.cat([reference, motion]).permute(1, 0, 2, 3)[None])[:, :1]
+                ref_latent = pipe.encode_video((reference * self.face_mask)[:, :, None])
+                model.encode_reference(ref_latent.to(dt), torch.zeros_like(text))
+                c, h, w = ref_latent.shape[2:]
+                noise = torch.randn((1, 1 + (T - 1) // 4, c, h, w), generator=generator).to(dev)
+                audio_in = torch.cat([torch.zeros_like(clip_audio), clip_audio])
+                motion_in = torch.cat([image_cond, image_cond]).to(dt)
+
+                def predict(x, index):
+                    t = torch.full((x.shape[0],), float(index), device=dev)
+                    return model(x.to(dt), t, cond_text, face, audio_in, motion_in, reuse_reference=True)
+
+                latents = r.sampler.sample(predict, noise, self.steps, self.guidance, generator)
+                video = pipe.decode_latents(latents.to(dt))[0]  # (3, T, H, W) in [0, 1]
+            motion = video[:, -m:].permute(1, 0, 2, 3).float().cpu() * 2 - 1
+            for frame in video[:, m:].permute(1, 2, 3, 0):
+                if emitted >= n_real:
+                    return
+                yield (frame.float().cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+                emitted += 1
