@@ -170,7 +170,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            needs_gpu_for="official-size sampling (Wan2.1-VACE 1.3B, 81 frames at 480x832)"),
     System("skyreels-a1", "SkyReels-A1", "SkyReels-A1: Expressive Portrait Animation in Video Diffusion Transformers "
            "(2025)", "dit", models=(".systems.skyreels_a1.model:SkyReelsA1",), fixture="skyreels_a1",
-           engine=".systems.skyreels_a1.pipeline:SkyReelsA1Animator",
+           engine=".systems.skyreels_a1.engine:SkyReelsA1Animator",
            verifier=".systems.skyreels_a1.verify:verify_skyreels_a1",
            trainer="skyreels_a1",
            stage_configs=("skyreels_a1_stage1.yaml", "skyreels_a1_stage2.yaml", "skyreels_a1_stage3.yaml"),
@@ -185,7 +185,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            models=(".systems.skyreels_a2.model:SkyReelsA2",), fixture="skyreels_a2", trainer="skyreels_a2",
            stage_configs=("skyreels_a2.yaml",),
            verifier=".systems.skyreels_a2.verify:verify_skyreels_a2", weights="official", front_ends=("clip", "umt5"),
-           engine=".systems.skyreels_a2.pipeline:SkyReelsA2Animator",
+           engine=".systems.skyreels_a2.engine:SkyReelsA2Animator",
            release_files=("SkyReels-A2/transformer/", "SkyReels-A2/vae/", "SkyReels-A2/image_encoder/",
                           "SkyReels-A2/image_processor/", "SkyReels-A2/text_encoder/", "SkyReels-A2/tokenizer/"),
            # not audio-driven: the prompt and the references make the video; --size sets the width

@@ -86,7 +86,7 @@ def test_a_driving_video_moves_the_landmarks(skyreels_a1_release, short_wav, tmp
     from talkinghead.config import AnimateConfig, DiffusionConfig
     from talkinghead.io.image import as_portrait
     from talkinghead.io.video import encode_frames
-    from talkinghead.systems.skyreels_a1.pipeline import SkyReelsA1Animator
+    from talkinghead.systems.skyreels_a1.engine import SkyReelsA1Animator
 
     face = cv2.resize(portrait("grace_hopper"), (256, 300))
     frames = [np.roll(face, 2 * k, axis=0) for k in range(12)]

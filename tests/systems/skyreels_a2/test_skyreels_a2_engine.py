@@ -39,7 +39,7 @@ def test_composes_references_into_a_video_of_the_audio_length(skyreels_a2_releas
     from talkinghead.assets import portrait_path
     from talkinghead.config import AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig
     from talkinghead.io import load_audio
-    from talkinghead.systems.skyreels_a2.pipeline import SkyReelsA2Animator
+    from talkinghead.systems.skyreels_a2.engine import SkyReelsA2Animator
 
     a = tmp_path / "a.mp4"
     assert _run(_argv(skyreels_a2_release, short_wav, a, reference_images, "--seed", "5")) == 0
@@ -73,7 +73,7 @@ def test_exact_reference_frames_drops_only_the_reference_slots(skyreels_a2_relea
     from talkinghead.config import AnimateConfig, DiffusionConfig, MotionConfig, RenderConfig
     from talkinghead.io import load_audio
     from talkinghead.io.image import as_portrait
-    from talkinghead.systems.skyreels_a2.pipeline import SkyReelsA2Animator
+    from talkinghead.systems.skyreels_a2.engine import SkyReelsA2Animator
 
     speech = load_audio(short_wav)
     runs = []
