@@ -39,7 +39,7 @@ def test_same_seed_same_frames(hallo4_release, skeleton_video, short_wav):
     from talkinghead.config import AnimateConfig, DiffusionConfig, MotionConfig
     from talkinghead.io.audio import load_audio
     from talkinghead.io.image import load_image
-    from talkinghead.systems.hallo4.pipeline import Hallo4Animator
+    from talkinghead.systems.hallo4.engine import Hallo4Animator
 
     portrait, speech = load_image(portrait_path("astronaut")), load_audio(short_wav)
 

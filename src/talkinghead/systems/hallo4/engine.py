@@ -1,7 +1,8 @@
-"""`--engine hallo4`: the official release (systems/hallo4/pipeline.py) or a `talkinghead train` run of Hallo4,
-rendered with the release's sampler."""
+"""`--engine hallo4`: the official release folder (`load_release`, `Hallo4Animator`) or a `talkinghead train` run of
+Hallo4 (`TrainedHallo4`), rendered with the release's sampler (systems/hallo4/pipeline.py)."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +11,188 @@ import torch
 
 from ...errors import InputError
 from ...train.dit import resample_mel
+from ...types import Portrait, Speech
+from .pipeline import (INFERENCE_FILE, NEGATIVE_PROMPT, OFFICIAL, RELEASE_URL, WAV2VEC_DIRS, WanLatents,
+                       center_crop_width, random_mask_patches, resize_for_rectangle_crop, sample_clip, vace_context)
 from .train import Hallo4System
+
+
+class Hallo4Release:
+    """The loaded parts of an official Hallo4 `pretrained_models/` folder."""
+
+    def __init__(self, folder, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        import json
+        import threading
+
+        from transformers import AutoTokenizer
+
+        from ...audio.wav2vec import load_wav2vec
+        from ...models.checkpoints import require_files
+        from .model import (CHECKPOINT, CONFIG, T5_FILE, T5_TOKENIZER, VAE_FILE, load_release as load_dit,
+                            load_wan_t5, load_wan_vae)
+
+        root = Path(folder)
+        root = root / "pretrained_models" if (root / "pretrained_models").is_dir() else root
+        files = require_files(root, {"Hallo4 DiT": [CHECKPOINT], "DiT config": [CONFIG], "Wan2.1 VAE": [VAE_FILE],
+                                     "umt5-xxl encoder": [T5_FILE],
+                                     "umt5-xxl tokenizer": [f"{T5_TOKENIZER}/tokenizer_config.json"],
+                                     "wav2vec2": [f"{d}/config.json" for d in WAV2VEC_DIRS]}, "Hallo4")
+        own = root / INFERENCE_FILE
+        settings = json.loads(own.read_text()) if own.is_file() else {}
+        self.settings = {**OFFICIAL, **{k: v for k, v in settings.items() if k in OFFICIAL}}
+        self.dit = load_dit(root, audio=settings.get("audio_proj"))
+        self.latents = WanLatents(load_wan_vae(files["Wan2.1 VAE"], settings.get("vae_dim", 96)))
+        self.text_encoder = load_wan_t5(files["umt5-xxl encoder"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(files["umt5-xxl tokenizer"].parent), local_files_only=True)
+        self.audio_model, self.extractor = load_wav2vec(files["wav2vec2"].parent, device=device)
+        if (device, dtype) != ("cpu", torch.float32):
+            for part in (self.dit, self.latents.vae, self.text_encoder):
+                part.to(device=device, dtype=dtype)
+        self.lock = threading.Lock()
+
+    @torch.no_grad()
+    def encode_text(self, text: str) -> torch.Tensor:
+        """(L, 4096) T5 states of `text`, whitespace-collapsed, trimmed to its true token count."""
+        import re
+
+        text = re.sub(r"\s+", " ", text).strip()
+        t = self.tokenizer([text], return_tensors="pt", padding="max_length", truncation=True,
+                           max_length=self.dit.text_len, add_special_tokens=True)
+        p = next(self.text_encoder.parameters())
+        out = self.text_encoder(input_ids=t.input_ids.to(p.device), attention_mask=t.attention_mask.to(p.device))
+        return out.last_hidden_state[0, : int(t.attention_mask.sum())].float()
+
+    def audio_windows(self, speech: Speech, fps: int) -> tuple[torch.Tensor, int]:
+        """(n, 5, layers, channels) wav2vec2 windows per video frame, as the official front end makes them, and n."""
+        from ...audio.wav2vec import audio_windows, trace_hallo_audio
+
+        with self.lock:
+            w = trace_hallo_audio(self.audio_model, self.extractor, speech.samples, fps=fps, clip_length=-1)
+        return audio_windows(w.audio_emb), w.audio_length
+
+
+_RELEASES: dict[tuple, Hallo4Release] = {}
+
+
+def load_release(folder, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Hallo4Release:
+    """One loaded release per process (a server renders many videos), reloaded when its folder changes."""
+    key = (str(Path(folder).resolve()), device, str(dtype))
+    if key not in _RELEASES:
+        _RELEASES.clear()
+        _RELEASES[key] = Hallo4Release(folder, device, dtype)
+    return _RELEASES[key]
+
+
+class Hallo4Animator:
+    """`--engine hallo4`: the official release driven by speech and a skeleton video (`--pose-video`, a DWPose-style
+    rendering, as the official `--src_video`), clip by clip as the official script: clips of `frame_num` frames
+    overlapping by one, the portrait as latent frame 0 and as the VACE reference, each later clip starting from
+    the previous clip's last frame with 10 % of its 2x2 patches blanked, the same starting noise in every clip,
+    UniPC with guidance 6 on the shifted sigmas, output cropped back to the portrait's aspect and truncated to
+    uint8 at 25 fps."""
+
+    def __init__(self, portrait: Portrait, config=None, warn: bool = True, load=None):
+        """`load(folder, device, dtype)` gives the weights (default: an official release folder, `Hallo4Release`);
+        any object with its `dit`, `latents`, `settings`, `lock`, `encode_text` and `audio_windows` renders."""
+        from ...config import AnimateConfig
+        from ...errors import InputError
+        from ...utils import resolve_device
+        from ..hallo.engine import DTYPES
+
+        self.config = config = (config or AnimateConfig()).validate()
+        d = config.diffusion
+        if not d.checkpoint_dir:
+            raise InputError("is needed by engine hallo4 (its release folder)",
+                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder",
+                             field="checkpoint_dir")
+        if not d.pose_video:
+            raise InputError("is needed by engine hallo4: the driving skeleton video (a DWPose rendering, what the "
+                             "official release calls src_video)", "render the skeleton of a driving video with DWPose",
+                             field="pose_video")
+        device, dtype = resolve_device(d.device), DTYPES[d.dtype]
+        if dtype != torch.float32 and device == "cpu":
+            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
+        self.release = (load or load_release)(d.checkpoint_dir, device, dtype)
+        s = self.release.settings
+        self.height, self.width = s["size_hw"]
+        image = torch.from_numpy(np.array(portrait.image)).permute(2, 0, 1).float() / 255.0
+        self.ref_hw = tuple(portrait.image.shape[:2])
+        self.reference = resize_for_rectangle_crop(((image - 0.5) / 0.5)[:, None], self.height, self.width)
+        self.skeleton = self._read_skeleton(d.pose_video)
+        out_w = center_crop_width(torch.zeros(1, 1, self.height, self.width), self.ref_hw, self.height).shape[-1]
+        self.out_size = (out_w, self.height)
+        self.steps = d.steps or s["sample_steps"]
+        self.guidance = s["guide_scale"] if d.guidance_scale is None else d.guidance_scale
+        self.prompt = d.prompt or s["prompt"]
+        self.seed = config.motion.seed
+
+    @staticmethod
+    def _read_skeleton(path: str) -> torch.Tensor:
+        """(3, T, H, W) in [-1, 1] (uint8 / 127.5 - 1), the official decoding of the skeleton video."""
+        import av
+
+        from ...errors import UnreadableMediaError
+
+        try:
+            with av.open(str(path)) as c:
+                frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        except Exception as exc:  # noqa: BLE001 - any failure here is a bad input file
+            raise UnreadableMediaError(f"{path} cannot be read as a skeleton video: {exc}",
+                                       "pass an mp4 skeleton rendering", field="pose_video") from exc
+        if not frames:
+            raise UnreadableMediaError(f"{path} has no frames", "pass an mp4 skeleton rendering",
+                                       field="pose_video")
+        return torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+    @property
+    def fps(self) -> float:
+        return float(self.release.settings["fps"])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.out_size
+
+    def n_frames(self, speech: Speech) -> int:
+        from ...audio.wav2vec import video_frame_count
+
+        return min(video_frame_count(len(speech.samples), speech.sample_rate, int(self.fps)), self.skeleton.shape[1])
+
+    @torch.no_grad()
+    def frames(self, speech: Speech):
+        r, s = self.release, self.release.settings
+        windows, n_audio = r.audio_windows(speech, int(self.fps))
+        total = min(n_audio, self.skeleton.shape[1])
+        F = s["frame_num"]
+        clips = max(1, math.ceil((total - 1) / (F - 1)))
+        masks = torch.Generator().manual_seed(self.seed + 1)  # the official patch mask uses the unseeded global RNG
+        with r.lock:
+            context, negative = r.encode_text(self.prompt), r.encode_text(NEGATIVE_PROMPT)
+            ref_latent = r.latents.encode(self.reference)
+        emitted, last = 0, None
+        for i in range(clips):
+            idx = torch.arange(i * (F - 1), i * (F - 1) + F).clamp(max=total - 1)
+            skel = resize_for_rectangle_crop(self.skeleton[:, idx], self.height, self.width)
+            frames = torch.zeros(3, F, self.height, self.width)
+            mask = torch.ones(3, F, self.height, self.width)
+            if last is not None:
+                frames[:, :1] = random_mask_patches(last, masks)
+                mask[:, :1] = 0
+            with r.lock:
+                skeleton_latents = r.latents.encode_frames(skel)
+                z = vace_context(r.latents, frames, mask, ref_latent)
+                noise = torch.randn((ref_latent.shape[0], z.shape[1], *ref_latent.shape[2:]),
+                                    generator=torch.Generator().manual_seed(self.seed))
+                final = sample_clip(r.dit, noise, ref_latent, context, negative, z, skeleton_latents,
+                                    windows[idx][None], self.steps, s["sample_shift"], self.guidance,
+                                    s["context_scale"])
+                video = r.latents.decode(final[:, 1:])  # (3, F, H, W)
+            last = video[:, -1:]
+            video = center_crop_width(video if i == 0 else video[:, 1:], self.ref_hw, self.height)
+            for frame in ((video.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 3, 0):
+                if emitted >= total:
+                    return
+                yield frame.cpu().numpy().copy()
+                emitted += 1
 
 
 def trained_hallo4_folder(folder: str | Path | None) -> Path | None:
@@ -39,7 +221,6 @@ class TrainedHallo4:
         from safetensors.torch import load_file
 
         from ...models.checkpoints import load_strict
-        from .pipeline import OFFICIAL
         from ...train.trainer import TrainConfig
 
         try:
@@ -131,8 +312,6 @@ class TrainedHallo4:
 
 def hallo4_animator(portrait, config=None, warn: bool = True):
     """`--engine hallo4`: an official release folder, or a Hallo4 run written by `talkinghead train`."""
-    from .pipeline import Hallo4Animator
-
     folder = trained_hallo4_folder(config.diffusion.checkpoint_dir if config is not None else None)
     if folder is None:
         return Hallo4Animator(portrait, config, warn)
@@ -143,4 +322,5 @@ def hallo4_animator(portrait, config=None, warn: bool = True):
         folder, device, dtype))
 
 
-__all__ = ["trained_hallo4_folder", "TrainedHallo4", "hallo4_animator"]
+__all__ = ["Hallo4Release", "load_release", "Hallo4Animator", "trained_hallo4_folder", "TrainedHallo4",
+           "hallo4_animator"]
