@@ -1,4 +1,6 @@
-"""Numeric parity checks of our modules against reference data made by official code.
+"""Numeric parity checks of our modules against reference data made by official code: what every system's
+check shares (`Check`, `compare`; the audio front end's check in verify/audio.py). Each system's checks are its
+systems/<name>/verify.py.
 
 `talkinghead verify hallo FIXTURE_DIR` runs every check that applies to the folder and prints one
 line per output: its max abs difference and the tolerance it must stay under.
