@@ -97,7 +97,7 @@ def write_tiled_wav(path: Path, base: np.ndarray, seconds: float) -> None:
 def make_animator(size: int):
     from talkinghead.assets import portrait
     from talkinghead.config import AnimateConfig, RenderConfig
-    from talkinghead.pipelines import Animator
+    from talkinghead.systems.warp.engine import Animator
     from talkinghead.types import Portrait
 
     return Animator(Portrait(portrait("astronaut"), "astronaut"), AnimateConfig(render=RenderConfig(fps=FPS, size=size)))

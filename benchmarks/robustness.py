@@ -308,7 +308,7 @@ def config(size: int, teeth: str = "auto") -> AnimateConfig:
 
 def render_frames(image: np.ndarray, sp: Speech, size: int, teeth: str = "auto") -> list[np.ndarray]:
     """Every frame of the clip, in memory (raises InputError when the portrait is refused)."""
-    from talkinghead.pipelines.warp import Animator
+    from talkinghead.systems.warp.engine import Animator
     from talkinghead.types import Portrait
 
     with warnings.catch_warnings():

@@ -19,7 +19,7 @@ from importlib.util import find_spec as _find_spec  # noqa: E402
 # Public names, imported on first use (PEP 562) so that `talkinghead --help` or `talkinghead eval`
 # do not pay for the renderer, PyAV and OpenCV: name -> the submodule that defines it.
 _EXPORTS = {
-    "animate": "api", "say": "api", "Animator": "pipelines",
+    "animate": "api", "say": "api", "Animator": "systems.warp.engine",
     "AnimateConfig": "config", "MotionConfig": "config", "RenderConfig": "config",
     "InputError": "errors", "TalkingHeadError": "errors", "load_audio": "io", "load_image": "io",
     "FaceAnalysis": "types", "MotionFrame": "types", "MotionTrack": "types", "PhoneSegment": "types",

@@ -9,7 +9,7 @@ from talkinghead.assets import portrait
 from talkinghead.config import AnimateConfig, MotionConfig, RenderConfig
 from talkinghead.dub import Dubber, DubOptions, VideoSource
 from talkinghead.io import VideoWriter
-from talkinghead.pipelines import Animator
+from talkinghead.systems.warp.engine import Animator
 from talkinghead.types import Portrait, Speech
 
 W, H = 480, 288

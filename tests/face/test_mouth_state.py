@@ -61,7 +61,7 @@ def test_the_engine_judges_the_source_photo_whatever_the_output_size(size):
     """A 64 px output has too few mouth pixels to tell lips from a tongue: the warp engine looks at the source
     photo, so the astronaut renders at any size and a tongue out is refused at any size."""
     from talkinghead.config import AnimateConfig, RenderConfig
-    from talkinghead.pipelines.warp import Animator
+    from talkinghead.systems.warp.engine import Animator
 
     config = AnimateConfig(render=RenderConfig(size=size))
     assert Animator(Portrait(portrait("astronaut"), "astronaut"), config).frame_size == (size, size)

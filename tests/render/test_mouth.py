@@ -8,7 +8,7 @@ from talkinghead.assets import portrait
 from talkinghead.config import AnimateConfig
 from talkinghead.face import prepare
 from talkinghead.face import regions as R
-from talkinghead.pipelines.warp import Animator
+from talkinghead.systems.warp.engine import Animator
 from talkinghead.render import WarpRenderer
 from talkinghead.types import MotionFrame, Portrait
 from talkinghead.systems import SYSTEMS

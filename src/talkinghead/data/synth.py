@@ -160,7 +160,7 @@ def portrait_variant(plan: ClipPlan, size: int) -> np.ndarray:
 def render_clip(plan: ClipPlan, rng: np.random.Generator, folder: Path, size: int) -> Path:
     """Render NAME.mp4 (warp engine, espeak-ng speech) and write NAME.json with the true phone timings."""
     from ..service import render_to_file
-    from ..pipelines import Animator
+    from ..systems.warp.engine import Animator
 
     text, speech = sentence_speech(plan.language, rng)
     config = AnimateConfig(motion=plan.motion, render=RenderConfig(fps=FPS, size=size, crop="full"))

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import AnimateConfig, MotionConfig, RenderConfig
 from ..io import VideoWriter
-from ..pipelines import Animator
+from ..systems.warp.engine import Animator
 from ..types import Portrait, Speech
 
 

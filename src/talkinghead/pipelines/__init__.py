@@ -1,6 +1,3 @@
-"""Engines: each turns a portrait + speech into frames. `warp` is the default CPU engine; the diffusion engines
-are imported only when used. Which engines exist, and what each needs, is the registry's business
-(`talkinghead.systems`)."""
-from .warp import Animator
-
-__all__ = ["Animator"]
+"""Pipeline pieces several systems share (`reference_net`: the loaded parts of a ReferenceNet system). Each
+system's own pipeline and engine live in systems/<name>/; the registry (`talkinghead.systems`) says which
+engines exist and what each needs."""

@@ -104,7 +104,7 @@ def resolve(path: str):
 _P = frozenset
 SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("warp", "Warp (CPU)", "talkinghead's mesh-warp engine: landmarks -> audio-driven motion -> warp", "warp",
-           engine=".pipelines.warp:Animator", weights="none", controls=RENDER + MOTION + ("teeth",),
+           engine=".systems.warp.engine:Animator", weights="none", controls=RENDER + MOTION + ("teeth",),
            proven=_P({"render"})),
     System("emo", "EMO", "EMO: Emote Portrait Alive (2024)", "unet",
            models=(".systems.emo.model:EMONet",), engine=".systems.emo.engine:EMOAnimator", trainer="emo",

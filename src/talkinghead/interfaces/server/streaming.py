@@ -46,7 +46,7 @@ def encode_jpeg(frame: np.ndarray) -> bytes:
 def stream_animator(image: bytes, options: dict, settings: Settings, scratch: Path):
     """A warp Animator for a stream's portrait (bytes) and controls; ServiceError 422 when either is bad."""
     from ...io import load_image
-    from ...pipelines import Animator
+    from ...systems.warp.engine import Animator
 
     options = dict(options)
     engine = str(options.pop("engine", "warp"))

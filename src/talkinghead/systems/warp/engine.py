@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..audio.features import n_frames
-from ..config import AnimateConfig
-from ..face import prepare
-from ..face.mouth_state import refuse_tongue_out
-from ..motion import MotionGenerator
-from ..render import WarpRenderer
-from ..types import SAMPLE_RATE, MotionFrame, PhoneSegment, Portrait, Speech
+from ...audio.features import n_frames
+from ...config import AnimateConfig
+from ...face import prepare
+from ...face.mouth_state import refuse_tongue_out
+from ...motion import MotionGenerator
+from ...render import WarpRenderer
+from ...types import SAMPLE_RATE, MotionFrame, PhoneSegment, Portrait, Speech
 
 RENDER_WORKERS = 2  # threads rendering a whole file's frames at once (OpenCV and numpy release the GIL)
 

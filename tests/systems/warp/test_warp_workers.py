@@ -3,7 +3,7 @@ as one thread gives (frames are independent once the motion track is made)."""
 import numpy as np
 
 from talkinghead.config import AnimateConfig, RenderConfig
-from talkinghead.pipelines import Animator
+from talkinghead.systems.warp.engine import Animator
 from talkinghead.types import Speech
 
 

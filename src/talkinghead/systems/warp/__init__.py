@@ -1,0 +1,2 @@
+"""Warp: talkinghead's CPU engine (no weights): face landmarks -> audio-driven motion track -> mesh-warp renderer,
+streaming."""
