@@ -1,6 +1,6 @@
 """EchoMimic v1 sampling: the audio-driven `Audio2VideoPipeline` and the landmark-driven
 `AudioPose2VideoPipeline` of the official code, reproduced number for number (see
-../shared/fixtures/echomimic/README.md, section 3), as methods that tests and `verify` run one by one.
+the echomimic reference data's README, section 3), as methods that tests and `verify` run one by one.
 
 One call renders the whole video in one go (no clips): every step denoises overlapping context windows of
 `context_frames` frames, sums each frame's predictions, divides by how many windows covered it, then

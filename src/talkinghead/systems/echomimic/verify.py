@@ -1,6 +1,6 @@
 """`talkinghead verify echomimic DIR`: run our EchoMimic v1 modules on reference data made by the official
 code and compare every stored output. DIR is a folder of that format (see
-../shared/fixtures/echomimic/README.md): a release folder (`reference_unet.pth`, `denoising_unet.pth`,
+the echomimic reference data's README): a release folder (`reference_unet.pth`, `denoising_unet.pth`,
 `motion_module.pth`, `face_locator.pth`, `face_locator_pose.pth`, `audio_processor/whisper_tiny.pt`,
 `sd-vae-ft-mse/`, `sd-image-variations-diffusers/unet/config.json`) with `config.json` and `io.safetensors`,
 or a folder holding such folders. Every size, seed and setting comes from the folder's own files."""

@@ -73,7 +73,7 @@ class HalloConfig:
 
     @classmethod
     def from_reference_run(cls, d: dict) -> "HalloConfig":
-        """From a reference-data `config.json` (../shared/fixtures/hallo/*/config.json layout)."""
+        """From a reference-data `config.json` (the hallo reference data's */config.json layout)."""
         unet = d.get("reference_unet2d_config_json_input") or d["reference_unet2d_config"]
         return cls(unet=unet, unet_additional_kwargs=d["unet_additional_kwargs"], face_locator=d["face_locator"],
                    image_proj=d["image_proj"], audio_proj=d["audio_proj"])

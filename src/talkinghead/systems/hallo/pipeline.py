@@ -2,7 +2,7 @@
 (reference bank), the previous clip's last frames (motion frames), audio tokens and region masks, denoised
 with classifier-free guidance, decoded frame by frame and streamed out.
 
-Reproduces the official FaceAnimatePipeline numerics (see ../shared/fixtures/hallo/README.md §4) with
+Reproduces the official FaceAnimatePipeline numerics (see the hallo reference data's README §4) with
 these speed-ups that keep parity: the unconditional rows skip the reference attention they would
 discard, cond/uncond run as one batch, SDPA attention, and optional fp16/bf16 and other schedulers.
 """

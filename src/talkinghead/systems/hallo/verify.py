@@ -1,5 +1,5 @@
 """`talkinghead verify hallo DIR`: run our Hallo modules on reference data made by the official code and
-compare every stored output. DIR is a folder of that format (see ../shared/fixtures/hallo/README.md):
+compare every stored output. DIR is a folder of that format (see the hallo reference data's README):
 a net folder (config.json, net.pth or net.safetensors, vae_tiny.safetensors, io.safetensors), an audio
 folder (config.json, preprocessor_config.json, model.safetensors, io.safetensors), or a folder holding
 either or both as subfolders."""

@@ -1,5 +1,5 @@
 """`talkinghead verify hallo2 DIR`: run our Hallo2 parts on reference data made by the official code and compare
-every stored output. DIR holds (directly or as subfolders, see ../shared/fixtures/hallo2/README.md):
+every stored output. DIR holds (directly or as subfolders, see the hallo2 reference data's README):
 - a super-resolution folder: config.json, net_g.pth (`{'params_ema': ...}`), io.safetensors;
 - a long-video folder: config.json (with `mask_rate` and the sha256 of the Hallo net it ran), io.safetensors;
   the Hallo reference folder holding that net (net.pth, vae_tiny.safetensors, config.json, io.safetensors for
@@ -174,7 +174,7 @@ def _sha256(path: Path) -> str:
 
 def find_hallo_weights(folder: Path, sha: str | None) -> tuple[Path, bool]:
     """The Hallo reference folder whose net.pth the long-video run used: in `folder`, beside it, or in a
-    `hallo` folder beside the Hallo2 data (../shared/fixtures/hallo/*), matched by sha256 when recorded.
+    `hallo` folder beside the Hallo2 data (the hallo reference data), matched by sha256 when recorded.
     Returns (folder, whether its net.pth has the recorded sha256); with no match, the only candidate is used
     (so changed weights show as differences rather than as missing data)."""
     from ..hallo.verify import is_net_fixture

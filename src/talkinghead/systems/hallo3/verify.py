@@ -1,7 +1,7 @@
 """`talkinghead verify hallo3 DIR`: load a SAT-format Hallo3 checkpoint through the release loader, run our
 model and the official sampler on the recorded inputs, and compare every recorded tensor.
 
-DIR is a folder of the format of ../shared/fixtures/hallo3/hallo3_tiny (or a folder holding one): `latest`,
+DIR is a folder of the format of the hallo3 reference data's hallo3_tiny (or a folder holding one): `latest`,
 `<n>/mp_rank_00_model_states.pt`, `config.json` (the SAT model config, the audio/face projection sizes and
 the sampling seeds) and `io.safetensors`. Sizes, steps and seeds come from those files only."""
 from __future__ import annotations

@@ -3,7 +3,7 @@ wav2vec2) loaded by our release loaders, then the official inference replayed fr
 audio front end, source preparation, two clips of the generate loop (VACE context, skeleton latents, UniPC with
 CFG), one instrumented DiT evaluation and the assembled video, every recorded tensor compared.
 
-DIR is a folder of the format of ../shared/fixtures/hallo4/hallo4_tiny (or one holding it). Sizes, seeds, steps,
+DIR is a folder of the format of the hallo4 reference data's hallo4_tiny (or one holding it). Sizes, seeds, steps,
 shift, guidance and clip settings come from its config.json and tensor shapes."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`talkinghead verify skyreels-a1 DIR`: run our SkyReels-A1 on reference data made by the official code and
-compare every stored output. DIR is a folder of that format (see ../shared/fixtures/skyreels_a1/README.md): a
+compare every stored output. DIR is a folder of that format (see the skyreels_a1 reference data's README): a
 release-layout folder (transformer/, vae/, pose_guider/, scheduler/) with config.json and io.safetensors, or a
 folder holding one or more of them.
 

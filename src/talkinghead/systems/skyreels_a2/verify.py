@@ -1,5 +1,5 @@
 """`talkinghead verify skyreels-a2 DIR`: run our SkyReels-A2 on reference data made by the official code and
-compare every stored output. DIR is a folder of that format (see ../shared/fixtures/skyreels_a2/README.md): a
+compare every stored output. DIR is a folder of that format (see the skyreels_a2 reference data's README): a
 complete release folder (transformer/, vae/, image_encoder/, image_processor/, text_encoder/, tokenizer/) with
 config.json and io.safetensors, or a folder holding one or more of them.
 
