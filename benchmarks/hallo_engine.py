@@ -43,7 +43,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from talkinghead.systems.hallo.model import HALLO_UNET_ADDITIONAL, SD15_UNET
 from talkinghead.nn.reference_attention import ReferenceReadProcessor
-from talkinghead.systems.hallo.engine import DTYPES
+from talkinghead.config import DTYPES
+from talkinghead.utils import torch_dtype
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo" / "hallo_tiny" / "config.json"
 
@@ -261,7 +262,7 @@ def memory_child(args, variant: str) -> None:
     the timed runs down many times over)."""
     spec = tiny_spec() if args.size == "tiny" else full_spec()
     frames, steps = args.frames or spec.frames, args.steps or spec.steps
-    dtype = DTYPES[args.dtype or "fp32"]
+    dtype = torch_dtype(args.dtype or "fp32")
     device = torch.device("cpu")
     with torch.inference_mode():
         pipe = build_pipeline(spec, device, dtype, args.seed)
@@ -415,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--size full builds the SD1.5-size Hallo net (~2.5 B parameters in fp32, ~10 GiB) and runs "
                  "40 steps of 16 frames at 512x512, which takes hours on a CPU. Run it on a GPU "
                  "(--device cuda), or add --force to run it here anyway.")
-    dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
+    dtype_name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
+    dtype = torch_dtype(dtype_name)
     spec = tiny_spec() if args.size == "tiny" else full_spec()
     frames = args.frames or spec.frames
     steps = args.steps or spec.steps
@@ -435,7 +437,6 @@ def main(argv: list[str] | None = None) -> int:
     # here. Tiny: both at once, sharing the cores between them; full size: one after the other.
     memory: dict = {}
     if device.type == "cpu":
-        dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
         t0 = time.perf_counter()
         together = spec.name == "tiny"
         threads = max(1, torch.get_num_threads() // 2) if together else torch.get_num_threads()

@@ -111,6 +111,13 @@ def select_trainable(model, train, freeze=()) -> list[str]:
     return names
 
 
+def torch_dtype(name: str):
+    """The torch dtype of a `dtype` control value: fp32, fp16 or bf16."""
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
 def resolve_device(name: str) -> str:
     """A `--device` value as torch takes it: "auto" is the GPU when torch sees one, else the CPU; a GPU that
     torch does not see is the user's mistake (InputError)."""

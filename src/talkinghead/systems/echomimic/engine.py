@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 RELEASE_URL = "https://huggingface.co/BadToBest/EchoMimic"
 SIZE_MULTIPLE = 64  # latents are 1/8 of the image and the UNet halves them 3 more times
 FACE_MASK_DILATION = 0.1  # infer_audio2vid.py: facemask_dilation_ratio
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LANDMARK_FILE_TYPES = (".npy",)
 
 
@@ -204,7 +203,7 @@ class EchoMimicAnimator:
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
         from ...face.landmarks import prepare
-        from ...utils import resolve_device
+        from ...utils import resolve_device, torch_dtype
 
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
@@ -220,7 +219,7 @@ class EchoMimicAnimator:
             raise InputError(f"must be a multiple of {SIZE_MULTIPLE} for engine echomimic, got {r.size}",
                              "e.g. 512 (the official size)", field="size")
         device = resolve_device(d.device)
-        dtype = DTYPES[d.dtype]
+        dtype = torch_dtype(d.dtype)
         if dtype != torch.float32 and device == "cpu":
             raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
         self.pose_source = d.pose_video

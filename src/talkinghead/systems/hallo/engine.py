@@ -20,14 +20,13 @@ from ...config import AnimateConfig
 from ...errors import InputError
 from ...models.checkpoints import load_vae_folder, require_files
 from ...types import Portrait, Speech
-from ...utils import resolve_device
+from ...utils import resolve_device, torch_dtype
 from . import model as hallo_model
 from .model import HalloConfig
 from .pipeline import DEFAULT_SCHEDULER, HalloPipeline, SamplingConfig
 
 SIZE_MULTIPLE = 64  # latents are 1/8 of the image and the mask pyramid halves 3 more times
 RELEASE_URL = "https://huggingface.co/fudan-generative-ai/{variant}"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 EMBEDDING_HINT = ("give the face-embedding file: a 512-value identity embedding (.npy/.npz/.txt/.safetensors) "
                   "or an ArcFace-style .onnx model that computes it (e.g. InsightFace's glintr100.onnx, which "
                   "official Hallo uses; its licence is non-commercial). See README, 'Face embedding'.")
@@ -135,7 +134,7 @@ class HalloAnimator:
             raise InputError(f"must be a multiple of {SIZE_MULTIPLE} for engine {self.variant}, got {r.size}",
                              "e.g. 512 (the official size)", field="size")
         device = resolve_device(d.device)
-        dtype = DTYPES[d.dtype]
+        dtype = torch_dtype(d.dtype)
         if dtype != torch.float32 and device == "cpu":
             raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
         embedder = make_embedder(d.face_embedding)

@@ -96,9 +96,8 @@ class Hallo4Animator:
         any object with its `dit`, `latents`, `settings`, `lock`, `encode_text` and `audio_windows` renders."""
         from ...config import AnimateConfig
         from ...errors import InputError
-        from ...utils import resolve_device
-        from ..hallo.engine import DTYPES
-
+        from ...utils import resolve_device, torch_dtype
+        
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
         if not d.checkpoint_dir:
@@ -109,7 +108,7 @@ class Hallo4Animator:
             raise InputError("is needed by engine hallo4: the driving skeleton video (a DWPose rendering, what the "
                              "official release calls src_video)", "render the skeleton of a driving video with DWPose",
                              field="pose_video")
-        device, dtype = resolve_device(d.device), DTYPES[d.dtype]
+        device, dtype = resolve_device(d.device), torch_dtype(d.dtype)
         if dtype != torch.float32 and device == "cpu":
             raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
         self.release = (load or load_release)(d.checkpoint_dir, device, dtype)

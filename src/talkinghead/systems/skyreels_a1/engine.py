@@ -12,14 +12,13 @@ import torch
 from ...errors import InputError, UnreadableMediaError
 from ...nn.landmark_guider import motion_landmarks, release_control_frames
 from ...types import Portrait, Speech
-from ...utils import resolve_device
+from ...utils import resolve_device, torch_dtype
 from .pipeline import face_crop, release_control, release_pixels, sample_a1_release
 
 A1_STEPS, A1_GUIDANCE = 10, 3.0  # inference.py's settings
 A1_DROPPED = 2  # the release drops the first two generated frames of every clip (reference landmarks, repeat)
 A1_FACE_SIZE = 512  # the release's aligned face for SigLIP
 A1_BOX_MARGIN = 0.25  # face box for the landmark drawing: the landmark box grown by this share on each side
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def crop_and_resize(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +108,7 @@ class SkyReelsA1Animator:
                              "download the SkyReels-A1-5B release (huggingface.co/Skywork/SkyReels-A1) and pass "
                              "its folder (pretrained_models/SkyReels-A1-5B)", field="checkpoint_dir")
         self.device = resolve_device(d.device)
-        dtype = DTYPES[d.dtype]
+        dtype = torch_dtype(d.dtype)
         if dtype == torch.float16 and self.device == "cpu":
             raise InputError("fp16 needs a GPU", "use bf16 (the release's precision) or fp32 on a CPU", field="dtype")
         self.pose_source = d.pose_video

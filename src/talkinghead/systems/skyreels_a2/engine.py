@@ -11,8 +11,7 @@ import torch
 
 from ...errors import InputError
 from ...types import Portrait, Speech
-from ...utils import resolve_device
-from ..skyreels_a1.engine import DTYPES
+from ...utils import resolve_device, torch_dtype
 from .pipeline import A2_CLIP_SIZE, A2_REPEAT, crop_to_aspect, pad_to_aspect, sample_a2_release
 
 A2_STEPS, A2_GUIDANCE = 50, 5.0  # infer.py's settings
@@ -75,7 +74,7 @@ class SkyReelsA2Animator:
                              "add a reference image (an object, then a background; the last one is the background)",
                              field="reference")
         self.device = resolve_device(d.device)
-        dtype = DTYPES[d.dtype]
+        dtype = torch_dtype(d.dtype)
         if dtype == torch.float16 and self.device == "cpu":
             raise InputError("fp16 needs a GPU", "use bf16 (the release's precision) or fp32 on a CPU", field="dtype")
         images = [portrait.image] + [load_image(p, field="reference").image for p in d.reference]
