@@ -1,9 +1,6 @@
 """Hands in front of the face are found by their shape (MediaPipe Hands) and stay still in the warp."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,25 +10,14 @@ from talkinghead.face import prepare
 from talkinghead.face.hands import hands_on_face
 from talkinghead.render import WarpRenderer
 from talkinghead.types import MotionFrame, Portrait
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
-
-
-def _corpus():
-    if "robustness_corpus" in sys.modules:
-        return sys.modules["robustness_corpus"]
-    spec = importlib.util.spec_from_file_location("robustness_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["robustness_corpus"] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import robustness as corpus
 
 
 @pytest.fixture(scope="module")
 def with_hand():
     """The corpus' bare hand (the portrait's own skin colour) on the astronaut, and where it was drawn."""
     plain = portrait("astronaut")
-    img = _corpus().bare_hand(plain)
+    img = corpus.bare_hand(plain)
     por, face = prepare(Portrait(img, "hand"), max(img.shape[:2]), crop="full")  # the image as it is
     assert por.image.shape == img.shape
     drawn = np.abs(img.astype(np.int16) - plain.astype(np.int16)).max(axis=-1) > 6
@@ -66,7 +52,7 @@ def test_the_hand_stays_still_while_the_mouth_opens(with_hand):
 
 @pytest.mark.parametrize("size", [192, 512])
 def test_a_hand_in_a_black_and_white_photo_is_found(size):
-    C = _corpus()
+    C = corpus
     por, face = prepare(Portrait(C.grayscale(C.bare_hand(portrait("grace_hopper"))), "grey"), size)
     assert (hands_on_face(por.image, face.landmarks) > 0).sum() > 0.02 * size * size
     plain, plain_face = prepare(Portrait(C.grayscale(portrait("grace_hopper")), "grey"), size)

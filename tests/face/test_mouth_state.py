@@ -1,9 +1,6 @@
 """A tongue sticking out of the portrait's mouth is found by colour and refused with a message about the image."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,18 +9,7 @@ from talkinghead.errors import InputError
 from talkinghead.face import prepare
 from talkinghead.face.mouth_state import analyze_mouth, refuse_tongue_out
 from talkinghead.types import Portrait
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
-
-
-def _corpus():
-    if "robustness_corpus" in sys.modules:
-        return sys.modules["robustness_corpus"]
-    spec = importlib.util.spec_from_file_location("robustness_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["robustness_corpus"] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import robustness as corpus
 
 
 def _prepared(img, size=256):
@@ -33,7 +19,7 @@ def _prepared(img, size=256):
 
 @pytest.mark.parametrize("size", [192, 512])
 def test_tongue_out_is_found_and_refused(size):
-    image, landmarks = _prepared(_corpus().tongue_out(portrait("astronaut")), size)
+    image, landmarks = _prepared(corpus.tongue_out(portrait("astronaut")), size)
     state = analyze_mouth(image, landmarks)
     assert state.tongue_out, state
     with pytest.raises(InputError) as e:
@@ -52,7 +38,7 @@ def test_lips_alone_are_not_a_tongue(name):
 
 def test_an_open_mouth_without_a_tongue_out_is_kept():
     """An open mouth (our own warp) is closed for the neutral mouth, not refused as a tongue."""
-    image, landmarks = _prepared(_corpus().warped(portrait("astronaut"), jaw=0.9))
+    image, landmarks = _prepared(corpus.warped(portrait("astronaut"), jaw=0.9))
     assert not analyze_mouth(image, landmarks).tongue_out
 
 
@@ -66,5 +52,5 @@ def test_the_engine_judges_the_source_photo_whatever_the_output_size(size):
     config = AnimateConfig(render=RenderConfig(size=size))
     assert Animator(Portrait(portrait("astronaut"), "astronaut"), config).frame_size == (size, size)
     with pytest.raises(InputError) as e:
-        Animator(Portrait(_corpus().tongue_out(portrait("astronaut")), "tongue"), config)
+        Animator(Portrait(corpus.tongue_out(portrait("astronaut")), "tongue"), config)
     assert e.value.field == "image" and "tongue" in e.value.message

@@ -2,9 +2,6 @@
 made by the robustness corpus (benchmarks/robustness.py) from the bundled ones."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,22 +13,9 @@ from talkinghead.face import regions as R
 from talkinghead.face.occlusion import analyze_occlusion
 from talkinghead.render import WarpRenderer
 from talkinghead.types import MotionFrame, Portrait
+from benchmarks import robustness as C
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
 SIZE = 384
-
-
-def _corpus():
-    if "robustness_corpus" in sys.modules:
-        return sys.modules["robustness_corpus"]
-    spec = importlib.util.spec_from_file_location("robustness_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["robustness_corpus"] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
-
-
-C = _corpus()
 
 
 def _renderer(image: np.ndarray, **kw) -> tuple[Portrait, WarpRenderer]:

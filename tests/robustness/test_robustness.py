@@ -12,29 +12,15 @@ are scored by the card's own aperture and sync code; small frames keep the whole
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
 from talkinghead.errors import InputError
+from benchmarks import robustness as C
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
 SIZE = 192  # px: FaceMesh still reads the mouth reliably, rendering and scoring stay fast
 
 
-def _corpus():
-    if "robustness_corpus" in sys.modules:
-        return sys.modules["robustness_corpus"]
-    spec = importlib.util.spec_from_file_location("robustness_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["robustness_corpus"] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
-
-
-C = _corpus()
 CASES = {case.name: case for case in C.cases()}
 
 
