@@ -7,9 +7,14 @@ line per output: its max abs difference and the tolerance it must stay under.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -38,3 +43,25 @@ def compare(name: str, ours: torch.Tensor, ref: torch.Tensor, tolerance: float) 
     if torch.isnan(diff).any():
         value = float("nan")
     return Check(name, value, tolerance)
+
+
+def fixture_folders(root: Path, is_fixture: Callable[[Path], bool], system: str, expected: str) -> list[Path]:
+    """`root` and its direct subfolders that hold `system`'s reference data (`is_fixture`), in name order;
+    an InputError when `root` is not a folder or holds none (`expected` says what a fixture folder holds)."""
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder",
+                         f"pass a {system} reference-data folder (made by running the official code on a tiny config)")
+    found = [p for p in [root] + sorted(q for q in root.iterdir() if q.is_dir()) if is_fixture(p)]
+    if not found:
+        raise InputError(f"{root} holds no {system} reference data",
+                         f"expected {expected}, in the folder or a subfolder")
+    return found
+
+
+def generator_seed(run: dict) -> int:
+    """The seed of the recorded `torch.Generator(...).manual_seed(N)` in a fixture's run settings."""
+    found = re.search(r"manual_seed\((\d+)\)", str(run.get("generator", "")))
+    if found is None:
+        raise InputError(f"config.json run.generator {run.get('generator')!r} names no seed",
+                         "expected torch.Generator('cpu').manual_seed(N)")
+    return int(found.group(1))

@@ -13,9 +13,8 @@ import torch
 from diffusers import DDIMScheduler
 from einops import rearrange
 
-from ...errors import InputError
 from ...models.checkpoints import require_files
-from ...verify import Check, compare
+from ...verify import Check, compare, fixture_folders as find_fixtures
 
 TOL_EXACT = 1e-5  # log-mel, whisper features and windows, face locator, VAE latents, scheduler tables
 TOL_BANK = 1e-4  # reference-bank features
@@ -28,15 +27,9 @@ def is_fixture(folder: Path) -> bool:
 
 
 def fixture_folders(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder",
-                         "pass an EchoMimic reference-data folder (made by running the official code on a tiny config)")
-    found = [p for p in [root] + sorted(p for p in root.iterdir() if p.is_dir()) if is_fixture(p)]
-    if not found:
-        raise InputError(f"{root} holds no EchoMimic reference data",
-                         "expected io.safetensors next to the release files (denoising_unet.pth, ...), in the "
-                         "folder or a subfolder")
-    return found
+    """The folders under `root` (itself included) that hold EchoMimic reference data."""
+    return find_fixtures(root, is_fixture, "EchoMimic",
+                         "io.safetensors next to the release files (denoising_unet.pth, ...)")
 
 
 def landmark_images(points: torch.Tensor, colours: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ...errors import InputError
 from ...models.checkpoints import require_files
-from ...verify import Check, compare
+from ...verify import Check, compare, fixture_folders as find_fixtures
 from .model import Hallo3Model, config_from_sat, find_sat_checkpoint, load_sat_checkpoint
 from .pipeline import Hallo3Sampler
 
@@ -25,14 +24,9 @@ def is_fixture(folder: Path) -> bool:
 
 
 def fixture_folders(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder", "pass a Hallo3 reference-data folder (made by running the official code on a tiny config)")
-    found = [p for p in [root] + sorted(q for q in root.iterdir() if q.is_dir()) if is_fixture(p)]
-    if not found:
-        raise InputError(f"{root} holds no Hallo3 reference data",
-                         "expected latest, <n>/mp_rank_00_model_states.pt, config.json and io.safetensors in the "
-                         "folder or a subfolder")
-    return found
+    """The folders under `root` (itself included) that hold Hallo3 reference data."""
+    return find_fixtures(root, is_fixture, "Hallo3",
+                         "latest, <n>/mp_rank_00_model_states.pt, config.json and io.safetensors")
 
 
 def load_fixture_model(folder: Path) -> tuple[Hallo3Model, dict]:

@@ -15,7 +15,7 @@ import torch
 
 from ...errors import InputError
 from ...models.checkpoints import require_files
-from ...verify import Check, compare
+from ...verify import Check, compare, fixture_folders as find_fixtures
 from .model import CHECKPOINT, CONFIG, VAE_FILE, load_release, load_wan_vae
 from .pipeline import (WanLatents, center_crop_width, random_mask_patches,
                        resize_for_rectangle_crop, sample_clip, vace_context)
@@ -32,14 +32,9 @@ def is_fixture(folder: Path) -> bool:
 
 
 def fixture_folders(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder", "pass a Hallo4 reference-data folder (made by running the official code on a tiny config)")
-    found = [p for p in [root] + sorted(q for q in root.iterdir() if q.is_dir()) if is_fixture(p)]
-    if not found:
-        raise InputError(f"{root} holds no Hallo4 reference data",
-                         f"expected {CHECKPOINT}, {CONFIG}, {VAE_FILE}, {WAV2VEC}/, config.json and io.safetensors "
-                         "in the folder or a subfolder")
-    return found
+    """The folders under `root` (itself included) that hold Hallo4 reference data."""
+    return find_fixtures(root, is_fixture, "Hallo4",
+                         f"{CHECKPOINT}, {CONFIG}, {VAE_FILE}, {WAV2VEC}/, config.json and io.safetensors")
 
 
 def tolerance(key: str) -> float:

@@ -10,13 +10,11 @@ Sizes, frame counts, steps, guidance and seeds come from config.json and the sto
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 
-from ...errors import InputError
-from ...verify import Check, compare
+from ...verify import Check, compare, fixture_folders as find_fixtures, generator_seed
 from .model import SkyReelsA1Release, load_release
 from .pipeline import release_control, release_pixels, sample_a1_release
 
@@ -36,24 +34,11 @@ def is_fixture(folder: Path) -> bool:
 
 
 def fixture_folders(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder",
-                         "pass a SkyReels-A1 reference-data folder (made by running the official code on a tiny config)")
-    found = [p for p in [root] + sorted(p for p in root.iterdir() if p.is_dir()) if is_fixture(p)]
-    if not found:
-        raise InputError(f"{root} holds no SkyReels-A1 reference data",
-                         "expected io.safetensors beside transformer/, vae/, pose_guider/ and scheduler/, "
-                         "in the folder or a subfolder")
-    return found
+    """The folders under `root` (itself included) that hold SkyReels-A1 reference data."""
+    return find_fixtures(root, is_fixture, "SkyReels-A1",
+                         "io.safetensors beside transformer/, vae/, pose_guider/ and scheduler/")
 
 
-def generator_seed(run: dict) -> int:
-    """The seed of the recorded `torch.Generator(...).manual_seed(N)`."""
-    found = re.search(r"manual_seed\((\d+)\)", str(run.get("generator", "")))
-    if found is None:
-        raise InputError(f"config.json run.generator {run.get('generator')!r} names no seed",
-                         "expected torch.Generator('cpu').manual_seed(N)")
-    return int(found.group(1))
 
 
 def _steps(io: dict, prefix: str) -> int:

@@ -11,14 +11,12 @@ counts, steps, guidance, prompts and seeds come from config.json and the stored 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...errors import InputError
-from ...verify import Check, compare
+from ...verify import Check, compare, fixture_folders as find_fixtures, generator_seed
 from .model import load_release
 from .pipeline import A2_CLIP_SIZE, crop_to_aspect, pad_to_aspect, sample_a2_release
 
@@ -43,23 +41,12 @@ def is_fixture(folder: Path) -> bool:
 
 
 def fixture_folders(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder",
-                         "pass a SkyReels-A2 reference-data folder (made by running the official code on a tiny config)")
-    found = [p for p in [root] + sorted(p for p in root.iterdir() if p.is_dir()) if is_fixture(p)]
-    if not found:
-        raise InputError(f"{root} holds no SkyReels-A2 reference data",
-                         "expected io.safetensors beside transformer/, vae/, image_encoder/, text_encoder/, "
-                         "tokenizer/ and image_processor/, in the folder or a subfolder")
-    return found
+    """The folders under `root` (itself included) that hold SkyReels-A2 reference data."""
+    return find_fixtures(root, is_fixture, "SkyReels-A2",
+                         "io.safetensors beside transformer/, vae/, image_encoder/, text_encoder/, tokenizer/ "
+                         "and image_processor/")
 
 
-def _seed(run: dict) -> int:
-    found = re.search(r"manual_seed\((\d+)\)", str(run.get("generator", "")))
-    if found is None:
-        raise InputError(f"config.json run.generator {run.get('generator')!r} names no seed",
-                         "expected torch.Generator('cpu').manual_seed(N)")
-    return int(found.group(1))
 
 
 def references(io: dict, config: dict, height: int, width: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -154,7 +141,7 @@ def check_fixture(folder: Path) -> list[Check]:
     handles = _record_first_step(release.transformer, trace)
     try:
         out = sample_a2_release(release, vae_images, clip_images, prompt, negative, frames, steps, guidance,
-                                generator=torch.Generator().manual_seed(_seed(run)), trace=trace)
+                                generator=torch.Generator().manual_seed(generator_seed(run)), trace=trace)
     finally:
         for h in handles:
             h.remove()
@@ -172,7 +159,7 @@ def check_fixture(folder: Path) -> list[Check]:
     release = load_release(folder, dtype)
     trace = {}
     out = sample_a2_release(release, vae_images, clip_images, prompt, negative, frames, steps, guidance,
-                            generator=torch.Generator().manual_seed(_seed(run)), trace=trace)
+                            generator=torch.Generator().manual_seed(generator_seed(run)), trace=trace)
     for key in ("prompt_t5_last_hidden_state", "prompt_embeds", "negative_prompt_t5_last_hidden_state",
                 "negative_prompt_embeds"):
         if key in trace:
