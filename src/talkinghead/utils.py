@@ -118,6 +118,17 @@ def torch_dtype(name: str):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+def resolve_precision(device: str, dtype: str, on_cpu: tuple[str, ...] = ("fp32",),
+                      cpu_hint: str = "use fp32 on a CPU") -> tuple:
+    """(device, torch dtype) of the `device` and `dtype` controls; a dtype outside `on_cpu` is refused on a CPU."""
+    from .errors import InputError
+
+    resolved = resolve_device(device)
+    if resolved == "cpu" and dtype not in on_cpu:
+        raise InputError(f"{dtype} needs a GPU", cpu_hint, field="dtype")
+    return resolved, torch_dtype(dtype)
+
+
 def resolve_device(name: str) -> str:
     """A `--device` value as torch takes it: "auto" is the GPU when torch sees one, else the CPU; a GPU that
     torch does not see is the user's mistake (InputError)."""

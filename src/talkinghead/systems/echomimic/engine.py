@@ -203,7 +203,7 @@ class EchoMimicAnimator:
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
         from ...face.landmarks import prepare
-        from ...utils import resolve_device, torch_dtype
+        from ...utils import resolve_precision
 
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
@@ -218,10 +218,7 @@ class EchoMimicAnimator:
         if r.size % SIZE_MULTIPLE:
             raise InputError(f"must be a multiple of {SIZE_MULTIPLE} for engine echomimic, got {r.size}",
                              "e.g. 512 (the official size)", field="size")
-        device = resolve_device(d.device)
-        dtype = torch_dtype(d.dtype)
-        if dtype != torch.float32 and device == "cpu":
-            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
+        device, dtype = resolve_precision(d.device, d.dtype)
         self.pose_source = d.pose_video
         if self.pose_source and not Path(self.pose_source).is_file():
             raise InputError(f"{self.pose_source} does not exist", "pass a driving video or a .npy landmark file",

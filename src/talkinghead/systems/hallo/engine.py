@@ -20,7 +20,7 @@ from ...config import AnimateConfig
 from ...errors import InputError
 from ...models.checkpoints import load_vae_folder, require_files
 from ...types import Portrait, Speech
-from ...utils import resolve_device, torch_dtype
+from ...utils import resolve_precision
 from . import model as hallo_model
 from .model import HalloConfig
 from .pipeline import DEFAULT_SCHEDULER, HalloPipeline, SamplingConfig
@@ -133,10 +133,7 @@ class HalloAnimator:
         if r.size % SIZE_MULTIPLE:
             raise InputError(f"must be a multiple of {SIZE_MULTIPLE} for engine {self.variant}, got {r.size}",
                              "e.g. 512 (the official size)", field="size")
-        device = resolve_device(d.device)
-        dtype = torch_dtype(d.dtype)
-        if dtype != torch.float32 and device == "cpu":
-            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
+        device, dtype = resolve_precision(d.device, d.dtype)
         embedder = make_embedder(d.face_embedding)
         self.sampling = SamplingConfig(steps=d.steps or SamplingConfig.steps,
                                        guidance_scale=d.guidance_scale if d.guidance_scale is not None

@@ -147,7 +147,7 @@ class Hallo3Animator:
         from ...face.embedding import make_embedder
         from ...face.landmarks import analyze
         from ...types import Portrait as P
-        from ...utils import resolve_device, torch_dtype
+        from ...utils import resolve_precision
         from ..hallo.engine import EMBEDDING_HINT
 
         self.config = config = (config or AnimateConfig()).validate()
@@ -158,9 +158,7 @@ class Hallo3Animator:
                              field="checkpoint_dir")
         if not d.face_embedding:
             raise InputError("is needed by engine hallo3 (the face's identity)", EMBEDDING_HINT, field="face_embedding")
-        device, dtype = resolve_device(d.device), torch_dtype(d.dtype)
-        if dtype != torch.float32 and device == "cpu":
-            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
+        device, dtype = resolve_precision(d.device, d.dtype)
         self.release = load_release(d.checkpoint_dir, device, dtype)
         tc = self.release.model.transformer.config
         scale = 2 ** (len(self.release.vae.config.block_out_channels) - 1)

@@ -96,7 +96,7 @@ class Hallo4Animator:
         any object with its `dit`, `latents`, `settings`, `lock`, `encode_text` and `audio_windows` renders."""
         from ...config import AnimateConfig
         from ...errors import InputError
-        from ...utils import resolve_device, torch_dtype
+        from ...utils import resolve_precision
         
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
@@ -108,9 +108,7 @@ class Hallo4Animator:
             raise InputError("is needed by engine hallo4: the driving skeleton video (a DWPose rendering, what the "
                              "official release calls src_video)", "render the skeleton of a driving video with DWPose",
                              field="pose_video")
-        device, dtype = resolve_device(d.device), torch_dtype(d.dtype)
-        if dtype != torch.float32 and device == "cpu":
-            raise InputError(f"{d.dtype} needs a GPU", "use fp32 on a CPU", field="dtype")
+        device, dtype = resolve_precision(d.device, d.dtype)
         self.release = (load or load_release)(d.checkpoint_dir, device, dtype)
         s = self.release.settings
         self.height, self.width = s["size_hw"]

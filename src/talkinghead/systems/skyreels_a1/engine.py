@@ -12,7 +12,7 @@ import torch
 from ...errors import InputError, UnreadableMediaError
 from ...nn.landmark_guider import motion_landmarks, release_control_frames
 from ...types import Portrait, Speech
-from ...utils import resolve_device, torch_dtype
+from ...utils import resolve_precision
 from .pipeline import face_crop, release_control, release_pixels, sample_a1_release
 
 A1_STEPS, A1_GUIDANCE = 10, 3.0  # inference.py's settings
@@ -107,10 +107,8 @@ class SkyReelsA1Animator:
             raise InputError("is needed by engine skyreels-a1 (its release folder)",
                              "download the SkyReels-A1-5B release (huggingface.co/Skywork/SkyReels-A1) and pass "
                              "its folder (pretrained_models/SkyReels-A1-5B)", field="checkpoint_dir")
-        self.device = resolve_device(d.device)
-        dtype = torch_dtype(d.dtype)
-        if dtype == torch.float16 and self.device == "cpu":
-            raise InputError("fp16 needs a GPU", "use bf16 (the release's precision) or fp32 on a CPU", field="dtype")
+        self.device, dtype = resolve_precision(d.device, d.dtype, on_cpu=("fp32", "bf16"),
+                                               cpu_hint="use bf16 (the release's precision) or fp32 on a CPU")
         self.pose_source = d.pose_video
         if self.pose_source and not Path(self.pose_source).is_file():
             raise InputError(f"{self.pose_source} does not exist", "pass a driving video or a .npy landmark file",

@@ -11,7 +11,7 @@ import torch
 
 from ...errors import InputError
 from ...types import Portrait, Speech
-from ...utils import resolve_device, torch_dtype
+from ...utils import resolve_precision
 from .pipeline import A2_CLIP_SIZE, A2_REPEAT, crop_to_aspect, pad_to_aspect, sample_a2_release
 
 A2_STEPS, A2_GUIDANCE = 50, 5.0  # infer.py's settings
@@ -73,10 +73,8 @@ class SkyReelsA2Animator:
             raise InputError("is needed by engine skyreels-a2, which composes the image with one or more references",
                              "add a reference image (an object, then a background; the last one is the background)",
                              field="reference")
-        self.device = resolve_device(d.device)
-        dtype = torch_dtype(d.dtype)
-        if dtype == torch.float16 and self.device == "cpu":
-            raise InputError("fp16 needs a GPU", "use bf16 (the release's precision) or fp32 on a CPU", field="dtype")
+        self.device, dtype = resolve_precision(d.device, d.dtype, on_cpu=("fp32", "bf16"),
+                                               cpu_hint="use bf16 (the release's precision) or fp32 on a CPU")
         images = [portrait.image] + [load_image(p, field="reference").image for p in d.reference]
         width = A2_SIZE[0] if r.size == RenderConfig.size else r.size
         width = max(A2_MULTIPLE, int(round(width / A2_MULTIPLE)) * A2_MULTIPLE)
