@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkinghead.interfaces.cli import main
 from talkinghead.io import probe
 from talkinghead.systems import CAPABILITIES, SYSTEMS, engine_names, resolve, verifier_names
+from tests.support import cli_exit_code
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -18,14 +18,8 @@ SEED_SYSTEMS = {"emo", "hallo", "hallo2", "echomimic", "emo2", "loopy", "hallo3"
                 "skyreels-a2", "midas"}
 
 
-def _run(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
-
-
 def test_systems_json_lists_warp_and_the_eleven(capsys):
-    assert _run(["systems", "--json"]) == 0
+    assert cli_exit_code(["systems", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["name"] for r in rows} == SEED_SYSTEMS | {"warp"}
     for r in rows:
@@ -34,7 +28,7 @@ def test_systems_json_lists_warp_and_the_eleven(capsys):
 
 
 def test_systems_table_says_what_is_missing(capsys):
-    assert _run(["systems"]) == 0
+    assert cli_exit_code(["systems"]) == 0
     out = capsys.readouterr().out
     assert "warp" in out and "midas" in out
     assert "weights: none released" in out  # own-weight systems say where weights come from
@@ -56,11 +50,11 @@ def test_every_path_resolves_and_every_stage_config_exists(name):
 
 
 def test_cli_choices_come_from_the_registry(capsys):
-    assert _run(["animate", "--help"]) == 0
+    assert cli_exit_code(["animate", "--help"]) == 0
     help_text = capsys.readouterr().out
     for name in engine_names():
         assert name in help_text
-    assert _run(["verify", "--help"]) == 0
+    assert cli_exit_code(["verify", "--help"]) == 0
     help_text = capsys.readouterr().out
     for name in verifier_names():
         assert name in help_text
@@ -74,7 +68,7 @@ def test_an_engine_without_weights_is_refused_with_the_fix(short_wav, tmp_path, 
         if SYSTEMS[name].weights == "none":
             continue
         out = tmp_path / f"{name}.mp4"
-        code = _run(["animate", "--engine", name, "--image", str(portrait_path("astronaut")), "--audio",
+        code = cli_exit_code(["animate", "--engine", name, "--image", str(portrait_path("astronaut")), "--audio",
                      str(short_wav), "-o", str(out), "--quiet"])
         assert code == 2, name
         assert "--checkpoint-dir" in capsys.readouterr().err, name
@@ -87,7 +81,7 @@ def test_verify_claim(name, capsys):
     fixture = FIXTURES / SYSTEMS[name].fixture
     if not fixture.is_dir():
         pytest.skip(f"shared reference data not found at {fixture}")
-    assert _run(["verify", name, str(fixture)]) == 0
+    assert cli_exit_code(["verify", name, str(fixture)]) == 0
     assert "FAIL" not in capsys.readouterr().out
 
 
@@ -128,7 +122,7 @@ def test_render_claim(name, engine_args, short_wav, tmp_path):
     for out in outs:
         argv = ["animate", "--engine", name, "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
                 "-o", str(out), "--quiet", "--seed", "7", "--lossless", *extra]
-        assert _run(argv) == 0
+        assert cli_exit_code(argv) == 0
     info = probe(outs[0])
     assert info["audio_duration"] == pytest.approx(0.9, abs=0.05)
     assert abs(info["n_frames"] / info["fps"] - info["audio_duration"]) <= 1.0 / info["fps"] + 1e-6
@@ -141,11 +135,11 @@ def test_a_control_an_engine_cannot_honour_is_refused_naming_those_that_do(hallo
 
     out = tmp_path / "x.mp4"
     base = ["animate", "--image", str(portrait_path("astronaut")), "--audio", str(short_wav), "-o", str(out), "--quiet"]
-    assert _run(base + ["--engine", "hallo", "--checkpoint-dir", str(hallo_release), "--face-embedding",
+    assert cli_exit_code(base + ["--engine", "hallo", "--checkpoint-dir", str(hallo_release), "--face-embedding",
                         str(face_embedding_file), "--head-motion", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "--head-motion is not honoured by the hallo engine" in err and "warp" in err
-    assert _run(base + ["--lip-weight", "1.5"]) == 2  # warp has no Hallo branch weights
+    assert cli_exit_code(base + ["--lip-weight", "1.5"]) == 2  # warp has no Hallo branch weights
     err = capsys.readouterr().err
     assert "--lip-weight is not honoured by the warp engine" in err and "hallo" in err
     assert not out.exists()
@@ -157,7 +151,7 @@ def test_hallo_seed_zero_is_seed_zero_and_branch_weights_change_the_video(hallo_
 
     def render(name, *extra):
         out = tmp_path / f"{name}.mp4"
-        assert _run(["animate", "--engine", "hallo", "--checkpoint-dir", str(hallo_release), "--face-embedding",
+        assert cli_exit_code(["animate", "--engine", "hallo", "--checkpoint-dir", str(hallo_release), "--face-embedding",
                      str(face_embedding_file), "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
                      "--size", "128", "--steps", "2", "-o", str(out), "--quiet", *extra]) == 0
         return _frames(out)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkinghead.interfaces.cli import main
 from talkinghead.io import probe
+from tests.support import cli_exit_code
 
 RELEASE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "echomimic" / "echomimic_tiny"
 
@@ -20,12 +20,6 @@ def release() -> Path:
     if not RELEASE.is_dir():
         pytest.skip(f"shared reference data not found at {RELEASE}")
     return RELEASE
-
-
-def _run(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
 
 
 def _argv(release, wav, out, *extra):
@@ -45,14 +39,14 @@ def _frames(path) -> np.ndarray:
 
 def test_audio_driven_video_has_the_audio_length_and_repeats_with_the_seed(release, short_wav, tmp_path):
     a, again, other = tmp_path / "a.mp4", tmp_path / "a2.mp4", tmp_path / "b.mp4"
-    assert _run(_argv(release, short_wav, a, "--seed", "420")) == 0
+    assert cli_exit_code(_argv(release, short_wav, a, "--seed", "420")) == 0
     info = probe(a)
     assert (info["width"], info["height"]) == (128, 128)
     assert info["n_frames"] == 23  # ceil(0.9 s * 25 fps); the official extra windows past the audio are dropped
     assert info["audio_codec"] and info["audio_duration"] == pytest.approx(0.9, abs=0.05)
-    assert _run(_argv(release, short_wav, again, "--seed", "420")) == 0
+    assert cli_exit_code(_argv(release, short_wav, again, "--seed", "420")) == 0
     assert np.array_equal(_frames(a), _frames(again))
-    assert _run(_argv(release, short_wav, other, "--seed", "1", "--fps", "24", "--scheduler", "dpm")) == 0
+    assert cli_exit_code(_argv(release, short_wav, other, "--seed", "1", "--fps", "24", "--scheduler", "dpm")) == 0
     assert probe(other)["n_frames"] == 22  # ceil(0.9 s * 24 fps)
 
 
@@ -88,17 +82,17 @@ def test_landmark_driven_from_a_landmark_file_and_a_driving_video(release, short
     drift = np.linspace(0, 6, 23)[:, None, None] * np.array([1.0, 0.0, 0.0])
     np.save(tmp_path / "marks.npy", (face.landmarks[None] + drift).astype(np.float32))
     audio_driven, from_file = tmp_path / "audio.mp4", tmp_path / "file.mp4"
-    assert _run(_argv(release, short_wav, audio_driven, "--seed", "5")) == 0
-    assert _run(_argv(release, short_wav, from_file, "--seed", "5", "--pose-video", str(tmp_path / "marks.npy"))) == 0
+    assert cli_exit_code(_argv(release, short_wav, audio_driven, "--seed", "5")) == 0
+    assert cli_exit_code(_argv(release, short_wav, from_file, "--seed", "5", "--pose-video", str(tmp_path / "marks.npy"))) == 0
     assert probe(from_file)["n_frames"] == 23
     # the landmark-driven release files (face_locator_pose.pth, unclamped noise) give another video
     assert not np.array_equal(_frames(from_file), _frames(audio_driven))
 
     driving = tmp_path / "driving.mp4"
-    assert _run(["animate", "--image", str(portrait_path("astronaut")), "--audio", str(short_wav), "--size", "128",
+    assert cli_exit_code(["animate", "--image", str(portrait_path("astronaut")), "--audio", str(short_wav), "--size", "128",
                  "-o", str(driving), "--quiet"]) == 0
     from_video = tmp_path / "video.mp4"
-    assert _run(_argv(release, short_wav, from_video, "--seed", "5", "--pose-video", str(driving))) == 0
+    assert cli_exit_code(_argv(release, short_wav, from_video, "--seed", "5", "--pose-video", str(driving))) == 0
     assert probe(from_video)["n_frames"] == 23
 
 
@@ -106,9 +100,9 @@ def test_bad_pose_input_is_one_clear_error_and_no_file(release, short_wav, tmp_p
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 4), np.float32))
     out = tmp_path / "out.mp4"
-    assert _run(_argv(release, short_wav, out, "--pose-video", str(bad))) == 2
+    assert cli_exit_code(_argv(release, short_wav, out, "--pose-video", str(bad))) == 2
     assert "(frames, points, 2 or 3)" in capsys.readouterr().err
-    assert _run(_argv(release, short_wav, out, "--pose-video", str(tmp_path / "nope.mp4"))) == 2
+    assert cli_exit_code(_argv(release, short_wav, out, "--pose-video", str(tmp_path / "nope.mp4"))) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists()
 
@@ -119,7 +113,7 @@ def test_missing_release_files_are_named_together(release, short_wav, tmp_path, 
     (partial / "audio_processor" / "whisper_tiny.pt").unlink()
     (partial / "reference_unet.pth").unlink()
     out = tmp_path / "out.mp4"
-    assert _run(_argv(tmp_path, short_wav, out)) != 0
+    assert cli_exit_code(_argv(tmp_path, short_wav, out)) != 0
     err = capsys.readouterr().err
     assert "whisper_tiny.pt" in err and "reference_unet.pth" in err
     assert not out.exists()
@@ -127,8 +121,8 @@ def test_missing_release_files_are_named_together(release, short_wav, tmp_path, 
 
 def test_controls_echomimic_cannot_honour_are_refused(release, short_wav, tmp_path, capsys):
     out = tmp_path / "out.mp4"
-    assert _run(_argv(release, short_wav, out, "--lip-weight", "2")) == 2
+    assert cli_exit_code(_argv(release, short_wav, out, "--lip-weight", "2")) == 2
     assert "--lip-weight is not honoured by the echomimic engine" in capsys.readouterr().err
-    assert _run(_argv(release, short_wav, out, "--size", "100")) == 2
+    assert cli_exit_code(_argv(release, short_wav, out, "--size", "100")) == 2
     assert "multiple of 64" in capsys.readouterr().err
     assert not out.exists()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from talkinghead.interfaces.cli import main
 from talkinghead.systems.echomimic.verify import check_fixture, verify_echomimic
+from tests.support import cli_exit_code
 
 FIXTURE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "echomimic"
 
@@ -22,14 +22,8 @@ def echomimic_dir() -> Path:
     return FIXTURE
 
 
-def _exit_code(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
-
-
 def test_shipped_fixture_passes_every_check(echomimic_dir, capsys):
-    assert _exit_code(["verify", "echomimic", str(echomimic_dir)]) == 0
+    assert cli_exit_code(["verify", "echomimic", str(echomimic_dir)]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out
     # audio front end, one CFG step with the bank, both pipelines through to the decoded frames
@@ -47,7 +41,7 @@ def test_one_changed_weight_fails(echomimic_dir, tmp_path, capsys):
     key = next(k for k in state if k.endswith("proj_out.weight"))
     state[key] = state[key] + 0.05
     torch.save(state, dst / "motion_module.pth")
-    assert _exit_code(["verify", "echomimic", str(dst)]) == 1
+    assert cli_exit_code(["verify", "echomimic", str(dst)]) == 1
     out = capsys.readouterr().out
     failed = [line.split()[1] for line in out.splitlines() if line.startswith("FAIL")]
     assert any("a.model_out_cfg_batch" in name for name in failed)
@@ -61,13 +55,13 @@ def test_missing_release_files_are_named_together(echomimic_dir, tmp_path, capsy
     shutil.copytree(echomimic_dir / "echomimic_tiny", dst)
     (dst / "motion_module.pth").unlink()
     (dst / "face_locator.pth").unlink()
-    assert _exit_code(["verify", "echomimic", str(dst)]) == 1
+    assert cli_exit_code(["verify", "echomimic", str(dst)]) == 1
     err = capsys.readouterr().err
     assert "motion_module.pth" in err and "face_locator.pth" in err
 
 
 def test_not_a_fixture_folder_is_a_clear_error(tmp_path, capsys):
-    assert _exit_code(["verify", "echomimic", str(tmp_path)]) == 2
+    assert cli_exit_code(["verify", "echomimic", str(tmp_path)]) == 2
     assert "holds no EchoMimic reference data" in capsys.readouterr().err
 
 

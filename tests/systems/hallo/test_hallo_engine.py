@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from talkinghead.interfaces.cli import main
 from talkinghead.io import probe
+from tests.support import cli_exit_code
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,6 @@ def embedding(face_embedding_file):
     return face_embedding_file
 
 
-def _run(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
-
-
 def _argv(release, embedding, wav, out, *extra):
     from talkinghead.assets import portrait_path
 
@@ -37,7 +31,7 @@ def _argv(release, embedding, wav, out, *extra):
 
 def test_renders_a_video_of_the_audio_length(tiny_release, embedding, short_wav, tmp_path):
     out = tmp_path / "hallo.mp4"
-    assert _run(_argv(tiny_release, embedding, short_wav, out)) == 0
+    assert cli_exit_code(_argv(tiny_release, embedding, short_wav, out)) == 0
     info = probe(out)
     assert (info["width"], info["height"]) == (128, 128)
     assert info["n_frames"] == 23  # ceil(0.9 s * 25 fps): the padded second clip is trimmed
@@ -52,10 +46,10 @@ def test_same_seed_same_video_and_dpm_scheduler_runs(tiny_release, embedding, sh
             return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
-    assert _run(_argv(tiny_release, embedding, short_wav, a, "--seed", "3")) == 0
-    assert _run(_argv(tiny_release, embedding, short_wav, b, "--seed", "3", "--scheduler", "dpm")) == 0
+    assert cli_exit_code(_argv(tiny_release, embedding, short_wav, a, "--seed", "3")) == 0
+    assert cli_exit_code(_argv(tiny_release, embedding, short_wav, b, "--seed", "3", "--scheduler", "dpm")) == 0
     again = tmp_path / "a2.mp4"
-    assert _run(_argv(tiny_release, embedding, short_wav, again, "--seed", "3")) == 0
+    assert cli_exit_code(_argv(tiny_release, embedding, short_wav, again, "--seed", "3")) == 0
     assert np.array_equal(frames(a), frames(again))
     assert frames(b).shape == frames(a).shape
 
@@ -70,7 +64,7 @@ def test_missing_release_file_is_named_and_no_output(tiny_release, embedding, sh
     shutil.copytree(tiny_release, release)
     (release / drop).unlink()
     out = tmp_path / "x.mp4"
-    assert _run(_argv(release, embedding, short_wav, out)) == 1
+    assert cli_exit_code(_argv(release, embedding, short_wav, out)) == 1
     assert needle in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob("*.part*"))
 
@@ -83,7 +77,7 @@ def test_wrong_checkpoint_keys_are_listed(tiny_release, embedding, short_wav, tm
     state = torch.load(release / "hallo" / "net.pth", weights_only=True)
     state["imageproj.extra.weight"] = state.pop("imageproj.proj.weight")
     torch.save(state, release / "hallo" / "net.pth")
-    assert _run(_argv(release, embedding, short_wav, tmp_path / "x.mp4")) == 1
+    assert cli_exit_code(_argv(release, embedding, short_wav, tmp_path / "x.mp4")) == 1
     err = capsys.readouterr().err
     assert "imageproj.proj.weight" in err and "imageproj.extra.weight" in err
 
@@ -93,7 +87,7 @@ def test_wrong_checkpoint_keys_are_listed(tiny_release, embedding, short_wav, tm
     (["--dtype", "fp16", "--device", "cpu"], "needs a GPU"),
 ])
 def test_bad_settings_are_user_errors(tiny_release, embedding, short_wav, tmp_path, capsys, extra, needle):
-    assert _run(_argv(tiny_release, embedding, short_wav, tmp_path / "x.mp4", *extra)) == 2
+    assert cli_exit_code(_argv(tiny_release, embedding, short_wav, tmp_path / "x.mp4", *extra)) == 2
     assert needle in capsys.readouterr().err
 
 
@@ -102,9 +96,9 @@ def test_missing_checkpoint_dir_and_embedding_explain_the_fix(short_wav, tmp_pat
 
     base = ["animate", "--engine", "hallo", "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
             "-o", str(tmp_path / "x.mp4"), "--quiet"]
-    assert _run(base) == 2
+    assert cli_exit_code(base) == 2
     assert "--checkpoint-dir" in capsys.readouterr().err
-    assert _run(base + ["--checkpoint-dir", str(tmp_path)]) == 2
+    assert cli_exit_code(base + ["--checkpoint-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--face-embedding" in err and "non-commercial" in err
 

@@ -6,19 +6,13 @@ import shutil
 import pytest
 import torch
 
-from talkinghead.interfaces.cli import main
 from talkinghead.systems.hallo.verify import verify_hallo
-
-
-def _exit_code(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
+from tests.support import cli_exit_code
 
 
 def test_shipped_fixture_passes_every_check(hallo_dir, capsys):
     root = hallo_dir
-    assert _exit_code(["verify", "hallo", str(root)]) == 0
+    assert cli_exit_code(["verify", "hallo", str(root)]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out
     # the three kinds of outputs are all compared: forward pass, sampling run, audio front end
@@ -39,7 +33,7 @@ def test_one_perturbed_weight_fails(hallo_dir, tmp_path, capsys):
     key = "denoising_unet.up_blocks.1.audio_modules.0.transformer_blocks.0.attn2_2.to_v.weight"
     state[key] = state[key] + 0.05
     torch.save(state, dst / "net.pth")
-    assert _exit_code(["verify", "hallo", str(dst)]) == 1
+    assert cli_exit_code(["verify", "hallo", str(dst)]) == 1
     out = capsys.readouterr().out
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert any("model_out_cfg_batch" in line for line in failed)
@@ -63,7 +57,7 @@ def test_perturbed_reference_output_fails(hallo_dir, tmp_path):
 
 
 def test_not_a_fixture_folder_is_a_clear_error(tmp_path, capsys):
-    assert _exit_code(["verify", "hallo", str(tmp_path)]) == 2
+    assert cli_exit_code(["verify", "hallo", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "holds no Hallo reference data" in err and "how to fix" in err
 
@@ -73,5 +67,5 @@ def test_missing_vae_is_named(hallo_dir, tmp_path, capsys):
     dst = tmp_path / "hallo_tiny"
     shutil.copytree(src, dst)
     (dst / "vae_tiny.safetensors").unlink()
-    assert _exit_code(["verify", "hallo", str(dst)]) == 1
+    assert cli_exit_code(["verify", "hallo", str(dst)]) == 1
     assert "vae_tiny.safetensors" in capsys.readouterr().err

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.interfaces.cli import main
 from talkinghead.io import probe
 from talkinghead.systems.hallo2.engine import hallo2_audio_plan
 from talkinghead.systems.hallo2.super_resolution import restore_video
+from tests.support import cli_exit_code
 
 SMALL_SR = dict(img_size=64, nf=32, ch_mult=(1, 1, 1), attn_resolutions=(16,), codebook_size=8, emb_dim=32,
                 dim_embd=32, n_head=2, n_layers=1, latent_size=256, connect_list=("32",),
@@ -44,12 +44,6 @@ def release(hallo_release, tmp_path_factory) -> Path:
     return root
 
 
-def _run(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
-
-
 def _argv(release, embedding, wav, out, *extra, engine="hallo2"):
     from talkinghead.assets import portrait_path
 
@@ -68,21 +62,21 @@ def _frames(path) -> np.ndarray:
 def test_long_video_loop_renders_the_audio_length_and_repeats_for_a_seed(release, face_embedding_file, short_wav,
                                                                          tmp_path):
     a, b, hallo = tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "hallo.mp4"
-    assert _run(_argv(release, face_embedding_file, short_wav, a, "--seed", "5")) == 0
+    assert cli_exit_code(_argv(release, face_embedding_file, short_wav, a, "--seed", "5")) == 0
     info = probe(a)
     assert (info["width"], info["height"]) == (128, 128)
     assert info["n_frames"] == 23  # ceil(0.9 s * 25 fps)
     assert info["audio_duration"] == pytest.approx(0.9, abs=0.05)
-    assert _run(_argv(release, face_embedding_file, short_wav, b, "--seed", "5")) == 0
+    assert cli_exit_code(_argv(release, face_embedding_file, short_wav, b, "--seed", "5")) == 0
     assert np.array_equal(_frames(a), _frames(b))
     # same net.pth, but Hallo2's loop masks the motion frames and draws the mask from the noise stream
-    assert _run(_argv(release, face_embedding_file, short_wav, hallo, "--seed", "5", engine="hallo")) == 0
+    assert cli_exit_code(_argv(release, face_embedding_file, short_wav, hallo, "--seed", "5", engine="hallo")) == 0
     assert not np.array_equal(_frames(a), _frames(hallo))
 
 
 def test_super_resolution_stage(release, face_embedding_file, short_wav, tmp_path):
     out = tmp_path / "sr.mp4"
-    assert _run(_argv(release, face_embedding_file, short_wav, out, "--super-resolution", "--sr-fidelity", "1")) == 0
+    assert cli_exit_code(_argv(release, face_embedding_file, short_wav, out, "--super-resolution", "--sr-fidelity", "1")) == 0
     info = probe(out)
     assert (info["width"], info["height"]) == (64, 64)  # the network's face size (512 in the release)
     assert info["n_frames"] == 22  # video_sr.py drops the last frame
@@ -97,11 +91,11 @@ def test_super_resolution_needs_net_g_and_its_options_need_it(release, face_embe
     shutil.copytree(release, bare)
     (bare / "hallo2" / "net_g.pth").unlink()
     out = tmp_path / "x.mp4"
-    assert _run(_argv(bare, face_embedding_file, short_wav, out, "--super-resolution")) == 1
+    assert cli_exit_code(_argv(bare, face_embedding_file, short_wav, out, "--super-resolution")) == 1
     assert "hallo2/net_g.pth" in capsys.readouterr().err
-    assert _run(_argv(release, face_embedding_file, short_wav, out, "--sr-fidelity", "0.7")) == 2
+    assert cli_exit_code(_argv(release, face_embedding_file, short_wav, out, "--sr-fidelity", "0.7")) == 2
     assert "error: --sr-fidelity sets the super-resolution stage, which is off" in capsys.readouterr().err
-    assert _run(_argv(release, face_embedding_file, short_wav, out, "--super-resolution", engine="hallo")) == 2
+    assert cli_exit_code(_argv(release, face_embedding_file, short_wav, out, "--super-resolution", engine="hallo")) == 2
     assert "hallo2" in capsys.readouterr().err
     assert not out.exists()
 

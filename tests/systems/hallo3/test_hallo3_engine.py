@@ -8,14 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from talkinghead.interfaces.cli import main
 from talkinghead.io import probe
-
-
-def _run(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
+from tests.support import cli_exit_code
 
 
 def _frames(path) -> np.ndarray:
@@ -31,7 +25,7 @@ def test_cli_renders_the_release_deterministically(hallo3_release, face_embeddin
     outs = []
     for k, seed in enumerate((3, 3, 4)):
         out = tmp_path / f"h3_{k}.mp4"
-        assert _run(["animate", "--engine", "hallo3", "--checkpoint-dir", str(hallo3_release), "--face-embedding",
+        assert cli_exit_code(["animate", "--engine", "hallo3", "--checkpoint-dir", str(hallo3_release), "--face-embedding",
                      str(face_embedding_file), "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
                      "--steps", "2", "--seed", str(seed), "--prompt", "a person is talking", "-o", str(out),
                      "--quiet"]) == 0
@@ -77,7 +71,7 @@ def test_missing_release_files_are_named_together(hallo3_release, face_embedding
     shutil.rmtree(broken / "t5-v1_1-xxl")
     (broken / "hallo3" / "1" / "mp_rank_00_model_states.pt").unlink()
     out = tmp_path / "x.mp4"
-    assert _run(["animate", "--engine", "hallo3", "--checkpoint-dir", str(broken), "--face-embedding",
+    assert cli_exit_code(["animate", "--engine", "hallo3", "--checkpoint-dir", str(broken), "--face-embedding",
                  str(face_embedding_file), "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
                  "-o", str(out), "--quiet"]) != 0
     err = capsys.readouterr().err

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from talkinghead.interfaces.cli import main
 from talkinghead.systems.hallo3.model import Hallo3Model, config_from_sat, sat_from_ours
 from talkinghead.systems.hallo3.verify import run_recorded_inputs, verify_hallo3
+from tests.support import cli_exit_code
 
 FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "hallo3"
 TINY = FIXTURES / "hallo3_tiny"
@@ -26,14 +26,8 @@ def fixtures() -> Path:
     return FIXTURES
 
 
-def _exit_code(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
-
-
 def test_shipped_fixture_passes_every_check(fixtures, capsys):
-    assert _exit_code(["verify", "hallo3", str(fixtures)]) == 0
+    assert cli_exit_code(["verify", "hallo3", str(fixtures)]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out
     for key in ("ref.bank.layer1", "step0.layer0.face_attn_out", "step0.layer1.audio_attn_out", "step0.audio_proj_out",
@@ -52,7 +46,7 @@ def test_one_perturbed_weight_fails(fixtures, tmp_path, capsys):
     state["module"][key] = w + 0.05 * torch.randn(w.shape, generator=torch.Generator().manual_seed(0))
     path.unlink()
     torch.save(state, path)
-    assert _exit_code(["verify", "hallo3", str(dst)]) == 1
+    assert cli_exit_code(["verify", "hallo3", str(dst)]) == 1
     failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert any("step0.layer1.audio_attn_out" in line for line in failed)
     assert any("s.samples" in line for line in failed)
@@ -61,7 +55,7 @@ def test_one_perturbed_weight_fails(fixtures, tmp_path, capsys):
 
 
 def test_not_a_fixture_folder_is_a_clear_error(tmp_path, capsys):
-    assert _exit_code(["verify", "hallo3", str(tmp_path)]) == 2
+    assert cli_exit_code(["verify", "hallo3", str(tmp_path)]) == 2
     assert "holds no Hallo3 reference data" in capsys.readouterr().err
 
 

@@ -6,14 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkinghead.interfaces.cli import main
 from talkinghead.io import probe
-
-
-def _run(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
+from tests.support import cli_exit_code
 
 
 def test_cli_renders_the_release(hallo4_release, skeleton_video, short_wav, tmp_path):
@@ -22,7 +16,7 @@ def test_cli_renders_the_release(hallo4_release, skeleton_video, short_wav, tmp_
     from talkinghead.assets import portrait_path
 
     out = tmp_path / "h4.mp4"
-    assert _run(["animate", "--engine", "hallo4", "--checkpoint-dir", str(hallo4_release), "--pose-video",
+    assert cli_exit_code(["animate", "--engine", "hallo4", "--checkpoint-dir", str(hallo4_release), "--pose-video",
                  str(skeleton_video), "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
                  "--seed", "3", "-o", str(out), "--quiet"]) == 0
     info = probe(out)
@@ -60,7 +54,7 @@ def test_the_skeleton_video_is_required(hallo4_release, short_wav, tmp_path, cap
     from talkinghead.assets import portrait_path
 
     out = tmp_path / "x.mp4"
-    assert _run(["animate", "--engine", "hallo4", "--checkpoint-dir", str(hallo4_release), "--image",
+    assert cli_exit_code(["animate", "--engine", "hallo4", "--checkpoint-dir", str(hallo4_release), "--image",
                  str(portrait_path("astronaut")), "--audio", str(short_wav), "-o", str(out), "--quiet"]) == 2
     assert "--pose-video" in capsys.readouterr().err and not out.exists()
 
@@ -86,7 +80,7 @@ def test_cli_renders_a_trained_run(trained_run, skeleton_video, short_wav, tmp_p
     from talkinghead.assets import portrait_path
 
     out = tmp_path / "trained.mp4"
-    assert _run(["animate", "--engine", "hallo4", "--checkpoint-dir", str(trained_run), "--pose-video",
+    assert cli_exit_code(["animate", "--engine", "hallo4", "--checkpoint-dir", str(trained_run), "--pose-video",
                  str(skeleton_video), "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
                  "--steps", "1", "-o", str(out), "--quiet"]) == 0
     info = probe(out)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from talkinghead.interfaces.cli import main
 from talkinghead.systems.hallo4.verify import verify_hallo4
+from tests.support import cli_exit_code
 
 FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "hallo4"
 
@@ -22,14 +22,8 @@ def fixtures() -> Path:
     return FIXTURES
 
 
-def _exit_code(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
-
-
 def test_shipped_fixture_passes_every_check(fixtures, capsys):
-    assert _exit_code(["verify", "hallo4", str(fixtures)]) == 0
+    assert cli_exit_code(["verify", "hallo4", str(fixtures)]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out and out.strip().splitlines()[-1] == "112/112 outputs within tolerance"
     for key in ("w.audio_windows", "p.ref_image", "b.vace_context", "a.cond.blocks.0.condition_cross_attn.out",
@@ -53,7 +47,7 @@ def test_one_perturbed_weight_fails(fixtures, tmp_path):
 
 
 def test_not_a_fixture_folder_is_a_clear_error(tmp_path, capsys):
-    assert _exit_code(["verify", "hallo4", str(tmp_path)]) == 2
+    assert cli_exit_code(["verify", "hallo4", str(tmp_path)]) == 2
     assert "holds no Hallo4 reference data" in capsys.readouterr().err
 
 

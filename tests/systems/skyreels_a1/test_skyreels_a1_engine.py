@@ -6,14 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkinghead.interfaces.cli import main
 from talkinghead.io import probe
-
-
-def _run(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
+from tests.support import cli_exit_code
 
 
 def _frames(path) -> np.ndarray:
@@ -32,14 +26,14 @@ def _argv(release, wav, out, *extra):
 
 def test_speech_driven_video_has_the_audio_length_and_repeats_for_a_seed(skyreels_a1_release, short_wav, tmp_path):
     a, b, c = tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "c.mp4"
-    assert _run(_argv(skyreels_a1_release, short_wav, a, "--seed", "3")) == 0
+    assert cli_exit_code(_argv(skyreels_a1_release, short_wav, a, "--seed", "3")) == 0
     info = probe(a)
     assert (info["width"], info["height"]) == (48, 32)  # the tiny transformer's sample size x 8: its only size
     assert info["n_frames"] == 22  # round(0.9 s x 25 fps): two clips of 15 new frames, the second cut
     assert info["audio_duration"] == pytest.approx(0.9, abs=0.05)
-    assert _run(_argv(skyreels_a1_release, short_wav, b, "--seed", "3")) == 0
+    assert cli_exit_code(_argv(skyreels_a1_release, short_wav, b, "--seed", "3")) == 0
     np.testing.assert_array_equal(_frames(a), _frames(b))
-    assert _run(_argv(skyreels_a1_release, short_wav, c, "--seed", "4")) == 0
+    assert cli_exit_code(_argv(skyreels_a1_release, short_wav, c, "--seed", "4")) == 0
     assert not np.array_equal(_frames(a), _frames(c))
 
 
@@ -54,14 +48,14 @@ def test_landmark_file_drives_it_and_bad_inputs_are_one_message(skyreels_a1_rele
     path = tmp_path / "pose.npy"
     np.save(path, track)
     out = tmp_path / "pose.mp4"
-    assert _run(_argv(skyreels_a1_release, short_wav, out, "--pose-video", str(path))) == 0
+    assert cli_exit_code(_argv(skyreels_a1_release, short_wav, out, "--pose-video", str(path))) == 0
     assert probe(out)["n_frames"] == 22
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 5, 2)))
     out = tmp_path / "bad.mp4"
-    assert _run(_argv(skyreels_a1_release, short_wav, out, "--pose-video", str(bad))) == 2
+    assert cli_exit_code(_argv(skyreels_a1_release, short_wav, out, "--pose-video", str(bad))) == 2
     assert "(frames, 478, 2 or 3)" in capsys.readouterr().err and not out.exists()
-    assert _run(_argv(skyreels_a1_release, short_wav, out, "--size", "256")) == 2  # the release has one size
+    assert cli_exit_code(_argv(skyreels_a1_release, short_wav, out, "--size", "256")) == 2  # the release has one size
     assert "--size" in capsys.readouterr().err and not out.exists()
 
 
@@ -72,7 +66,7 @@ def test_a_release_without_siglip_names_the_missing_files(skyreels_a1_release, s
     shutil.copytree(skyreels_a1_release / "pretrained_models" / "SkyReels-A1-5B", broken)
     shutil.rmtree(broken / "siglip-so400m-patch14-384")
     out = tmp_path / "x.mp4"
-    assert _run(_argv(broken, short_wav, out)) != 0
+    assert cli_exit_code(_argv(broken, short_wav, out)) != 0
     err = capsys.readouterr().err
     assert "siglip-so400m-patch14-384/model.safetensors" in err and not out.exists()
 
@@ -99,5 +93,5 @@ def test_a_driving_video_moves_the_landmarks(skyreels_a1_release, short_wav, tmp
     assert np.allclose(shift[0], 0)
     assert (np.diff(shift[:, 1]) > 0).mean() > 0.8 and np.abs(shift[:, 0]).max() < 0.5 * shift[-1, 1]
     out = tmp_path / "driven.mp4"
-    assert _run(_argv(skyreels_a1_release, short_wav, out, "--pose-video", str(video))) == 0
+    assert cli_exit_code(_argv(skyreels_a1_release, short_wav, out, "--pose-video", str(video))) == 0
     assert probe(out)["n_frames"] == 22  # the video is shorter than the speech: its last pose is held

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.interfaces.cli import main
 from talkinghead.systems.skyreels_a1.verify import verify_skyreels_a1
+from tests.support import cli_exit_code
 
 FIXTURE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "skyreels_a1"
 
@@ -24,14 +24,8 @@ def a1_dir() -> Path:
     return FIXTURE
 
 
-def _exit_code(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
-
-
 def test_shipped_fixture_passes_every_check(a1_dir, capsys):
-    assert _exit_code(["verify", "skyreels-a1", str(a1_dir)]) == 0
+    assert cli_exit_code(["verify", "skyreels-a1", str(a1_dir)]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out
     for key in ("a.patch_embed_out", "a.block.1.hidden_out", "a.control_latents", "c.frames_uint8",
@@ -50,7 +44,7 @@ def test_one_perturbed_weight_fails(a1_dir, tmp_path, capsys):
     key = "encoder.conv_out.conv.weight"
     state[key] = state[key] + 0.01
     save_file(state, str(path))
-    assert _exit_code(["verify", "skyreels-a1", str(dst)]) == 1
+    assert cli_exit_code(["verify", "skyreels-a1", str(dst)]) == 1
     failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert any("a.control_latents" in line for line in failed)
     # the reference-image VAE and the transformer on the stored bf16 inputs do not use that weight

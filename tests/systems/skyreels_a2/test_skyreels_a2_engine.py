@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkinghead.interfaces.cli import main
 from talkinghead.io import probe
-
-
-def _run(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
+from tests.support import cli_exit_code
 
 
 def _frames(path) -> np.ndarray:
@@ -42,7 +36,7 @@ def test_composes_references_into_a_video_of_the_audio_length(skyreels_a2_releas
     from talkinghead.systems.skyreels_a2.engine import SkyReelsA2Animator
 
     a = tmp_path / "a.mp4"
-    assert _run(_argv(skyreels_a2_release, short_wav, a, reference_images, "--seed", "5")) == 0
+    assert cli_exit_code(_argv(skyreels_a2_release, short_wav, a, reference_images, "--seed", "5")) == 0
     info = probe(a)
     assert (info["width"], info["height"]) == (80, 48)  # --size 80 keeps the release's 832 : 480
     assert info["n_frames"] == 22 and info["audio_duration"] == pytest.approx(0.9, abs=0.05)
@@ -60,9 +54,9 @@ def test_composes_references_into_a_video_of_the_audio_length(skyreels_a2_releas
 def test_one_reference_alone_is_refused_with_the_fix(skyreels_a2_release, reference_images, short_wav, tmp_path,
                                                      capsys):
     out = tmp_path / "x.mp4"
-    assert _run(_argv(skyreels_a2_release, short_wav, out, [])) == 2
+    assert cli_exit_code(_argv(skyreels_a2_release, short_wav, out, [])) == 2
     assert "--reference" in capsys.readouterr().err and not out.exists()
-    assert _run(_argv(skyreels_a2_release, short_wav, out, [tmp_path / "missing.png"])) == 2
+    assert cli_exit_code(_argv(skyreels_a2_release, short_wav, out, [tmp_path / "missing.png"])) == 2
     assert "missing.png" in capsys.readouterr().err and not out.exists()
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.support import cli_exit_code
 
-from talkinghead.interfaces.cli import main
 
 FIXTURE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "skyreels_a2"
 
@@ -22,14 +22,8 @@ def a2_dir() -> Path:
     return FIXTURE
 
 
-def _exit_code(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
-
-
 def test_shipped_fixture_passes_every_check(a2_dir, capsys):
-    assert _exit_code(["verify", "skyreels-a2", str(a2_dir)]) == 0
+    assert cli_exit_code(["verify", "skyreels-a2", str(a2_dir)]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out
     for key in ("sched.timesteps", "cond.posterior_noise", "clip.hidden_states_penultimate_2", "c.s0.cond.block.1_out",
@@ -49,7 +43,7 @@ def test_one_perturbed_weight_fails(a2_dir, tmp_path, capsys):
     key = "blocks.1.attn2.add_v_proj.weight"  # the image (semantic reference) branch of the last block
     state[key] = state[key] + 0.05
     save_file(state, str(path))
-    assert _exit_code(["verify", "skyreels-a2", str(dst)]) == 1
+    assert cli_exit_code(["verify", "skyreels-a2", str(dst)]) == 1
     failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert any("c.step.0.transformer_out_cond" in line for line in failed)
     # CLIP, UMT5, the VAE condition and the first block do not use that weight
