@@ -253,6 +253,28 @@ def test_bad_media_gets_the_library_message_with_the_clients_file_name(api, hell
     assert error["message"].startswith("head-motion must be between 0 and 2, got 5")
 
 
+@pytest.mark.parametrize("mouth", ["tongue_out", "wide_open_mouth"])
+def test_a_mouth_the_warp_cannot_animate_is_refused_at_submit(api, mouth, hello_wav):
+    """A portrait the warp engine refuses (a tongue out over the lip, a mouth too wide open to close) is
+    refused when submitted (422, no job), with the message the engine itself gives."""
+    import cv2
+
+    from benchmarks import robustness as corpus
+    from talkinghead.config import AnimateConfig, RenderConfig
+    from talkinghead.systems.warp.engine import Animator
+    from talkinghead.types import Portrait
+
+    client, app = api
+    image = next(c for c in corpus.cases() if c.name == mouth).build()
+    with pytest.raises(InputError) as lib:
+        Animator(Portrait(image), AnimateConfig(render=RenderConfig(size=128)), warn=False)
+    png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+    error = assert_error(post(client, png, hello_wav, **SMALL), 422, "invalid_image", "image")
+    assert error["message"] == api_words(lib.value, "image")
+    assert ("tongue" if mouth == "tongue_out" else "wide open") in error["message"]
+    assert leftovers(app) == [] and client.get("/v1/health").json()["jobs"] == 0
+
+
 def test_audio_longer_than_the_limit(portrait_png, make_wav, tmp_path):
     """Speech over the server's limit, or the client's own max-seconds, is refused (422) as audio_too_long."""
     three_seconds = make_wav(0.1 * np.sin(np.linspace(0, 3000, 3 * 16000)).astype(np.float32))

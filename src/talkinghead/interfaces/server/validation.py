@@ -111,9 +111,20 @@ def _text(text: str | None) -> str | None:
     return text
 
 
+def check_warp_portrait(source, face) -> None:
+    """The warp engine's refusals of a portrait, made here so that a 202 means the job renders: a mouth too
+    wide open to close (the face rig's check, on the prepared face) and a tongue out over the lower lip
+    (judged on the source photo, as the engine judges it). A few milliseconds: landmarks are already found."""
+    from ...face.mouth_state import refuse_tongue_out
+    from ...render.rig import FaceRig
+
+    FaceRig(face)
+    refuse_tongue_out(source.image, face.source_landmarks)
+
+
 def validate_submission(upload: Upload, settings: Settings) -> RenderRequest:
-    """POST /v1/videos checked: the options, the image (decoded, a face found at the output geometry) and the
-    speech (decoded or spoken)."""
+    """POST /v1/videos checked: the options, the image (decoded, a face found at the output geometry, and for
+    the warp engine a mouth it can animate) and the speech (decoded or spoken)."""
     from ...face import prepare
     from ...io import load_image
 
@@ -134,7 +145,10 @@ def validate_submission(upload: Upload, settings: Settings) -> RenderRequest:
     request = RenderRequest(engine, config, upload.files["image"], audio, text, voice, labels)
     try:
         r = config.render
-        prepare(load_image(request.image), r.size, r.crop if engine == "warp" else "face", r.face_index, warn=False)
+        source = load_image(request.image)
+        _, face = prepare(source, r.size, r.crop if engine == "warp" else "face", r.face_index, warn=False)
+        if engine == "warp":
+            check_warp_portrait(source, face)
     except InputError as e:
         raise refusal(e, "image", labels) from None
     check_speech(request, settings)
