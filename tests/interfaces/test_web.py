@@ -47,7 +47,7 @@ def face() -> str:
 # ------------------------------------------------------------------------------------------ engines
 def _fake_release(root: Path, variant: str = "hallo", leave_out: str | None = None) -> Path:
     """Empty placeholders for the first accepted name of every file the loaders require."""
-    from talkinghead.systems.hallo.engine import release_files
+    from talkinghead.systems.hallo.release import release_files
 
     for label, paths in release_files(variant).items():
         if label != leave_out:
@@ -89,7 +89,7 @@ def _missing_reports(root: Path) -> list[str]:
     from talkinghead.audio.wav2vec import load_wav2vec
     from talkinghead.errors import MissingFilesError
     from talkinghead.models.checkpoints import load_vae_folder
-    from talkinghead.systems.hallo.engine import load_release
+    from talkinghead.systems.hallo.release import load_release
 
     reports: list[str] = []
     for load in (lambda: load_release(root, "hallo"), lambda: load_vae_folder(root / "sd-vae-ft-mse"),
@@ -106,7 +106,7 @@ def _missing_reports(root: Path) -> list[str]:
 def test_required_files_are_the_loaders_own(tmp_path):
     """engine_status reads the loader's own file list: with every file present the loaders find none missing,
     and leaving out any one makes a loader name it, as engine_status does."""
-    from talkinghead.systems.hallo.engine import release_files
+    from talkinghead.systems.hallo.release import release_files
 
     assert _missing_reports(_fake_release(tmp_path / "complete")) == []
     for label, paths in release_files("hallo").items():

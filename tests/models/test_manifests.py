@@ -11,7 +11,7 @@ from talkinghead.errors import CheckpointError
 from talkinghead.models.checkpoints import key_report, load_state_dict
 from talkinghead.systems.echomimic import model as echomimic_model
 from talkinghead.systems.echomimic.model import EchoMimicNet
-from talkinghead.systems.hallo import model as hallo_model
+from talkinghead.systems.hallo.release import load_net as load_hallo_net
 from talkinghead.systems.hallo.model import HalloConfig, HalloNet
 
 
@@ -43,7 +43,7 @@ def test_hallo_full_size_equals_official_net_pth(hallo_dir):
 
 def test_hallo_tiny_equals_its_manifest_and_loads_strictly(hallo_dir):
     config = HalloConfig.from_reference_run(json.loads((hallo_dir / "hallo_tiny" / "config.json").read_text()))
-    net = hallo_model.load_release(hallo_dir / "hallo_tiny" / "net.pth", config)
+    net = load_hallo_net(hallo_dir / "hallo_tiny" / "net.pth", config)
     assert _shapes(net) == _manifest(hallo_dir, "hallo_tiny_net.tsv")
 
 

@@ -79,7 +79,7 @@ def engine_status(checkpoint_dir: str | os.PathLike | None) -> dict[str, str | N
     """Every engine -> None when it can run, else why not (e.g. which release files `checkpoint_dir` lacks).
     Only checks that files are present, as the loaders do before reading them."""
     from ..models.checkpoints import find_file
-    from ..systems.hallo.engine import RELEASE_URL, release_files, release_root
+    from ..systems.hallo.release import RELEASE_URL, release_files, release_root
     from ..systems import SYSTEMS, engine_names
 
     status: dict[str, str | None] = {}

@@ -113,13 +113,13 @@ def test_renders_share_one_loaded_release_and_run_side_by_side(tiny_release, emb
 
     from talkinghead.config import AnimateConfig, DiffusionConfig, RenderConfig
     from talkinghead.io import load_audio
-    from talkinghead.systems.hallo import model as hallo_model
     from talkinghead.systems.hallo import engine as E
+    from talkinghead.systems.hallo import release
 
-    E._CACHE.clear()
+    release._CACHE.clear()
     loads = []
-    real = hallo_model.load_release
-    monkeypatch.setattr(hallo_model, "load_release", lambda *a, **k: loads.append(1) or real(*a, **k))
+    real = release.load_net
+    monkeypatch.setattr(release, "load_net", lambda *a, **k: loads.append(1) or real(*a, **k))
     speech = load_audio(short_wav)
 
     def animator(seed: int):

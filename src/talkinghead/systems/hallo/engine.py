@@ -1,5 +1,5 @@
-"""`--engine hallo`: the official Hallo release folder (Hallo2's engine, systems/hallo2/engine.py, extends it) → a
-talking video of any length.
+"""`--engine hallo`: the official Hallo release folder (loaded by systems/hallo/release.py; Hallo2's engine,
+systems/hallo2/engine.py, extends it) → a talking video of any length.
 
 Clips of 16 frames are generated one after another; each starts from the last 2 frames of the previous
 clip (motion frames) and is decoded and handed to the writer before the next begins, so memory stays
@@ -7,10 +7,7 @@ flat with audio length. Same inputs, outputs and bad-input handling as the warp 
 """
 from __future__ import annotations
 
-import json
-import threading
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -18,85 +15,15 @@ import torch
 
 from ...config import AnimateConfig
 from ...errors import InputError
-from ...models.checkpoints import load_vae_folder, require_files
 from ...types import Portrait, Speech
 from ...utils import resolve_precision
-from . import model as hallo_model
-from .model import HalloConfig
-from .pipeline import DEFAULT_SCHEDULER, HalloPipeline, SamplingConfig
+from .pipeline import DEFAULT_SCHEDULER, SamplingConfig
+from .release import RELEASE_URL, load_release
 
 SIZE_MULTIPLE = 64  # latents are 1/8 of the image and the mask pyramid halves 3 more times
-RELEASE_URL = "https://huggingface.co/fudan-generative-ai/{variant}"
 EMBEDDING_HINT = ("give the face-embedding file: a 512-value identity embedding (.npy/.npz/.txt/.safetensors) "
                   "or an ArcFace-style .onnx model that computes it (e.g. InsightFace's glintr100.onnx, which "
                   "official Hallo uses; its licence is non-commercial). See README, 'Face embedding'.")
-
-
-def release_root(folder: Path) -> Path:
-    """The `pretrained_models/` folder of a release checkout (or the folder itself)."""
-    return folder / "pretrained_models" if (folder / "pretrained_models").is_dir() else folder
-
-
-VAE_FOLDER, WAV2VEC_FOLDER = "sd-vae-ft-mse", "wav2vec/wav2vec2-base-960h"  # in pretrained_models/
-
-
-def release_files(variant: str) -> dict[str, list[str]]:
-    """label -> accepted paths (relative to pretrained_models/) of every file loading `variant` reads: the
-    net, and the VAE's and wav2vec's own file lists under their release folders."""
-    from ...audio.wav2vec import FILES as WAV2VEC_FILES
-    from ...models.checkpoints import VAE_FILES
-
-    files = {f"{variant} net": [f"{variant}/net.pth", f"{variant}/net.safetensors"]}
-    for folder, parts in ((VAE_FOLDER, VAE_FILES), (WAV2VEC_FOLDER, WAV2VEC_FILES)):
-        files.update({label: [f"{folder}/{name}" for name in names] for label, names in parts.items()})
-    return files
-
-
-def load_release(folder: str | Path, variant: str = "hallo", device: str = "cpu",
-                 dtype: torch.dtype = torch.float32):
-    """Load the parts of an official Hallo/Hallo2 release folder, strictly, without any download.
-
-    Layout (as distributed): `{variant}/net.pth`, `sd-vae-ft-mse/`, `wav2vec/wav2vec2-base-960h/`,
-    optionally `stable-diffusion-v1-5/unet/config.json`. A `{variant}/config.json` written by
-    `HalloConfig.to_dict()` overrides the built-in official sizes (used for small test releases).
-    Returns (HalloPipeline, wav2vec model, feature extractor).
-    """
-    from ...audio.wav2vec import load_wav2vec
-
-    root = release_root(Path(folder))
-    files = require_files(root, release_files(variant), f"{variant} ({RELEASE_URL.format(variant=variant)})")
-    config = HalloConfig()
-    unet_config = root / "stable-diffusion-v1-5" / "unet" / "config.json"
-    if unet_config.is_file():
-        config.unet = json.loads(unet_config.read_text())
-    own = root / variant / "config.json"
-    if own.is_file():
-        config = HalloConfig.from_dict(json.loads(own.read_text()))
-    key = (str(root.resolve()), variant, device, str(dtype),
-           tuple((name, str(f), f.stat().st_mtime_ns, f.stat().st_size) for name, f in sorted(files.items())))
-    with _CACHE_LOCK:
-        parts = _CACHE.get(key)
-        if parts is None:
-            _CACHE.clear()  # one release in memory at a time
-            net = hallo_model.load_release(files[f"{variant} net"], config)
-            vae = load_vae_folder(files["VAE config"].parent)
-            audio_model, extractor = load_wav2vec(files["wav2vec config"].parent, device=device)
-            if (device, dtype) != ("cpu", torch.float32):
-                net.to(device=device, dtype=dtype)
-                vae.to(device=device, dtype=dtype)
-            pipe = HalloPipeline(net, vae)  # its reference bank is attached to this net's attention layers
-            pipe.net_lock = threading.Lock()
-            parts = _CACHE[key] = (pipe, audio_model, extractor)
-    return parts
-
-
-# Loaded releases, so a server or UI that renders many videos loads the weights once (models are never
-# reloaded per request). The key holds every file's size and mtime: a replaced checkpoint is loaded again.
-# The pipeline keeps per-call state (the reference bank its net's attention layers write and read, the
-# scheduler's timesteps), so callers that share it take `pipe.net_lock` while they run it and bring their
-# own scheduler; two jobs then alternate clip by clip.
-_CACHE: dict[tuple, tuple] = {}
-_CACHE_LOCK = threading.Lock()
 
 
 def _scheduler(name: str):

@@ -1,14 +1,13 @@
 """Hallo (Xu et al. 2024, "Hierarchical Audio-Driven Visual Synthesis for Portrait Image Animation"):
 ReferenceNet + video UNet with hierarchical audio attention and motion modules, a face locator, and
-projections of a face embedding and wav2vec audio windows. Loads the official `net.pth` key for key."""
+projections of a face embedding and wav2vec audio windows, named so that the official `net.pth` loads key for key
+(systems/hallo/release.py)."""
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-
-from ...models.checkpoints import ConfiguredModel, load_state_dict, load_strict, require_files
+from ...models.checkpoints import ConfiguredModel
 from ...models.unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
 from ...nn.face_locator import FaceLocator
 from ...nn.projections import AudioProjection, ImageProjection
@@ -96,15 +95,3 @@ class HalloNet(ConfiguredModel):
                                          ip["clip_extra_context_tokens"])
         self.audioproj = AudioProjection(ap["seq_len"], ap["blocks"], ap["channels"], ap["intermediate_dim"],
                                          ap["output_dim"], ap["context_tokens"])
-
-
-
-def load_release(path: str | Path, config: HalloConfig | None = None) -> HalloNet:
-    """The official Hallo/Hallo2 net (`net.pth`, or `net.safetensors`; a file, or the release's `hallo/` or
-    `hallo2/` folder holding it) built from `config` (default: the official full-size one), keys strict."""
-    path = Path(path)
-    if path.is_dir():
-        path = require_files(path, {"Hallo net": ["net.pth", "net.safetensors"]}, "Hallo/Hallo2 (net.pth)")["Hallo net"]
-    net = HalloNet(config)
-    load_strict(net, load_state_dict(path), path)
-    return net.eval()

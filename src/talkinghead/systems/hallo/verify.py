@@ -14,7 +14,8 @@ from diffusers import DDIMScheduler
 from ...errors import InputError
 from ...models.checkpoints import load_state_dict, load_vae, require_files
 from ...verify import Check, compare
-from .model import HalloConfig, load_release
+from .model import HalloConfig
+from .release import load_net
 from .pipeline import HalloPipeline
 
 # fp32 tolerances from the fixture README
@@ -55,7 +56,7 @@ def load_fixture_pipeline(folder: Path) -> tuple[HalloPipeline, dict]:
         "VAE weights": ["vae_tiny.safetensors", "vae.safetensors"],
     }, "Hallo reference data")
     config = json.loads(files["configs"].read_text())
-    net = load_release(files["net weights"], HalloConfig.from_reference_run(config))
+    net = load_net(files["net weights"], HalloConfig.from_reference_run(config))
     vae = load_vae(files["VAE weights"], config.get("vae_constructor_kwargs") or config["vae"])
     scheduler = DDIMScheduler(**config["scheduler_kwargs"])
     return HalloPipeline(net, vae, scheduler), config

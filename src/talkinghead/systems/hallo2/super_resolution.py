@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...models.checkpoints import load_state_dict, load_strict, require_files
-from ..hallo.engine import RELEASE_URL, release_root
+from ..hallo.release import RELEASE_URL, release_root
 
 SR_CHUNK, SR_OVERLAP = 16, 4  # video_sr.py: frames per restoration, frames shared with the previous chunk
 
