@@ -9,8 +9,8 @@ import torch
 
 from talkinghead.errors import CheckpointError
 from talkinghead.models.checkpoints import key_report, load_state_dict
-from talkinghead.systems.echomimic import model as echomimic_model
 from talkinghead.systems.echomimic.model import EchoMimicNet
+from talkinghead.systems.echomimic.release import load_net as load_echomimic_net
 from talkinghead.systems.hallo.release import load_net as load_hallo_net
 from talkinghead.systems.hallo.model import HalloConfig, HalloNet
 
@@ -73,12 +73,12 @@ def test_echomimic_release_loads_and_a_missing_file_is_listed(tmp_path):
     torch.save({k: v for k, v in unet.items() if "motion_modules" not in k}, tmp_path / "denoising_unet.pth")
     torch.save({k: v for k, v in unet.items() if "motion_modules" in k}, tmp_path / "motion_module.pth")
     torch.save(net.face_locator.state_dict(), tmp_path / "face_locator.pth")
-    loaded = echomimic_model.load_release(tmp_path, config)
+    loaded = load_echomimic_net(tmp_path, config)
     for k, v in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     (tmp_path / "face_locator.pth").unlink()
     with pytest.raises(CheckpointError, match="face_locator.pth"):
-        echomimic_model.load_release(tmp_path, config)
+        load_echomimic_net(tmp_path, config)
 
 
 def test_key_report_lists_missing_unexpected_and_shape_changes():

@@ -33,13 +33,13 @@ def tiny():
     from safetensors.torch import load_file
 
     from talkinghead.models.checkpoints import load_vae_folder
-    from talkinghead.systems.echomimic.model import load_release
+    from talkinghead.systems.echomimic.release import load_net
     from talkinghead.systems.echomimic.pipeline import EchoMimicPipeline
 
     config = json.loads((FIXTURE / "config.json").read_text())
     from diffusers import DDIMScheduler
 
-    pipe = EchoMimicPipeline(load_release(FIXTURE), load_vae_folder(FIXTURE / "sd-vae-ft-mse"),
+    pipe = EchoMimicPipeline(load_net(FIXTURE), load_vae_folder(FIXTURE / "sd-vae-ft-mse"),
                              DDIMScheduler(**config["scheduler_kwargs"]))
     io = load_file(str(FIXTURE / "io.safetensors"))
     run = config["run"]
@@ -104,7 +104,8 @@ def test_full_size_whisper_and_landmark_locator_match_the_release_manifests():
     """On the meta device: the openai whisper-tiny encoder keys map one to one onto transformers' encoder (the
     decoder, unused by EchoMimic, is the only part left out) and face_locator_pose.pth fits the 3-channel locator."""
     from talkinghead.audio.whisper import WhisperDims, WhisperFeatures, transformers_name
-    from talkinghead.systems.echomimic.model import EchoMimicConfig, EchoMimicNet, face_locator_sizes
+    from talkinghead.systems.echomimic.model import EchoMimicConfig, EchoMimicNet
+    from talkinghead.systems.echomimic.release import face_locator_sizes
 
     manifest = _manifest("whisper_tiny.tsv")
     with torch.device("meta"):

@@ -3,11 +3,10 @@ video (audio-driven, or landmark-driven with --pose-video), through systems/echo
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -16,66 +15,12 @@ from diffusers import DDIMScheduler
 from ...config import AnimateConfig
 from ...errors import InputError, NoFaceError, UnreadableMediaError, UnsupportedFormatError
 from ...types import Portrait, Speech
-from . import model as echomimic_model
-from .pipeline import DEFAULT_SCHEDULER, EchoMimicPipeline, SamplingConfig
+from .pipeline import DEFAULT_SCHEDULER, SamplingConfig
+from .release import RELEASE_URL, load_release
 
-if TYPE_CHECKING:
-    from ...audio.whisper import WhisperFeatures
-
-RELEASE_URL = "https://huggingface.co/BadToBest/EchoMimic"
 SIZE_MULTIPLE = 64  # latents are 1/8 of the image and the UNet halves them 3 more times
 FACE_MASK_DILATION = 0.1  # infer_audio2vid.py: facemask_dilation_ratio
 LANDMARK_FILE_TYPES = (".npy",)
-
-
-def release_root(folder: Path) -> Path:
-    """The `pretrained_weights/` folder of a release checkout (or the folder itself)."""
-    return folder / "pretrained_weights" if (folder / "pretrained_weights").is_dir() else folder
-
-
-def release_files(landmarks: bool) -> dict[str, list[str]]:
-    """Label -> accepted relative paths of everything a render loads (the `_pose` set for landmarks)."""
-    def names(stem: str) -> list[str]:
-        return [f"{stem}_pose.pth", f"{stem}.pth"] if landmarks else [f"{stem}.pth"]
-
-    return {"reference UNet": names("reference_unet"), "denoising UNet": names("denoising_unet"),
-            "motion module": names("motion_module"),
-            "face locator": ["face_locator_pose.pth"] if landmarks else ["face_locator.pth"],
-            "whisper": ["audio_processor/whisper_tiny.pt"], "VAE": ["sd-vae-ft-mse/config.json"]}
-
-
-def load_release(folder: str | Path, landmarks: bool = False, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> tuple["EchoMimicPipeline", "WhisperFeatures"]:
-    """Load the parts of an official EchoMimic release folder, strictly, without any download; one error
-    names every missing file. Loaded releases are kept (keyed by every file's size and mtime), so a server
-    loads the weights once; callers take `pipe.net_lock` while they run the shared pipeline."""
-    from ...audio.whisper import WhisperFeatures
-    from ...models.checkpoints import load_vae_folder, require_files
-
-    root = release_root(Path(folder))
-    files = require_files(root, release_files(landmarks), f"EchoMimic ({RELEASE_URL}, pretrained_weights/)")
-    key = (str(root.resolve()), landmarks, device, str(dtype),
-           tuple((name, str(f), f.stat().st_mtime_ns, f.stat().st_size) for name, f in sorted(files.items())))
-    with _CACHE_LOCK:
-        parts = _CACHE.get(key)
-        if parts is None:
-            _CACHE.clear()  # one release in memory at a time
-            net = echomimic_model.load_release(root, landmarks=landmarks)
-            vae = load_vae_folder(files["VAE"].parent)
-            whisper = WhisperFeatures.from_openai_checkpoint(files["whisper"])
-            if (device, dtype) != ("cpu", torch.float32):
-                net.to(device=device, dtype=dtype)
-                vae.to(device=device, dtype=dtype)
-            if device != "cpu":
-                whisper.to(device=device, dtype=torch.float16)  # whisper's transcribe() runs fp16 on a GPU
-            pipe = EchoMimicPipeline(net, vae)
-            pipe.net_lock = threading.Lock()
-            parts = _CACHE[key] = (pipe, whisper)
-    return parts
-
-
-_CACHE: dict[tuple, tuple] = {}
-_CACHE_LOCK = threading.Lock()
 
 
 def make_scheduler(name: str):

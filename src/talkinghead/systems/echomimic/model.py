@@ -2,19 +2,17 @@
 Conditions"): a ReferenceNet without text cross-attention, a video UNet whose cross-attention reads audio
 features (whisper-tiny, 384-d) instead of text, its output scaled by `audio_feature_ratio` (3.0 upstream),
 and a landmark encoder (face locator on a 1-channel face-mask image, or a 3-channel landmark image for the
-landmark-driven release files) whose features are added element-wise after the first conv. Loads the
-official separate .pth files (reference_unet, denoising_unet + motion_module, face_locator[_pose])."""
+landmark-driven release files) whose features are added element-wise after the first conv. Named as the
+official separate .pth files, which systems/echomimic/release.py loads."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from ...models.checkpoints import ConfiguredModel, load_state_dict, load_strict, require_files
+from ...models.checkpoints import ConfiguredModel
 from ...models.unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
 from ...nn.face_locator import FaceLocator
 from ...nn.temporal import TemporalConfig
@@ -104,69 +102,3 @@ class EchoMimicNet(ConfiguredModel):
         for module in self.denoising_unet.modules():
             if isinstance(module, BasicTransformerBlock) and module.attn2 is not None:
                 module.attn2.set_processor(ScaledCrossAttnProcessor(config.audio_feature_ratio))
-
-
-def load_release(folder: str | Path, config: EchoMimicConfig | None = None, landmarks: bool = False) -> EchoMimicNet:
-    """Load the official `pretrained_weights/` folder (strict over the union of the UNet files).
-
-    `landmarks=True` loads the landmark-driven set: `face_locator_pose.pth` (3-channel landmark images)
-    and, where the folder has them, `reference_unet_pose.pth`, `denoising_unet_pose.pth` and
-    `motion_module_pose.pth` (the plain files otherwise, as the architecture is the same). The face
-    locator's sizes are read from its file; the rest from `config`, else the folder (see `_config_from_folder`).
-    """
-    folder = Path(folder)
-    suffix = "_pose" if landmarks else ""
-
-    def names(stem: str, required_pose: bool = False) -> list[str]:
-        if not landmarks:
-            return [f"{stem}.pth"]
-        return [f"{stem}_pose.pth"] if required_pose else [f"{stem}_pose.pth", f"{stem}.pth"]
-
-    files = require_files(folder, {
-        "reference UNet": names("reference_unet"),
-        "denoising UNet": names("denoising_unet"),
-        "motion module": names("motion_module"),
-        "landmark encoder": names("face_locator", required_pose=True),
-    }, f"EchoMimic{' (landmark-driven)' if suffix else ''} (pretrained_weights/)")
-    config = config or _config_from_folder(folder)
-    locator_state = load_state_dict(files["landmark encoder"])
-    config.face_locator = face_locator_sizes(locator_state, config.face_locator)
-    net = EchoMimicNet(config)
-    load_strict(net.reference_unet, load_state_dict(files["reference UNet"]), files["reference UNet"])
-    # official loading order: the motion module first, then denoising_unet.pth on top
-    unet_state = {**load_state_dict(files["motion module"]), **load_state_dict(files["denoising UNet"])}
-    load_strict(net.denoising_unet, unet_state, "denoising_unet.pth + motion_module.pth")
-    load_strict(net.face_locator, locator_state, files["landmark encoder"])
-    return net.eval()
-
-
-def face_locator_sizes(state: dict[str, torch.Tensor], default: dict) -> dict:
-    """FaceLocator constructor sizes read from its weights (conv_in, blocks.N, conv_out); `default` if absent."""
-    if "conv_in.weight" not in state or "conv_out.weight" not in state:
-        return dict(default)
-    widths = [state["conv_in.weight"].shape[0]]
-    i = 1
-    while f"blocks.{i}.weight" in state:
-        widths.append(state[f"blocks.{i}.weight"].shape[0])
-        i += 2
-    return {"conditioning_embedding_channels": int(state["conv_out.weight"].shape[0]),
-            "conditioning_channels": int(state["conv_in.weight"].shape[1]), "block_out_channels": widths}
-
-
-RUN_CONFIG = "config.json"  # optional: {"unet_additional_kwargs": ...} overriding inference_v2.yaml's values
-
-
-def _config_from_folder(folder: Path) -> EchoMimicConfig:
-    """The release's sd-image-variations unet config when it is there (else the built-in SD copy), with
-    `unet_additional_kwargs` from a `config.json` in the folder when it has them (else inference_v2.yaml's)."""
-    unet = dict(SD_IMAGE_VARIATIONS_UNET)
-    for rel in ("sd-image-variations-diffusers/unet/config.json", "unet/config.json"):
-        if (folder / rel).is_file():
-            unet = json.loads((folder / rel).read_text())
-            break
-    extra = None
-    if (folder / RUN_CONFIG).is_file():
-        extra = json.loads((folder / RUN_CONFIG).read_text()).get("unet_additional_kwargs")
-    if extra is None:
-        return EchoMimicConfig(unet=unet)
-    return EchoMimicConfig.from_release_configs(unet, extra)

@@ -66,7 +66,7 @@ def check_fixture(folder: Path, record: dict | None = None) -> list[Check]:
 
     from ...audio.whisper import WhisperFeatures, audio_windows, log_mel_spectrogram, window_indices
     from ...models.checkpoints import load_vae_folder
-    from .model import load_release
+    from .release import load_net
     from .pipeline import EchoMimicPipeline, SamplingConfig
 
     files = require_files(folder, {"settings": ["config.json"], "whisper": ["audio_processor/whisper_tiny.pt"],
@@ -86,7 +86,7 @@ def check_fixture(folder: Path, record: dict | None = None) -> list[Check]:
     vae = load_vae_folder(files["VAE"].parent)
     whisper = WhisperFeatures.from_openai_checkpoint(files["whisper"])
     scheduler_kwargs = config.get("scheduler_kwargs") or {}
-    pipe = EchoMimicPipeline(load_release(folder), vae, DDIMScheduler(**scheduler_kwargs))
+    pipe = EchoMimicPipeline(load_net(folder), vae, DDIMScheduler(**scheduler_kwargs))
     height, width = io["in.ref_image_uint8"].shape[:2]
     fps = run["fps"]
     guidance = run["guidance_scale"]
@@ -151,7 +151,7 @@ def check_fixture(folder: Path, record: dict | None = None) -> list[Check]:
                                context_overlap=run["context_overlap"], fps=fps, seed=run["sampling_seed"],
                                landmarks=landmarks)
             if landmarks:
-                pipe = EchoMimicPipeline(load_release(folder, landmarks=True), vae,
+                pipe = EchoMimicPipeline(load_net(folder, landmarks=True), vae,
                                          DDIMScheduler(**scheduler_kwargs))
                 points = io["in.pose_points"][:video_length]
                 location = pipe.location(landmark_images(points, io["in.pose_colors"].tolist(), height, width))
