@@ -1,9 +1,18 @@
-"""What many tests share: running the real command line and reading its exit code."""
+"""What many tests share: running the real command line and reading its exit code, finding the shared reference
+data, and loading a benchmark script."""
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from benchmarks.reference_data import FIXTURES, REPO
 from talkinghead.interfaces.cli import main
+
+__all__ = ["FIXTURES", "REPO", "cli_exit_code", "fixture", "load_benchmark"]
 
 
 def cli_exit_code(argv) -> int:
@@ -11,3 +20,23 @@ def cli_exit_code(argv) -> int:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     return exc.value.code
+
+
+def fixture(*parts: str) -> Path:
+    """FIXTURES/PARTS (e.g. fixture("hallo3", "hallo3_tiny")); skips the calling test when it is not there."""
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared reference data not found at {path}")
+    return path
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py as a module, importing its sibling modules by name as it does when run as a script."""
+    folder = str(REPO / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -1,11 +1,10 @@
-"""`talkinghead verify hallo3`: passes on the shipped SAT-format reference data, fails when one weight is
-perturbed, and reads every size, step and seed from the fixture's own files (a variant fixture of other sizes,
-written by our own modules, passes; changing its seed or step count in config.json makes it fail)."""
+"""`talkinghead verify hallo3` beyond what tests/systems/test_verify_all.py checks for every system: every size, step
+and seed is read from the fixture's own files (a variant fixture of other sizes, written by our own modules, passes;
+changing its seed or step count in config.json makes it fail)."""
 from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,56 +12,18 @@ import torch
 
 from talkinghead.systems.hallo3.model import Hallo3Model, config_from_sat, sat_from_ours
 from talkinghead.systems.hallo3.verify import run_recorded_inputs, verify_hallo3
-from tests.support import cli_exit_code
-
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "hallo3"
-TINY = FIXTURES / "hallo3_tiny"
+from tests.support import fixture
 
 
 @pytest.fixture(scope="module")
-def fixtures() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"shared reference data not found at {FIXTURES}")
-    return FIXTURES
+def tiny() -> Path:
+    return fixture("hallo3", "hallo3_tiny")
 
 
-def test_shipped_fixture_passes_every_check(fixtures, capsys):
-    assert cli_exit_code(["verify", "hallo3", str(fixtures)]) == 0
-    out = capsys.readouterr().out
-    assert "FAIL" not in out
-    for key in ("ref.bank.layer1", "step0.layer0.face_attn_out", "step0.layer1.audio_attn_out", "step0.audio_proj_out",
-                "s.noise_draw2", "s.step1.x_out", "s.samples"):
-        assert f"hallo3_tiny/{key} " in out
-    assert out.strip().splitlines()[-1] == "49/49 outputs within tolerance"
-
-
-def test_one_perturbed_weight_fails(fixtures, tmp_path, capsys):
-    dst = tmp_path / "hallo3_tiny"
-    shutil.copytree(TINY, dst)
-    path = dst / "1" / "mp_rank_00_model_states.pt"
-    state = torch.load(path, weights_only=True)
-    key = "model.diffusion_model.transformer.layers.1.audio_attn.dense.weight"
-    w = state["module"][key]  # a random change (a constant one would vanish in the next LayerNorm)
-    state["module"][key] = w + 0.05 * torch.randn(w.shape, generator=torch.Generator().manual_seed(0))
-    path.unlink()
-    torch.save(state, path)
-    assert cli_exit_code(["verify", "hallo3", str(dst)]) == 1
-    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
-    assert any("step0.layer1.audio_attn_out" in line for line in failed)
-    assert any("s.samples" in line for line in failed)
-    # what that weight does not reach still matches
-    assert not any(k in line for line in failed for k in ("ref.", "audio_proj_out", "face_proj_out", "layer0."))
-
-
-def test_not_a_fixture_folder_is_a_clear_error(tmp_path, capsys):
-    assert cli_exit_code(["verify", "hallo3", str(tmp_path)]) == 2
-    assert "holds no Hallo3 reference data" in capsys.readouterr().err
-
-
-def _variant(root: Path, fixtures: Path) -> Path:
+def _variant(root: Path, tiny: Path) -> Path:
     """A fixture of the same format at other sizes, seeds and steps, written from our own modules: this checks the
     comparison mechanics and that nothing about the shipped fixture is assumed (not a second upstream run)."""
-    config = json.loads((TINY / "config.json").read_text())
+    config = json.loads((tiny / "config.json").read_text())
     mc = copy.deepcopy(config["model_config"])
     p = mc["network_config"]["params"]
     p.update(num_layers=3, hidden_size=48, num_attention_heads=3, time_embed_dim=24, latent_height=6, latent_width=4,
@@ -96,8 +57,8 @@ def _variant(root: Path, fixtures: Path) -> Path:
     return folder
 
 
-def test_variant_fixture_of_other_sizes_passes_and_its_settings_are_read(fixtures, tmp_path):
-    folder = _variant(tmp_path, fixtures)
+def test_variant_fixture_of_other_sizes_passes_and_its_settings_are_read(tiny, tmp_path):
+    folder = _variant(tmp_path, tiny)
     checks = verify_hallo3(folder)
     names = {c.name for c in checks}
     assert all(c.passed for c in checks), [c.line() for c in checks if not c.passed]
