@@ -58,3 +58,29 @@ def test_learns_a_prompt_dependent_modulation():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]
+
+
+@pytest.mark.parametrize("hierarchical", [False, True])
+def test_audio_attention_with_text_layers_starts_as_the_module_without(hierarchical):
+    from talkinghead.nn.audio_attention import BRANCHES, AudioAttentionModule
+
+    torch.manual_seed(0)
+    plain = AudioAttentionModule(8, 8, 2, audio_dim=6, level=0, hierarchical=hierarchical, norm_num_groups=4).eval()
+    with torch.no_grad():  # the zero-initialised branch convs made non-zero, so the audio path is not a no-op
+        for name, p in plain.named_parameters():
+            if "zero_conv" in name:
+                p.normal_(0, 0.3)
+    texted = AudioAttentionModule(8, 8, 2, audio_dim=6, level=0, hierarchical=hierarchical, norm_num_groups=4,
+                                  text_dim=5).eval()
+    missing, unexpected = texted.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".text_adaln." in k for k in missing)
+
+    x, audio = torch.randn(3, 8, 4, 4), torch.randn(3, 7, 6)
+    masks = {b: [torch.rand(3, 16)] for b in BRANCHES} if hierarchical else None
+    text = torch.randn(3, 5)
+    with torch.no_grad():
+        assert torch.equal(texted(x, audio, masks, text=text), plain(x, audio, masks))
+        randomized(texted.transformer_blocks[0].text_adaln)
+        a, b = texted(x, audio, masks, text=text), texted(x, audio, masks, text=text + 1.0)
+        assert not torch.allclose(a, plain(x, audio, masks)) and not torch.allclose(a, b)
+        assert torch.equal(texted(x, audio, masks), plain(x, audio, masks))  # no prompt: the text layers are skipped

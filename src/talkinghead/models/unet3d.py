@@ -60,6 +60,9 @@ class VideoUNetConfig:
     # modules of the attention-free blocks (down 3, up 0) are skipped. We reproduce that path.
     motion_frames_from_reference: bool = True
     motion_in_plain_blocks: bool = False
+    # Hallo2's text control: a text AdaLN in every audio-attention block, modulated by a pooled prompt embedding
+    # of this width. None: no text layers (the released nets' keys).
+    text_dim: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,7 +131,7 @@ class VideoUNet3D(nn.Module):
             hierarchical = kind in cfg.stack_enable_blocks_name and depth in cfg.stack_enable_blocks_depth
             block.audio_modules = nn.ModuleList([
                 AudioAttentionModule(out_channels, c_in, heads, cfg.audio_attention_dim, depth, hierarchical,
-                                     self.unet_config.norm_num_groups)
+                                     self.unet_config.norm_num_groups, cfg.text_dim)
                 for c_in in layer_in[:n_layers]])
 
     # -- forward ------------------------------------------------------------------------------------
@@ -136,14 +139,16 @@ class VideoUNet3D(nn.Module):
                 audio_tokens: torch.Tensor | None = None, location: torch.Tensor | None = None,
                 region_masks: dict[str, list[torch.Tensor]] | None = None,
                 branch_weights: tuple[float, float, float] | None = None,
-                reference: ReferenceBank | None = None, added_embedding: torch.Tensor | None = None) -> torch.Tensor:
+                reference: ReferenceBank | None = None, added_embedding: torch.Tensor | None = None,
+                text_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """sample (b, 4, f, h, w) noisy latents; encoder_hidden_states (b, n, d) image tokens, or
         (b, f, n, d) per-frame tokens;
         audio_tokens (b, f, tokens, d_audio); location (b, c0, f, h, w) face-locator features added after
         conv_in; region_masks {"full"|"face"|"lip": [level 0..3 masks ((b f), h_l*w_l)]};
         branch_weights the full/face/lip weights (Hallo's motion_scale); reference the filled bank
         (its attention processors are installed by `attach_reference`); added_embedding (b, f, d_time)
-        per-frame additions to the timestep embedding (EMO speed, Loopy motion latents). Returns (b, 4, f, h, w)."""
+        per-frame additions to the timestep embedding (EMO speed, Loopy motion latents); text_embedding (b, d_text)
+        the pooled prompt embedding the text AdaLNs read (a net built with text_dim). Returns (b, 4, f, h, w)."""
         b, _, f, h, w = sample.shape
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(b)
         emb = self.time_embedding(self.time_proj(t).to(sample.dtype))
@@ -157,6 +162,7 @@ class VideoUNet3D(nn.Module):
                     else encoder_hidden_states.repeat_interleave(f, 0)),
             audio=None if audio_tokens is None else rearrange(audio_tokens, "b f n c -> (b f) n c"),
             masks=region_masks, weights=branch_weights, frames=f,
+            text=None if text_embedding is None else text_embedding.to(emb.dtype).repeat_interleave(f, 0),
             bank=reference if self.config.motion_frames_from_reference else None)
 
         x = self.conv_in(rearrange(sample, "b c f h w -> (b f) c h w"))
@@ -201,7 +207,7 @@ class VideoUNet3D(nn.Module):
         x = attentions[j](x, encoder_hidden_states=ctx.tokens, return_dict=False)[0]
         audio = getattr(block, "audio_modules", None)
         if audio is not None and ctx.audio is not None:
-            x = audio[j](x, ctx.audio, ctx.masks, ctx.weights)
+            x = audio[j](x, ctx.audio, ctx.masks, ctx.weights, ctx.text)
         if motion is not None:
             x = motion[j](x, ctx.frames, ctx.motion_frames(f"{path}.attentions.{j}.transformer_blocks.0", x))
         return x
@@ -217,6 +223,7 @@ class _Context:
     masks: dict | None
     weights: tuple | None
     frames: int
+    text: torch.Tensor | None
     bank: ReferenceBank | None
 
     def motion_frames(self, name: str, x: torch.Tensor) -> torch.Tensor | None:

@@ -49,6 +49,9 @@ class HalloConfig:
         "cross_attention_dim": 768, "clip_embeddings_dim": 512, "clip_extra_context_tokens": 4})
     audio_proj: dict = field(default_factory=lambda: {
         "seq_len": 5, "blocks": 12, "channels": 768, "intermediate_dim": 512, "output_dim": 768, "context_tokens": 32})
+    # Hallo2's text variant: the width of the pooled prompt embedding (the T5 encoder's d_model) that a text AdaLN
+    # in every audio-attention block reads. None: the released architecture, whose keys `net.pth` holds.
+    text_dim: int | None = None
 
     def denoising(self) -> VideoUNetConfig:
         extra = self.unet_additional_kwargs
@@ -61,6 +64,7 @@ class HalloConfig:
             audio_attention_dim=extra.get("audio_attention_dim") if extra.get("use_audio_module") else None,
             stack_enable_blocks_name=tuple(extra.get("stack_enable_blocks_name") or ()),
             stack_enable_blocks_depth=tuple(extra.get("stack_enable_blocks_depth") or ()),
+            text_dim=self.text_dim,
         )
 
     def to_dict(self) -> dict:

@@ -11,6 +11,8 @@ official training scripts get from elsewhere.
   trainable `mel_proj` (80 -> the features' width, shared over mel frames) that this net owns and that is not
   part of the official checkpoints; the projected mel frames of a window are average-pooled to the audio
   projection's window length and repeated over its wav2vec-layer axis.
+- Hallo2's text variant (config `text_dim`): the batch's pooled prompt embedding (`text_embedding`, made by the
+  training adapter from each clip's prompt) modulates the text AdaLN of every audio-attention block.
 """
 from __future__ import annotations
 
@@ -111,4 +113,4 @@ class HalloTrainNet(HalloNet, ReferenceTraining):
         self.fill_bank(batch["ref"], tokens)
         t = torch.as_tensor(t, device=noisy.device).reshape(-1).expand(b)
         return self.denoising_unet(noisy, t, tokens, audio, self.face_locator(batch["location"]), batch["masks"],
-                                   (1.0, 1.0, 1.0), self.bank)
+                                   (1.0, 1.0, 1.0), self.bank, text_embedding=batch.get("text_embedding"))
