@@ -22,6 +22,8 @@ Item of `TalkingClips` (S = `size`, F = clip_frames, M = motion_frames, W = 2 * 
                                                       masks (only when the shards have them)
     drop_audio, drop_reference, drop_motion   bool ()  condition dropout flags. The dataset never zeroes the
                                                       tensors: the model (or the trainer's system) applies them
+    prompt          str                               the video's text prompt (index.json "prompt", from a
+                                                      sidecar <video>.txt at preprocessing), "" without one
     video_id str, start int, reference_index int
 
 Every random choice of item i (reference frame, dropout flags, augmentation) comes from a generator seeded by
@@ -250,6 +252,7 @@ class TalkingClips(Dataset):
             "speed_bucket": torch.from_numpy(shard.array("speed_bucket", start, start + f).astype(np.int64)),
             **self._body(shard, start, f),
             **flags,
+            "prompt": video.get("prompt", ""),
             "video_id": video["id"],
             "start": start,
             "reference_index": ref,

@@ -8,7 +8,10 @@ On-disk format (FORMAT_VERSION 1)
 dataset/
   index.json       {"version": 1, "size": S, "fps": 25, "mel_per_frame": 4, "n_mels": 80,
                     "audio_feats": null | {"kind": "wav2vec2"|"whisper", "model": NAME, "layers": L, "dim": D},
-                    "videos": [{"id", "source", "frames", "shard", "seconds"}, ...]}   (sorted by id)
+                    "videos": [{"id", "source", "frames", "shard", "seconds", "prompt"?}, ...]}   (sorted by id;
+                    "prompt": the words of a sidecar text file <video>.txt beside the video, when it has one:
+                    what a text-conditioned model, Hallo2's text variant, is trained with; read again on every
+                    run, so editing a prompt needs no reprocessing)
   report.json      {"version": 1, "settings": {...}, "skipped": [{"source", "reason", "bytes", "mtime"}, ...]}
   shards/<id>.safetensors   one per video; written to a temporary name, then os.replace'd: a shard that
                    exists is complete. Metadata (str -> str): version, id, source, fps, size, frames,
@@ -723,6 +726,19 @@ def video_ids(paths: list[Path], root: Path) -> list[str]:
     return ids
 
 
+def sidecar_prompt(video: Path) -> str | None:
+    """A video's text prompt: the words of `<video stem>.txt` beside it (UTF-8, whitespace collapsed), None when
+    there is no such file or it holds no words."""
+    path = video.with_suffix(".txt")
+    if not path.is_file():
+        return None
+    try:
+        words = " ".join(path.read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return None
+    return words or None
+
+
 def _check_args(videos_dir: Path, dataset_dir: Path, size, workers, fps, min_frames) -> None:
     if not videos_dir.exists():
         raise InputError(f"video folder {videos_dir} does not exist", "check the path (and its spelling)")
@@ -823,7 +839,11 @@ def preprocess(videos_dir: str | os.PathLike, dataset_dir: str | os.PathLike, si
     skipped: list[dict] = []
     report = Report()
     tasks = []
+    prompts: dict[str, str] = {}
     for path, vid in zip(paths, video_ids(paths, videos_dir)):
+        prompt = sidecar_prompt(path)
+        if prompt is not None:
+            prompts[vid] = prompt
         shard = dataset_dir / "shards" / f"{vid}.safetensors"
         entry = _reusable(shard, settings, signature)
         bad = known_bad.get(str(path))
@@ -841,7 +861,7 @@ def preprocess(videos_dir: str | os.PathLike, dataset_dir: str | os.PathLike, si
         if not final and time.monotonic() - state["last"] < INDEX_WRITE_SECONDS:
             return
         state["last"] = time.monotonic()
-        _write_json(index_path, _index(entries, settings))
+        _write_json(index_path, _index(entries, settings, prompts))
         _write_json(report_path, {"version": FORMAT_VERSION, "settings": report_settings,
                                   "skipped": sorted(skipped, key=lambda e: e["source"])})
 
@@ -876,8 +896,10 @@ def preprocess(videos_dir: str | os.PathLike, dataset_dir: str | os.PathLike, si
     return report
 
 
-def _index(entries: dict[str, dict], settings: Settings) -> dict:
-    """index.json: settings, the audio features every shard has (or null) and the videos, sorted by id."""
+def _index(entries: dict[str, dict], settings: Settings, prompts: dict[str, str] | None = None) -> dict:
+    """index.json: settings, the audio features every shard has (or null) and the videos, sorted by id, with
+    their prompts (`prompts`: video id -> text) where they have one."""
+    prompts = prompts or {}
     kinds = {(e["_audio"], e["_audio_dims"]) for e in entries.values()}
     audio_feats = None
     if len(kinds) == 1:
@@ -888,4 +910,5 @@ def _index(entries: dict[str, dict], settings: Settings) -> dict:
             audio_feats = {"kind": kind, "model": name, "layers": layers, "dim": dim}
     return {"version": FORMAT_VERSION, "size": settings.size, "fps": settings.fps, "mel_per_frame": MEL_PER_FRAME,
             "n_mels": N_MELS, "audio_feats": audio_feats,
-            "videos": [{k: v for k, v in entries[i].items() if not k.startswith("_")} for i in sorted(entries)]}
+            "videos": [{**{k: v for k, v in entries[i].items() if not k.startswith("_")},
+                        **({"prompt": prompts[i]} if i in prompts else {})} for i in sorted(entries)]}
