@@ -9,6 +9,7 @@ import pytest
 from talkinghead.assets import portrait, speech_path
 from talkinghead.io import load_audio
 from talkinghead.types import Portrait, Speech
+from tests.support import fixture
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +34,10 @@ def silence() -> Speech:
     return Speech(np.zeros(16000 * 3, np.float32))
 
 
-HALLO_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo"
-
-
 @pytest.fixture(scope="session")
 def hallo_dir() -> Path:
     """../shared/fixtures/hallo: reference data made by the official Hallo code (CI has shared/ beside us)."""
-    if not HALLO_FIXTURES.is_dir():
-        pytest.skip(f"shared reference data not found at {HALLO_FIXTURES}")
-    return HALLO_FIXTURES
+    return fixture("hallo")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -108,9 +104,6 @@ def short_wav(librivox, tmp_path_factory) -> Path:
     return path
 
 
-SKYREELS_A1_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "skyreels_a1"
-
-
 @pytest.fixture(scope="session")
 def skyreels_a1_release(tmp_path_factory) -> Path:
     """A tiny SkyReels-A1-5B folder in the official layout: transformer/, vae/, pose_guider/, scheduler/ from the
@@ -122,9 +115,7 @@ def skyreels_a1_release(tmp_path_factory) -> Path:
     import torch
     from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
-    tiny = SKYREELS_A1_FIXTURES / "skyreels_a1_tiny"
-    if not tiny.is_dir():
-        pytest.skip(f"shared reference data not found at {tiny}")
+    tiny = fixture("skyreels_a1", "skyreels_a1_tiny")
     root = tmp_path_factory.mktemp("a1") / "pretrained_models" / "SkyReels-A1-5B"
     for part in ("transformer", "vae", "pose_guider", "scheduler"):
         shutil.copytree(tiny / part, root / part)
@@ -136,9 +127,6 @@ def skyreels_a1_release(tmp_path_factory) -> Path:
     SiglipImageProcessor(size={"height": 54, "width": 54}).save_pretrained(root / "siglip-so400m-patch14-384")
     assert json.loads((root / "siglip-so400m-patch14-384" / "config.json").read_text())
     return root.parent.parent
-
-
-HALLO3_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo3"
 
 
 @pytest.fixture(scope="session")
@@ -158,9 +146,7 @@ def hallo3_release(hallo_dir, tmp_path_factory) -> Path:
 
     from talkinghead.systems.hallo3.model import Hallo3Model, config_from_sat, sat_from_ours, sat_vae_from_diffusers
 
-    tiny = HALLO3_FIXTURES / "hallo3_tiny"
-    if not tiny.is_dir():
-        pytest.skip(f"shared reference data not found at {tiny}")
+    tiny = fixture("hallo3", "hallo3_tiny")
     root = tmp_path_factory.mktemp("hallo3") / "pretrained_models"
     (root / "hallo3" / "1").mkdir(parents=True)
     (root / "hallo3" / "latest").write_text("1")
@@ -205,9 +191,7 @@ def skyreels_a2_release(tmp_path_factory) -> Path:
     """The tiny SkyReels-A2 release folder of the shared reference data, in the official Skywork/SkyReels-A2 place."""
     import shutil
 
-    tiny = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "skyreels_a2" / "skyreels_a2_tiny"
-    if not tiny.is_dir():
-        pytest.skip(f"shared reference data not found at {tiny}")
+    tiny = fixture("skyreels_a2", "skyreels_a2_tiny")
     root = tmp_path_factory.mktemp("a2")
     shutil.copytree(tiny, root / "Skywork" / "SkyReels-A2", ignore=shutil.ignore_patterns("io.safetensors"))
     return root
@@ -229,9 +213,6 @@ def reference_images(tmp_path_factory) -> list[Path]:
     return paths
 
 
-HALLO4_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo4"
-
-
 @pytest.fixture(scope="session")
 def hallo4_release(tmp_path_factory) -> Path:
     """A tiny Hallo4 release in the official layout: the reference data's hallo4/model_weight.ckpt,
@@ -245,9 +226,7 @@ def hallo4_release(tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-    tiny = HALLO4_FIXTURES / "hallo4_tiny"
-    if not tiny.is_dir():
-        pytest.skip(f"shared reference data not found at {tiny}")
+    tiny = fixture("hallo4", "hallo4_tiny")
     root = tmp_path_factory.mktemp("hallo4") / "pretrained_models"
     for part in ("hallo4", "Wan2.1_Encoders", "wav2vec"):
         shutil.copytree(tiny / part, root / part)

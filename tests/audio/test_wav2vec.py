@@ -19,22 +19,15 @@ from talkinghead.audio.wav2vec import (
 )
 from talkinghead.errors import CheckpointError, MissingFilesError
 from talkinghead.verify.audio import check_audio_fixture
+from tests.support import fixture
 
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 MODEL_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
 
 
-def hallo_fixtures() -> Path:
-    """/work/shared/fixtures/hallo next to the repository; skips the test when it is absent."""
-    folder = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "hallo"
-    if not folder.is_dir():
-        pytest.skip(f"Hallo reference fixtures not found at {folder}")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def audio_fixture() -> Path:
-    return hallo_fixtures() / "hallo_audio_tiny"
+    return fixture("hallo", "hallo_audio_tiny")
 
 
 @pytest.fixture(scope="module")

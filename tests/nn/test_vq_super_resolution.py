@@ -1,12 +1,11 @@
 """Hallo2's video super-resolution network: official key layout, shapes, temporal coupling, stage-I quantiser."""
-from pathlib import Path
 
 import pytest
 import torch
 
 from talkinghead.nn.vq_super_resolution import VQSuperResolutionConfig, VQVideoSuperResolution, adain
+from tests.support import fixture
 
-MANIFESTS = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "hallo2" / "manifests"
 # a small network of the official block structure: 5 levels on a 128 input -> an 8x8 latent grid
 SMALL = dict(img_size=128, nf=32, ch_mult=(1, 1, 2, 1, 1), attn_resolutions=(8,), codebook_size=16, emb_dim=32,
              dim_embd=32, n_head=4, n_layers=1, latent_size=64, connect_list=("16", "32"),
@@ -29,11 +28,10 @@ def frames(*shape, seed=0) -> torch.Tensor:
 def test_full_size_matches_the_release_manifest_on_meta():
     from talkinghead.systems.hallo2.verify import manifest_mismatches, read_manifest
 
-    if not (MANIFESTS / "hallo2_net_g.tsv").is_file():
-        pytest.skip("shared reference data not found")
+    path = fixture("hallo2", "manifests", "hallo2_net_g.tsv")
     with torch.device("meta"):
         net = VQVideoSuperResolution()
-    manifest = read_manifest(MANIFESTS / "hallo2_net_g.tsv")
+    manifest = read_manifest(path)
     assert len(manifest) == 623
     assert manifest_mismatches(net, manifest) == []
     assert sum(p.numel() for p in net.parameters()) == 113_037_763

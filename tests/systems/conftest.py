@@ -6,7 +6,7 @@ from typing import Callable
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO, fixture
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def tiny_checkpoints(tmp_path_factory, request) -> dict[str, Callable[[], list[s
                 str(request.getfixturevalue("skeleton_video"))]
 
     def echomimic() -> list[str]:  # the tiny release folder of the shared reference data, as downloaded
-        return ["--checkpoint-dir", str(REPO.parent / "shared" / "fixtures" / "echomimic" / "echomimic_tiny"),
+        return ["--checkpoint-dir", str(fixture("echomimic", "echomimic_tiny")),
                 "--size", "128", "--steps", "2"]
 
     return {"emo": trained("emo_stage3.yaml"), "loopy": trained("loopy_stage2.yaml"), "hallo3": hallo3,

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from talkinghead.errors import CheckpointError
 from talkinghead.systems.echomimic.pipeline import SamplingConfig, context_windows, shifted
-
-FIXTURE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "echomimic" / "echomimic_tiny"
+from tests.support import fixture
 
 
 def test_context_windows_wrap_and_shift_as_officially():
@@ -28,20 +26,19 @@ def test_context_windows_wrap_and_shift_as_officially():
 
 @pytest.fixture(scope="module")
 def tiny():
-    if not FIXTURE.is_dir():
-        pytest.skip(f"shared reference data not found at {FIXTURE}")
+    release = fixture("echomimic", "echomimic_tiny")
     from safetensors.torch import load_file
 
     from talkinghead.models.checkpoints import load_vae_folder
     from talkinghead.systems.echomimic.release import load_net
     from talkinghead.systems.echomimic.pipeline import EchoMimicPipeline
 
-    config = json.loads((FIXTURE / "config.json").read_text())
+    config = json.loads((release / "config.json").read_text())
     from diffusers import DDIMScheduler
 
-    pipe = EchoMimicPipeline(load_net(FIXTURE), load_vae_folder(FIXTURE / "sd-vae-ft-mse"),
+    pipe = EchoMimicPipeline(load_net(release), load_vae_folder(release / "sd-vae-ft-mse"),
                              DDIMScheduler(**config["scheduler_kwargs"]))
-    io = load_file(str(FIXTURE / "io.safetensors"))
+    io = load_file(str(release / "io.safetensors"))
     run = config["run"]
     s = SamplingConfig(steps=run["num_inference_steps"], guidance_scale=run["guidance_scale"],
                        context_frames=run["context_frames"], context_overlap=run["context_overlap"])
@@ -90,9 +87,7 @@ def test_whisper_loader_refuses_what_is_not_an_openai_checkpoint(tmp_path):
 
 
 def _manifest(name: str) -> dict[str, list[int]]:
-    path = FIXTURE.parent / "manifests" / name
-    if not path.is_file():
-        pytest.skip(f"shared manifests not found at {path}")
+    path = fixture("echomimic", "manifests", name)
     rows = {}
     for line in path.read_text().splitlines():
         key, shape, _dtype = line.split("\t")

@@ -10,16 +10,12 @@ import numpy as np
 import pytest
 
 from talkinghead.io import probe
-from tests.support import cli_exit_code
-
-RELEASE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "echomimic" / "echomimic_tiny"
+from tests.support import cli_exit_code, fixture
 
 
 @pytest.fixture(scope="module")
 def release() -> Path:
-    if not RELEASE.is_dir():
-        pytest.skip(f"shared reference data not found at {RELEASE}")
-    return RELEASE
+    return fixture("echomimic", "echomimic_tiny")
 
 
 def _argv(release, wav, out, *extra):

@@ -14,18 +14,17 @@ from talkinghead.errors import CheckpointError
 from talkinghead.systems.hallo3.model import (SAT_UNUSED_PREFIXES, SAT_UNUSED_SUFFIXES, Hallo3Model, config_from_sat,
                                               find_sat_checkpoint, load_sat_checkpoint, read_sat_state, sat_from_ours,
                                               sat_to_ours)
+from tests.support import FIXTURES, fixture
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "hallo3"
-MANIFESTS = FIXTURES / "manifests"
-TINY = FIXTURES / "hallo3_tiny"
+HALLO3 = FIXTURES / "hallo3"
+MANIFESTS = HALLO3 / "manifests"
+TINY = HALLO3 / "hallo3_tiny"
 NETS = {"model.diffusion_model.": "transformer.", "ref_model.diffusion_model.": "reference_net."}
 
 
 @pytest.fixture(scope="module")
 def fixtures() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"shared reference data not found at {FIXTURES}")
-    return FIXTURES
+    return fixture("hallo3")
 
 
 def _tsv(path: Path) -> list[list[str]]:

@@ -14,20 +14,19 @@ import torch
 from talkinghead.errors import CheckpointError
 from talkinghead.systems.hallo4.model import (WAN_VACE_1_3B, Hallo4WanModel, load_release, official_to_ours,
                                               ours_to_official, wan_vae_to_diffusers)
+from tests.support import FIXTURES, fixture
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "hallo4"
-TINY = FIXTURES / "hallo4_tiny"
+HALLO4 = FIXTURES / "hallo4"
+TINY = HALLO4 / "hallo4_tiny"
 
 
 @pytest.fixture(scope="module")
 def fixtures() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"shared reference data not found at {FIXTURES}")
-    return FIXTURES
+    return fixture("hallo4")
 
 
 def _manifest(name: str) -> dict[str, torch.Tensor]:
-    rows = [line.split("\t") for line in (FIXTURES / "manifests" / name).read_text().splitlines() if line]
+    rows = [line.split("\t") for line in (HALLO4 / "manifests" / name).read_text().splitlines() if line]
     return {k: torch.empty(ast.literal_eval(shape), device="meta") for k, shape, *_ in rows}
 
 

@@ -12,6 +12,7 @@ from talkinghead.errors import CheckpointError, InputError
 from talkinghead.systems.skyreels_a1.model import OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1
 from talkinghead.train.stages import apply_stage, load_stage_config
 from talkinghead.systems.skyreels_a1.train import loss_masks, skyreels_a1_loss
+from tests.support import fixture
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "train"
 F, C, H, W = 3, 4, 4, 4  # latent frames, channels, height, width (guidance: 9 frames of 16 x 16 px)
@@ -154,14 +155,9 @@ def test_release_key_names_load_strictly():
 
 
 # ------------------------------------------------------------------ the official release folder
-A1_FIXTURE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "skyreels_a1"
-
-
 @pytest.fixture(scope="module")
 def a1_fixture() -> Path:
-    if not A1_FIXTURE.is_dir():
-        pytest.skip(f"shared reference data not found at {A1_FIXTURE}")
-    return A1_FIXTURE
+    return fixture("skyreels_a1")
 
 
 def _tsv(path: Path) -> dict[str, list[int]]:
