@@ -5,10 +5,13 @@ face.prepare (once) -> MotionGenerator (audio chunks -> MotionFrames, causal + f
 """
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
+import cv2
 import numpy as np
 
 from ...audio.features import n_frames
@@ -66,7 +69,8 @@ class Animator:
             for m in motion():
                 yield self.render(m)
         else:
-            yield from _in_order(self.render, motion(), workers)
+            with _opencv_serial():
+                yield from _in_order(self.render, motion(), workers)
 
     def frames(self, speech: Speech, chunk_seconds: float = 1.0) -> Iterator[np.ndarray]:
         """All frames of a clip (the stream fed the whole file, chunked to keep memory flat),
@@ -81,6 +85,33 @@ class Animator:
 
     def n_frames(self, speech: Speech) -> int:
         return n_frames(speech.duration, self.fps)
+
+
+_opencv_lock = threading.Lock()
+_opencv_users = 0  # renders running inside _opencv_serial
+_opencv_threads = 0  # OpenCV's thread count before the first of them
+
+
+@contextmanager
+def _opencv_serial():
+    """OpenCV's own thread pool off while frames are rendered by several threads at once: every
+    core already has a frame (or the encoder) to work on, and the pool's workers spin-wait between
+    the small calls of a frame, which costs CPU time the other threads need (60 s of speech at
+    512 px: ~0.5 core-s less in all). The setting is process-wide; the last render to finish
+    puts back what was there before the first."""
+    global _opencv_users, _opencv_threads
+    with _opencv_lock:
+        if _opencv_users == 0:
+            _opencv_threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _opencv_users += 1
+    try:
+        yield
+    finally:
+        with _opencv_lock:
+            _opencv_users -= 1
+            if _opencv_users == 0:
+                cv2.setNumThreads(_opencv_threads)
 
 
 def _in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
