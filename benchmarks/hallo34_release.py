@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from reference_data import FIXTURES  # benchmarks/reference_data.py, beside this script
 
 
 def timed(fn, repeats: int):

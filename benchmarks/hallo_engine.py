@@ -45,8 +45,9 @@ from talkinghead.systems.hallo.model import HALLO_UNET_ADDITIONAL, SD15_UNET
 from talkinghead.nn.reference_attention import ReferenceReadProcessor
 from talkinghead.config import DTYPES
 from talkinghead.utils import torch_dtype
+from reference_data import FIXTURES  # benchmarks/reference_data.py, beside this script
 
-TINY_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "hallo" / "hallo_tiny" / "config.json"
+TINY_CONFIG = FIXTURES / "hallo" / "hallo_tiny" / "config.json"
 
 # The sizes of the hallo_tiny reference data's config.json (TINY_CONFIG), used when that file is not there: the
 # official configs with 32 channels, one layer per block and 2 heads.

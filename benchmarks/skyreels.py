@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from reference_data import FIXTURES  # benchmarks/reference_data.py, beside this script
 
 
 def _timed(fn, repeats: int):

@@ -2,27 +2,17 @@
 system (or the streaming numbers). They check that the scripts work, never how fast anything is."""
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.support import load_benchmark
+
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_dit_forward_prints_a_tiny_row_per_system(capsys):
-    bench = _script("dit_forward")
+    bench = load_benchmark("dit_forward")
     assert bench.main(["--repeats", "1"]) == 0
     out = capsys.readouterr().out
     for entry in bench.SYSTEMS:
@@ -34,7 +24,7 @@ def test_dit_forward_prints_a_tiny_row_per_system(capsys):
 
 
 def test_midas_stream_prints_latency_and_fps(capsys):
-    bench = _script("midas_stream")
+    bench = load_benchmark("midas_stream")
     threads = torch.get_num_threads()
     try:
         assert bench.main(["--chunks", "3"]) == 0

@@ -4,34 +4,21 @@ against fp32. Without CUDA the official-size run prints "skipped: no GPU". It ch
 how fast anything is."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from talkinghead.systems import SYSTEMS
+from tests.support import fixture, load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_engines.py"
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 NUMBER = r"[0-9.]+(?:e[+-]?[0-9]+)?|inf"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("gpu_engines_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tiny_run_gives_every_engine_a_row(capsys):
-    if not (FIXTURES / "echomimic").is_dir():
-        pytest.skip("shared reference data not found (EchoMimic's tiny sizes are read from it)")
-    bench = _script()
+    fixture("echomimic", "echomimic_tiny")  # the tiny EchoMimic sizes are read from it
+    bench = load_benchmark("gpu_engines")
     assert bench.main(["--tiny", "--steps", "1", "--frames", "5"]) == 0
     out = capsys.readouterr().out
     engines = [s.name for s in SYSTEMS.values() if s.weights != "none" and s.engine is not None]
@@ -58,13 +45,13 @@ def test_tiny_run_gives_every_engine_a_row(capsys):
 def test_official_sizes_are_skipped_without_a_gpu(capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the official sizes would run")
-    bench = _script()
+    bench = load_benchmark("gpu_engines")
     assert bench.main(["--systems", "hallo,skyreels-a2"]) == 0
     assert capsys.readouterr().out.strip() == "skipped: no GPU"
 
 
 def test_unknown_system_is_refused(capsys):
-    bench = _script()
+    bench = load_benchmark("gpu_engines")
     with pytest.raises(SystemExit) as exc:
         bench.main(["--tiny", "--systems", "warp"])
     assert exc.value.code == 2
@@ -75,7 +62,7 @@ def test_a_cell_that_cannot_run_says_why_and_the_table_goes_on(capsys, monkeypat
     """Out of memory in one precision (what a 14B model in fp32 can meet on one GPU) leaves that cell n/a."""
     import dataclasses
 
-    bench = _script()
+    bench = load_benchmark("gpu_engines")
     case = bench.CASES["hallo4"]
 
     def build(tiny, device, dtype, steps, frames):

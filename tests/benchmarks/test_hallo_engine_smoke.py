@@ -2,14 +2,11 @@
 memory and the ours / upstream ratio. It checks that the script works, never how fast anything is."""
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "hallo_engine.py"
+from tests.support import load_benchmark
 
 STAGES = ("VAE encode (portrait + motion frames)", "conditions (projections + face locator)",
           "reference net (fill_bank)", "UNet steps (all)", "VAE decode", "clip total")
@@ -18,16 +15,8 @@ RESULTS = ("seconds per generated frame", "UNet step", "reference net (fill_bank
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("hallo_engine_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tiny_benchmark_prints_stages_memory_and_ratio(capsys):
-    bench = _script()
+    bench = load_benchmark("hallo_engine")
     assert bench.main(["--size", "tiny", "--steps", "1", "--frames", "2", "--repeats", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "1 DDIM steps" in out and "2 frames" in out
@@ -52,7 +41,7 @@ def test_tiny_benchmark_prints_stages_memory_and_ratio(capsys):
 
 
 def test_full_size_is_refused_on_cpu_without_force(capsys):
-    bench = _script()
+    bench = load_benchmark("hallo_engine")
     with pytest.raises(SystemExit) as exc:
         bench.main(["--size", "full", "--device", "cpu"])
     assert exc.value.code == 2
@@ -67,7 +56,7 @@ def test_upstream_reader_matches_ours_and_does_the_extra_work():
 
     from talkinghead.nn.reference_attention import ReferenceBank, ReferenceReadProcessor
 
-    bench = _script()
+    bench = load_benchmark("hallo_engine")
     torch.manual_seed(0)
     attn = Attention(query_dim=16, heads=2, dim_head=8)
     bank = ReferenceBank(dtype=None)

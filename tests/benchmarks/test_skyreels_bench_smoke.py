@@ -2,23 +2,15 @@
 script works and that batched guidance keeps float32 parity, never how fast anything is."""
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
-import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "skyreels.py"
+from tests.support import fixture, load_benchmark
 
 
 def test_prints_times_and_parity(capsys):
-    spec = importlib.util.spec_from_file_location("skyreels_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
-    if not bench.FIXTURES.is_dir():
-        pytest.skip("shared reference data not found")
+    for system in ("skyreels_a1", "skyreels_a2"):  # skips without the shared reference data
+        fixture(system, f"{system}_tiny")
+    bench = load_benchmark("skyreels")
     assert bench.main([]) == 0
     out = capsys.readouterr().out
     for name in ("A1 tiny fp32", "A1 tiny bf16", "A2 tiny fp32 serial", "A2 tiny fp32 batched", "A2 tiny bf16 batched"):
