@@ -165,6 +165,16 @@ class DiffusionConfig(_Section):
                                           "steps", choices=SCHEDULERS)
     dtype: str = control("fp32", help="weights and activations; fp16/bf16 need a GPU", choices=DTYPES)
     device: str = control("auto", help="auto, cpu, cuda or cuda:N", client=False)
+    cpu_offload: bool = control(
+        False, client=False,
+        help="hallo3, hallo4, skyreels-a1, skyreels-a2: keep each big model (text and image encoders, transformer, "
+             "VAE) on the CPU and move it to the GPU only for its own forward, one at a time: far less GPU memory, "
+             "slower, the same output; needs a GPU")
+    vae_tiling: str = control(
+        "auto", client=False, choices=("auto", "on", "off"),
+        help="hallo3, hallo4, skyreels-a1, skyreels-a2: VAE encode/decode by overlapping tiles (less GPU memory, "
+             "output differs slightly at the seams): auto = as the official release (skyreels-a1 tiles, the "
+             "others do not), on = tiles of half the frame each way, off = whole frames")
     # Hallo's hierarchical audio-driven synthesis: how strongly the audio drives each region (official 1.0)
     pose_weight: float | None = control(None, range=(0.0, 5.0),
                                         help="hallo/hallo2: how strongly the audio drives head pose (official 1.0)")

@@ -40,6 +40,7 @@ MOTION = ("head_motion", "blink_rate", "gaze", "mouth_scale", "smile", "brows", 
 SAMPLING = ("checkpoint_dir", "steps", "guidance_scale", "scheduler", "dtype", "device")
 DIFFUSION = RENDER + ("seed",) + SAMPLING  # what every diffusion engine honours
 TRAINED = RENDER + ("seed", "checkpoint_dir", "steps")  # engines over a `talkinghead train` checkpoint (CPU, fp32)
+DIT_MEMORY = ("cpu_offload", "vae_tiling")  # the DiT engines' GPU memory options (pipelines/memory.py)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                           "cogvideox-5b-i2v-sat/vae/3d-vae.pt", "t5-v1_1-xxl/", "wav2vec/wav2vec2-base-960h/"),
            front_ends=("wav2vec2", "t5"), proven=_P({"render", "train", "verify"}),
            controls=("fps", "face_index", "max_seconds", "seed", "checkpoint_dir", "face_embedding", "steps",
-                     "guidance_scale", "dtype", "device", "prompt"),
+                     "guidance_scale", "dtype", "device", "prompt") + DIT_MEMORY,
            needs_gpu_for="official-size sampling (CogVideoX-5B)"),
     System("hallo4", "Hallo4", "Hallo4: High-Fidelity Dynamic Portrait Animation via Direct Preference Optimization "
            "(2025)", "dit", models=(".systems.hallo4.model:Hallo4WanModel",),
@@ -166,7 +167,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                           "Wan2.1_Encoders/models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_Encoders/google/umt5-xxl/",
                           "wav2vec/wav2vec2-base-960h/"), proven=_P({"render", "train", "verify"}),
            controls=("max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "dtype", "device",
-                     "pose_video", "prompt"),
+                     "pose_video", "prompt") + DIT_MEMORY,
            needs_gpu_for="official-size sampling (Wan2.1-VACE 1.3B, 81 frames at 480x832)"),
     System("skyreels-a1", "SkyReels-A1", "SkyReels-A1: Expressive Portrait Animation in Video Diffusion Transformers "
            "(2025)", "dit", models=(".systems.skyreels_a1.model:SkyReelsA1",), fixture="skyreels_a1",
@@ -179,7 +180,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                           "SkyReels-A1-5B/scheduler/", "SkyReels-A1-5B/siglip-so400m-patch14-384/"),
            # one frame size (the release's), its own sampler; the motion track's controls drive the landmarks
            controls=("fps", "face_index", "max_seconds", "checkpoint_dir", "steps", "guidance_scale", "dtype",
-                     "device", "pose_video") + MOTION, proven=_P({"render", "train", "verify"}),
+                     "device", "pose_video") + MOTION + DIT_MEMORY, proven=_P({"render", "train", "verify"}),
            needs_gpu_for="official-size sampling (CogVideoX-5B)"),
     System("skyreels-a2", "SkyReels-A2", "SkyReels-A2: Compose Anything in Video Diffusion Transformers (2025)", "dit",
            models=(".systems.skyreels_a2.model:SkyReelsA2",), fixture="skyreels_a2", trainer="skyreels_a2",
@@ -190,7 +191,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
                           "SkyReels-A2/image_processor/", "SkyReels-A2/text_encoder/", "SkyReels-A2/tokenizer/"),
            # not audio-driven: the prompt and the references make the video; --size sets the width
            controls=("fps", "size", "max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "dtype",
-                     "device", "prompt", "reference", "exact_reference_frames"),
+                     "device", "prompt", "reference", "exact_reference_frames") + DIT_MEMORY,
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
     System("midas", "MIDAS", "MIDAS: Multimodal Interactive Digital-human Synthesis via Real-time Autoregressive "
            "Video Generation (2025)", "autoregressive",

@@ -146,6 +146,7 @@ class Hallo3Animator:
         from ...config import AnimateConfig
         from ...face.embedding import make_embedder
         from ...face.landmarks import analyze
+        from ...pipelines.memory import apply_memory_options, load_device
         from ...types import Portrait as P
         from ...utils import resolve_precision
         from ..hallo.engine import EMBEDDING_HINT
@@ -159,10 +160,12 @@ class Hallo3Animator:
         if not d.face_embedding:
             raise InputError("is needed by engine hallo3 (the face's identity)", EMBEDDING_HINT, field="face_embedding")
         device, dtype = resolve_precision(d.device, d.dtype)
-        self.release = load_release(d.checkpoint_dir, device, dtype)
+        self.release = r = load_release(d.checkpoint_dir, load_device(d.cpu_offload, device), dtype)
         tc = self.release.model.transformer.config
         scale = 2 ** (len(self.release.vae.config.block_out_channels) - 1)
         self.height, self.width = tc.sample_height * scale, tc.sample_width * scale
+        apply_memory_options(d, device, models=(r.text_encoder, r.model, r.vae), resident=(r.audio_model,),
+                             vae=r.vae, frame_hw=(self.height, self.width), lock=r.lock)
         self.clip_frames = tc.sample_frames
         face = analyze(portrait, face_index=config.render.face_index, warn=warn)  # at the photo's resolution
         self.embedding = torch.from_numpy(np.asarray(make_embedder(d.face_embedding).embed(portrait, face),
@@ -199,10 +202,11 @@ class Hallo3Animator:
     def frames(self, speech: Speech) -> Iterator[np.ndarray]:
         """(H, W, 3) uint8 frames, clip by clip."""
         from ...audio.wav2vec import audio_windows, hallo_audio_embeddings
+        from ...pipelines.memory import execution_device, onload
 
         r = self.release
         model, vae = r.model, r.vae
-        dev, dt = next(model.parameters()).device, next(model.parameters()).dtype
+        dev, dt = execution_device(model), next(model.parameters()).dtype
         with r.lock:
             emb, n_real = hallo_audio_embeddings(r.audio_model, r.extractor, speech.samples,
                                                  fps=int(round(self.fps)), clip_length=-1)
@@ -231,6 +235,7 @@ class Hallo3Animator:
                     motion = motion * keep + (1 - keep) * 0.0
                 image_cond = pipe.encode_video(torch.cat([reference, motion]).permute(1, 0, 2, 3)[None])[:, :1]
                 ref_latent = pipe.encode_video((reference * self.face_mask)[:, :, None])
+                onload(model)  # the reference network runs outside the model's forward
                 model.encode_reference(ref_latent.to(dt), torch.zeros_like(text))
                 c, h, w = ref_latent.shape[2:]
                 noise = torch.randn((1, 1 + (T - 1) // 4, c, h, w), generator=generator).to(dev)

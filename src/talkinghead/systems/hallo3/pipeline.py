@@ -21,6 +21,7 @@ from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler
 from tqdm.auto import tqdm
 
 from ...errors import InputError
+from ...pipelines.memory import execution_device
 from ...sampling import denoise
 from .model import COGVIDEOX_SCHEDULER, Hallo3Model
 
@@ -91,7 +92,7 @@ class DiTClipPipeline:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return execution_device(self.model)  # where it computes, also when it is offloaded to the CPU
 
     @property
     def dtype(self) -> torch.dtype:

@@ -96,6 +96,7 @@ class Hallo4Animator:
         any object with its `dit`, `latents`, `settings`, `lock`, `encode_text` and `audio_windows` renders."""
         from ...config import AnimateConfig
         from ...errors import InputError
+        from ...pipelines.memory import apply_memory_options, load_device
         from ...utils import resolve_precision
         
         self.config = config = (config or AnimateConfig()).validate()
@@ -109,9 +110,12 @@ class Hallo4Animator:
                              "official release calls src_video)", "render the skeleton of a driving video with DWPose",
                              field="pose_video")
         device, dtype = resolve_precision(d.device, d.dtype)
-        self.release = (load or load_release)(d.checkpoint_dir, device, dtype)
+        self.release = r = (load or load_release)(d.checkpoint_dir, load_device(d.cpu_offload, device), dtype)
         s = self.release.settings
         self.height, self.width = s["size_hw"]
+        apply_memory_options(d, device, models=(getattr(r, "text_encoder", None), r.dit, r.latents.vae),
+                             resident=(getattr(r, "audio_model", None),), vae=r.latents.vae,
+                             frame_hw=(self.height, self.width), lock=r.lock)
         image = torch.from_numpy(np.array(portrait.image)).permute(2, 0, 1).float() / 255.0
         self.ref_hw = tuple(portrait.image.shape[:2])
         self.reference = resize_for_rectangle_crop(((image - 0.5) / 0.5)[:, None], self.height, self.width)

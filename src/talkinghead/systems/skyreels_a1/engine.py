@@ -11,6 +11,7 @@ import torch
 
 from ...errors import InputError, UnreadableMediaError
 from ...nn.landmark_guider import motion_landmarks, release_control_frames
+from ...pipelines.memory import apply_memory_options, load_device
 from ...types import Portrait, Speech
 from ...utils import resolve_precision
 from .pipeline import face_crop, release_control, release_pixels, sample_a1_release
@@ -114,11 +115,15 @@ class SkyReelsA1Animator:
             raise InputError(f"{self.pose_source} does not exist", "pass a driving video or a .npy landmark file",
                              field="pose_video")
         self.warn = warn
-        self.release = load_a1_release_cached(d.checkpoint_dir, dtype, self.device)
+        self.release = load_a1_release_cached(d.checkpoint_dir, dtype, load_device(d.cpu_offload, self.device))
         model = self.release.model
         tc = model.transformer.config
         spatial = 2 ** (len(model.config.vae["block_out_channels"]) - 1)
         self.size = (tc.sample_width * spatial, tc.sample_height * spatial)  # (W, H): the only size it runs at
+        apply_memory_options(d, self.device, models=(self.release.identity_encoder, model.landmark_guider,
+                                                     model.transformer, self.release.vae),
+                             resident=(model.identity_proj,), vae=self.release.vae, frame_hw=self.size[::-1],
+                             release_tiles=True, lock=self.release.lock)
         self.clip_frames = tc.sample_frames
         self.steps = d.steps or A1_STEPS
         self.guidance = d.guidance_scale if d.guidance_scale is not None else A1_GUIDANCE

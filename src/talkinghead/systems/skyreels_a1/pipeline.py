@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ...errors import InputError
 from ...models.checkpoints import CONFIG_FILE, WEIGHTS_FILE
 from ...nn.landmark_guider import guidance_tensor, motion_landmarks, render_landmarks
+from ...pipelines.memory import execution_device
 from ...sampling import denoise
 from ...types import FaceAnalysis, MotionTrack, Portrait, Speech
 from .model import SkyReelsA1
@@ -134,8 +135,7 @@ def sample_a1_release(model: SkyReelsA1, vae, scheduler, ref_pixels: torch.Tenso
     every intermediate under the fixture's names."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    p = next(model.transformer.parameters())
-    dtype, device = p.dtype, p.device
+    dtype, device = next(model.transformer.parameters()).dtype, execution_device(model.transformer)
     record = trace.__setitem__ if trace is not None else (lambda k, v: None)
     frames = control.shape[2]
     f = (frames - 1) // model.config.guider().temporal_compression_ratio + 1

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
+from ...pipelines.memory import apply_memory_options, load_device
 from ...types import Portrait, Speech
 from ...utils import resolve_precision
 from .pipeline import A2_CLIP_SIZE, A2_REPEAT, crop_to_aspect, pad_to_aspect, sample_a2_release
@@ -93,7 +94,11 @@ class SkyReelsA2Animator:
             raise InputError(f"holds too many images: with the portrait, {len(images)} fill a whole "
                              f"{A2_FRAMES}-frame clip", f"use at most {(A2_FRAMES - 2) // A2_REPEAT} reference images",
                              field="reference")
-        self.release = load_a2_release_cached(d.checkpoint_dir, dtype, self.device)
+        self.release = release = load_a2_release_cached(d.checkpoint_dir, dtype,
+                                                        load_device(d.cpu_offload, self.device))
+        apply_memory_options(d, self.device, models=(release.text_encoder, release.image_encoder, release.transformer,
+                                                     release.vae), vae=release.vae, frame_hw=(height, width),
+                             lock=release.lock)
 
     @property
     def fps(self) -> float:

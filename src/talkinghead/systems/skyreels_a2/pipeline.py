@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ...errors import InputError
 from ...models.checkpoints import CONFIG_FILE, WEIGHTS_FILE
 from ...nn.multi_reference import compose_subject
+from ...pipelines.memory import execution_device
 from ...sampling import classifier_free_guidance, denoise
 from ..skyreels_a1.pipeline import VAE_FILES, release_pixels, release_uint8, require_local, to_frames, to_pixels
 from .model import SkyReelsA2
@@ -205,8 +206,7 @@ def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Se
 
     record = trace.__setitem__ if trace is not None else (lambda k, v: None)
     transformer, vae = release.transformer, release.vae
-    p = next(transformer.parameters())
-    dtype, device = p.dtype, p.device
+    dtype, device = next(transformer.parameters()).dtype, execution_device(transformer)
     cfg = guidance_scale > 1.0
     text = a2_prompt_embeds(release, prompt, dtype, trace, "prompt")
     negative = a2_prompt_embeds(release, negative_prompt, dtype, trace, "negative_prompt") if cfg else None
