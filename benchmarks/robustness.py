@@ -8,9 +8,11 @@ eval card over every case.
 
 Portraits: astronaut (skimage) and Grace Hopper (matplotlib), and variants of them: rotated +-20 deg,
 off-centre in a wide frame, grayscale, 80 px and 5000 px images, JPEG quality 15, a gloved hand and a
-bare hand of the face's own colour drawn over the cheek, clear glasses and sunglasses drawn on, an
-open mouth (also a wide-open one, and ones with a tongue drawn sticking out: refused) and a turned
-head made by our own warp, the astronaut's smile with her own and with drawn teeth, and skimage's cameraman (a
+bare hand of the face's own colour drawn over the cheek (also in deep shadow, and only the fingers of a
+hand whose palm is outside the picture: two hands MediaPipe Hands does not find), clear glasses and
+sunglasses drawn on, an open mouth (also a wide-open one, and ones with a tongue drawn sticking out:
+refused) and a turned head made by our own warp, the astronaut's smile with her own and with drawn
+teeth, and skimage's cameraman (a
 real, small three-quarter face looking down). Speech: espeak-ng in English (with its phone timings,
 so the card can score bilabials and open vowels), French, Italian, Russian and Mandarin (acoustic
 mouth, no transcript), plus real read English (LibriVox) aligned by pocketsphinx. Each case either
@@ -158,22 +160,53 @@ def bare_hand(img: np.ndarray) -> np.ndarray:
     among the packages; MediaPipe Hands finds this one (and not a hand on the plain portraits)."""
     p = _landmarks(img)
     iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
-    palm_c = p[61, :2] + np.array([-0.55, 0.35]) * iod
+    return _skin_hand(img, p, p[61, :2] + np.array([-0.55, 0.35]) * iod, -20.0)
+
+
+def fingers_from_edge(img: np.ndarray) -> np.ndarray:
+    """Only the fingers of a hand whose palm is outside the picture: the portrait cut off at the left a
+    little beside the jaw, and four skin-coloured fingers entering from that edge across the cheek towards
+    the mouth corner (a hand resting on the face, seen past the frame). No palm, no thumb: MediaPipe
+    Hands, which starts from a palm detector, does not find it."""
+    p = _landmarks(img)
+    iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
+    corner = p[61, :2]
+    palm_c = corner + np.array([-1.3, -0.05]) * iod
+    out = _skin_hand(img, p, palm_c, 80.0, palm=False, thumb=False, lengths=(0.85, 0.95, 0.9, 0.8))
+    return np.ascontiguousarray(out[:, int(round(palm_c[0] + 0.3 * iod)):])
+
+
+def hand_in_shadow(img: np.ndarray) -> np.ndarray:
+    """The bare hand of `bare_hand` in deep shadow (or of a darker-skinned person): the same shape at 45% of
+    the face's skin lightness, so it is neither the face's colour nor far from its hue. MediaPipe Hands
+    does not find it."""
+    p = _landmarks(img)
+    iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
+    return _skin_hand(img, p, p[61, :2] + np.array([-0.55, 0.35]) * iod, -20.0, tone=0.45)
+
+
+def _skin_hand(img: np.ndarray, p: np.ndarray, palm_c: np.ndarray, degrees: float, palm: bool = True,
+               thumb: bool = True, lengths=(0.75, 0.85, 0.8, 0.62), tone: float = 1.0) -> np.ndarray:
+    """A hand of the portrait's skin colour (times `tone`) drawn at `palm_c`, its fingers pointing `degrees`
+    from straight up (clockwise); shaded, with finger gaps, knuckle creases, nails and grain."""
+    iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
     patches = [img[int(y) - 3:int(y) + 4, int(x) - 3:int(x) + 4].reshape(-1, 3) for x, y in p[[50, 205, 280, 425], :2]]
-    skin = np.median(np.concatenate(patches), axis=0).astype(np.float32)
-    turn = np.radians(-20.0)
+    skin = np.median(np.concatenate(patches), axis=0).astype(np.float32) * tone
+    turn = np.radians(degrees)
     rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
     at = lambda v: tuple(np.round(v).astype(int))  # noqa: E731
     mask = np.zeros(img.shape[:2], np.uint8)
-    cv2.ellipse(mask, at(palm_c), (int(0.42 * iod), int(0.5 * iod)), -5, 0, 360, 255, -1, cv2.LINE_AA)
+    if palm:
+        cv2.ellipse(mask, at(palm_c), (int(0.42 * iod), int(0.5 * iod)), -5, 0, 360, 255, -1, cv2.LINE_AA)
     fingers = []
-    for k, length in enumerate((0.75, 0.85, 0.8, 0.62)):  # index .. little finger
+    for k, length in enumerate(lengths):  # index .. little finger
         base = palm_c + rot @ (np.array([-0.3 + 0.2 * k, -0.38]) * iod)
         tip = base + rot @ (np.array([0.05 * (k - 1.5), -length]) * iod)
         fingers.append((base, tip))
         cv2.line(mask, at(base), at(tip), 255, max(2, int(0.17 * iod)), cv2.LINE_AA)
-    thumb = palm_c + rot @ (np.array([0.35, 0.05]) * iod)
-    cv2.line(mask, at(thumb), at(thumb + rot @ (np.array([0.35, -0.35]) * iod)), 255, max(2, int(0.19 * iod)), cv2.LINE_AA)
+    if thumb:
+        t = palm_c + rot @ (np.array([0.35, 0.05]) * iod)
+        cv2.line(mask, at(t), at(t + rot @ (np.array([0.35, -0.35]) * iod)), 255, max(2, int(0.19 * iod)), cv2.LINE_AA)
     # rounded: darker towards the outline, grain from seeded noise
     depth = cv2.distanceTransform((mask > 127).astype(np.uint8), cv2.DIST_L2, 3)
     shade = (0.72 + 0.33 * np.sqrt(np.clip(depth / (0.08 * iod), 0, 1)))[..., None] * skin * [1.02, 0.97, 0.95]
@@ -284,6 +317,8 @@ def cases() -> list[Case]:
         Case("bare_hand", "it", "render", lambda: bare_hand(a())),
         Case("bare_hand_grace", "en-us", "render", lambda: bare_hand(g())),
         Case("bare_hand_grayscale", "ru", "render", lambda: grayscale(bare_hand(g()))),
+        Case("fingers_from_edge", "fr", "render", lambda: fingers_from_edge(g())),  # MediaPipe Hands misses these two
+        Case("hand_in_shadow", "cmn", "render", lambda: hand_in_shadow(g())),
         Case("glasses", "ru", "render", lambda: glasses(g())),
         Case("sunglasses", "cmn", "render", lambda: glasses(a(), dark=True)),
         Case("open_mouth", "en-us", "render", lambda: warped(a(), jaw=0.9)),

@@ -3,7 +3,7 @@ eval card's sync check, or is refused with a clear InputError; each case says wh
 
 Portraits: astronaut and Grace Hopper and variants (rotated +-20 deg, off-centre in a 4:1 frame,
 grayscale, 80 px and 5000 px, JPEG quality 15, a gloved hand and a bare skin-coloured hand over the
-cheek, glasses, sunglasses, an open mouth, a wide-open one, ones with the tongue out and a turned head
+cheek (also in deep shadow, and only the fingers of a hand whose palm is outside the picture), glasses, sunglasses, an open mouth, a wide-open one, ones with the tongue out and a turned head
 made by our own warp, the astronaut's smile with her own and with drawn teeth), plus skimage's
 cameraman (a real three-quarter face looking down). A wide-open mouth and a tongue out are refused. Speech: espeak-ng English with its phone timings, and French,
 Italian, Russian and Mandarin with the mouth following the sound alone. Frames stay in memory and
@@ -31,7 +31,7 @@ def _speech(voice: str):
 
 def test_corpus_covers_the_hard_cases_and_languages():
     assert {"rotated_+20", "rotated_-20", "off_centre", "grayscale", "tiny_80px", "huge_5000px", "jpeg_q15",
-            "gloved_hand", "bare_hand", "glasses", "sunglasses", "open_mouth", "wide_open_mouth", "tongue_out",
+            "gloved_hand", "bare_hand", "fingers_from_edge", "hand_in_shadow", "glasses", "sunglasses", "open_mouth", "wide_open_mouth", "tongue_out",
             "own_teeth", "drawn_teeth", "cameraman"} <= set(CASES)
     assert CASES["tongue_out"].expect == CASES["wide_open_mouth"].expect == "refuse"
     voices = {case.voice for case in CASES.values()}
