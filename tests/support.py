@@ -1,8 +1,9 @@
 """What many tests share: running the real command line and reading its exit code, finding the shared reference
-data, and loading a benchmark script."""
+data and reading its checkpoint manifests, and loading a benchmark script."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -12,7 +13,7 @@ import pytest
 from benchmarks.reference_data import FIXTURES, REPO
 from talkinghead.interfaces.cli import main
 
-__all__ = ["FIXTURES", "REPO", "cli_exit_code", "fixture", "load_benchmark"]
+__all__ = ["FIXTURES", "REPO", "cli_exit_code", "fixture", "load_benchmark", "manifest"]
 
 
 def cli_exit_code(argv) -> int:
@@ -28,6 +29,13 @@ def fixture(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared reference data not found at {path}")
     return path
+
+
+def manifest(system: str, name: str) -> dict[str, list[int]]:
+    """FIXTURES/SYSTEM/manifests/NAME, the `key<TAB>[shape]<TAB>dtype` lines of an official checkpoint: key -> shape
+    (skips the calling test when it is not there)."""
+    rows = (line.split("\t") for line in fixture(system, "manifests", name).read_text().splitlines() if line)
+    return {key: json.loads(shape) for key, shape, *_ in rows}
 
 
 def load_benchmark(name: str) -> ModuleType:

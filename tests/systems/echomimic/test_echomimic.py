@@ -11,7 +11,7 @@ import torch
 
 from talkinghead.errors import CheckpointError
 from talkinghead.systems.echomimic.pipeline import SamplingConfig, context_windows, shifted
-from tests.support import fixture
+from tests.support import fixture, manifest
 
 
 def test_context_windows_wrap_and_shift_as_officially():
@@ -86,15 +86,6 @@ def test_whisper_loader_refuses_what_is_not_an_openai_checkpoint(tmp_path):
         WhisperFeatures.from_openai_checkpoint(tmp_path / "broken.pt")
 
 
-def _manifest(name: str) -> dict[str, list[int]]:
-    path = fixture("echomimic", "manifests", name)
-    rows = {}
-    for line in path.read_text().splitlines():
-        key, shape, _dtype = line.split("\t")
-        rows[key] = json.loads(shape)
-    return rows
-
-
 def test_full_size_whisper_and_landmark_locator_match_the_release_manifests():
     """On the meta device: the openai whisper-tiny encoder keys map one to one onto transformers' encoder (the
     decoder, unused by EchoMimic, is the only part left out) and face_locator_pose.pth fits the 3-channel locator."""
@@ -102,16 +93,16 @@ def test_full_size_whisper_and_landmark_locator_match_the_release_manifests():
     from talkinghead.systems.echomimic.model import EchoMimicConfig, EchoMimicNet
     from talkinghead.systems.echomimic.release import face_locator_sizes
 
-    manifest = _manifest("whisper_tiny.tsv")
+    official = manifest("echomimic", "whisper_tiny.tsv")
     with torch.device("meta"):
         whisper = WhisperFeatures(WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6,
                                               n_audio_layer=4))
     ours = {k: list(v.shape) for k, v in whisper.encoder.state_dict().items()}
-    encoder = {transformers_name(k): shape for k, shape in manifest.items() if k.startswith("encoder.")}
+    encoder = {transformers_name(k): shape for k, shape in official.items() if k.startswith("encoder.")}
     assert encoder == ours
-    assert all(k.startswith(("encoder.", "decoder.")) for k in manifest)
+    assert all(k.startswith(("encoder.", "decoder.")) for k in official)
 
-    pose = _manifest("echomimic_face_locator_pose.tsv")
+    pose = manifest("echomimic", "echomimic_face_locator_pose.tsv")
     state = {k: torch.empty(shape, device="meta") for k, shape in pose.items()}
     config = EchoMimicConfig()
     config.face_locator = face_locator_sizes(state, config.face_locator)

@@ -14,7 +14,7 @@ from talkinghead.errors import CheckpointError
 from talkinghead.systems.hallo3.model import (SAT_UNUSED_PREFIXES, SAT_UNUSED_SUFFIXES, Hallo3Model, config_from_sat,
                                               find_sat_checkpoint, load_sat_checkpoint, read_sat_state, sat_from_ours,
                                               sat_to_ours)
-from tests.support import FIXTURES, fixture
+from tests.support import FIXTURES, fixture, manifest
 
 HALLO3 = FIXTURES / "hallo3"
 MANIFESTS = HALLO3 / "manifests"
@@ -32,7 +32,7 @@ def _tsv(path: Path) -> list[list[str]]:
 
 
 def _meta_manifest() -> dict[str, torch.Tensor]:
-    return {key: torch.empty(ast.literal_eval(shape), device="meta") for key, shape, _ in _tsv(MANIFESTS / "hallo3_sat_engine.tsv")}
+    return {key: torch.empty(shape, device="meta") for key, shape in manifest("hallo3", "hallo3_sat_engine.tsv").items()}
 
 
 def test_full_size_sat_manifest_maps_onto_every_parameter_on_meta(fixtures):

@@ -3,7 +3,6 @@ audio/condition attention and projections) and of the Wan2.1 VAE map key for key
 on the meta device; the names map back; the loader is strict and names what is missing."""
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from talkinghead.errors import CheckpointError
 from talkinghead.systems.hallo4.model import (WAN_VACE_1_3B, Hallo4WanModel, load_release, official_to_ours,
                                               ours_to_official, wan_vae_to_diffusers)
-from tests.support import FIXTURES, fixture
+from tests.support import FIXTURES, fixture, manifest
 
 HALLO4 = FIXTURES / "hallo4"
 TINY = HALLO4 / "hallo4_tiny"
@@ -26,8 +25,7 @@ def fixtures() -> Path:
 
 
 def _manifest(name: str) -> dict[str, torch.Tensor]:
-    rows = [line.split("\t") for line in (HALLO4 / "manifests" / name).read_text().splitlines() if line]
-    return {k: torch.empty(ast.literal_eval(shape), device="meta") for k, shape, *_ in rows}
+    return {k: torch.empty(shape, device="meta") for k, shape in manifest("hallo4", name).items()}
 
 
 def test_full_size_dit_manifest_maps_onto_every_parameter_on_meta(fixtures):

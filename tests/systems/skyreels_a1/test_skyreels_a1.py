@@ -12,7 +12,7 @@ from talkinghead.errors import CheckpointError, InputError
 from talkinghead.systems.skyreels_a1.model import OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1
 from talkinghead.train.stages import apply_stage, load_stage_config
 from talkinghead.systems.skyreels_a1.train import loss_masks, skyreels_a1_loss
-from tests.support import fixture
+from tests.support import fixture, manifest
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "train"
 F, C, H, W = 3, 4, 4, 4  # latent frames, channels, height, width (guidance: 9 frames of 16 x 16 px)
@@ -160,12 +160,6 @@ def a1_fixture() -> Path:
     return fixture("skyreels_a1")
 
 
-def _tsv(path: Path) -> dict[str, list[int]]:
-    import json
-
-    return {k: json.loads(s) for k, s, _ in (line.split("\t") for line in path.read_text().splitlines())}
-
-
 def test_full_size_release_keys_equal_the_official_manifests_on_meta(a1_fixture):
     import json
 
@@ -175,7 +169,6 @@ def test_full_size_release_keys_equal_the_official_manifests_on_meta(a1_fixture)
     from talkinghead.systems.skyreels_a1.model import release_config, release_state_shapes
 
     configs = json.loads((a1_fixture / "manifests" / "skyreels_a1_configs.json").read_text())
-    manifests = a1_fixture / "manifests"
     with torch.device("meta"):
         model = SkyReelsA1(release_config(configs["transformer_config_reconstructed"],
                                           configs["pose_guider_config_assumed"]))
@@ -183,15 +176,15 @@ def test_full_size_release_keys_equal_the_official_manifests_on_meta(a1_fixture)
         guider = AutoencoderKLCogVideoX.from_config(configs["pose_guider_config_assumed"])
         siglip = SiglipVisionModel(SiglipVisionConfig(**configs["siglip_so400m_patch14_384"]["vision_config"]))
     ours = {k: list(v) for k, v in release_state_shapes(model).items()}
-    assert ours == _tsv(manifests / "skyreels_a1_transformer.tsv")
+    assert ours == manifest("skyreels_a1", "skyreels_a1_transformer.tsv")
     assert len(ours) == 1029 and ours["patch_embed.pos_embedding"] == [1, 729 + 13 * 30 * 45, 3072]
-    assert {k: list(v.shape) for k, v in vae.state_dict().items()} == _tsv(manifests / "skyreels_a1_vae.tsv")
-    official_guider = _tsv(manifests / "skyreels_a1_pose_guider.tsv")
+    assert {k: list(v.shape) for k, v in vae.state_dict().items()} == manifest("skyreels_a1", "skyreels_a1_vae.tsv")
+    official_guider = manifest("skyreels_a1", "skyreels_a1_pose_guider.tsv")
     assert {k: list(v.shape) for k, v in guider.state_dict().items()} == official_guider
     # our guider is that file's encoder half, key for key
     assert {f"encoder.{k}": list(v.shape) for k, v in model.landmark_guider.encoder.state_dict().items()} == {
         k: v for k, v in official_guider.items() if k.startswith("encoder.")}
-    vision = {k: v for k, v in _tsv(manifests / "siglip_so400m_full_siglipmodel.tsv").items()
+    vision = {k: v for k, v in manifest("skyreels_a1", "siglip_so400m_full_siglipmodel.tsv").items()
               if k.startswith("vision_model.")}
     ours = {k if k.startswith("vision_model.") else f"vision_model.{k}": list(v.shape)
             for k, v in siglip.state_dict().items()}  # transformers 5 drops the prefix inside the vision model

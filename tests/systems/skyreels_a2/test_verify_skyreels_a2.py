@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support import fixture
+from tests.support import fixture, manifest
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +19,11 @@ def a2_dir() -> Path:
     return fixture("skyreels_a2")
 
 
-def _tsv(path: Path) -> dict[str, list[int]]:
-    return {k: json.loads(s) for k, s, _ in (line.split("\t") for line in path.read_text().splitlines())}
-
-
 def test_full_size_keys_equal_the_official_manifests_on_meta(a2_dir):
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
 
     configs = json.loads((a2_dir / "manifests" / "skyreels_a2_configs.json").read_text())
-    manifests = a2_dir / "manifests"
     with torch.device("meta"):
         transformer = WanTransformer3DModel.from_config(configs["transformer_registered_config"])
         vae = AutoencoderKLWan.from_config(configs["vae_config"])
@@ -37,13 +32,13 @@ def test_full_size_keys_equal_the_official_manifests_on_meta(a2_dir):
 
     def shapes(m, prefix=""):
         return {(k if k.startswith(prefix) else prefix + k): list(v.shape) for k, v in m.state_dict().items()}
-    assert shapes(transformer) == _tsv(manifests / "skyreels_a2_transformer.tsv")
-    assert shapes(vae) == _tsv(manifests / "wan21_vae.tsv")
-    official_clip = _tsv(manifests / "clip_vit_h14_image_encoder.tsv")
+    assert shapes(transformer) == manifest("skyreels_a2", "skyreels_a2_transformer.tsv")
+    assert shapes(vae) == manifest("skyreels_a2", "wan21_vae.tsv")
+    official_clip = manifest("skyreels_a2", "clip_vit_h14_image_encoder.tsv")
     ours_clip = {k if k.startswith(("vision_model.", "visual_projection")) else f"vision_model.{k}": v
                  for k, v in shapes(clip).items()}
     assert ours_clip == official_clip
-    official_umt5 = _tsv(manifests / "umt5_xxl_encoder.tsv")
+    official_umt5 = manifest("skyreels_a2", "umt5_xxl_encoder.tsv")
     assert {k: v for k, v in shapes(umt5).items() if k in official_umt5} == official_umt5
 
 
