@@ -358,8 +358,8 @@ def emo2(*a) -> Run:
 
 
 def midas(tiny, device, dtype, steps, frames) -> Run:
-    from talkinghead.systems.midas.model import MidasConfig, MidasTransformer
-    from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig, DCVideoAutoencoder
+    from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig
+    from talkinghead.systems.midas.model import DCVideoAutoencoder, MidasConfig, MidasTransformer
     from talkinghead.systems.midas.pipeline import MidasPipeline
 
     ae = made(lambda: DCVideoAutoencoder(DCVideoAEConfig.tiny() if tiny else DCVideoAEConfig()), device, dtype)

@@ -32,8 +32,8 @@ from collections import defaultdict
 
 import torch
 
-from talkinghead.systems.midas.model import MidasConfig, MidasTransformer
-from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig, DCVideoAutoencoder
+from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig
+from talkinghead.systems.midas.model import DCVideoAutoencoder, MidasConfig, MidasTransformer
 from talkinghead.systems.midas.pipeline import MidasPipeline
 
 FRAME_SECONDS = 0.08  # one audio token (and one frame) per 80 ms

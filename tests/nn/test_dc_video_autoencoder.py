@@ -8,11 +8,8 @@ import torch
 
 from talkinghead.errors import InputError
 from talkinghead.nn.causal_conv import CausalConv3d, CausalTemporalAttention, StreamCache
-from talkinghead.nn.dc_video_autoencoder import (
-                                                 DCVideoAEConfig,
-                                                 DCVideoAutoencoder,
-                                                 stage_parameters,
-                                                 )
+from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig, stage_parameters
+from talkinghead.systems.midas.model import DCVideoAutoencoder
 from talkinghead.systems.midas.train import reconstruction_loss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"

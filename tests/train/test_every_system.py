@@ -1,5 +1,6 @@
 """Every system's training adapter, on its tiny variant and the generated dataset: a few fixed-noise steps on
-one batch lower the loss, and a run stopped and resumed from its checkpoint continues bit-identically."""
+one batch lower the loss, a run stopped and resumed from its checkpoint continues bit-identically, and the step
+folder's net and EMA net load alone with the net class's from_pretrained."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -47,6 +48,12 @@ def test_overfits_and_resumes_bit_identically(name: str, tmp_path: Path):
     assert resumed.history[: STEPS // 2] == half.history
     assert [r["loss"] for r in resumed.history] == losses
     ckpt = f"checkpoints/step-{STEPS:06d}"
-    for file in ("model.safetensors", "ema.safetensors"):
+    for folder in ("model", "model_ema"):
+        file = f"{folder}/diffusion_pytorch_model.safetensors"
         a, b = load_file(tmp_path / "a" / "run" / ckpt / file), load_file(tmp_path / "b" / "run" / ckpt / file)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    net = straight.system.net
+    alone = type(net).from_pretrained(tmp_path / "a" / "run" / ckpt / "model")  # the net without its adapter
+    assert type(alone) is type(net) and all(torch.equal(v, net.state_dict()[k]) for k, v in alone.state_dict().items())
+    ema = load_file(tmp_path / "a" / "run" / ckpt / "model_ema" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(ema[k], v) for k, v in net.state_dict().items())  # the EMA weights, not the net's

@@ -37,9 +37,9 @@ def test_smoke_runs_every_config(path: Path, tmp_path: Path):
     if cfg.freeze:
         assert len(trainer.trainable) < sum(1 for _ in trainer.system.net.parameters())
     ckpt = tmp_path / "run" / "checkpoints" / f"step-{SMOKE_STEPS:06d}"
-    weights = load_file(ckpt / "model.safetensors")
+    weights = load_file(ckpt / "model" / "diffusion_pytorch_model.safetensors")  # the net's save_pretrained
     assert weights.keys() == trainer.system.net.state_dict().keys()
-    saved = yaml.safe_load((ckpt / "config.json").read_text())  # the typed stage config, with the weights
+    saved = yaml.safe_load((ckpt / "train_config.json").read_text())  # the typed stage config, beside the net
     assert saved["system"]["name"] == cfg.system.name and saved["stage"] == cfg.stage
 
 
@@ -49,7 +49,7 @@ def test_smoke_cli(tmp_path: Path, capsys):
         main(["train", "--config", str(config), "--smoke", "--output-dir", str(tmp_path)])
     assert e.value.code == 0
     assert "smoke run" in capsys.readouterr().err
-    assert (tmp_path / "run" / "checkpoints" / f"step-{SMOKE_STEPS:06d}" / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "checkpoints" / f"step-{SMOKE_STEPS:06d}" / "model" / "config.json").is_file()
 
 
 def test_generated_dataset_reads_as_talking_clips(tmp_path: Path):

@@ -46,7 +46,7 @@ def test_a_tiny_model_overfits_one_batch(dataset_dir: Path, tmp_path: Path):
     assert first / last >= 10, f"loss {first:.4g} -> {last:.4g}"
     out = tmp_path / "run"
     assert (out / "loss.png").stat().st_size > 1000 and list((out / "samples").glob("step-*.png"))
-    assert (out / "checkpoints" / "step-000025" / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "step-000025" / "model" / "diffusion_pytorch_model.safetensors").is_file()
 
 
 def test_resume_continues_bit_identically(dataset_dir: Path, tmp_path: Path):
@@ -56,13 +56,39 @@ def test_resume_continues_bit_identically(dataset_dir: Path, tmp_path: Path):
     resumed = train(_config(dataset_dir, tmp_path / "b", max_steps=4, grad_accum=2), resume=True)
     assert resumed.history[:2] == first.history[:2]
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
-    a = load_file(tmp_path / "a" / "checkpoints" / "step-000004" / "model.safetensors")
-    b = load_file(tmp_path / "b" / "checkpoints" / "step-000004" / "model.safetensors")
+    step = "checkpoints/step-000004"
+    a = load_file(tmp_path / "a" / step / "model" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "b" / step / "model" / "diffusion_pytorch_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    ea = load_file(tmp_path / "a" / "checkpoints" / "step-000004" / "ema.safetensors")
-    eb = load_file(tmp_path / "b" / "checkpoints" / "step-000004" / "ema.safetensors")
-    assert all(torch.equal(ea[k], eb[k]) for k in ea)
-    assert not all(torch.equal(a[k], ea[f"shadow.{i}"]) for i, k in enumerate(a) if f"shadow.{i}" in ea)
+    ea = load_file(tmp_path / "a" / step / "model_ema" / "diffusion_pytorch_model.safetensors")
+    eb = load_file(tmp_path / "b" / step / "model_ema" / "diffusion_pytorch_model.safetensors")
+    assert ea.keys() == a.keys() and all(torch.equal(ea[k], eb[k]) for k in ea)
+    assert not all(torch.equal(a[k], ea[k]) for k in a)  # the EMA weights lag the trained ones
+
+
+def test_a_step_folder_is_the_net_as_save_pretrained_writes_it(dataset_dir: Path, tmp_path: Path):
+    from talkinghead.errors import CheckpointError
+    from talkinghead.systems.emo.model import EMONet
+    from talkinghead.systems.trained import find_checkpoint
+
+    trainer = train(_config(dataset_dir, tmp_path / "run", max_steps=2), resume=False)
+    step = trainer.latest_checkpoint()
+    assert {p.name for p in step.iterdir()} == {"model", "model_ema", "train_config.json", "optimizer.pt",
+                                               "trainer.json"}
+    net = EMONet.from_pretrained(step / "model")  # the net alone, without the training adapter
+    assert all(torch.equal(v, trainer.system.net.state_dict()[k]) for k, v in net.state_dict().items())
+    # the next stage starts from it (init_from: the step folder, or the run folder's newest step)
+    for folder in (step, tmp_path / "run"):
+        following = Trainer(_config(dataset_dir, tmp_path / "next", init_from=str(folder)))
+        assert all(torch.equal(v, following.system.net.state_dict()[k]) for k, v in net.state_dict().items())
+    (step / "model_ema" / "diffusion_pytorch_model.safetensors").unlink()
+    (step / "optimizer.pt").unlink()
+    with pytest.raises(CheckpointError) as err:
+        Trainer(_config(dataset_dir, tmp_path / "run", max_steps=3)).resume()
+    assert "model_ema/diffusion_pytorch_model.safetensors" in str(err.value) and "optimizer.pt" in str(err.value)
+    for folder in (step, tmp_path / "run"):  # the engines over trained runs refuse it the same way
+        with pytest.raises(CheckpointError, match="model_ema/diffusion_pytorch_model.safetensors"):
+            find_checkpoint(folder, "emo")
 
 
 def test_batches_are_a_pure_function_of_the_step(dataset_dir: Path, tmp_path: Path):

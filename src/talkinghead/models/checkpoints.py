@@ -210,30 +210,94 @@ class ConfiguredModel(ModelMixin, ConfigMixin):
 
 
 # ------------------------------------------------------------------ training checkpoints
-# A step folder of `talkinghead train` holds the run's training config (config.json, which rebuilds the adapter
-# and its net) beside the net's weights; the trainer, its resume and every engine over trained checkpoints
-# read and write those weights through these two functions.
-TRAINED_WEIGHTS = "model.safetensors"
+# A step folder of `talkinghead train` (OUT/checkpoints/step-NNNNNN/) holds the trained net as its own
+# `save_pretrained` writes it, so `NetClass.from_pretrained(step / "model")` rebuilds it alone; the EMA weights
+# as a second such folder (as diffusers' training scripts keep `unet_ema`); the stage config, which rebuilds
+# the whole training adapter around the net; and the optimiser and trainer state a resume needs.
+MODEL_FOLDER = "model"  # the net, as trained
+EMA_FOLDER = "model_ema"  # the net with its EMA weights (runs with ema_decay)
+TRAIN_CONFIG = "train_config.json"  # the stage config (train.trainer.TrainConfig)
+OPTIMIZER_STATE, TRAINER_STATE = "optimizer.pt", "trainer.json"
+SHARD_INDEX = WEIGHTS_FILE + ".index.json"  # diffusers' name when save_pretrained shards a large net
 
 
-def save_weights(model: nn.Module, folder: str | Path) -> Path:
-    """`folder/model.safetensors`: every parameter and persistent buffer of `model`."""
-    from safetensors.torch import save_file
+def pretrained_missing(folder: str | Path) -> list[str]:
+    """The files of a `save_pretrained` folder that `folder` lacks (config.json, and the weights or their index
+    and every shard it names), as paths relative to `folder`'s parent."""
+    folder = Path(folder)
+    missing = [] if (folder / CONFIG_FILE).is_file() else [CONFIG_FILE]
+    index = folder / SHARD_INDEX
+    if index.is_file():
+        import json
 
-    path = Path(folder) / TRAINED_WEIGHTS
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
-    return path
+        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        missing += [name for name in shards if not (folder / name).is_file()]
+    elif not (folder / WEIGHTS_FILE).is_file():
+        missing.append(WEIGHTS_FILE)
+    return [f"{folder.name}/{name}" for name in missing]
 
 
-def load_weights(model: nn.Module, folder: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
-    """`folder/model.safetensors` into `model`. strict: any key or shape difference is a CheckpointError;
-    otherwise the (missing, unexpected) keys are returned. A missing file is a CheckpointError naming it."""
-    path = Path(folder) / TRAINED_WEIGHTS
-    if not path.is_file():
-        raise CheckpointError(f"{folder} has no {TRAINED_WEIGHTS} (the weights `talkinghead train` writes)")
-    state = load_state_dict(path)
+def step_missing(folder: str | Path, resume: bool = False) -> list[str]:
+    """The files a step folder lacks to render (train config, net) or, with `resume`, to continue training."""
+    folder = Path(folder)
+    missing = [] if (folder / TRAIN_CONFIG).is_file() else [TRAIN_CONFIG]
+    missing += pretrained_missing(folder / MODEL_FOLDER)
+    if (folder / EMA_FOLDER).is_dir():
+        missing += pretrained_missing(folder / EMA_FOLDER)
+    if resume:
+        missing += [name for name in (OPTIMIZER_STATE, TRAINER_STATE) if not (folder / name).is_file()]
+    return missing
+
+
+def require_step(folder: str | Path, resume: bool = False) -> Path:
+    """`folder` when it is a complete step folder, else one CheckpointError naming every missing file."""
+    folder = Path(folder)
+    missing = step_missing(folder, resume)
+    if missing:
+        raise CheckpointError(f"checkpoint {folder} is missing {', '.join(missing)} (the files `talkinghead train` "
+                              "writes in each checkpoints/step-NNNNNN folder)")
+    return folder
+
+
+def pretrained_state(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a `save_pretrained` folder (one weights file, or the shards its index names)."""
+    folder = Path(folder)
+    missing = pretrained_missing(folder)
+    if missing:
+        raise CheckpointError(f"{folder} is missing {' and '.join(missing)} (the files save_pretrained writes)")
+    index = folder / SHARD_INDEX
+    if not index.is_file():
+        return load_state_dict(folder / WEIGHTS_FILE)
+    import json
+
+    state: dict[str, torch.Tensor] = {}
+    for name in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+        state.update(load_state_dict(folder / name))
+    return state
+
+
+def load_pretrained_into(model: ModelMixin, folder: str | Path, strict: bool = True) -> list[str]:
+    """Load a folder that `save_pretrained` wrote into `model`, built already (a training adapter builds its net
+    with the stage's sizes). strict: the folder's config.json must describe `model` and every key and shape must
+    agree, else a CheckpointError; otherwise keys the model has and the folder lacks are left as they are and
+    returned (a stage that adds modules to the previous stage's net), while keys the model lacks or shapes that
+    differ are still a CheckpointError."""
+    import json
+
+    folder = Path(folder)
+    state = pretrained_state(folder)
     if strict:
-        load_strict(model, state, path)
-        return [], []
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    return list(missing), list(unexpected)
+        saved = {k: v for k, v in json.loads((folder / CONFIG_FILE).read_text()).items() if not k.startswith("_")}
+        ours = {k: v for k, v in json.loads(model.to_json_string()).items() if not k.startswith("_")}
+        if saved != ours:
+            changed = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+            raise CheckpointError(f"{folder / CONFIG_FILE} describes another {type(model).__name__} than the one "
+                                  f"built for it (fields {', '.join(changed[:MAX_LISTED])} differ)")
+        load_strict(model, state, folder / WEIGHTS_FILE)
+        return []
+    ours = model.state_dict()
+    report = key_report({k: v for k, v in ours.items() if k in state}, state)
+    if report:
+        raise CheckpointError(f"{folder} does not fit this model:\n" + "\n".join(report))
+    missing, _ = model.load_state_dict(state, strict=False)
+    return list(missing)

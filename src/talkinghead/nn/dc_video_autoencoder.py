@@ -1,6 +1,7 @@
-"""MIDAS (arXiv 2508.19320) deep-compression video autoencoder: DC-AE's residual space-to-channel blocks
+"""MIDAS (arXiv 2508.19320) deep-compression video autoencoder parts: DC-AE's residual space-to-channel blocks
 (64x spatial, 128 channels) with a causal 3D convolution and a RoPE temporal attention after each spatial block,
-no temporal compression, and frame-by-frame streaming encode/decode over a cache of the last frames' states."""
+no temporal compression, each pass reading and updating a cache of the last frames' states (streaming). The model
+that joins them, `DCVideoAutoencoder`, is in systems/midas/model.py."""
 from __future__ import annotations
 
 import fnmatch
@@ -13,7 +14,6 @@ from diffusers.models.normalization import RMSNorm
 from einops import rearrange
 from torch import nn
 
-from ..errors import InputError
 from .causal_conv import CausalConv3d, CausalTemporalAttention, StreamCache
 
 TEMPORAL_PATTERNS = ("*.temporal_conv.*", "*.temporal_attn.*")  # parameter names of the temporal modules
@@ -145,51 +145,13 @@ class VideoDecoder(nn.Module):
         return rearrange(x, "b c f h w -> b f c h w")
 
 
-class DCVideoAutoencoder(nn.Module):
-    """Frames (b, f, 3, H, W) in [-1, 1] <-> latents (b, f, C, H/s, W/s), causal in time. Pass a cache from
-    `new_cache()` to `encode`/`decode` to stream: call after call, the outputs equal one pass over all frames."""
-
-    def __init__(self, config: DCVideoAEConfig | None = None):
-        super().__init__()
-        self.config = config = config or DCVideoAEConfig()
-        self.encoder = VideoEncoder(config)
-        self.decoder = VideoDecoder(config)
-
-    def new_cache(self) -> StreamCache:
-        return StreamCache(self.config.cache_frames)
-
-    def _check(self, frames: torch.Tensor) -> None:
-        s = self.config.spatial_compression
-        if frames.dim() != 5 or frames.shape[2] != 3 or frames.shape[-1] % s or frames.shape[-2] % s:
-            raise InputError(f"frames must be (b, f, 3, H, W) with H and W multiples of {s}, got {tuple(frames.shape)}",
-                             f"resize or crop the video to a multiple of {s} pixels")
-
-    def encode(self, frames: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
-        self._check(frames)
-        start = cache.next_frame if cache is not None else 0
-        cache_used = cache if cache is not None else self.new_cache()
-        z = self.encoder(frames, cache_used, start) * self.config.scaling_factor
-        cache_used.next_frame = start + frames.shape[1]
-        return z
-
-    def decode(self, latents: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
-        start = cache.next_frame if cache is not None else 0
-        cache_used = cache if cache is not None else self.new_cache()
-        x = self.decoder(latents / self.config.scaling_factor, cache_used, start)
-        cache_used.next_frame = start + latents.shape[1]
-        return x
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(frames))
-
-
 # ------------------------------------------------------------------ staged training
 
 
 STAGE_TRAINS = ("spatial", "temporal", "all")  # configs/train/midas_ae1..3.yaml express these as patterns
 
 
-def stage_parameters(ae: DCVideoAutoencoder, trains: str) -> list[nn.Parameter]:
+def stage_parameters(ae: nn.Module, trains: str) -> list[nn.Parameter]:
     """Set requires_grad for a stage and return the trainable parameters: spatial (all but the temporal
     modules), temporal (only them) or all."""
     if trains not in STAGE_TRAINS:

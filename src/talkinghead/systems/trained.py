@@ -1,7 +1,8 @@
 """Render with a model trained by `talkinghead train`: the engine of the systems without released weights
-(EMO, Loopy, EMO2: each subclasses `CheckpointAnimator` in its systems/<name>/engine.py; MIDAS reuses
-`PortraitClock` and `find_checkpoint`), reading a run folder (or one of its checkpoints/step-N folders)
-exactly as the trainer wrote it.
+(EMO, Loopy, EMO2: each subclasses `CheckpointAnimator` in its systems/<name>/engine.py; MIDAS and a trained
+Hallo4 reuse `find_checkpoint`, `read_train_config` and `load_trained_net`), reading a run folder (or one of its
+checkpoints/step-N folders) exactly as the trainer wrote it: the stage config rebuilds the training adapter, and
+the net's `save_pretrained` folder (its EMA one when the run kept an EMA) fills the adapter's net.
 
 The portrait is prepared as the training data was (a square face crop; masks and log-mel features made by the
 same functions preprocess uses), the trained adapter builds the model's batch and samples each chunk of
@@ -20,15 +21,26 @@ import torch
 
 from ..config import AnimateConfig
 from ..errors import InputError
-from ..models.checkpoints import TRAINED_WEIGHTS
+from ..models.checkpoints import (EMA_FOLDER, MODEL_FOLDER, TRAIN_CONFIG, TRAINER_STATE, load_pretrained_into,
+                                  require_step)
 from ..types import Portrait, Speech
 
 
-CHECKPOINT_FILES = ("config.json", TRAINED_WEIGHTS)  # the training config and the net's weights
+def trained_step(folder: str | Path | None) -> Path | None:
+    """The step folder to render when `folder` is one (it holds a model/ folder or trainer state) or is a
+    run folder of `talkinghead train` (the newest of its checkpoints/step-NNNNNN); None when it is neither. A step
+    folder missing a file is a CheckpointError naming each."""
+    if not folder:
+        return None
+    root = Path(folder).expanduser()
+    if (root / MODEL_FOLDER).is_dir() or (root / TRAINER_STATE).is_file():
+        return require_step(root)
+    steps = sorted((root / "checkpoints").glob("step-??????"))
+    return require_step(steps[-1]) if steps else None
 
 
 def find_checkpoint(folder: str | Path | None, engine: str) -> Path:
-    """The checkpoint folder to render with: `folder` itself when it holds one, else the newest
+    """The checkpoint folder to render with: `folder` itself when it is a step folder, else the newest
     `checkpoints/step-N` inside a run folder; an InputError that says how to make one otherwise."""
     how = (f"train one first, e.g. `talkinghead train configs/train/{engine}_stage1.yaml`, "
            "then pass its output folder (or one of its checkpoints/step-N folders)")
@@ -37,14 +49,34 @@ def find_checkpoint(folder: str | Path | None, engine: str) -> Path:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise InputError(f"{root} is not a folder", how, field="checkpoint_dir")
-    if all((root / f).is_file() for f in CHECKPOINT_FILES):
-        return root
-    steps = sorted((root / "checkpoints").glob("step-*")) if (root / "checkpoints").is_dir() else []
-    steps = [s for s in steps if all((s / f).is_file() for f in CHECKPOINT_FILES)]
-    if not steps:
-        raise InputError(f"{root} holds no checkpoint ({' + '.join(CHECKPOINT_FILES)}, "
-                         "directly or in checkpoints/step-N/)", how, field="checkpoint_dir")
-    return steps[-1]
+    step = trained_step(root)
+    if step is None:
+        raise InputError(f"{root} holds no checkpoint ({TRAIN_CONFIG} + {MODEL_FOLDER}/, directly or in "
+                         "checkpoints/step-N/)", how, field="checkpoint_dir")
+    return step
+
+
+def read_train_config(folder: Path, engine: str):
+    """The stage config a step folder was trained with; an InputError when it is not one or trains another
+    system than `engine`."""
+    from ..train.trainer import TrainConfig
+
+    try:
+        train = TrainConfig.from_dict(json.loads((folder / TRAIN_CONFIG).read_text()))
+    except (ValueError, TypeError, InputError) as e:
+        raise InputError(f"{folder / TRAIN_CONFIG} is not a training config: {e}",
+                         "pass a folder written by `talkinghead train`", field="checkpoint_dir") from None
+    if train.system.name != engine:
+        raise InputError(f"{folder} holds a {train.system.name} model, not {engine}",
+                         f"use engine {train.system.name}, or a {engine} checkpoint", field="checkpoint_dir")
+    return train
+
+
+def load_trained_net(net, folder: Path):
+    """The step folder's net weights into `net` (built from its stage config): the EMA weights when the run kept
+    an EMA (what the trainer's sample grids show), else the weights as trained."""
+    load_pretrained_into(net, folder / (EMA_FOLDER if (folder / EMA_FOLDER).is_dir() else MODEL_FOLDER))
+    return net.requires_grad_(False)
 
 
 def feathered(side: int, border: float = 0.18) -> np.ndarray:
@@ -79,28 +111,18 @@ class CheckpointAnimator(PortraitClock):
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
         from ..face.landmarks import prepare
-        from ..models.checkpoints import load_weights
         from ..train.preprocess import union_masks
-        from ..train.trainer import TrainConfig
 
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
         folder = find_checkpoint(d.checkpoint_dir, self.engine)
-        try:
-            train = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        except (ValueError, TypeError) as e:
-            raise InputError(f"{folder / 'config.json'} is not a training config: {e}",
-                             "pass a folder written by `talkinghead train`", field="checkpoint_dir") from None
-        if train.system.name != self.engine:
-            raise InputError(f"{folder} holds a {train.system.name} model, not {self.engine}",
-                             f"use engine {train.system.name}, or a {self.engine} checkpoint", field="checkpoint_dir")
+        train = read_train_config(folder, self.engine)
         if r.crop != "face":
             raise InputError(f"must be face for engine {self.engine} (it renders the square face crop it was "
                              f"trained on), got {r.crop!r}", "use crop face", field="crop")
         self.train = train
         self.system = self.build(train).eval()
-        load_weights(self.system.net, folder)
-        self._use_ema(folder)
+        load_trained_net(self.system.net, folder)
         self.steps = d.steps or train.sample_steps
         self.portrait, self.face = prepare(portrait, r.size, "face", r.face_index, warn=warn)
         points = np.asarray(self.face.landmarks, np.float32)
@@ -114,23 +136,6 @@ class CheckpointAnimator(PortraitClock):
         from .unet_adapter import System
 
         return System(train.system)
-
-    def _use_ema(self, folder: Path) -> None:
-        """Load the EMA weights over the stage's trainable parameters, as the trainer's sample grids show them."""
-        ema = folder / "ema.safetensors"
-        if not ema.is_file():
-            return
-        from safetensors.torch import load_file
-
-        self.system.select_trainable(self.train.train, self.train.freeze)
-        params = [p for p in self.system.parameters() if p.requires_grad]
-        shadow = load_file(str(ema))
-        if len(shadow) != len(params) or any(shadow[f"shadow.{i}"].shape != p.shape for i, p in enumerate(params)):
-            return  # a stage whose trainable set differs: the model weights stand
-        with torch.no_grad():
-            for i, p in enumerate(params):
-                p.copy_(shadow[f"shadow.{i}"])
-        self.system.requires_grad_(False)
 
     def audio_windows(self, speech: Speech, n: int) -> torch.Tensor:
         """(n, W, mel_per_frame, 80): each frame's log-mel and its +-audio_context neighbours, zeros outside."""
@@ -179,4 +184,5 @@ class CheckpointAnimator(PortraitClock):
             history = history[-max(1, self.train.motion_frames):]
 
 
-__all__ = ["CheckpointAnimator", "PortraitClock", "find_checkpoint", "feathered", "CHECKPOINT_FILES"]
+__all__ = ["CheckpointAnimator", "PortraitClock", "feathered", "find_checkpoint", "load_trained_net",
+           "read_train_config", "trained_step"]

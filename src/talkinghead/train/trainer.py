@@ -1,7 +1,8 @@
 """`talkinghead train configs/train/<system>_<stage>.yaml`: one accelerate-based trainer.
 
-Mixed precision, gradient accumulation and checkpointing, EMA (diffusers' EMAModel), safetensors
-checkpoints and exact resume: the data order is a seeded permutation per epoch, every dataset item is
+Mixed precision, gradient accumulation and checkpointing, EMA (diffusers' EMAModel), checkpoints whose net
+(and its EMA weights) are folders `save_pretrained` writes (models/checkpoints.py names the step folder's files),
+and exact resume: the data order is a seeded permutation per epoch, every dataset item is
 deterministic per index, and every step's noise comes from a generator seeded by (seed, step), so a run
 resumed from a checkpoint continues bit-identically. Sample grids and the loss curve are written as
 PNG while training.
@@ -182,34 +183,55 @@ class Trainer:
     # ---------------------------------------------------------- checkpoints
 
     def _load_weights(self, folder: Path) -> None:
-        from ..models.checkpoints import TRAINED_WEIGHTS, load_weights
+        """init_from: the net of a previous stage's step folder (or of the newest step of its run folder). Modules
+        this stage adds keep their initialisation; keys or shapes this net does not have are refused."""
+        from ..errors import CheckpointError
+        from ..models.checkpoints import MODEL_FOLDER, load_pretrained_into, require_step
 
-        if not (folder / TRAINED_WEIGHTS).is_file():
-            raise InputError(f"init_from {folder} has no {TRAINED_WEIGHTS}", "point it at a checkpoint folder")
-        missing, unexpected = load_weights(self.system.net, folder, strict=False)
-        if unexpected:
-            raise InputError(f"init_from {folder} does not fit this model ({len(unexpected)} unexpected keys, "
-                             f"e.g. {unexpected[0]})", "use a checkpoint of the same system and sizes")
+        steps = sorted((folder / "checkpoints").glob("step-??????"))
+        step = steps[-1] if not (folder / MODEL_FOLDER).is_dir() and steps else folder
+        try:
+            load_pretrained_into(self.system.net, require_step(step) / MODEL_FOLDER, strict=False)
+        except CheckpointError as e:
+            raise InputError(f"init_from {folder}: {e}", "point it at a checkpoint folder of the same system "
+                             "and sizes (OUT/checkpoints/step-NNNNNN)") from None
+
+    def _trainable_names(self) -> list[str]:
+        """The net's names of the parameters the optimiser and the EMA hold, in their order."""
+        names = {id(p): n for n, p in self.accelerator.unwrap_model(self.system).net.named_parameters()}
+        params = [p for p in self.system.parameters() if p.requires_grad]
+        outside = [p for p in params if id(p) not in names]
+        if outside:  # the EMA is saved as weights of the net: a trainable parameter elsewhere could not be
+            raise InputError(f"{len(outside)} trainable parameters are not in the system's net",
+                             "train only parameters of the net (see the stage's train/freeze patterns)")
+        return [names[id(p)] for p in params]
 
     def save(self) -> Path:
-        """checkpoints/step-NNNNNN/: model and EMA as safetensors, optimiser state, trainer state, config."""
-        from safetensors.torch import save_file
-
-        from ..models.checkpoints import save_weights
+        """checkpoints/step-NNNNNN/: the net (model/) and its EMA weights (model_ema/) as save_pretrained writes
+        them, the stage config, the optimiser and trainer state. Written beside and renamed into place, so a
+        step folder is complete or absent."""
+        from ..models.checkpoints import EMA_FOLDER, MODEL_FOLDER, OPTIMIZER_STATE, TRAIN_CONFIG, TRAINER_STATE
 
         d = self.out / "checkpoints" / f"step-{self.step:06d}"
         tmp = d.with_name(d.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_weights(self.accelerator.unwrap_model(self.system).net, tmp)
+        net = self.accelerator.unwrap_model(self.system).net
+        net.save_pretrained(tmp / MODEL_FOLDER)
+        state = {"step": self.step, "history": self.history}
         if self.ema is not None:
-            ema = self.ema.state_dict()
-            save_file({f"shadow.{i}": p.contiguous() for i, p in enumerate(ema.pop("shadow_params"))},
-                      tmp / "ema.safetensors")
-            (tmp / "ema.json").write_text(json.dumps(ema))
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "trainer.json").write_text(json.dumps({"step": self.step, "history": self.history}))
-        (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+            params = [p for p in self.system.parameters() if p.requires_grad]
+            self._trainable_names()
+            self.ema.store(params)
+            self.ema.copy_to(params)
+            try:
+                net.save_pretrained(tmp / EMA_FOLDER)
+            finally:
+                self.ema.restore(params)
+            state["ema"] = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
+        torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_STATE)
+        (tmp / TRAINER_STATE).write_text(json.dumps(state))
+        (tmp / TRAIN_CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2))
         shutil.rmtree(d, ignore_errors=True)
         os.replace(tmp, d)
         self._prune()
@@ -225,27 +247,23 @@ class Trainer:
         return done[-1] if done else None
 
     def resume(self, folder: Path | None = None) -> int:
-        """Restore model, optimiser, EMA and step from `folder` (default: the latest checkpoint)."""
-        from safetensors.torch import load_file
-
-        from ..models.checkpoints import load_weights
+        """Restore net, optimiser, EMA and step from `folder` (default: the latest checkpoint); a folder missing
+        a file is one CheckpointError naming each."""
+        from ..models.checkpoints import (EMA_FOLDER, MODEL_FOLDER, OPTIMIZER_STATE, TRAINER_STATE,
+                                          load_pretrained_into, pretrained_state, require_step)
 
         folder = folder or self.latest_checkpoint()
         if folder is None:
             return 0
-        need = ["model.safetensors", "optimizer.pt", "trainer.json"]
-        missing = [n for n in need if not (folder / n).is_file()]
-        if missing:
-            raise InputError(f"checkpoint {folder} is incomplete (missing {', '.join(missing)})",
-                             "resume from another checkpoint or delete this one")
-        load_weights(self.accelerator.unwrap_model(self.system).net, folder)
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-        if self.ema is not None and (folder / "ema.safetensors").is_file():
-            shadow = load_file(folder / "ema.safetensors")
-            state = json.loads((folder / "ema.json").read_text())
-            state["shadow_params"] = [shadow[f"shadow.{i}"] for i in range(len(shadow))]
-            self.ema.load_state_dict(state)
-        t = json.loads((folder / "trainer.json").read_text())
+        require_step(folder, resume=True)
+        load_pretrained_into(self.accelerator.unwrap_model(self.system).net, folder / MODEL_FOLDER)
+        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_STATE, weights_only=True))
+        t = json.loads((folder / TRAINER_STATE).read_text())
+        if self.ema is not None and "ema" in t:
+            shadow = pretrained_state(folder / EMA_FOLDER)
+            params = [p for p in self.system.parameters() if p.requires_grad]
+            self.ema.load_state_dict({**t["ema"], "shadow_params": [
+                shadow[n].to(p.device, p.dtype) for n, p in zip(self._trainable_names(), params)]})
         self.step, self.history = t["step"], t["history"]
         return self.step
 
@@ -285,7 +303,9 @@ class Trainer:
         """Train to max_steps (continuing from self.step), with logs, sample grids, curves, checkpoints."""
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        from ..models.checkpoints import TRAIN_CONFIG
+
+        (self.out / TRAIN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
         bar = None
         if cfg.progress:
             from tqdm import tqdm

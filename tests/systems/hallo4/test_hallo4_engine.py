@@ -122,8 +122,8 @@ def test_a_trained_run_gives_the_same_frames_for_the_same_seed_and_refuses_a_pro
 
     step = sorted((trained_run / "checkpoints").glob("step-*"))[-1]
     name, first = next(hallo4_animator(portrait, config(5), warn=False).release.dit.named_parameters())
-    assert torch.equal(first, load_file(step / "ema.safetensors")["shadow.0"])
-    assert not torch.equal(first, load_file(step / "model.safetensors")[name])
+    assert torch.equal(first, load_file(step / "model_ema" / "diffusion_pytorch_model.safetensors")[name])
+    assert not torch.equal(first, load_file(step / "model" / "diffusion_pytorch_model.safetensors")[name])
     with pytest.raises(InputError) as err:
         hallo4_animator(portrait, config(5, prompt="a person is singing"), warn=False)
     assert err.value.field == "prompt"
@@ -152,10 +152,10 @@ def test_a_run_trained_on_stored_wav2vec2_features_renders_with_the_same_feature
     def run_with(release) -> TrainedHallo4:
         folder = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
         shutil.copytree(step, folder)
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / "train_config.json").read_text())
         config["dataset"], config["audio_context"] = str(dataset), 2  # windows of 5 frames, the projection's
         config["system"]["options"]["release"] = str(release)
-        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "train_config.json").write_text(json.dumps(config))
         return TrainedHallo4(folder)
 
     speech = load_audio(short_wav)

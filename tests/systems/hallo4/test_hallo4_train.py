@@ -151,7 +151,7 @@ def test_a_trained_checkpoint_loads_through_the_release_loader(tmp_path):
     made = [trainer.system.sample(batch, torch.Generator().manual_seed(seed), 1) for seed in (1, 1, 2)]
     assert made[0].shape == batch["frames"].shape and torch.equal(made[0], made[1])
     assert not torch.equal(made[0], made[2])
-    state = load_file(trainer.latest_checkpoint() / "model.safetensors")
+    state = load_file(trainer.latest_checkpoint() / "model" / "diffusion_pytorch_model.safetensors")
     root = tmp_path / "pretrained_models"
     (root / CHECKPOINT).parent.mkdir(parents=True)
     (root / CONFIG).parent.mkdir(parents=True)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from talkinghead.errors import InputError
-from talkinghead.systems.midas.model import MidasConfig, MidasTransformer
-from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig, DCVideoAutoencoder
+from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig
+from talkinghead.systems.midas.model import DCVideoAutoencoder, MidasConfig, MidasTransformer
 from talkinghead.systems.midas.pipeline import MidasPipeline, frames_to_uint8, split_chunks
 
 CHUNKS = 4

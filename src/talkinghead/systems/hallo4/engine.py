@@ -199,15 +199,9 @@ class Hallo4Animator:
 def trained_hallo4_folder(folder: str | Path | None) -> Path | None:
     """The checkpoint to render when `folder` holds a Hallo4 run of `talkinghead train` (or one of its
     checkpoints/step-N), None when it is something else (an official release folder)."""
-    from ..trained import CHECKPOINT_FILES
+    from ..trained import trained_step
 
-    if not folder:
-        return None
-    root = Path(folder).expanduser()
-    if all((root / f).is_file() for f in CHECKPOINT_FILES):
-        return root
-    steps = sorted(s for s in (root / "checkpoints").glob("step-*") if all((s / f).is_file() for f in CHECKPOINT_FILES))
-    return steps[-1] if steps else None
+    return trained_step(folder)
 
 
 class TrainedHallo4:
@@ -216,27 +210,15 @@ class TrainedHallo4:
     stage's audio windows), with the official sampler settings at the trained clip length and frame size."""
 
     def __init__(self, folder: Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
-        import json
         import threading
 
-        from safetensors.torch import load_file
+        from ..trained import load_trained_net, read_train_config
 
-        from ...models.checkpoints import load_strict
-        from ...train.trainer import TrainConfig
-
-        try:
-            train = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        except (ValueError, TypeError) as e:
-            raise InputError(f"{folder / 'config.json'} is not a training config: {e}",
-                             "pass a folder written by `talkinghead train`") from None
-        if train.system.name != "hallo4":
-            raise InputError(f"{folder} holds a {train.system.name} model, not hallo4",
-                             f"use engine {train.system.name}, or a hallo4 checkpoint", field="checkpoint_dir")
+        train = read_train_config(folder, "hallo4")
         self.train = train = replace(train, system=replace(train.system, options={
             **train.system.options, "pairs": None}))  # rendering needs no preference data
         system = Hallo4System(train)
-        load_strict(system.net, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
-        self._use_ema(system, folder)
+        load_trained_net(system.net, folder)  # the EMA weights when the run kept them
         self.dit, self.latents = system.net.eval(), system.latents
         if (device, dtype) != ("cpu", torch.float32):
             for part in (self.dit, self.latents.vae):
@@ -244,21 +226,6 @@ class TrainedHallo4:
         self.settings = {**OFFICIAL, "size_hw": [train.frame_size] * 2, "frame_num": train.clip_frames,
                          "sample_steps": train.sample_steps, "prompt": ""}
         self.lock = threading.Lock()
-
-    def _use_ema(self, system: "Hallo4System", folder: Path) -> None:
-        """The EMA weights over the stage's trainable parameters, as the other trained engines render them."""
-        from safetensors.torch import load_file
-
-        if not (folder / "ema.safetensors").is_file():
-            return
-        system.select_trainable(self.train.train, self.train.freeze)
-        params = [p for p in system.parameters() if p.requires_grad]  # the trainer's order
-        shadow = load_file(str(folder / "ema.safetensors"))
-        if len(shadow) == len(params) and all(shadow[f"shadow.{i}"].shape == p.shape for i, p in enumerate(params)):
-            with torch.no_grad():
-                for i, p in enumerate(params):
-                    p.copy_(shadow[f"shadow.{i}"])
-        system.requires_grad_(False)
 
     def encode_text(self, text: str) -> torch.Tensor:
         return torch.zeros(1, self.dit.config.text_dim)  # the null prompt it was trained with

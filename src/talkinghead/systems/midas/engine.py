@@ -2,7 +2,6 @@
 run."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from ...config import AnimateConfig
 from ...errors import InputError
 from ...types import Portrait, Speech
-from ..trained import PortraitClock, find_checkpoint
+from ..trained import PortraitClock, find_checkpoint, load_trained_net, read_train_config
 
 
 class MidasAnimator(PortraitClock):
@@ -23,16 +22,14 @@ class MidasAnimator(PortraitClock):
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
         from ...face.landmarks import prepare
-        from ...models.checkpoints import load_weights
         from .pipeline import MidasPipeline
         from .train import MidasAutoregressive
-        from ...train.trainer import TrainConfig
 
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
         folder = find_checkpoint(d.checkpoint_dir, self.engine)
-        train = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        if train.system.name != "midas" or str(train.stage) != "ar":
+        train = read_train_config(folder, self.engine)
+        if str(train.stage) != "ar":
             raise InputError(f"{folder} is not a MIDAS autoregressive (stage ar) checkpoint",
                              "pass the output folder of a midas_ar run")
         if not train.system.vae:
@@ -42,7 +39,7 @@ class MidasAnimator(PortraitClock):
             raise InputError(f"must be face for engine midas (it renders the square face crop it was trained on), "
                              f"got {r.crop!r}", "use crop face", field="crop")
         system = MidasAutoregressive(train)
-        load_weights(system.net, folder)
+        load_trained_net(system.net, folder)
         self.system, self.train = system.eval(), train
         self.pipe = MidasPipeline(system.ae, system.net)
         self.steps = d.steps

@@ -18,7 +18,10 @@ from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embe
 from einops import rearrange
 from torch import nn
 
+from ...errors import InputError
 from ...models.checkpoints import ConfiguredModel
+from ...nn.causal_conv import StreamCache
+from ...nn.dc_video_autoencoder import DCVideoAEConfig, VideoDecoder, VideoEncoder
 from ...nn.diffusion_head import DiffusionHead, DiffusionHeadConfig
 from ...nn.vector_quantizer import AudioTokenizer, AudioTokenizerConfig, VectorQuantizerConfig
 
@@ -317,3 +320,43 @@ class MidasTransformer(ConfiguredModel):
         h, w = self.config.latent_size
         x = self.head.sample(rearrange(z, "b l d -> (b l) d"), rearrange(noise, "b c h w -> (b h w) c"), steps)
         return rearrange(x, "(b h w) c -> b c h w", h=h, w=w)
+
+
+class DCVideoAutoencoder(ConfiguredModel):
+    """MIDAS's deep-compression video autoencoder: frames (b, f, 3, H, W) in [-1, 1] <-> latents
+    (b, f, C, H/s, W/s), causal in time (parts in nn/dc_video_autoencoder.py). Pass a cache from `new_cache()` to
+    `encode`/`decode` to stream: call after call, the outputs equal one pass over all frames."""
+
+    config_class = DCVideoAEConfig
+
+    def __init__(self, config: DCVideoAEConfig | None = None, **fields):
+        super().__init__(config, **fields)
+        self.encoder = VideoEncoder(self.config)
+        self.decoder = VideoDecoder(self.config)
+
+    def new_cache(self) -> StreamCache:
+        return StreamCache(self.config.cache_frames)
+
+    def _check(self, frames: torch.Tensor) -> None:
+        s = self.config.spatial_compression
+        if frames.dim() != 5 or frames.shape[2] != 3 or frames.shape[-1] % s or frames.shape[-2] % s:
+            raise InputError(f"must be (b, f, 3, H, W) with H and W multiples of {s}, got {tuple(frames.shape)}",
+                             f"resize or crop the video to a multiple of {s} pixels", field="frames")
+
+    def encode(self, frames: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        self._check(frames)
+        start = cache.next_frame if cache is not None else 0
+        cache_used = cache if cache is not None else self.new_cache()
+        z = self.encoder(frames, cache_used, start) * self.config.scaling_factor
+        cache_used.next_frame = start + frames.shape[1]
+        return z
+
+    def decode(self, latents: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        start = cache.next_frame if cache is not None else 0
+        cache_used = cache if cache is not None else self.new_cache()
+        x = self.decoder(latents / self.config.scaling_factor, cache_used, start)
+        cache_used.next_frame = start + latents.shape[1]
+        return x
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(frames))

@@ -2,23 +2,21 @@
 transformer's KV cache keeps `window_chunks` chunks; the autoencoder's decode cache keeps `cache_frames`)."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from einops import rearrange
 
 from ...errors import InputError
-from ...models.checkpoints import CONFIG_FILE, WEIGHTS_FILE, find_file, load_state_dict, load_strict
-from ...nn.dc_video_autoencoder import DCVideoAEConfig, DCVideoAutoencoder
-from .model import KVCache, MidasConfig, MidasTransformer, PREFIX_SLOT
+from ...models.checkpoints import CONFIG_FILE, WEIGHTS_FILE, find_file
+from .model import DCVideoAutoencoder, KVCache, MidasConfig, MidasTransformer, PREFIX_SLOT
 
-WEIGHTS = {  # label -> path in a MIDAS folder (our own layout: no official release exists)
-    "autoencoder config": "autoencoder/config.json",
-    "autoencoder weights": "autoencoder/model.safetensors",
-    "transformer config": f"transformer/{CONFIG_FILE}",  # MidasTransformer.save_pretrained (diffusers)
+WEIGHTS = {  # label -> path in a MIDAS folder (our own layout: no official release exists); each part is a
+    # folder its model's save_pretrained (diffusers) writes
+    "autoencoder config": f"autoencoder/{CONFIG_FILE}",
+    "autoencoder weights": f"autoencoder/{WEIGHTS_FILE}",
+    "transformer config": f"transformer/{CONFIG_FILE}",
     "transformer weights": f"transformer/{WEIGHTS_FILE}",
 }
 
@@ -43,20 +41,13 @@ class MidasPipeline:
             raise InputError(f"MIDAS folder {folder} is missing " + "; ".join(missing),
                              "point to a folder written by MidasPipeline.save_pretrained (no official release "
                              "exists; train one with configs/train/midas_*.yaml)")
-        ae = DCVideoAutoencoder(DCVideoAEConfig(**json.loads((folder / WEIGHTS["autoencoder config"]).read_text())))
-        ae_weights = folder / WEIGHTS["autoencoder weights"]
-        load_strict(ae, load_state_dict(ae_weights), ae_weights)
+        ae = DCVideoAutoencoder.from_pretrained(folder / "autoencoder")
         tr = MidasTransformer.from_pretrained(folder / "transformer")
         return cls(ae.to(device), tr.to(device))
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
-
         folder = Path(folder)
-        (folder / "autoencoder").mkdir(parents=True, exist_ok=True)
-        (folder / WEIGHTS["autoencoder config"]).write_text(json.dumps(asdict(self.autoencoder.config), indent=1))
-        save_file({k: v.contiguous() for k, v in self.autoencoder.state_dict().items()},
-                  str(folder / WEIGHTS["autoencoder weights"]))
+        self.autoencoder.save_pretrained(folder / "autoencoder")
         self.transformer.save_pretrained(folder / "transformer")
         return folder
 

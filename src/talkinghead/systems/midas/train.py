@@ -1,16 +1,15 @@
-"""Training adapter of MIDAS (systems/midas/model.py, nn/dc_video_autoencoder.py): the deep-compression video
-autoencoder in three stages and the autoregressive model with its diffusion head. The stage label picks what
-trains: "ae1" (spatial layers on single frames), "ae2" (temporal modules on clips), "ae3" (everything) and
-"ar" (the autoregressive transformer on the frozen autoencoder's latents).
+"""Training adapter of MIDAS (systems/midas/model.py, with parts in nn/dc_video_autoencoder.py): the
+deep-compression video autoencoder in three stages and the autoregressive model with its diffusion head. The stage
+label picks what trains: "ae1" (spatial layers on single frames), "ae2" (temporal modules on clips), "ae3"
+(everything) and "ar" (the autoregressive transformer on the frozen autoencoder's latents).
 
-The "ar" stage reads its autoencoder from `system.vae`: a checkpoint folder an "ae" stage wrote
-(model.safetensors + config.json); `size: tiny` builds a tiny one with seeded weights instead. Audio: Whisper
-features when the dataset has them at the model's width, else the clip's log-mel frames resampled (no
-parameters) to the model's feature rate (4 per 80 ms token) and width.
+The "ar" stage reads its autoencoder from `system.vae`: a run or checkpoint folder an "ae" stage wrote (its
+model/ folder, as trained), or a folder `DCVideoAutoencoder.save_pretrained` wrote; `size: tiny` builds a tiny one
+with seeded weights instead. Audio: Whisper features when the dataset has them at the model's width, else the
+clip's log-mel frames resampled (no parameters) to the model's feature rate (4 per 80 ms token) and width.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,20 +40,20 @@ def ae_config(size: str, model: dict):
 
 
 def load_autoencoder(folder: str | Path):
-    """A MIDAS autoencoder from a checkpoint folder of an "ae" stage (its config.json is the stage config)."""
-    from ...models.checkpoints import TRAINED_WEIGHTS, load_weights
-    from ...nn.dc_video_autoencoder import DCVideoAutoencoder
+    """A MIDAS autoencoder from a folder its save_pretrained wrote, or from the net of an "ae" stage's checkpoint
+    (a checkpoints/step-NNNNNN folder, or the newest one of a run folder)."""
+    from ...models.checkpoints import CONFIG_FILE, MODEL_FOLDER
+    from ..trained import trained_step
+    from .model import DCVideoAutoencoder
 
     p = Path(folder).expanduser()
-    missing = [n for n in ("config.json", TRAINED_WEIGHTS) if not (p / n).is_file()]
-    if missing:
-        raise InputError(f"system.vae {p} is missing {', '.join(missing)}",
-                         "point it at a checkpoint folder of a MIDAS autoencoder stage (checkpoints/step-NNNNNN)")
-    stage = json.loads((p / "config.json").read_text())
-    system = stage.get("system", {})
-    ae = DCVideoAutoencoder(ae_config(system.get("size", "official"), system.get("model", {})))
-    load_weights(ae, p)
-    return ae
+    if not (p / CONFIG_FILE).is_file():
+        step = trained_step(p)
+        if step is None:
+            raise InputError(f"{p} holds no MIDAS autoencoder", "point it at the run (or checkpoints/step-NNNNNN) "
+                             "folder of a MIDAS autoencoder stage", field="system.vae")
+        p = step / MODEL_FOLDER
+    return DCVideoAutoencoder.from_pretrained(p)
 
 
 class MidasAutoencoder(TrainSystem):
@@ -62,7 +61,7 @@ class MidasAutoencoder(TrainSystem):
 
     def __init__(self, config):
         super().__init__()
-        from ...nn.dc_video_autoencoder import DCVideoAutoencoder
+        from .model import DCVideoAutoencoder
 
         self.net = DCVideoAutoencoder(ae_config(config.system.size, config.system.model))
 
@@ -87,7 +86,7 @@ class MidasAutoregressive(TrainSystem):
         if config.system.vae:
             ae = load_autoencoder(config.system.vae)
         elif config.system.size == "tiny":
-            from ...nn.dc_video_autoencoder import DCVideoAutoencoder
+            from .model import DCVideoAutoencoder
 
             ae = DCVideoAutoencoder(ae_config("tiny", {}))
         else:
@@ -139,7 +138,7 @@ class MidasAutoregressive(TrainSystem):
 
 
 def reconstruction_loss(ae, frames: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """The MIDAS autoencoder stages' objective (`nn.dc_video_autoencoder.DCVideoAutoencoder`): L1 + MSE between a
+    """The MIDAS autoencoder stages' objective (`systems.midas.model.DCVideoAutoencoder`): L1 + MSE between a
     clip and its reconstruction (the paper adds perceptual and adversarial terms)."""
     recon = ae(frames)
     l1, mse = (recon - frames).abs().mean(), F.mse_loss(recon, frames)
