@@ -13,14 +13,7 @@ from talkinghead.systems.echomimic.model import EchoMimicNet
 from talkinghead.systems.echomimic.release import load_net as load_echomimic_net
 from talkinghead.systems.hallo.release import load_net as load_hallo_net
 from talkinghead.systems.hallo.model import HalloConfig, HalloNet
-
-
-def _manifest(hallo_dir, name: str) -> dict[str, list[int]]:
-    rows = {}
-    for line in (hallo_dir / "manifests" / name).read_text().splitlines():
-        key, shape, _dtype = line.split("\t")
-        rows[key] = json.loads(shape)
-    return rows
+from tests.support import manifest
 
 
 def _shapes(module: torch.nn.Module) -> dict[str, list[int]]:
@@ -33,7 +26,7 @@ def test_hallo_full_size_equals_official_net_pth(hallo_dir):
     with torch.device("meta"):
         net = HalloNet(HalloConfig())
     ours = _shapes(net)
-    official = _manifest(hallo_dir, "hallo_net.tsv")
+    official = manifest("hallo", "hallo_net.tsv")
     assert ours == official
     assert len(ours) == 2656
     # module order matches the official Net (reference_unet, denoising_unet, face_locator, imageproj, audioproj)
@@ -44,17 +37,17 @@ def test_hallo_full_size_equals_official_net_pth(hallo_dir):
 def test_hallo_tiny_equals_its_manifest_and_loads_strictly(hallo_dir):
     config = HalloConfig.from_reference_run(json.loads((hallo_dir / "hallo_tiny" / "config.json").read_text()))
     net = load_hallo_net(hallo_dir / "hallo_tiny" / "net.pth", config)
-    assert _shapes(net) == _manifest(hallo_dir, "hallo_tiny_net.tsv")
+    assert _shapes(net) == manifest("hallo", "hallo_tiny_net.tsv")
 
 
 def test_echomimic_parts_equal_official_files(hallo_dir):
     with torch.device("meta"):
         net = EchoMimicNet()
-    assert _shapes(net.reference_unet) == _manifest(hallo_dir, "echomimic_reference_unet.tsv")
-    assert _shapes(net.denoising_unet) == _manifest(hallo_dir, "echomimic_denoising_unet.tsv")
-    assert _shapes(net.face_locator) == _manifest(hallo_dir, "echomimic_face_locator.tsv")
+    assert _shapes(net.reference_unet) == manifest("hallo", "echomimic_reference_unet.tsv")
+    assert _shapes(net.denoising_unet) == manifest("hallo", "echomimic_denoising_unet.tsv")
+    assert _shapes(net.face_locator) == manifest("hallo", "echomimic_face_locator.tsv")
     motion = {k: v for k, v in _shapes(net.denoising_unet).items() if "motion_modules" in k}
-    assert motion == _manifest(hallo_dir, "echomimic_motion_module.tsv")
+    assert motion == manifest("hallo", "echomimic_motion_module.tsv")
 
 
 def test_echomimic_release_loads_and_a_missing_file_is_listed(tmp_path):
