@@ -27,6 +27,8 @@ TEETH_GAP = {"auto": 0.04, "own": 0.02}
 TEETH_SHARE = {"auto": 0.2, "own": 0.08}
 TEETH_MODES = ("auto", "drawn", "own")
 SS = 4  # supersampling of the polygon mask (cv2 shift bits = 2)
+_INNER_UPPER = np.array(R.LIPS_INNER_UPPER)
+_INNER_LOWER = np.array(R.LIPS_INNER_LOWER)
 
 
 class MouthInterior:
@@ -47,6 +49,12 @@ class MouthInterior:
         sat = float(np.ptp(skin) / max(skin.max(), 1.0))
         self.colour = float(np.clip(sat / 0.12, 0.0, 1.0))
         self.cover: np.ndarray | None = None  # (h, w) 0..1: rigid things in front of the mouth
+        # the interior's three colours, lit and tinted like the skin (the teeth take only its
+        # brightness) and as colourless as it: columns cavity, tongue - cavity, teeth
+        cavity = CAVITY * self.tint
+        palette = np.stack([cavity, 0.7 * TONGUE * self.tint - cavity, TEETH], axis=1).astype(np.float64)
+        grey = palette.mean(axis=0, keepdims=True)
+        self.palette = (grey + self.colour * (palette - grey)).astype(np.float32)  # (3, 3) for cv2.transform
         mode = {True: "auto", False: "drawn"}.get(own_teeth, own_teeth)
         if mode not in TEETH_MODES:
             raise ValueError(f"own_teeth must be one of {TEETH_MODES}, got {own_teeth!r}")
@@ -55,8 +63,8 @@ class MouthInterior:
 
     def draw(self, out: np.ndarray, lm: np.ndarray, m: MotionFrame) -> None:
         """Composite the interior into `out` in place. `lm`: displaced landmarks (478, 2)."""
-        up = lm[list(R.LIPS_INNER_UPPER)]
-        lo = lm[list(R.LIPS_INNER_LOWER)]
+        up = lm[_INNER_UPPER]
+        lo = lm[_INNER_LOWER]
         opening = float(np.linalg.norm(lo[3:8] - up[3:8], axis=1).mean())  # central lip gap, px
         if opening < MIN_OPEN * self.iod:
             return
@@ -82,44 +90,46 @@ class MouthInterior:
         lo_y = np.interp(xx[0], *_sorted(local[11:, 0], local[11:, 1]))[None, :].astype(np.float32)
         gap = np.maximum(lo_y - up_y, 1e-3)
         frac = np.clip((yy - up_y) / gap, 0, 1)  # (bh, bw): 0 at the upper lip, 1 at the lower
-        img = np.empty((bh, bw, 3), np.float32)
-        img[:] = CAVITY
         # tongue: lower part of the cavity, more visible when wide open
-        tongue = np.clip((frac - 0.55) / 0.3, 0, 1)[..., None] * min(1.0, opening / (0.18 * self.iod))
-        img = img * (1 - tongue) + TONGUE * 0.7 * tongue
+        tongue = np.clip((frac - 0.55) / 0.3, 0, 1) * min(1.0, opening / (0.18 * self.iod))
         # teeth bands hanging from the upper lip and rising from the lower, tapered at the corners
         top_h = min(UPPER_TEETH * self.iod, 0.45 * opening)
         bot_h = min(LOWER_TEETH * self.iod, 0.22 * opening) * float(np.clip(m.jaw * 2.5, 0, 1))
         taper = np.clip((0.72 - across) / 0.25, 0, 1)
-        upper = np.clip((up_y + top_h - yy) / 1.5, 0, 1) * taper
+        hang = np.clip((up_y + top_h - yy) / 1.5, 0, 1)  # (bh, bw): down to the upper teeth's edge
         lower = np.clip((yy - (lo_y - bot_h)) / 1.5, 0, 1) * taper
-        teeth = np.maximum(upper, lower)[..., None]
+        # the upper teeth come from the portrait (below) when it shows them
+        teeth = lower if self.teeth is not None else np.maximum(hang * taper, lower)
         # shading: lip shadow at the top of the upper teeth, faint gaps between teeth, sides deeper
         below_lip = np.clip((yy - up_y) / max(top_h, 1.0), 0, 1)
         phase = (xx - cx) / (TOOTH_WIDTH * self.iod)
         gaps = 1.0 - 0.22 * np.exp(-(((phase - np.round(phase)) * TOOTH_WIDTH * self.iod / 0.7) ** 2))
-        shade = (0.62 + 0.38 * np.sqrt(below_lip)) * gaps * (0.8 + 0.2 * (1 - across))
-        # the cavity takes the skin's hue, the teeth only its brightness
-        if self.teeth is not None:
-            teeth = lower[..., None]  # the upper teeth come from the portrait, below
-        img = img * self.tint * (1 - teeth) + TEETH * shade[..., None] * teeth
+        shade = (0.62 + 0.38 * np.sqrt(below_lip)) * (gaps * (0.8 + 0.2 * (1 - across)))
         # depth: darker towards the corners
-        img *= (1.0 - 0.45 * across ** 2)[..., None] * self.light
-        if self.colour < 1.0:
-            grey = img.mean(axis=-1, keepdims=True)
-            img = grey + self.colour * (img - grey)
+        depth = (1.0 - 0.45 * across ** 2) * self.light  # (1, bw)
+        # every pixel mixes three fixed colours (cavity, tongue - cavity, teeth: self.palette) with
+        # weights made here, in one cv2.transform
+        cavity = (1 - teeth) * depth
+        weights = cv2.merge([cavity, cavity * tongue, teeth * shade * depth])
+        img = cv2.transform(weights, self.palette)  # (bh, bw, 3) float32
         if self.teeth is not None:
             own, alpha = self.teeth.place(up, (x0, y0, bw, bh))
             # from the upper lip's edge down (their top edge is pinned there; the polygon mask feathers
             # it), and no taller than drawn teeth would be: the dark gap under them shows the mouth open
-            alpha = alpha * np.clip(frac * gap + 0.5, 0, 1) * np.clip((up_y + top_h - yy) / 1.5, 0, 1)
-            img = img * (1 - alpha[..., None]) + own * alpha[..., None]
+            alpha = alpha * np.clip(frac * gap + 0.5, 0, 1) * hang
+            own -= img
+            own *= alpha[..., None]
+            img += own
         vis = float(np.clip((opening / self.iod - MIN_OPEN) / 0.03, 0, 1))
         if self.cover is not None:  # a hand or a microphone stays in front of the mouth
             mask = mask * (1.0 - self.cover[y0:y1, x0:x1])
-        a = (mask * vis)[..., None]
-        roi = out[y0:y1, x0:x1].astype(np.float32)
-        out[y0:y1, x0:x1] = np.clip(roi * (1 - a) + img * a + 0.5, 0, 255).astype(np.uint8)
+        a = mask * vis
+        roi = out[y0:y1, x0:x1]
+        base = roi.astype(np.float32)
+        img -= base
+        img *= a[..., None]
+        img += base + 0.5
+        roi[:] = np.clip(img, 0, 255, out=img).astype(np.uint8)
 
 
 class _Teeth:
