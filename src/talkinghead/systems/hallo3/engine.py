@@ -47,9 +47,6 @@ def load_release(folder: str | Path, device: str = "cpu", dtype: torch.dtype = t
     import json
     import threading
 
-    import sentencepiece
-    from transformers import T5EncoderModel
-
     from ...audio.wav2vec import load_wav2vec
     from ...models.checkpoints import require_files
     from .model import SAT_CHECKPOINT, SAT_VAE_FILE, config_from_sat, load_sat_checkpoint, load_sat_vae
@@ -79,9 +76,7 @@ def load_release(folder: str | Path, device: str = "cpu", dtype: torch.dtype = t
         vae_config = files["CogVideoX 3D VAE (SAT)"].parent / "config.json"
         vae = load_sat_vae(files["CogVideoX 3D VAE (SAT)"],
                            json.loads(vae_config.read_text()) if vae_config.is_file() else None)
-        t5_dir = files["T5 encoder"].parent
-        tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(files["T5 tokenizer"]))
-        text_encoder = T5EncoderModel.from_pretrained(str(t5_dir), local_files_only=True).eval()
+        tokenizer, text_encoder = load_t5(files["T5 encoder"].parent)
         audio_model, extractor = load_wav2vec(files["wav2vec2"].parent, device=device)
         params = (config or {}).get("model_config", {}).get("sampler_config", {}).get("params", {})
         disc = params.get("discretization_config", {}).get("params", {})
@@ -93,6 +88,17 @@ def load_release(folder: str | Path, device: str = "cpu", dtype: torch.dtype = t
                                 model.transformer.config.max_text_seq_length, threading.Lock())
         _CACHE[key] = release
         return release
+
+
+def load_t5(folder: Path):
+    """(sentencepiece tokenizer, transformers T5EncoderModel in eval mode) of a T5 folder laid out as the release's
+    `t5-v1_1-xxl/`: transformers' config.json and weights, and T5's own sentencepiece model `spiece.model`. Local
+    files only; the caller checks the files are there."""
+    import sentencepiece
+    from transformers import T5EncoderModel
+
+    tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(Path(folder) / "spiece.model"))
+    return tokenizer, T5EncoderModel.from_pretrained(str(folder), local_files_only=True).eval()
 
 
 _CACHE: dict[tuple, Hallo3Release] = {}  # loaded once per process (a server renders many videos)
