@@ -185,6 +185,33 @@ def hand_in_shadow(img: np.ndarray) -> np.ndarray:
     return _skin_hand(img, p, p[61, :2] + np.array([-0.55, 0.35]) * iod, -20.0, tone=0.45)
 
 
+def beard(img: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A dark beard drawn below the nose, off the lips: a soft dark shade and many short hair strands,
+    mostly hanging down (a case for the hand cues: hair is full of parallel dark lines, but not fingers)."""
+    from talkinghead.face import regions as R
+
+    p = _landmarks(img)
+    iod = float(np.linalg.norm(p[468, :2] - p[473, :2]))
+    area = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(area, [np.round(p[list(R.FACE_OVAL), :2]).astype(np.int32)], 255)
+    area[: int(p[2, 1] + 0.05 * iod)] = 0  # below the nose
+    lips = np.concatenate([p[list(R.LIPS_OUTER_UPPER), :2], p[list(R.LIPS_OUTER_LOWER[::-1]), :2]])
+    cv2.fillPoly(area, [np.round(lips).astype(np.int32)], 0)
+    rng = np.random.default_rng(seed)
+    ys, xs = np.nonzero(area)
+    hair = np.zeros(img.shape[:2], np.float32)
+    for i in rng.choice(len(xs), size=min(len(xs), int(0.6 * iod * iod)), replace=False):
+        a, length = np.radians(90 + rng.normal(0, 20)), rng.uniform(0.03, 0.09) * iod
+        q = np.array([xs[i], ys[i]], float)
+        cv2.line(hair, tuple(np.round(q).astype(int)), tuple(np.round(q + length * np.array([np.cos(a), np.sin(a)])).astype(int)),
+                 1.0, 1, cv2.LINE_AA)
+    inside = area > 0
+    alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 0.05 * iod) * 0.35
+    alpha = np.clip(alpha + 0.6 * np.clip(cv2.GaussianBlur(hair, (0, 0), 0.5), 0, 1) * inside, 0, 0.9)[..., None]
+    out = img * (1 - alpha) + np.array([50, 38, 30], np.float32) * alpha
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def _skin_hand(img: np.ndarray, p: np.ndarray, palm_c: np.ndarray, degrees: float, palm: bool = True,
                thumb: bool = True, lengths=(0.75, 0.85, 0.8, 0.62), tone: float = 1.0) -> np.ndarray:
     """A hand of the portrait's skin colour (times `tone`) drawn at `palm_c`, its fingers pointing `degrees`
@@ -445,6 +472,50 @@ def run(quick: bool, size: int, only: list[str] | None = None, sheet: Path | Non
     return rows
 
 
+def hand_cues(sizes=(192, 256, 512)) -> list[str]:
+    """Which hand cue fires on which portrait: MediaPipe Hands (a hand reaching the face) and the finger lines
+    (face.hands.finger_lines), on every rendered case of the corpus, bearded variants and the astronaut's
+    fingers from the edge, at each output size. Cases named for a hand should be found by one cue at every
+    size; the others by none."""
+    from talkinghead.face import prepare
+    from talkinghead.face.hands import DENSE, detect_hands, finger_lines, finger_score, hand_region
+    from talkinghead.face import regions as R
+    from talkinghead.types import Portrait
+
+    builds = {c.name: c.build for c in cases() if c.expect == "render" and c.name not in ("own_teeth", "drawn_teeth")}
+    builds["beard"] = lambda: beard(bundled("astronaut"))
+    builds["beard_grace"] = lambda: beard(bundled("grace_hopper"))
+    builds["beard_grayscale"] = lambda: grayscale(beard(bundled("grace_hopper")))
+    builds["fingers_from_edge_astronaut"] = lambda: fingers_from_edge(bundled("astronaut"))
+    rows = ["| portrait | hand drawn | MediaPipe Hands (per size) | finger lines (per size) | line score (per size) |",
+            "|---|---|---|---|---|"]
+    print("\n".join(rows), flush=True)
+    tally = {True: [0, 0, 0, 0], False: [0, 0, 0, 0]}  # hand drawn -> [runs, MediaPipe, lines, either]
+    for name, build in builds.items():
+        img = build()
+        drawn = "hand" in name or "fingers" in name
+        mp, fl, sc = [], [], []
+        for size in sizes:
+            por, face = prepare(Portrait(img, name), size)
+            oval = np.zeros(por.image.shape[:2], np.uint8)
+            o = face.landmarks[list(R.FACE_OVAL), :2]
+            c = o.mean(axis=0)
+            cv2.fillPoly(oval, [np.round(c + 1.6 * (o - c)).astype(np.int32)], 255)
+            near = any((hand_region(h, oval.shape) & oval).any() for h in detect_hands(por.image))
+            lines = bool(finger_lines(por.image, face.landmarks).any())
+            mp.append("yes" if near else "no")
+            fl.append("yes" if lines else "no")
+            sc.append(f"{finger_score(por.image, face.landmarks):.3f}")
+            t = tally[drawn]
+            t[0], t[1], t[2], t[3] = t[0] + 1, t[1] + near, t[2] + lines, t[3] + (near or lines)
+        rows.append(f"| {name} | {'yes' if drawn else 'no'} | {' / '.join(mp)} | {' / '.join(fl)} | {' / '.join(sc)} |")
+        print(rows[-1], flush=True)
+    h, b = tally[True], tally[False]
+    rows.append(f"sizes {sizes}, lines fire over {DENSE}. With a hand: {h[0]} runs, MediaPipe finds {h[1]}, the lines "
+                f"{h[2]}, one or the other {h[3]}. Without: {b[0]} runs, MediaPipe fires on {b[1]}, the lines on {b[2]}.")
+    return rows
+
+
 PREVIEW_THUMB = 256  # px, the side of each frame on a --preview contact sheet (api.write_contact_sheet)
 PREVIEW_PICK = 5  # which of the preview's frames (0..11, evenly spaced over the clip) goes on the corpus sheet
 
@@ -483,7 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--only", nargs="*", help="case names (and/or 'librivox')")
     ap.add_argument("--sheet", type=Path, help="write a PNG contact sheet: one frame per case from its --preview")
+    ap.add_argument("--hands", action="store_true", help="only report which hand cue fires on which portrait")
     args = ap.parse_args(argv)
+    if args.hands:
+        print(hand_cues()[-1])
+        return 0
     t = time.perf_counter()
     rows = run(args.quick, args.size, args.only, args.sheet)
     print("\n" + "\n".join(rows))

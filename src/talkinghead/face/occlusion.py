@@ -12,7 +12,8 @@ skin-coloured and not a moving feature. Two zones differ:
   dark or colourless pixels there are stubble, beard or shadow and move with the jaw.
 
 A bare hand of the face's own colour is not told apart from the cheek it covers by colour; it is
-found by shape instead (face.hands: MediaPipe Hands), and its grown outline is rigid like the rest.
+found by shape instead (face.hands: MediaPipe Hands, and the parallel lines between fingers lying side
+by side for hands MediaPipe misses), and its grown outline is rigid like the rest.
 
 Eyes behind dark lenses are `eyes_hidden`: the lens then stays rigid as a whole (no blink shows).
 Glasses whose rims are found around both eyes (`glasses`) make the whole spectacle zone rigid but
@@ -186,7 +187,8 @@ def _follow_outwards(rigid: np.ndarray, lab: np.ndarray, reach: np.ndarray, insi
 
 def analyze_occlusion(image: np.ndarray, landmarks: np.ndarray, hands: bool = True) -> Occlusion:
     """The rigid mask of an RGB uint8 portrait with its (478, 3) landmarks (see the module docstring).
-    `hands`: also look for hands by their shape (MediaPipe Hands, some 30 ms once a portrait)."""
+    `hands`: also look for hands by their shape (MediaPipe Hands and the finger lines, some 50 ms once a
+    portrait)."""
     h, w = image.shape[:2]
     pts = np.asarray(landmarks, np.float64)
     el, er = R.eye_centres(pts)
