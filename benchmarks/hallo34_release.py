@@ -59,7 +59,7 @@ def cpu_hallo3(repeats: int) -> None:
 def cpu_hallo4(repeats: int) -> None:
     from safetensors.torch import load_file
 
-    from talkinghead.systems.hallo4.model import load_release
+    from talkinghead.systems.hallo4.release import load_dit
     from talkinghead.systems.hallo4.pipeline import sample_clip
 
     folder = FIXTURES / "hallo4" / "hallo4_tiny"
@@ -68,7 +68,7 @@ def cpu_hallo4(repeats: int) -> None:
         return
     config = json.loads((folder / "config.json").read_text())
     a, run = config["audio_proj_ctor"], config["run"]
-    model = load_release(folder, audio={k: a[k] for k in ("seq_len", "blocks", "channels", "intermediate_dim",
+    model = load_dit(folder, audio={k: a[k] for k in ("seq_len", "blocks", "channels", "intermediate_dim",
                                                              "context_tokens")})
     io = load_file(str(folder / "io.safetensors"))
     ref = io["b.step.2.latents_after"]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from talkinghead.errors import CheckpointError
-from talkinghead.systems.hallo4.model import (WAN_VACE_1_3B, Hallo4WanModel, load_release, official_to_ours,
-                                              ours_to_official, wan_vae_to_diffusers)
+from talkinghead.systems.hallo4.model import WAN_VACE_1_3B, Hallo4WanModel
+from talkinghead.systems.hallo4.release import load_dit, official_to_ours, ours_to_official, wan_vae_to_diffusers
 from tests.support import FIXTURES, fixture, manifest
 
 HALLO4 = FIXTURES / "hallo4"
@@ -57,7 +57,7 @@ def _audio() -> dict:
 
 
 def test_tiny_release_loads_strictly_and_round_trips(fixtures):
-    model = load_release(TINY, audio=_audio())
+    model = load_dit(TINY, audio=_audio())
     state = torch.load(TINY / "hallo4" / "model_weight.ckpt", weights_only=True)
     back = ours_to_official(model.state_dict())
     assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
@@ -65,7 +65,7 @@ def test_tiny_release_loads_strictly_and_round_trips(fixtures):
 
 def test_missing_files_and_keys_are_named(fixtures, tmp_path):
     with pytest.raises(CheckpointError) as err:
-        load_release(tmp_path)
+        load_dit(tmp_path)
     assert "hallo4/model_weight.ckpt" in str(err.value) and "Wan2.1_Encoders/config.json" in str(err.value)
     shutil.copytree(TINY / "Wan2.1_Encoders", tmp_path / "Wan2.1_Encoders")
     (tmp_path / "hallo4").mkdir()
@@ -73,14 +73,14 @@ def test_missing_files_and_keys_are_named(fixtures, tmp_path):
     del state["blocks.1.condition_cross_attn.q.weight"], state["pose_proj.norm.bias"]
     torch.save({"state_dict": state}, tmp_path / "hallo4" / "model_weight.ckpt")  # the nested form is accepted
     with pytest.raises(CheckpointError) as err:
-        load_release(tmp_path, audio=_audio())
+        load_dit(tmp_path, audio=_audio())
     assert "blocks.1.condition_attn.to_q.weight" in str(err.value) and "pose_proj.norm.bias" in str(err.value)
 
 
 def test_full_size_wan_t5_manifest_maps_onto_transformers_umt5_on_meta(fixtures):
     from transformers import UMT5EncoderModel
 
-    from talkinghead.systems.hallo4.model import wan_t5_config, wan_t5_to_transformers
+    from talkinghead.systems.hallo4.release import wan_t5_config, wan_t5_to_transformers
 
     official = _manifest("umt5_xxl_encoder.tsv")
     config = wan_t5_config(official)
@@ -99,7 +99,7 @@ def test_bf16_weights_run_with_fp32_residuals_close_to_fp32(fixtures):
     from safetensors.torch import load_file
 
     io = load_file(str(TINY / "io.safetensors"))
-    model = load_release(TINY, audio=_audio())
+    model = load_dit(TINY, audio=_audio())
     args = (io["b.step.0.latent_model_input"][None], io["a.t"], io["in.context_cond"].float()[None],
             io["b.vace_context"][None], io["b.skeleton_latents"], io["b.audio_tensor"])
     with torch.no_grad():

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from talkinghead.systems.hallo4.model import (CHECKPOINT, CONFIG, HALLO4_TINY, Hallo4WanModel, load_release,
-                                              ours_to_official)
+from talkinghead.systems.hallo4.model import HALLO4_TINY, Hallo4WanModel
+from talkinghead.systems.hallo4.release import CHECKPOINT, CONFIG, load_dit, ours_to_official
 from talkinghead.train import losses as L
 from talkinghead.train.smoke import smoke_train
 from talkinghead.systems.hallo4.train import draw_skeleton, hallo4_dpo_loss, hallo4_flow_loss, keypoint_indices
@@ -160,7 +160,7 @@ def test_a_trained_checkpoint_loads_through_the_release_loader(tmp_path):
     (root / CONFIG).write_text(json.dumps({k: c[k] for k in ("dim", "ffn_dim", "num_heads", "num_layers", "freq_dim",
                                                              "text_len", "in_dim", "out_dim", "eps", "vace_in_dim",
                                                              "vace_layers")}))
-    release = load_release(root, audio=c.audio, attention_bf16=False)  # strict: every key, every shape
+    release = load_dit(root, audio=c.audio, attention_bf16=False)  # strict: every key, every shape
     inputs = _conditions(1, 4)
     x = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
@@ -179,7 +179,7 @@ def test_sft_starts_from_an_official_release(hallo4_release, tmp_path):
                                                                         "release": str(hallo4_release.parent)}))
     system = Hallo4System(cfg)
     settings = json.loads((hallo4_release / "hallo4" / "inference.json").read_text())
-    official = load_release(hallo4_release, audio=settings["audio_proj"]).state_dict()
+    official = load_dit(hallo4_release, audio=settings["audio_proj"]).state_dict()
     ours = system.net.state_dict()
     assert ours.keys() == official.keys() and all(torch.equal(ours[k], official[k]) for k in ours)
     assert system.vae.config.base_dim == settings["vae_dim"]

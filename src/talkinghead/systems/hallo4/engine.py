@@ -1,5 +1,5 @@
-"""`--engine hallo4`: the official release folder (`load_release`, `Hallo4Animator`) or a `talkinghead train` run of
-Hallo4 (`TrainedHallo4`), rendered with the release's sampler (systems/hallo4/pipeline.py)."""
+"""`--engine hallo4`: the official release folder (loaded by systems/hallo4/release.py; `Hallo4Animator`) or a
+`talkinghead train` run of Hallo4 (`TrainedHallo4`), rendered with the release's sampler (systems/hallo4/pipeline.py)."""
 from __future__ import annotations
 
 import math
@@ -12,75 +12,10 @@ import torch
 from ...errors import InputError
 from ...train.dit import resample_mel
 from ...types import Portrait, Speech
-from .pipeline import (INFERENCE_FILE, NEGATIVE_PROMPT, OFFICIAL, RELEASE_URL, WAV2VEC_DIRS, WanLatents,
-                       center_crop_width, random_mask_patches, resize_for_rectangle_crop, sample_clip, vace_context)
+from .pipeline import (NEGATIVE_PROMPT, OFFICIAL, center_crop_width, random_mask_patches, resize_for_rectangle_crop,
+                       sample_clip, vace_context)
+from .release import RELEASE_URL, Hallo4Release, load_release
 from .train import Hallo4System
-
-
-class Hallo4Release:
-    """The loaded parts of an official Hallo4 `pretrained_models/` folder."""
-
-    def __init__(self, folder, device: str = "cpu", dtype: torch.dtype = torch.float32):
-        import json
-        import threading
-
-        from transformers import AutoTokenizer
-
-        from ...audio.wav2vec import load_wav2vec
-        from ...models.checkpoints import require_files
-        from .model import (CHECKPOINT, CONFIG, T5_FILE, T5_TOKENIZER, VAE_FILE, load_release as load_dit,
-                            load_wan_t5, load_wan_vae)
-
-        root = Path(folder)
-        root = root / "pretrained_models" if (root / "pretrained_models").is_dir() else root
-        files = require_files(root, {"Hallo4 DiT": [CHECKPOINT], "DiT config": [CONFIG], "Wan2.1 VAE": [VAE_FILE],
-                                     "umt5-xxl encoder": [T5_FILE],
-                                     "umt5-xxl tokenizer": [f"{T5_TOKENIZER}/tokenizer_config.json"],
-                                     "wav2vec2": [f"{d}/config.json" for d in WAV2VEC_DIRS]}, "Hallo4")
-        own = root / INFERENCE_FILE
-        settings = json.loads(own.read_text()) if own.is_file() else {}
-        self.settings = {**OFFICIAL, **{k: v for k, v in settings.items() if k in OFFICIAL}}
-        self.dit = load_dit(root, audio=settings.get("audio_proj"))
-        self.latents = WanLatents(load_wan_vae(files["Wan2.1 VAE"], settings.get("vae_dim", 96)))
-        self.text_encoder = load_wan_t5(files["umt5-xxl encoder"])
-        self.tokenizer = AutoTokenizer.from_pretrained(str(files["umt5-xxl tokenizer"].parent), local_files_only=True)
-        self.audio_model, self.extractor = load_wav2vec(files["wav2vec2"].parent, device=device)
-        if (device, dtype) != ("cpu", torch.float32):
-            for part in (self.dit, self.latents.vae, self.text_encoder):
-                part.to(device=device, dtype=dtype)
-        self.lock = threading.Lock()
-
-    @torch.no_grad()
-    def encode_text(self, text: str) -> torch.Tensor:
-        """(L, 4096) T5 states of `text`, whitespace-collapsed, trimmed to its true token count."""
-        import re
-
-        text = re.sub(r"\s+", " ", text).strip()
-        t = self.tokenizer([text], return_tensors="pt", padding="max_length", truncation=True,
-                           max_length=self.dit.text_len, add_special_tokens=True)
-        p = next(self.text_encoder.parameters())
-        out = self.text_encoder(input_ids=t.input_ids.to(p.device), attention_mask=t.attention_mask.to(p.device))
-        return out.last_hidden_state[0, : int(t.attention_mask.sum())].float()
-
-    def audio_windows(self, speech: Speech, fps: int) -> tuple[torch.Tensor, int]:
-        """(n, 5, layers, channels) wav2vec2 windows per video frame, as the official front end makes them, and n."""
-        from ...audio.wav2vec import audio_windows, trace_hallo_audio
-
-        with self.lock:
-            w = trace_hallo_audio(self.audio_model, self.extractor, speech.samples, fps=fps, clip_length=-1)
-        return audio_windows(w.audio_emb), w.audio_length
-
-
-_RELEASES: dict[tuple, Hallo4Release] = {}
-
-
-def load_release(folder, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Hallo4Release:
-    """One loaded release per process (a server renders many videos), reloaded when its folder changes."""
-    key = (str(Path(folder).resolve()), device, str(dtype))
-    if key not in _RELEASES:
-        _RELEASES.clear()
-        _RELEASES[key] = Hallo4Release(folder, device, dtype)
-    return _RELEASES[key]
 
 
 class Hallo4Animator:

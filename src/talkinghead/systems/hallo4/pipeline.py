@@ -170,13 +170,10 @@ def vace_context(latents: WanLatents, frames: torch.Tensor, mask: torch.Tensor, 
 
 # ------------------------------------------------------------------ `--engine hallo4`: the official release
 
-RELEASE_URL = "https://huggingface.co/fudan-generative-ai/hallo4"
 # Wan2.1's default negative prompt (the official `n_prompt ""` is replaced by it)
 NEGATIVE_PROMPT = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 OFFICIAL = {"size_hw": [480, 832], "frame_num": 81, "sample_steps": 25, "sample_shift": 8.0, "guide_scale": 6.0,
             "context_scale": 1.0, "prompt": "a person is talking", "fps": 25}
-INFERENCE_FILE = "hallo4/inference.json"  # optional: other sizes/settings (small test releases)
-WAV2VEC_DIRS = ("wav2vec/wav2vec2-base-960h", "wav2vec2-base-960h")
 PATCH_MASK_RATE = 0.1  # share of the motion frame's 2x2 patches set to -1
 
 

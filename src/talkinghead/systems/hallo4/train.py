@@ -153,19 +153,21 @@ class Hallo4System(DiTSystem):
     def _release(self, config) -> Path | None:
         if not self.opts.release:
             return None
-        root = Path(self.opts.release).expanduser()
-        return root / "pretrained_models" if (root / "pretrained_models").is_dir() else root
+        from .release import release_root
+
+        return release_root(Path(self.opts.release).expanduser())
 
     def _release_settings(self, root: Path) -> dict:
         import json
 
-        from .pipeline import INFERENCE_FILE
+        from .release import INFERENCE_FILE
 
         own = root / INFERENCE_FILE  # the sizes of a small (test) release
         return json.loads(own.read_text()) if own.is_file() else {}
 
     def build_vae(self, config):
-        from .model import TINY_WAN_VAE, VAE_FILE, load_wan_vae
+        from .model import TINY_WAN_VAE
+        from .release import VAE_FILE, load_wan_vae
 
         root = self._release(config)
         if root is not None:
@@ -181,13 +183,14 @@ class Hallo4System(DiTSystem):
             return AutoencoderKLWan(**TINY_WAN_VAE)
 
     def build_net(self, config):
-        from .model import HALLO4_TINY, WAN_VACE_1_3B, Hallo4WanModel, load_release
+        from .model import HALLO4_TINY, WAN_VACE_1_3B, Hallo4WanModel
+        from .release import load_dit
 
         model = dict(config.system.model)
         model.setdefault("attention_bf16", False)  # the official bf16 rounding of q/k/v is a sampling quirk
         root = self._release(config)
         if root is not None:
-            return load_release(root, audio=self._release_settings(root).get("audio_proj"), **model)
+            return load_dit(root, audio=self._release_settings(root).get("audio_proj"), **model)
         base = HALLO4_TINY if config.system.size == "tiny" else WAN_VACE_1_3B
         return Hallo4WanModel(**{**base, **model})
 

@@ -16,7 +16,7 @@ import torch
 from ...errors import InputError
 from ...models.checkpoints import require_files
 from ...verify import Check, compare, fixture_folders as find_fixtures
-from .model import CHECKPOINT, CONFIG, VAE_FILE, load_release, load_wan_vae
+from .release import CHECKPOINT, CONFIG, VAE_FILE, load_dit, load_wan_vae
 from .pipeline import (WanLatents, center_crop_width, random_mask_patches,
                        resize_for_rectangle_crop, sample_clip, vace_context)
 
@@ -67,7 +67,7 @@ def run_release(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.
     io = load_file(str(files["reference data"]))
     run = config["run"]
     a = config.get("audio_proj_ctor", {})
-    dit = load_release(folder, audio={k: a[k] for k in ("seq_len", "blocks", "channels", "intermediate_dim",
+    dit = load_dit(folder, audio={k: a[k] for k in ("seq_len", "blocks", "channels", "intermediate_dim",
                                                            "context_tokens") if k in a})
     latents = WanLatents(load_wan_vae(files["VAE"], config.get("vae_cfg", {}).get("dim", 96)))
     audio_model, extractor = load_wav2vec(files["wav2vec2"].parent)
