@@ -144,7 +144,8 @@ def hallo3_release(hallo_dir, tmp_path_factory) -> Path:
     from diffusers import AutoencoderKLCogVideoX
     from transformers import T5Config, T5EncoderModel
 
-    from talkinghead.systems.hallo3.model import Hallo3Model, config_from_sat, sat_from_ours, sat_vae_from_diffusers
+    from talkinghead.systems.hallo3.model import Hallo3Model
+    from talkinghead.systems.hallo3.release import config_from_sat, sat_from_ours, sat_vae_from_diffusers
 
     tiny = fixture("hallo3", "hallo3_tiny")
     root = tmp_path_factory.mktemp("hallo3") / "pretrained_models"

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from talkinghead.errors import CheckpointError
-from talkinghead.systems.hallo3.model import (SAT_UNUSED_PREFIXES, SAT_UNUSED_SUFFIXES, Hallo3Model, config_from_sat,
-                                              find_sat_checkpoint, load_sat_checkpoint, read_sat_state, sat_from_ours,
-                                              sat_to_ours)
+from talkinghead.systems.hallo3.model import Hallo3Model
+from talkinghead.systems.hallo3.release import (SAT_UNUSED_PREFIXES, SAT_UNUSED_SUFFIXES, config_from_sat,
+                                                find_sat_checkpoint, load_sat_checkpoint, read_sat_state, sat_from_ours,
+                                                sat_to_ours)
 from tests.support import FIXTURES, fixture, manifest
 
 HALLO3 = FIXTURES / "hallo3"
@@ -129,7 +130,8 @@ def test_a_pickle_with_code_is_refused(fixtures, tmp_path):
 def test_full_size_sat_vae_maps_onto_diffusers_cogvideox_vae_on_meta(fixtures):
     from diffusers import AutoencoderKLCogVideoX
 
-    from talkinghead.systems.hallo3.model import COGVIDEOX_5B_VAE, sat_vae_from_diffusers, sat_vae_to_diffusers
+    from talkinghead.systems.hallo3.model import COGVIDEOX_5B_VAE
+    from talkinghead.systems.hallo3.release import sat_vae_from_diffusers, sat_vae_to_diffusers
 
     sat = {k: v for k, v in _meta_manifest().items() if k.startswith("first_stage_model.")}
     assert len(sat) == 436

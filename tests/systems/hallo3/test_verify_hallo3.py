@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from talkinghead.systems.hallo3.model import Hallo3Model, config_from_sat, sat_from_ours
+from talkinghead.systems.hallo3.model import Hallo3Model
+from talkinghead.systems.hallo3.release import config_from_sat, sat_from_ours
 from talkinghead.systems.hallo3.verify import run_recorded_inputs, verify_hallo3
 from tests.support import fixture
 

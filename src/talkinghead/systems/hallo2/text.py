@@ -21,7 +21,7 @@ class PromptEncoder:
 
     def __init__(self, folder: str | Path):
         from ...models.checkpoints import require_files
-        from ..hallo3.engine import load_t5
+        from ..hallo3.release import load_t5
 
         self.folder = Path(folder).expanduser()
         require_files(self.folder, FILES, "T5 encoder (e.g. google/t5-v1_1-base or the t5-v1_1-xxl of a Hallo3 "

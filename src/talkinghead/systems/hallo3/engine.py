@@ -1,108 +1,20 @@
-"""`--engine hallo3`: the official Hallo3 release folder (SAT transformer and 3D VAE, T5, wav2vec2) -> a talking
-video, sampled by systems/hallo3/pipeline.py's Hallo3Sampler."""
+"""`--engine hallo3`: the official Hallo3 release folder (SAT transformer and 3D VAE, T5, wav2vec2; loaded by
+systems/hallo3/release.py) -> a talking video, sampled by systems/hallo3/pipeline.py's Hallo3Sampler."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKLCogVideoX
 
 from ...errors import InputError
 from ...types import Portrait, Speech
-from .model import Hallo3Model
-from .pipeline import DiTClipPipeline, Hallo3Sampler
+from .pipeline import DiTClipPipeline
+from .release import RELEASE_URL, load_release
 
-RELEASE_URL = "https://huggingface.co/fudan-generative-ai/hallo3"
-T5_DIR, WAV2VEC_DIR = "t5-v1_1-xxl", "wav2vec/wav2vec2-base-960h"
 MOTION_FRAMES = 2  # frames of a clip's end that start the next one (and are dropped from its output)
 MOTION_MASK_RATE = 0.1  # share of the motion frames' pixels blanked (per pixel, no face exception)
 OFFICIAL_PROMPT = "A person is talking."  # used when --prompt is not given
-
-
-@dataclass
-class Hallo3Release:
-    """The loaded parts of a release: our model (SAT weights), the CogVideoX 3D VAE, T5, wav2vec2."""
-
-    model: Hallo3Model
-    vae: AutoencoderKLCogVideoX
-    text_encoder: object
-    tokenizer: object
-    audio_model: object
-    extractor: object
-    sampler: "Hallo3Sampler"
-    text_length: int
-    lock: object
-
-
-def load_release(folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Hallo3Release:
-    """The parts of an official Hallo3 `pretrained_models/` folder, strictly, from local files only:
-    `hallo3/latest` + `hallo3/<n>/mp_rank_00_model_states.pt` (SAT), `cogvideox-5b-i2v-sat/vae/3d-vae.pt`,
-    `t5-v1_1-xxl/` (transformers T5 encoder + tokenizer), `wav2vec/wav2vec2-base-960h/`. A small (test) release
-    may add `hallo3/config.json` (the SAT model config and projection sizes, as the reference data's) and
-    `cogvideox-5b-i2v-sat/vae/config.json` (AutoencoderKLCogVideoX sizes); the official sizes apply otherwise.
-    One CheckpointError lists every missing file."""
-    import json
-    import threading
-
-    from ...audio.wav2vec import load_wav2vec
-    from ...models.checkpoints import require_files
-    from .model import SAT_CHECKPOINT, SAT_VAE_FILE, config_from_sat, load_sat_checkpoint, load_sat_vae
-
-    root = Path(folder)
-    root = root / "pretrained_models" if (root / "pretrained_models").is_dir() else root
-    latest = root / "hallo3" / "latest"  # the SAT tracker file names the iteration folder of the checkpoint
-    iteration = latest.read_text().strip() if latest.is_file() else "<iteration>"
-    files = require_files(root, {"SAT tracker file": ["hallo3/latest"],
-                                 "Hallo3 model (SAT)": [f"hallo3/{iteration}/{SAT_CHECKPOINT}"],
-                                 "CogVideoX 3D VAE (SAT)": [SAT_VAE_FILE], "T5 encoder": [f"{T5_DIR}/config.json"],
-                                 "T5 tokenizer": [f"{T5_DIR}/spiece.model"],
-                                 "wav2vec2": [f"{WAV2VEC_DIR}/config.json"]}, f"Hallo3 ({RELEASE_URL})")
-    checkpoint = files.pop("Hallo3 model (SAT)")
-    files.pop("SAT tracker file")
-    key = (str(root.resolve()), device, str(dtype), tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size)
-                                                          for f in (checkpoint, *files.values())))
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        _CACHE.clear()  # one release in memory at a time
-        own = root / "hallo3" / "config.json"
-        config = json.loads(own.read_text()) if own.is_file() else None
-        model = Hallo3Model(**config_from_sat(config["model_config"], config.get("audio_proj_args"),
-                                              config.get("face_proj_args"))) if config else Hallo3Model()
-        load_sat_checkpoint(model, checkpoint)
-        vae_config = files["CogVideoX 3D VAE (SAT)"].parent / "config.json"
-        vae = load_sat_vae(files["CogVideoX 3D VAE (SAT)"],
-                           json.loads(vae_config.read_text()) if vae_config.is_file() else None)
-        tokenizer, text_encoder = load_t5(files["T5 encoder"].parent)
-        audio_model, extractor = load_wav2vec(files["wav2vec2"].parent, device=device)
-        params = (config or {}).get("model_config", {}).get("sampler_config", {}).get("params", {})
-        disc = params.get("discretization_config", {}).get("params", {})
-        if (device, dtype) != ("cpu", torch.float32):
-            for part in (model, vae, text_encoder):
-                part.to(device=device, dtype=dtype)
-        release = Hallo3Release(model.eval(), vae, text_encoder, tokenizer, audio_model, extractor,
-                                Hallo3Sampler(shift_scale=disc.get("shift_scale", 1.0)),
-                                model.transformer.config.max_text_seq_length, threading.Lock())
-        _CACHE[key] = release
-        return release
-
-
-def load_t5(folder: Path):
-    """(sentencepiece tokenizer, transformers T5EncoderModel in eval mode) of a T5 folder laid out as the release's
-    `t5-v1_1-xxl/`: transformers' config.json and weights, and T5's own sentencepiece model `spiece.model`. Local
-    files only; the caller checks the files are there."""
-    import sentencepiece
-    from transformers import T5EncoderModel
-
-    tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(Path(folder) / "spiece.model"))
-    return tokenizer, T5EncoderModel.from_pretrained(str(folder), local_files_only=True).eval()
-
-
-_CACHE: dict[tuple, Hallo3Release] = {}  # loaded once per process (a server renders many videos)
-_CACHE_LOCK = __import__("threading").Lock()
 
 
 def t5_token_ids(sp, text: str, length: int) -> torch.Tensor:

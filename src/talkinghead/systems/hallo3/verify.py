@@ -13,7 +13,8 @@ import torch
 
 from ...models.checkpoints import require_files
 from ...verify import Check, compare, fixture_folders as find_fixtures
-from .model import Hallo3Model, config_from_sat, find_sat_checkpoint, load_sat_checkpoint
+from .model import Hallo3Model
+from .release import config_from_sat, find_sat_checkpoint, load_sat_checkpoint
 from .pipeline import Hallo3Sampler
 
 TOL = 1e-4  # fp32, every tensor (the fixture README: reordering and attention kernels stay under 1e-5)
