@@ -66,3 +66,48 @@ def test_training_lowers_loss_and_sampling_is_deterministic(kind, build):
     a = net.sample(batch, FRAMES, 2, torch.Generator().manual_seed(5))
     b = net.sample(batch, FRAMES, 2, torch.Generator().manual_seed(5))
     assert a.shape == (1, 4, FRAMES, 8, 8) and torch.equal(a, b)
+
+
+def _randomized(net: torch.nn.Module) -> torch.nn.Module:
+    """Random weights in the zero-initialised layers (reference attention outputs, temporal and audio modules),
+    so every path, the reference features included, changes the output."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return net.eval()
+
+
+@pytest.mark.parametrize("kind, build", [("emo", _emo), ("loopy", _loopy)])
+def test_the_reference_net_runs_once_per_clip_with_the_same_latents(kind, build):
+    from talkinghead.sampling import denoise
+
+    torch.manual_seed(0)
+    net = _randomized(build())
+    batch = _batch(kind)
+    calls = []
+    net.reference_unet.register_forward_hook(lambda *_: calls.append(1))
+
+    def per_step(seed: int) -> torch.Tensor:  # the reference net at every step, as training runs it
+        scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
+        scheduler.set_timesteps(3)
+        if kind == "loopy":
+            batch["generator"] = torch.Generator().manual_seed(3)
+        x = torch.randn((1, 4, FRAMES, 8, 8), generator=torch.Generator().manual_seed(seed))
+        return denoise(lambda z, t: net.predict(z, t, batch), scheduler, x)
+
+    def once(seed: int, reference: dict | None = None) -> torch.Tensor:
+        if kind == "loopy":
+            batch["generator"] = torch.Generator().manual_seed(3)
+        return net.sample({**batch, **(reference or {})}, FRAMES, 3, torch.Generator().manual_seed(seed))
+
+    with torch.no_grad():
+        expected = per_step(5)
+        assert len(calls) == 3
+        calls.clear()
+        got = once(5)
+        assert len(calls) == 1
+        assert torch.equal(got, expected)
+        other = {"ref": batch["ref"].flip(-1)} if kind == "emo" else {"history": batch["history"].flip(-1)}
+        assert not torch.allclose(once(5, other), got)  # the recorded features do steer the result

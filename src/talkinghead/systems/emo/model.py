@@ -67,30 +67,55 @@ class ReferenceVideoNet(ConfiguredModel):
     def location(self, batch: dict) -> torch.Tensor | None:
         return None  # guidance features added after conv_in (EMO2's pose guider; EMO and Loopy have none)
 
-    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
-        b, _, f = noisy.shape[:3]
-        tokens = self.null_tokens.expand(b, -1, -1)
-        ref = batch["ref"].flatten(0, 1)  # ((b images), 4, h, w)
+    def reference_images(self, batch: dict) -> torch.Tensor:
+        """(b, n, 4, h, w) latents the reference net encodes: the portrait then the motion frames."""
+        return batch["ref"]
+
+    def record_reference(self, batch: dict) -> None:
+        """Run the reference net over the batch's reference images and keep its features in the bank, where every
+        denoising-UNet call reads them. They depend on the images only (the reference net sees timestep 0 and
+        null text), not on the denoising step."""
+        images = self.reference_images(batch)  # (b, n, 4, h, w)
+        b, n = images.shape[:2]
+        tokens = self.null_tokens.expand(b * n, -1, -1)
         self.bank.clear()
         self.bank.groups, self.bank.uncond_groups, self.bank.recording = b, 0, True
         try:
-            images = batch["ref"].shape[1]
-            self.reference_unet(ref, torch.zeros(ref.shape[0], device=ref.device, dtype=torch.long),
-                                encoder_hidden_states=tokens.repeat_interleave(images, 0), return_dict=False)
+            self.reference_unet(images.flatten(0, 1), torch.zeros(b * n, device=images.device, dtype=torch.long),
+                                encoder_hidden_states=tokens, return_dict=False)
         finally:
             self.bank.recording = False
+
+    def denoise_recorded(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The denoising UNet's output for `noisy` (b, 4, f, h, w) at step `t`, reading the recorded bank."""
+        b, _, f = noisy.shape[:3]
         temb_dim = self.denoising_unet.time_embedding.linear_2.out_features
         extra = self.frame_embedding(batch, (b * f, temb_dim))
-        return self.denoising_unet(noisy, t, tokens, self.audio_tokens(batch["audio"]), location=self.location(batch),
-                                   reference=self.bank, added_embedding=extra)
+        return self.denoising_unet(noisy, t, self.null_tokens.expand(b, -1, -1), self.audio_tokens(batch["audio"]),
+                                   location=self.location(batch), reference=self.bank, added_embedding=extra)
+
+    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
+        """One full forward (reference net, then denoising UNet): what a training step differentiates."""
+        self.record_reference(batch)
+        return self.denoise_recorded(noisy, t, batch)
+
+    def predictor(self, batch: dict):
+        """`predict(noisy, t)` for one sampling call over `batch`: the reference net runs once, here, and every
+        step reuses its features (the same numbers as `predict` at each step, one reference pass instead of
+        one per step). Valid until the net records another batch."""
+        self.record_reference(batch)
+        return lambda noisy, t: self.denoise_recorded(noisy, t, batch)
 
     @torch.no_grad()
     def sample(self, batch: dict, frames: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+        """(b, 4, frames, h, w) clean latents; the starting noise is drawn on the generator's device, then moved
+        to the reference latents' device and dtype (the same draw whichever device the net runs on)."""
         scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
         scheduler.set_timesteps(steps)
-        b, _, c, h, w = batch["ref"].shape
-        latents = torch.randn((b, c, frames, h, w), generator=generator)
-        return denoise(lambda x, t: self.predict(x, t, batch), scheduler, latents)
+        ref = batch["ref"]
+        b, _, c, h, w = ref.shape
+        latents = torch.randn((b, c, frames, h, w), generator=generator, device=generator.device)
+        return denoise(self.predictor(batch), scheduler, latents.to(ref.device, ref.dtype))
 
 
 class EMONet(ReferenceVideoNet):

@@ -57,12 +57,13 @@ class LoopyNet(ReferenceVideoNet):
                                                        config.max_motion_frames, config.max_frames)
         self.audio_to_latents = AudioToLatents(config.audio_to_latents)
 
-    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
+    def reference_images(self, batch: dict) -> torch.Tensor:
+        """The portrait then the temporal segment module's abstraction of the motion-frame history."""
         history = batch.get("history")
-        if history is not None and history.shape[1]:
-            keep = temporal_segment_indices(history.shape[1], self.config.segment_stride, self.config.segment_expand)
-            batch = {**batch, "ref": torch.cat([batch["ref"][:, :1], history[:, keep]], dim=1)}
-        return super().predict(noisy, t, batch)
+        if history is None or not history.shape[1]:
+            return batch["ref"]
+        keep = temporal_segment_indices(history.shape[1], self.config.segment_stride, self.config.segment_expand)
+        return torch.cat([batch["ref"][:, :1], history[:, keep]], dim=1)
 
     def frame_embedding(self, batch: dict, temb_shape: tuple[int, int]) -> torch.Tensor:
         audio = rearrange(batch["audio"], "b f t d -> b f (t d)")
