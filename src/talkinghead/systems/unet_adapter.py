@@ -7,8 +7,14 @@ The EMO-style reference video net (systems/emo/model.py), Loopy (systems/loopy/m
 (systems/hallo/model.py, through systems/hallo/train.py) and EchoMimic v1 (systems/echomimic/model.py, through
 systems/echomimic/train.py) are trained here; which of their modules train in each stage is a list of name
 patterns in the stage's YAML config.
+
+Hallo2's text variant: `system.options.text_encoder` names a local T5 folder; the net then gets a text AdaLN in
+every audio-attention block (its `text_dim` is the encoder's width), and each clip's prompt (the dataset's
+`prompt`, empty when its video has none) is encoded once, pooled, and passed to the net with the clip.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +28,7 @@ from ..nn.speed import SpeedConfig, head_speed
 from ..nn.temporal import TemporalConfig
 from ..sampling import denoise
 from ..train import losses as L
-from ..train.base import SystemConfig, TrainSystem
+from ..train.base import SystemConfig, TrainSystem, parse_options
 from .echomimic.train import EchoMimicTrainNet
 from .emo.model import TRAIN_SCHEDULER, EMOConfig, EMONet
 from .hallo.model import SD15_UNET
@@ -42,6 +48,13 @@ TINY_MODEL = {
     "echomimic": {"face_locator": {"block_out_channels": [4, 8]}, "audio_dim": 12},
 }
 TINY_MODEL["hallo2"] = TINY_MODEL["hallo"]
+
+
+@dataclass
+class UNetOptions:
+    """system.options of the reference-net UNet systems."""
+
+    text_encoder: str | None = None  # hallo2 only: a local T5 folder (config.json, weights, spiece.model)
 
 
 class _PixelSpace:
@@ -77,7 +90,9 @@ def motion_variances(pose: torch.Tensor, landmarks: torch.Tensor, size: int) -> 
 class System(TrainSystem):
     """A reference video net (EMO, Loopy, Hallo, Hallo2, EchoMimic) trained on (crops of) dataset clips;
     v-prediction, min-SNR weighted. Hallo2 is Hallo's net trained with its motion-frame augmentation
-    (the stage config's augment_motion_frames)."""
+    (the stage config's augment_motion_frames); with options.text_encoder, its text variant."""
+
+    Options = UNetOptions
 
     def __init__(self, config: SystemConfig):
         super().__init__()
@@ -86,6 +101,8 @@ class System(TrainSystem):
         if config.size not in ("official", "tiny"):
             raise InputError(f"system.size must be official or tiny, got {config.size!r}", "size: official")
         self.config = config
+        # Hallo2's text variant: a frozen T5 (not a submodule: it is neither trained nor saved with the net)
+        self.prompts = self._load_prompt_encoder(parse_options(UNetOptions, config.options, config.name).text_encoder)
         self.vae = self._load_vae(config.vae)
         channels = 3 if self.vae is None else self.vae.config.latent_channels
         self.latent_size = config.crop_size if self.vae is None else config.crop_size // 8
@@ -102,10 +119,25 @@ class System(TrainSystem):
         return cls(config.system)
 
     @classmethod
-    def smoke_overrides(cls, config):
-        from dataclasses import replace
+    def check_config(cls, config) -> None:
+        options = cls.options(config)
+        if options.text_encoder and config.system.name != "hallo2":
+            raise InputError(f"system.options.text_encoder is for hallo2 (its text variant), not {config.system.name!r}",
+                             "leave it out, or train system hallo2")
 
-        return replace(config, system=replace(config.system, crop_size=16, motion_heads=2))
+    @classmethod
+    def smoke_overrides(cls, config):
+        """Tiny sizes; a text variant's T5 becomes a tiny one written beside the smoke run."""
+        from dataclasses import replace
+        from pathlib import Path
+
+        system = replace(config.system, crop_size=16, motion_heads=2)
+        if parse_options(UNetOptions, system.options, system.name).text_encoder:
+            from .hallo2.text import write_tiny_t5
+
+            t5 = write_tiny_t5(Path(config.output_dir).parent / "text_encoder")
+            system = replace(system, options={**system.options, "text_encoder": str(t5)})
+        return replace(config, system=system)
 
     # ------------------------------------------------------------ construction
 
@@ -120,6 +152,14 @@ class System(TrainSystem):
         vae = load_vae_folder(Path(folder))
         vae.requires_grad_(False)
         return vae.eval()
+
+    @staticmethod
+    def _load_prompt_encoder(folder: str | None):
+        if not folder:
+            return None
+        from .hallo2.text import PromptEncoder
+
+        return PromptEncoder(folder)
 
     def _build(self, config: SystemConfig, unet: dict) -> nn.Module:
         if config.model and config.name not in ("hallo", "hallo2", "echomimic"):
@@ -141,6 +181,8 @@ class System(TrainSystem):
                                        time_embed_dim=time_dim)
             return LoopyNet(LoopyConfig(unet=unet, audio_dim=audio_dim, motion=motion, audio_to_latents=a2l))
         if config.name in ("hallo", "hallo2"):
+            if self.prompts is not None:
+                model = merge(model, {"text_dim": self.prompts.dim})
             return HalloTrainNet.for_system(unet, config.motion_heads, model)
         if config.name == "echomimic":
             return EchoMimicTrainNet.for_system(unet, config.motion_heads, model)
@@ -214,6 +256,9 @@ class System(TrainSystem):
             out["ref"] = torch.cat([ref, motion], dim=1) if self.config.name != "echomimic" else ref
             out["drop_audio"] = batch["drop_audio"]
             out.update(self.net.conditions(batch, boxes, self.latent_size, target.dtype))
+            if self.prompts is not None:  # each clip's prompt, "" for a video without one: (b, text_dim)
+                out["text_embedding"] = self.prompts.embed_batch(list(batch.get("prompt") or [""] * len(target)),
+                                                                 target)
         else:
             out["ref"] = torch.cat([ref, motion], dim=1)
             locator = getattr(self.net, "face_locator", None)
@@ -260,7 +305,9 @@ class System(TrainSystem):
         scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
         scheduler.set_timesteps(steps)
         x = torch.randn(mb["target"].shape, generator=generator).to(mb["target"])
-        x = denoise(lambda z, t: self.net.predict(z, t, mb), scheduler, x)
+        # nets with a `predictor` (EMO, Loopy) run their reference net once per clip rather than once per step
+        predict = self.net.predictor(mb) if hasattr(self.net, "predictor") else lambda z, t: self.net.predict(z, t, mb)
+        x = denoise(predict, scheduler, x)
         return self.decode(rearrange(x, "b c f h w -> b f c h w"))
 
     def target_crops(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
