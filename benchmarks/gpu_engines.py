@@ -28,6 +28,14 @@ are timed over their denoising loop (the VAE and text encoders are not built at 
 clips include the VAE encode and decode. `--steps` defaults to 3 at the official size (times scale with steps;
 the official counts are printed), `--frames` to the official clip. Without CUDA (and without --tiny) the script
 prints "skipped: no GPU" and exits 0. It never fails on speed.
+
+A second table measures the DiT engines' memory options (`--cpu-offload`, `--vae-tiling`; pipelines/memory.py) with
+each DiT's release VAE (CogVideoX-5B's for Hallo3 and SkyReels-A1, Wan2.1's for Hallo4 and SkyReels-A2) in
+`--memory-dtype` (bf16, the releases'): one clip (the denoising loop, then a VAE decode) with the model and the VAE
+resident against both offloaded (time, peak GPU memory, max |diff|: offload only moves weights, so 0); the decode of
+one clip's latents whole against tiles of half the frame (time, peak memory, max |diff| and PSNR); and SkyReels-A1's
+release path with its CogVideoXDDIM against diffusers' DPMSolverMultistepScheduler at the same steps (time, max
+|diff| of the frames). `--tiny` runs the same code on the CPU, where offload hooks attach but move nothing.
 """
 from __future__ import annotations
 
@@ -60,6 +68,7 @@ class Run:
     frames: int  # video frames one clip makes
     ours: Callable[[], torch.Tensor] | None
     upstream: Callable[[], torch.Tensor] | None = None
+    modules: tuple = ()  # the DiT's model(s), for the CPU-offload row (the VAE is built there)
 
 
 @dataclass
@@ -408,7 +417,8 @@ def hallo3(tiny, device, dtype, steps, frames) -> Run:
             return model(x.to(dtype), t, cond_text, face, audio_in, motion_in, reuse_reference=True)
         return Hallo3Sampler().sample(predict, noise.clone(), steps, 3.5, torch.Generator().manual_seed(0))
 
-    return Run(f"{height}x{width} {frames}f ({f} latent), {steps} VPSDE-DPM++ steps, CFG 3.5", frames, clip)
+    return Run(f"{height}x{width} {frames}f ({f} latent), {steps} VPSDE-DPM++ steps, CFG 3.5", frames, clip,
+               modules=(model,))
 
 
 def hallo4(tiny, device, dtype, steps, frames) -> Run:
@@ -437,7 +447,8 @@ def hallo4(tiny, device, dtype, steps, frames) -> Run:
         return lambda: sample_clip(model, noise, ref_latent, context, negative, vace, skeleton, audio, steps, 8.0, 6.0,
                                    batched_cfg=batched)
 
-    return Run(f"{height}x{width} {frames}f, {steps}/40 UniPC steps, CFG 6", frames, clip(True), clip(False))
+    return Run(f"{height}x{width} {frames}f, {steps}/40 UniPC steps, CFG 6", frames, clip(True), clip(False),
+               modules=(model,))
 
 
 def skyreels_a1(tiny, device, dtype, steps, frames) -> Run:
@@ -457,7 +468,7 @@ def skyreels_a1(tiny, device, dtype, steps, frames) -> Run:
     def clip():
         return model.sample(batch, steps, torch.Generator(device).manual_seed(0), guidance_scale=3.0)
 
-    return Run(f"{height}x{width} {frames}f, {steps}/10 UniPC steps, CFG 3 (batched)", frames, clip)
+    return Run(f"{height}x{width} {frames}f, {steps}/10 UniPC steps, CFG 3 (batched)", frames, clip, modules=(model,))
 
 
 def skyreels_a2(tiny, device, dtype, steps, frames) -> Run:
@@ -479,7 +490,7 @@ def skyreels_a2(tiny, device, dtype, steps, frames) -> Run:
                                     cfg_mode=mode)
 
     return Run(f"{height}x{width} {frames}f ({f} latent), 2 references, {steps}/50 UniPC steps, CFG 5", frames,
-               clip("batch"), clip("serial"))
+               clip("batch"), clip("serial"), modules=(model,))
 
 
 REFERENCE_READ = ("reference-attention read: ours skips the unconditional rows' discarded pass; upstream runs it "
@@ -604,6 +615,179 @@ def print_table(rows: list[Row], device: torch.device) -> None:
         print(f"{r.system:<12} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
 
 
+# ------------------------------------------------------------------- the DiT memory options and DPM-Solver
+DIT_VAES = {"hallo3": "cogvideox", "skyreels-a1": "cogvideox", "hallo4": "wan", "skyreels-a2": "wan"}
+# (height, width, frames) the VAE rows decode: tiny, then official (CogVideoX-5B at 480x720, Wan2.1 at 480x832)
+DIT_FRAMES = {"cogvideox": ((32, 48, 9), (480, 720, 49)), "wan": ((32, 48, 9), (480, 832, 81))}
+WAN_TINY = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True])
+A1_SCHEDULER = FIXTURES / "skyreels_a1" / "skyreels_a1_tiny" / "scheduler" / "scheduler_config.json"
+
+
+@dataclass
+class MemoryRow:
+    system: str
+    vae: str = ""
+    seconds: dict = field(default_factory=dict)  # "resident" | "offload" | "whole" | "tiled" | "official" | "dpm"
+    peak: dict = field(default_factory=dict)  # same keys -> bytes (CUDA) or None
+    parity: dict = field(default_factory=dict)  # "offload" | "tiled" | "dpm" -> (max |diff|, PSNR dB)
+    notes: dict = field(default_factory=dict)  # "offload" | "tiling" | "dpm" -> why it did not run
+
+
+def dit_vae(family: str, tiny: bool, device, dtype) -> torch.nn.Module:
+    """The release's VAE at its official size (CogVideoX-5B's: SkyReels-A1's config, = Hallo3's; Wan2.1's: diffusers'
+    defaults), or a tiny one, with seeded weights."""
+    from diffusers import AutoencoderKLCogVideoX, AutoencoderKLWan
+
+    from talkinghead.systems.skyreels_a1 import model as a1
+
+    if family == "cogvideox":
+        return made(lambda: AutoencoderKLCogVideoX(**(a1.TINY if tiny else a1.OFFICIAL).vae), device, dtype)
+    return made(lambda: AutoencoderKLWan(**WAN_TINY) if tiny else AutoencoderKLWan(), device, dtype)
+
+
+def repeat_timed(fn: Callable[[], torch.Tensor], device, repeats: int, warmups: int):
+    """(median seconds, last output, peak bytes) of `repeats` runs of `fn` after `warmups` untimed ones."""
+    for _ in range(warmups):
+        with torch.inference_mode():
+            fn()
+    runs = [timed(fn, device) for _ in range(repeats)]
+    peaks = [p for _, _, p in runs if p is not None]
+    return statistics.median(s for s, _, _ in runs), runs[-1][1], max(peaks) if peaks else None
+
+
+def vae_latents(vae, family: str, tiny: bool, frames: int | None, device, dtype) -> tuple[torch.Tensor, tuple]:
+    """Seeded latents (1, c, f, h, w) of one clip at the system's frame size, and that size (H, W)."""
+    height, width, n = DIT_FRAMES[family][0 if tiny else 1]
+    n = frames or n
+    if family == "cogvideox":
+        s, c = 2 ** (len(vae.config.block_out_channels) - 1), vae.config.latent_channels
+    else:
+        s, c = int(vae.spatial_compression_ratio), vae.config.z_dim
+    return randn(1, c, (n - 1) // 4 + 1, height // s, width // s, seed=11, device=device, dtype=dtype), (height, width)
+
+
+def measure_memory(name: str, tiny: bool, device: torch.device, args) -> MemoryRow:
+    """The DiT `name` with its release VAE: one clip (the denoising loop, then a decode) with every model on the
+    device against `--cpu-offload` (the model and the VAE on the CPU, each moved to the device for its own
+    forward); the decode whole against `--vae-tiling on`; and, where our path takes a scheduler, the official
+    sampler against diffusers' DPMSolverMultistepScheduler at the same steps."""
+    from talkinghead.pipelines.memory import onload, set_cpu_offload, set_vae_tiling
+
+    family = DIT_VAES[name]
+    dtype = torch.float32 if device.type == "cpu" else DTYPES[args.memory_dtype]
+    repeats, warmups = args.repeats or (1 if tiny else 2), (1 if device.type == "cuda" else 0)
+    row = MemoryRow(name, family)
+    vae = dit_vae(family, tiny, device, dtype)
+    latents, hw = vae_latents(vae, family, tiny, args.frames, device, dtype)
+    decode = lambda: vae.decode(latents).sample  # noqa: E731
+    try:  # tiling: the same latents decoded whole and by tiles of half the frame
+        set_vae_tiling(vae, "off", hw)
+        row.seconds["whole"], whole, row.peak["whole"] = repeat_timed(decode, device, repeats, warmups)
+        set_vae_tiling(vae, "on", hw)
+        row.seconds["tiled"], tiled, row.peak["tiled"] = repeat_timed(decode, device, repeats, warmups)
+        row.parity["tiled"] = compare(tiled, whole)
+    except Exception as e:  # noqa: BLE001 - a cell that cannot run must not stop the table
+        row.notes["tiling"] = "could not run: " + short(e)
+    finally:
+        set_vae_tiling(vae, "off", hw)
+        free(device)
+    try:  # offload: the clip's denoising loop, then a decode, with the models resident or offloaded
+        run = CASES[name].build(tiny, device, dtype, args.steps, args.frames)
+        models = [*run.modules, vae]
+
+        def clip():
+            for m in run.modules:  # our own DiT paths enter through sample(), not forward: onload first
+                onload(m)
+            out = run.ours()
+            return torch.cat([out.float().flatten(), decode().float().flatten()])
+
+        row.seconds["resident"], resident, row.peak["resident"] = repeat_timed(clip, device, repeats, warmups)
+        set_cpu_offload(models, device, True)
+        try:
+            row.seconds["offload"], offloaded, row.peak["offload"] = repeat_timed(clip, device, repeats, warmups)
+        finally:
+            set_cpu_offload(models, device, False)
+        row.parity["offload"] = compare(offloaded, resident)
+        del run, models
+    except Exception as e:  # noqa: BLE001
+        row.notes["offload"] = "could not run: " + short(e)
+    free(device)
+    if name == "skyreels-a1":
+        try:
+            dpm_a1(row, tiny, device, dtype, args, repeats, warmups)
+        except Exception as e:  # noqa: BLE001
+            row.notes["dpm"] = "could not run: " + short(e)
+    else:
+        row.notes["dpm"] = DPM_NOTES[name]
+    del vae
+    free(device)
+    return row
+
+
+DPM_NOTES = {"hallo3": "its official sampler already is DPM++ (VPSDE DPM++ 2M SDE)",
+             "hallo4": "its sampler fixes the official UniPC schedule (systems/hallo4/pipeline.py sample_clip)",
+             "skyreels-a2": "its release sampler sets UniPC's own flow sigmas (set_release_timesteps)"}
+
+
+def dpm_a1(row: MemoryRow, tiny: bool, device, dtype, args, repeats: int, warmups: int) -> None:
+    """SkyReels-A1's release sampling path (`sample_a1_release`: VAE encode, pose guider, denoising, decode) with the
+    release's CogVideoXDDIM against DPMSolverMultistepScheduler made from the same config, at the same steps."""
+    from diffusers import CogVideoXDDIMScheduler, DPMSolverMultistepScheduler
+
+    from talkinghead.systems.skyreels_a1 import model as a1
+    from talkinghead.systems.skyreels_a1.pipeline import sample_a1_release
+
+    if not A1_SCHEDULER.is_file():
+        row.notes["dpm"] = f"no release scheduler config at {A1_SCHEDULER}"
+        return
+    official = CogVideoXDDIMScheduler.from_config(json.loads(A1_SCHEDULER.read_text()))
+    model = made(lambda: a1.SkyReelsA1(a1.TINY if tiny else a1.OFFICIAL), device, dtype)
+    vae = dit_vae("cogvideox", tiny, device, dtype)
+    cfg, tc = model.config, model.transformer.config
+    s = 2 ** (len(cfg.vae["block_out_channels"]) - 1)
+    height, width, frames = tc.sample_height * s, tc.sample_width * s, args.frames or tc.sample_frames
+    ref = randn(1, 3, height, width, seed=21, device=device, dtype=torch.float32).clamp(-1, 1)
+    control = randn(1, 3, frames, height, width, seed=22, device=device, dtype=torch.float32).clamp(-1, 1)
+    identity = randn(1, 4 if tiny else 729, cfg.identity_dim, seed=23, device=device, dtype=torch.float32)
+    steps = args.steps or (2 if tiny else OFFICIAL_BENCH_STEPS)
+
+    def clip(scheduler):
+        return lambda: torch.from_numpy(sample_a1_release(
+            model, vae, type(scheduler).from_config(scheduler.config), ref, control, identity, steps, 3.0,
+            generator=torch.Generator(device).manual_seed(0)).astype("float32"))
+
+    # CogVideoX's SNR shift has no DPM-Solver counterpart: dropped (the release's config sets it to 1, no shift)
+    dpm = DPMSolverMultistepScheduler.from_config({k: v for k, v in official.config.items() if k != "snr_shift_scale"})
+    row.seconds["official"], ref_out, row.peak["official"] = repeat_timed(clip(official), device, repeats, warmups)
+    row.seconds["dpm"], dpm_out, row.peak["dpm"] = repeat_timed(clip(dpm), device, repeats, warmups)
+    row.parity["dpm"] = compare(dpm_out, ref_out)
+    row.notes["dpm steps"] = (f"{steps} steps of CogVideoXDDIM and of DPM-Solver++ (2M), frames 0..255"
+                              + (f"; CogVideoX's snr_shift_scale {official.config.snr_shift_scale} is not in DPM-Solver"
+                                 if official.config.get("snr_shift_scale", 1.0) != 1.0 else ""))
+
+
+def print_memory_table(rows: list[MemoryRow]) -> None:
+    head = (f"{'system':<12} {'vae':<9} {'res s':>7} {'offl s':>7} {'offl/res':>8} {'|offl-res|':>10} "
+            f"{'res GiB':>7} {'offl GiB':>8} {'whole s':>7} {'tiled s':>7} {'|tiled-wh|':>10} {'tiled dB':>8} "
+            f"{'wh GiB':>6} {'tile GiB':>8} {'ddim s':>7} {'dpm s':>7} {'|dpm-ddim|':>10}")
+    print(head)
+    print("-" * len(head))
+    gib = lambda b: fmt(b / 2 ** 30, ".2f") if b else "-"  # noqa: E731
+    for r in rows:
+        sec, par = r.seconds, r.parity
+        cells = [fmt(sec.get("resident")), fmt(sec.get("offload")),
+                 fmt(sec["offload"] / sec["resident"], ".2f") if "offload" in sec else "-",
+                 fmt(par.get("offload", (None,))[0], ".2e"), gib(r.peak.get("resident")), gib(r.peak.get("offload")),
+                 fmt(sec.get("whole")), fmt(sec.get("tiled")), fmt(par.get("tiled", (None,))[0], ".2e"),
+                 fmt(par.get("tiled", (None, None))[1], ".1f"), gib(r.peak.get("whole")), gib(r.peak.get("tiled")),
+                 fmt(sec.get("official")), fmt(sec.get("dpm")), fmt(par.get("dpm", (None,))[0], ".3g")]
+        widths = (7, 7, 8, 10, 7, 8, 7, 7, 10, 8, 6, 8, 7, 7, 10)
+        print(f"{r.system:<12} {r.vae:<9} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+    for r in rows:
+        for k, v in r.notes.items():
+            print(f"  {r.system} {k}: {v}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--systems", default="", help="comma-separated registry names (default: every engine with "
@@ -615,6 +799,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per cell after the warm-up (default 2, "
                                                               "1 with --tiny)")
     ap.add_argument("--tiny", action="store_true", help="tiny configs on the CPU: the same code, in seconds")
+    ap.add_argument("--memory-dtype", default="bf16", choices=tuple(DTYPES),
+                    help="precision of the DiT memory-option rows on a GPU (default bf16, the releases'; fp32 on a CPU)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the DiT memory-option and DPM-Solver rows")
     args = ap.parse_args(argv)
     known = registry_systems()
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()] or known
@@ -653,6 +840,22 @@ def main(argv: list[str] | None = None) -> int:
         notes = {k: v for k, v in next(r for r in rows if r.system == name).notes.items()}
         for k, v in notes.items():
             print(f"    {k}: could not run: {v}")
+    dits = [name for name in wanted if name in DIT_VAES and not args.no_memory]
+    if dits:
+        memory_rows = []
+        for name in dits:
+            memory_rows.append(measure_memory(name, args.tiny, device, args))
+            print(f"  {name}: memory options measured ({time.perf_counter() - t_start:.1f} s so far)", flush=True)
+        print()
+        print(f"DiT memory options, {'fp32' if device.type == 'cpu' else args.memory_dtype}: res/offl: one clip (the "
+              "denoising loop above, then a VAE decode) with the model and the VAE resident on the device / with "
+              "--cpu-offload (both on the CPU, each moved to the device for its own forward), s per clip, |offl-res| "
+              "max |diff| of the outputs; whole/tiled: the VAE decode of one clip's latents whole / with --vae-tiling "
+              "on (tiles of half the frame), |tiled-wh| and dB against whole; ddim/dpm: SkyReels-A1's release path "
+              "with its CogVideoXDDIM / DPMSolverMultistepScheduler at the same steps, s per clip and max |diff| of "
+              "the frames (0..255); GiB: torch.cuda.max_memory_allocated")
+        print_memory_table(memory_rows)
+        print()
     if missing:
         print(f"not benchmarked (no case here yet): {', '.join(missing)}")
     print(f"total wall time {time.perf_counter() - t_start:.1f} s")

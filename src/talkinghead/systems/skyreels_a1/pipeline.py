@@ -182,9 +182,10 @@ def sample_a1_release(model: SkyReelsA1, vae, scheduler, ref_pixels: torch.Tenso
         return out.float()
 
     def after(i: int, t: torch.Tensor, stepped: tuple) -> torch.Tensor:  # the release keeps latents in its dtype
-        prev, original = stepped
+        prev = stepped[0]
         record(f"step.{i}.scheduler_prev_sample", prev)
-        record(f"step.{i}.scheduler_pred_original_sample", original)
+        if len(stepped) > 1:  # CogVideoXDDIM also returns its x0 prediction (DPM-Solver, say, does not)
+            record(f"step.{i}.scheduler_pred_original_sample", stepped[1])
         record(f"step.{i}.latents_after", prev.to(dtype))
         return prev.to(dtype)
 

@@ -1,0 +1,34 @@
+"""benchmarks/gpu_engines.py's DiT memory-option rows run end to end on tiny configs on the CPU (`--tiny`): CPU offload
+gives the same clip, tiled VAE decoding a near one, and SkyReels-A1's release path runs with DPM-Solver. It checks that
+the script works, never how fast anything is."""
+from __future__ import annotations
+
+import math
+import re
+
+from tests.support import fixture, load_benchmark
+
+
+def test_tiny_run_measures_offload_tiling_and_dpm_solver(capsys):
+    fixture("skyreels_a1", "skyreels_a1_tiny")  # the release's scheduler config is read from it
+    bench = load_benchmark("gpu_engines")
+    assert bench.main(["--tiny", "--steps", "1", "--frames", "5", "--systems", "skyreels-a1,hallo4"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("DiT memory options"):]
+    for name in ("skyreels-a1", "hallo4"):
+        cells = re.search(rf"^{re.escape(name)} +(.*)$", table, re.M).group(1).split()
+        assert len(cells) == 16, cells
+        vae, resident, offload, _, offload_diff = cells[:5]
+        assert vae == {"skyreels-a1": "cogvideox", "hallo4": "wan"}[name]
+        assert float(resident) > 0 and float(offload) > 0 and float(offload_diff) == 0  # offload moves weights only
+        assert cells[5:7] == ["-", "-"] and cells[11:13] == ["-", "-"]  # peak CUDA memory: none on a CPU
+        whole, tiled, tiled_diff, psnr = cells[7:11]
+        assert float(whole) > 0 and float(tiled) > 0
+        assert 0 < float(tiled_diff) and math.isfinite(float(psnr)) and float(psnr) > 10  # tiled: near, not equal
+        ddim, dpm, dpm_diff = cells[13:]
+        if name == "skyreels-a1":
+            assert float(ddim) > 0 and float(dpm) > 0 and 0 < float(dpm_diff) <= 255
+        else:
+            assert (ddim, dpm, dpm_diff) == ("-", "-", "-")
+            assert "hallo4 dpm: its sampler fixes the official UniPC schedule" in table
+    assert "could not run" not in table
