@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler
 
+from ...pipelines.memory import execution_device
 from ...sampling import classifier_free_guidance, denoise
 from .model import Hallo4WanModel
 
@@ -138,8 +139,8 @@ class WanLatents:
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:  # (3, f, H, W) -> (16, f', h, w)
-        p = next(self.vae.parameters())
-        mu = self.vae.encode(video[None].to(p)).latent_dist.mean.float()
+        p = next(self.vae.parameters())  # its dtype; the device is where it computes (also when offloaded)
+        mu = self.vae.encode(video[None].to(execution_device(self.vae), p.dtype)).latent_dist.mean.float()
         return ((mu - self.mean.to(mu.device)) / self.std.to(mu.device))[0]
 
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:  # every frame on its own -> (1, 16, f, h, w)
@@ -149,7 +150,7 @@ class WanLatents:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:  # (16, f', h, w) -> (3, f, H, W)
         p = next(self.vae.parameters())
         z = latents[None].float() * self.std.to(latents.device) + self.mean.to(latents.device)
-        return self.vae.decode(z.to(p)).sample.float().clamp(-1, 1)[0]
+        return self.vae.decode(z.to(execution_device(self.vae), p.dtype)).sample.float().clamp(-1, 1)[0]
 
 
 def vace_context(latents: WanLatents, frames: torch.Tensor, mask: torch.Tensor, ref_latent: torch.Tensor,
