@@ -198,7 +198,8 @@ class DiffusionConfig(_Section):
         help="echomimic: context windows per UNet call (1, as officially; more is faster on a GPU and gives the "
              "same numbers up to float rounding, at more memory)")
     prompt: str | None = control(None, help="hallo3, hallo4, skyreels-a2: the text prompt (default: the official "
-                                            "one, e.g. \"A person is talking.\")")
+                                            "one, e.g. \"A person is talking.\"); hallo2: the expression prompt "
+                                            "of a run trained as its text variant (e.g. \"a smiling person\")")
     reference: tuple[str, ...] = control(
         (), kind="paths", client=False,
         help="skyreels-a2: another reference image composed with the portrait (repeat it; in order, the last is "

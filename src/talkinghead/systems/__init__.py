@@ -120,13 +120,14 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling (40 steps at 512 px)"),
     System("hallo2", "Hallo2", "Hallo2: Long-Duration and High-Resolution Audio-Driven Portrait Image Animation (2024)",
            "unet", models=(".systems.hallo.model:HalloNet", ".nn.vq_super_resolution:VQVideoSuperResolution"),
-           engine=".systems.hallo2.engine:Hallo2Animator", verifier=".systems.hallo2.verify:verify_hallo2",
-           fixture="hallo2",
-           trainer="hallo2", stage_configs=("hallo2_stage1.yaml", "hallo2_stage2.yaml"),
+           engine=".systems.hallo2.engine:hallo2_animator",  # the official release, or a `talkinghead train` run
+           verifier=".systems.hallo2.verify:verify_hallo2", fixture="hallo2",
+           trainer="hallo2", stage_configs=("hallo2_stage1.yaml", "hallo2_stage2.yaml", "hallo2_text.yaml"),
            weights="official",
-           release_files=("hallo2/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
+           release_files=("hallo2/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"),
+           front_ends=("wav2vec2", "t5"),  # T5: the text variant's prompt encoder
            controls=DIFFUSION + ("face_embedding", "pose_weight", "face_weight", "lip_weight", "super_resolution",
-                                 "sr_fidelity", "sr_keep_last_frame", "whole_clips"),
+                                 "sr_fidelity", "sr_keep_last_frame", "whole_clips", "prompt"),
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling and super-resolution"),
     System("echomimic", "EchoMimic", "EchoMimic: Lifelike Audio-Driven Portrait Animations through Editable Landmark "
            "Conditions (2024)", "unet", models=(".systems.echomimic.model:EchoMimicNet",), fixture="echomimic",
@@ -195,7 +196,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
     System("midas", "MIDAS", "MIDAS: Multimodal Interactive Digital-human Synthesis via Real-time Autoregressive "
            "Video Generation (2025)", "autoregressive",
-           models=(".systems.midas.model:MidasTransformer", ".nn.dc_video_autoencoder:DCVideoAutoencoder"),
+           models=(".systems.midas.model:MidasTransformer", ".systems.midas.model:DCVideoAutoencoder"),
            trainer="midas",
            engine=".systems.midas.engine:MidasAnimator", controls=TRAINED, proven=_P({"render", "train"}),
            stage_configs=("midas_ae1.yaml", "midas_ae2.yaml", "midas_ae3.yaml", "midas_ar.yaml"),

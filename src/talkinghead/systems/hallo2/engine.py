@@ -1,6 +1,9 @@
 """`--engine hallo2`: Hallo2's long-duration release. Hallo's engine (systems/hallo/engine.py) with Hallo2's
 long-video plan: speech encoded in 60 s segments, a share of each motion frame's background dropped before every
 clip, only whole clips generated; and, with --super-resolution, its VQ video super-resolution on the frames.
+
+A Hallo2 run of `talkinghead train` renders too (`TrainedHallo2Animator`); its text variant
+(configs/train/hallo2_text.yaml) takes a prompt. The release has no text layers, so it refuses one.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from ...errors import InputError
 from ...types import Portrait, Speech
 from ...utils import resolve_device
 from ..hallo.engine import HalloAnimator
+from ..trained import CheckpointAnimator
 from .super_resolution import SR_FIDELITY, load_super_resolution_release, restore_video
 
 
@@ -94,6 +98,9 @@ class Hallo2Animator(HalloAnimator):
     variant = "hallo2"
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
+        if config is not None and config.diffusion.prompt:
+            raise InputError(NO_TEXT_LAYERS.format(what="the official Hallo2 release"), TEXT_VARIANT_HINT,
+                             field="prompt")
         super().__init__(portrait, config, warn)
         d = self.config.diffusion
         self.sr = None
@@ -144,3 +151,61 @@ class Hallo2Animator(HalloAnimator):
         # video_sr.py drops the last frame before restoring (unless --sr-keep-last-frame), so the last chunk
         # holds one frame less
         yield from restore_video(self.sr, itertools.islice(frames, self.n_frames(speech)), self.sr_fidelity)
+
+
+NO_TEXT_LAYERS = "is not taken by this checkpoint: {what} has no text layers"
+TEXT_VARIANT_HINT = ("leave it out, or train Hallo2's text variant (`talkinghead train` with "
+                     "configs/train/hallo2_text.yaml, on videos with prompts) and render from its run folder")
+
+
+class TrainedHallo2Animator(CheckpointAnimator):
+    """A Hallo2 run of `talkinghead train`, rendered as the trainer's sample grids are (its log-mel audio path,
+    the net's masks and face locator, zero face embedding); a text variant's prompt is encoded once per video by
+    the run's T5 (the folder its stage config names) and modulates every clip. Without a prompt, a text variant
+    renders with the empty prompt, as videos without one were trained."""
+
+    engine = "hallo2"
+
+    def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
+        from ...train.preprocess import union_masks
+
+        config = (config or AnimateConfig()).validate()
+        _refuse_release_controls(config)
+        super().__init__(portrait, config, warn)
+        self.prompt = config.diffusion.prompt or ""
+        if self.prompt and self.system.prompts is None:
+            raise InputError(NO_TEXT_LAYERS.format(what="this Hallo2 run (trained without a text encoder)"),
+                             TEXT_VARIANT_HINT, field="prompt")
+        _, hallo = union_masks(np.asarray(self.face.landmarks, np.float32)[None], self.config.render.size)
+        self.hallo_masks = torch.from_numpy(hallo.astype(np.float32) / 255.0)  # (3, 64, 64) lip, face, full
+        if self.system.prompts is not None:
+            self.system.prompts.embed(self.prompt)  # encoded here, once; every clip reuses it
+
+    def extra(self, frames: int) -> dict:
+        return {"hallo_masks": self.hallo_masks[None], "prompt": [self.prompt]}
+
+
+def _refuse_release_controls(config: AnimateConfig) -> None:
+    """A trained run renders with the trainer's sampler and inputs: the release's own controls are refused."""
+    from dataclasses import fields
+
+    from .. import ENCODING, TRAINED
+
+    defaults = AnimateConfig()
+    for section in ("motion", "render", "diffusion"):
+        for f in fields(getattr(defaults, section)):
+            if f.name in TRAINED or f.name in ENCODING or f.name == "prompt":
+                continue
+            if getattr(getattr(config, section), f.name) != getattr(getattr(defaults, section), f.name):
+                raise InputError("is not used by a Hallo2 run of `talkinghead train` (it renders as it was trained)",
+                                 "leave it out, or render the official release", field=f.name)
+
+
+def hallo2_animator(portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
+    """`--engine hallo2`: a Hallo2 run of `talkinghead train` (or one of its step folders), else the official
+    release folder."""
+    from ..trained import trained_step
+
+    if config is not None and trained_step(config.diffusion.checkpoint_dir) is not None:
+        return TrainedHallo2Animator(portrait, config, warn)
+    return Hallo2Animator(portrait, config, warn)
