@@ -16,8 +16,9 @@ FILES = {"T5 encoder config": ["config.json"], "T5 tokenizer": ["spiece.model"],
 class PromptEncoder:
     """A T5 encoder folder -> `embed(prompt)` (1, d_model) pooled embeddings, each prompt encoded once.
 
-    The encoder is frozen and held outside any trained net (it is not saved with one); it runs on the device
-    of the tensors the embedding goes to."""
+    The encoder is frozen and held outside any trained net (it is not saved with one). It stays on the CPU, in
+    float32: each distinct prompt runs through it once, and its pooled embedding is cached and moved to the net's
+    device (a training run sees a handful of prompts; a render, one)."""
 
     def __init__(self, folder: str | Path):
         from ...models.checkpoints import require_files
