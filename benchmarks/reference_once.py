@@ -1,6 +1,7 @@
 """Reference work once per clip (EMO, Loopy, EMO2 stage 2): sampling time and final latents with the reference net
-run at every denoising step (as a training forward runs it) against once per clip (`ReferenceVideoNet.predictor`,
-what `sample` and the engines use), measured in one run.
+and the guidance encoder (EMO's face locator, EMO2's pose guider) run at every denoising step (as a training
+forward runs them) against once per clip (`ReferenceVideoNet.predictor`, what `sample` and the engines use),
+measured in one run.
 
     .venv/bin/python benchmarks/reference_once.py                    # tiny nets, 32x32 latents, 8 frames, 10 steps
     .venv/bin/python benchmarks/reference_once.py --device cuda --steps 25
@@ -39,7 +40,7 @@ def build(kind: str, latent: int) -> torch.nn.Module:
     motion = TemporalConfig(num_attention_heads=2)
     if kind == "emo":
         net = EMONet(EMOConfig(unet=unet, audio_dim=AUDIO_DIM, motion=motion, speed=SpeedConfig(dim=time_dim),
-                               face_locator=None))
+                               face_locator=(16, 32, 64, 128)))
     elif kind == "loopy":
         net = LoopyNet(LoopyConfig(unet=unet, audio_dim=AUDIO_DIM, motion=motion, audio_to_latents=AudioToLatentsConfig(
             audio_dim=AUDIO_TOKENS * AUDIO_DIM, dim=32, heads=2, num_latents=8, time_embed_dim=time_dim)))
@@ -59,6 +60,7 @@ def batch(kind: str, frames: int, motion_frames: int, latent: int, net: torch.nn
            "audio": torch.randn(1, frames, AUDIO_TOKENS, AUDIO_DIM, generator=g)}
     if kind == "emo":
         out["speed"] = torch.rand(1, frames, generator=g)
+        out["face_region"] = (torch.rand(1, 1, frames, 8 * latent, 8 * latent, generator=g) > 0.5).float()
     elif kind == "loopy":
         out["history"] = torch.randn(1, 4 * motion_frames, 4, latent, latent, generator=g)
     else:

@@ -81,11 +81,15 @@ def _randomized(net: torch.nn.Module) -> torch.nn.Module:
 
 @pytest.mark.parametrize("kind, build", [("emo", _emo), ("loopy", _loopy)])
 def test_the_reference_net_runs_once_per_clip_with_the_same_latents(kind, build):
+    """Sampling records the reference bank once and reuses it at every step: the same latents as running the
+    reference net at each step, as a training forward does."""
     from talkinghead.sampling import denoise
 
     torch.manual_seed(0)
     net = _randomized(build())
     batch = _batch(kind)
+    if kind == "emo":  # the face locator's features (step-independent too) join each step's UNet input
+        batch["face_region"] = torch.rand(1, 1, FRAMES, 64, 64, generator=torch.Generator().manual_seed(2))
     calls = []
     net.reference_unet.register_forward_hook(lambda *_: calls.append(1))
 

@@ -86,13 +86,16 @@ class ReferenceVideoNet(ConfiguredModel):
         finally:
             self.bank.recording = False
 
-    def denoise_recorded(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
-        """The denoising UNet's output for `noisy` (b, 4, f, h, w) at step `t`, reading the recorded bank."""
+    def denoise_recorded(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict,
+                         location: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoising UNet's output for `noisy` (b, 4, f, h, w) at step `t`, reading the recorded bank;
+        `location`: the batch's guidance features when already computed (else computed here)."""
         b, _, f = noisy.shape[:3]
         temb_dim = self.denoising_unet.time_embedding.linear_2.out_features
         extra = self.frame_embedding(batch, (b * f, temb_dim))
+        location = self.location(batch) if location is None else location
         return self.denoising_unet(noisy, t, self.null_tokens.expand(b, -1, -1), self.audio_tokens(batch["audio"]),
-                                   location=self.location(batch), reference=self.bank, added_embedding=extra)
+                                   location=location, reference=self.bank, added_embedding=extra)
 
     def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
         """One full forward (reference net, then denoising UNet): what a training step differentiates."""
@@ -100,11 +103,12 @@ class ReferenceVideoNet(ConfiguredModel):
         return self.denoise_recorded(noisy, t, batch)
 
     def predictor(self, batch: dict):
-        """`predict(noisy, t)` for one sampling call over `batch`: the reference net runs once, here, and every
-        step reuses its features (the same numbers as `predict` at each step, one reference pass instead of
-        one per step). Valid until the net records another batch."""
+        """`predict(noisy, t)` for one sampling call over `batch`: the reference net and the guidance encoder
+        (face locator, pose guider) run once, here, and every step reuses their features, which do not depend
+        on the step (the same numbers as `predict` at each step). Valid until the net records another batch."""
         self.record_reference(batch)
-        return lambda noisy, t: self.denoise_recorded(noisy, t, batch)
+        location = self.location(batch)
+        return lambda noisy, t: self.denoise_recorded(noisy, t, batch, location)
 
     @torch.no_grad()
     def sample(self, batch: dict, frames: int, steps: int, generator: torch.Generator) -> torch.Tensor:
