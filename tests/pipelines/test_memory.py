@@ -73,7 +73,7 @@ def test_auto_tiling_is_the_release_default_and_a_cached_vae_is_reset():
 
 
 def test_offload_hooks_attach_detach_and_keep_the_clip_bit_identical(skyreels_a1_release):
-    from talkinghead.systems.skyreels_a1.model import load_release
+    from talkinghead.systems.skyreels_a1.release import load_release
     from talkinghead.systems.skyreels_a1.pipeline import sample_a1_release
 
     release = load_release(skyreels_a1_release)
@@ -100,6 +100,30 @@ def test_offload_hooks_attach_detach_and_keep_the_clip_bit_identical(skyreels_a1
     assert set_cpu_offload(big, "cpu", False) == []
     assert not any(hasattr(m, "_hf_hook") for m in big)
     np.testing.assert_array_equal(clip(), plain)
+
+
+def test_offload_hooks_leave_a_hallo4_render_bit_identical(hallo4_release, skeleton_video, short_wav):
+    """The Wan engine's whole path under the hooks: umt5 and the DiT through their forwards, the Wan VAE through
+    diffusers' encode/decode hook, wav2vec2 resident (on a CPU they move nothing, so this proves the call paths)."""
+    from talkinghead.assets import portrait_path
+    from talkinghead.config import AnimateConfig, DiffusionConfig
+    from talkinghead.io.audio import load_audio
+    from talkinghead.io.image import load_image
+    from talkinghead.systems.hallo4.engine import Hallo4Animator
+
+    config = AnimateConfig(diffusion=DiffusionConfig(checkpoint_dir=str(hallo4_release), pose_video=str(skeleton_video),
+                                                     device="cpu"))
+    animator = Hallo4Animator(load_image(portrait_path("astronaut")), config, warn=False)
+    speech = load_audio(short_wav)
+    plain = np.stack(list(animator.frames(speech)))
+    r = animator.release
+    big = [r.text_encoder, r.dit, r.latents.vae]
+    try:
+        set_cpu_offload(big, "cpu", True, resident=[r.audio_model])
+        assert all(isinstance(m._hf_hook, OneOnDevice) for m in big)
+        np.testing.assert_array_equal(np.stack(list(animator.frames(speech))), plain)
+    finally:  # the release is cached for the other tests
+        set_cpu_offload(big, "cpu", False)
 
 
 def _a1_argv(release, wav, out, *extra):
