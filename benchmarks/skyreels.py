@@ -36,8 +36,9 @@ def _timed(fn, repeats: int):
 def a1_tiny(repeats: int) -> None:
     from safetensors.torch import load_file
 
-    from talkinghead.systems.skyreels_a1.model import load_release
-    from talkinghead.systems.skyreels_a1.pipeline import release_control, release_pixels, sample_a1_release
+    from talkinghead.systems.skyreels_a1.pipeline import release_control, sample_a1_release
+    from talkinghead.systems.skyreels_a1.release import load_release
+    from talkinghead.systems.skyreels_common import release_pixels
 
     folder = FIXTURES / "skyreels_a1" / "skyreels_a1_tiny"
     io = load_file(str(folder / "io.safetensors"))
@@ -58,7 +59,7 @@ def a2_tiny(repeats: int) -> None:
 
     from safetensors.torch import load_file
 
-    from talkinghead.systems.skyreels_a2.model import load_release
+    from talkinghead.systems.skyreels_a2.release import load_release
     from talkinghead.systems.skyreels_a2.pipeline import sample_a2_release
     from talkinghead.systems.skyreels_a2.verify import references
 

@@ -9,7 +9,8 @@ import torch
 from diffusers import DDIMScheduler
 
 from talkinghead.errors import CheckpointError, InputError
-from talkinghead.systems.skyreels_a1.model import OFFICIAL, OFFICIAL_KEY_MAP, TINY, TRAIN_SCHEDULER, SkyReelsA1
+from talkinghead.systems.skyreels_a1.model import OFFICIAL, TINY, TRAIN_SCHEDULER, SkyReelsA1
+from talkinghead.systems.skyreels_a1.release import OFFICIAL_KEY_MAP, load_official_state
 from talkinghead.train.stages import apply_stage, load_stage_config
 from talkinghead.systems.skyreels_a1.train import loss_masks, skyreels_a1_loss
 from tests.support import fixture, manifest
@@ -149,7 +150,7 @@ def test_release_key_names_load_strictly():
         release[k] = v
     assert any(k.startswith("transformer.patch_embed.pose_proj.") for k in release)
     vae_state = {f"encoder.{k}": v for k, v in src.landmark_guider.encoder.state_dict().items()}
-    dst.load_official_state(release, vae_state)
+    load_official_state(dst, release, vae_state)
     for k, v in src.state_dict().items():
         assert torch.equal(v, dst.state_dict()[k]), k
 
@@ -166,7 +167,7 @@ def test_full_size_release_keys_equal_the_official_manifests_on_meta(a1_fixture)
     from diffusers import AutoencoderKLCogVideoX
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    from talkinghead.systems.skyreels_a1.model import release_config, release_state_shapes
+    from talkinghead.systems.skyreels_a1.release import release_config, release_state_shapes
 
     configs = json.loads((a1_fixture / "manifests" / "skyreels_a1_configs.json").read_text())
     with torch.device("meta"):
@@ -197,7 +198,7 @@ def test_release_loads_key_for_key_and_every_problem_is_named_at_once(a1_fixture
     from safetensors.torch import load_file, save_file
 
     from talkinghead.errors import CheckpointError
-    from talkinghead.systems.skyreels_a1.model import load_release
+    from talkinghead.systems.skyreels_a1.release import load_release
 
     tiny = a1_fixture / "skyreels_a1_tiny"
     release = load_release(tiny, identity_encoder=False)

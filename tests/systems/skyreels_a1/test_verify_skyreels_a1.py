@@ -30,8 +30,10 @@ def _variant(folder: Path, steps=2, guidance=2.0, seed=11, frames=9, latent=(4, 
     from diffusers import AutoencoderKLCogVideoX
     from safetensors.torch import save_file
 
-    from talkinghead.systems.skyreels_a1.model import SkyReelsA1, load_release, release_config
-    from talkinghead.systems.skyreels_a1.pipeline import release_control, release_pixels, sample_a1_release
+    from talkinghead.systems.skyreels_a1.model import SkyReelsA1
+    from talkinghead.systems.skyreels_a1.pipeline import release_control, sample_a1_release
+    from talkinghead.systems.skyreels_a1.release import load_release, release_config
+    from talkinghead.systems.skyreels_common import release_pixels
 
     h, w = latent
     tconf = dict(num_attention_heads=1, attention_head_dim=16, in_channels=48, out_channels=16, time_embed_dim=8,

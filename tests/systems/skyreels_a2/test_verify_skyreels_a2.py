@@ -46,7 +46,7 @@ def test_release_missing_files_and_keys_are_named_at_once(a2_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
     from talkinghead.errors import CheckpointError
-    from talkinghead.systems.skyreels_a2.model import load_release
+    from talkinghead.systems.skyreels_a2.release import load_release
 
     folder = tmp_path / "Skywork" / "SkyReels-A2"
     shutil.copytree(a2_dir / "skyreels_a2_tiny", folder)
@@ -93,7 +93,7 @@ def _variant(folder: Path, steps=2, guidance=4.0, seed=7, frames=9, size=(32, 48
     from safetensors.torch import save_file
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
 
-    from talkinghead.systems.skyreels_a2.model import load_release
+    from talkinghead.systems.skyreels_a2.release import load_release
     from talkinghead.systems.skyreels_a2.pipeline import sample_a2_release
     from talkinghead.systems.skyreels_a2.verify import _record_first_step, references
 

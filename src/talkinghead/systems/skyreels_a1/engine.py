@@ -2,7 +2,6 @@
 landmarks and sampled as the release samples (systems/skyreels_a1/pipeline.py)."""
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,9 @@ from ...errors import InputError, UnreadableMediaError
 from ...nn.landmark_guider import motion_landmarks, release_control_frames
 from ...pipelines.memory import apply_memory_options, load_device
 from ...types import Portrait, Speech
-from ...utils import resolve_precision
-from .pipeline import face_crop, release_control, release_pixels, sample_a1_release
+from ..skyreels_common import ReleaseVideo, cached_release, release_pixels, release_precision
+from .pipeline import face_crop, release_control, sample_a1_release
+from .release import IDENTITY_TOKENS, load_release, release_root
 
 A1_STEPS, A1_GUIDANCE = 10, 3.0  # inference.py's settings
 A1_DROPPED = 2  # the release drops the first two generated frames of every clip (reference landmarks, repeat)
@@ -63,29 +63,7 @@ def _box(points: np.ndarray, frame: tuple[int, int], margin: float = A1_BOX_MARG
     return box
 
 
-_A1_CACHE: dict[tuple, object] = {}
-_A1_LOCK = threading.Lock()
-
-
-def load_a1_release_cached(folder: str | Path, dtype: torch.dtype, device: str):
-    """`load_release` once per process for the same files (a replaced file is loaded again), with a lock for
-    the callers that share it."""
-    from .model import load_release, release_root
-
-    root = release_root(Path(folder))
-    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()) \
-        if root.is_dir() else ()
-    key = (str(root.resolve()), str(dtype), device, stats)
-    with _A1_LOCK:
-        if key not in _A1_CACHE:
-            _A1_CACHE.clear()  # one release in memory at a time
-            release = load_release(root, dtype, device)
-            release.lock = threading.Lock()
-            _A1_CACHE[key] = release
-        return _A1_CACHE[key]
-
-
-class SkyReelsA1Animator:
+class SkyReelsA1Animator(ReleaseVideo):
     """`--engine skyreels-a1`: the official SkyReels-A1-5B folder animates the portrait, driven by our
     audio-to-motion track (the warp engine's MotionTrack moving the portrait's FaceMesh landmarks) or, with
     --pose-video, by a driving video's landmarks (or a .npy of them) retargeted onto the portrait.
@@ -108,14 +86,14 @@ class SkyReelsA1Animator:
             raise InputError("is needed by engine skyreels-a1 (its release folder)",
                              "download the SkyReels-A1-5B release (huggingface.co/Skywork/SkyReels-A1) and pass "
                              "its folder (pretrained_models/SkyReels-A1-5B)", field="checkpoint_dir")
-        self.device, dtype = resolve_precision(d.device, d.dtype, on_cpu=("fp32", "bf16"),
-                                               cpu_hint="use bf16 (the release's precision) or fp32 on a CPU")
+        self.device, dtype = release_precision(d)
         self.pose_source = d.pose_video
         if self.pose_source and not Path(self.pose_source).is_file():
             raise InputError(f"{self.pose_source} does not exist", "pass a driving video or a .npy landmark file",
                              field="pose_video")
         self.warn = warn
-        self.release = load_a1_release_cached(d.checkpoint_dir, dtype, load_device(d.cpu_offload, self.device))
+        self.release = cached_release(load_release, release_root(Path(d.checkpoint_dir)), dtype,
+                                      load_device(d.cpu_offload, self.device))
         model = self.release.model
         tc = model.transformer.config
         spatial = 2 ** (len(model.config.vae["block_out_channels"]) - 1)
@@ -134,17 +112,6 @@ class SkyReelsA1Animator:
         self.box = _box(self.ref_points, self.size)
         self.identity = self._identity(portrait.image)
 
-    @property
-    def fps(self) -> float:
-        return self.config.render.fps
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self.size
-
-    def n_frames(self, speech: Speech) -> int:
-        return max(1, int(round(len(speech.samples) / speech.sample_rate * self.fps)))
-
     @torch.no_grad()
     def _identity(self, image: np.ndarray) -> torch.Tensor:
         """(1, 729, 1152) SigLIP hidden states of the face (a square crop around it, at 512 px as the release's
@@ -152,7 +119,6 @@ class SkyReelsA1Animator:
         import cv2
 
         from ...errors import CheckpointError
-        from .model import IDENTITY_TOKENS
 
         crop = cv2.resize(face_crop(image, self.face.box), (A1_FACE_SIZE, A1_FACE_SIZE), interpolation=cv2.INTER_AREA)
         pixels = self.release.image_processor(images=crop, return_tensors="pt").pixel_values

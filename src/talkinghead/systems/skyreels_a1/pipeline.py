@@ -1,5 +1,5 @@
-"""SkyReels-A1 sampling: any length, chunk by chunk, frames yielded as they decode (SkyReels-A2's pipeline,
-systems/skyreels_a2/pipeline.py, shares this file's image and chunking helpers).
+"""SkyReels-A1 sampling: any length, chunk by chunk, frames yielded as they decode (the image helpers it shares
+with SkyReels-A2 are in systems/skyreels_common.py).
 
 Two kinds live here. The official release, computed as its upstream pipeline computes it (every cast, draw and
 quirk; `verify skyreels-a1` compares it with reference data of the upstream code): `sample_a1_release` /
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 from tqdm.auto import tqdm
 
 from ...errors import InputError
@@ -32,24 +31,11 @@ from ...nn.landmark_guider import guidance_tensor, motion_landmarks, render_land
 from ...pipelines.memory import execution_device
 from ...sampling import denoise
 from ...types import FaceAnalysis, MotionTrack, Portrait, Speech
+from ..skyreels_common import VAE_FILES, release_uint8, require_local, to_frames, to_pixels
 from .model import SkyReelsA1
 
 
 SIGLIP_MEAN = SIGLIP_STD = 0.5  # SigLIP image normalisation
-VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
-
-
-def require_local(folder: str | Path, needed: dict[str, list[str]], system: str, hint: str | None = None) -> Path:
-    """InputError naming every missing file (relative to `folder`) of a local weights folder."""
-    folder = Path(folder)
-    missing = [f"{part}/{name}" for part, names in needed.items() for name in names
-               if not (folder / part / name).is_file()]
-    if not folder.is_dir() or missing:
-        listed = "\n".join(f"  {m}" for m in (missing or ["(the folder itself)"]))
-        raise InputError(f"{folder} lacks the {system} weights:\n{listed}", hint or (
-            f"put the files there (no download is attempted); `model/` is written by "
-            f"{system.replace('-', '')}.save_pretrained, `vae/` is the diffusers VAE folder of the release"))
-    return folder
 
 
 def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float = 0.25) -> np.ndarray:
@@ -62,21 +48,6 @@ def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin:
     l, t = int(max(0, round(cx - half))), int(max(0, round(cy - half)))
     r, b = int(min(w, round(cx + half))), int(min(h, round(cy + half)))
     return image[t:b, l:r]
-
-
-def to_pixels(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """(h, w, 3) uint8 -> (3, H, W) float in [-1, 1] at `size` (width, height)."""
-    import cv2
-
-    if image.shape[1::-1] != tuple(size):
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
-
-
-def to_frames(video: torch.Tensor) -> np.ndarray:
-    """(1, 3, f, H, W) in [-1, 1] -> (f, H, W, 3) uint8."""
-    v = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return rearrange(v, "c f h w -> f h w c").cpu().numpy()
 
 
 def chunk_lengths(total: int, chunk: int, overlap: int) -> list[int]:
@@ -96,24 +67,10 @@ def chunk_lengths(total: int, chunk: int, overlap: int) -> list[int]:
 # ------------------------------------------------------------------ SkyReels-A1 as the release samples
 
 
-def release_pixels(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1], with the memory layout of diffusers' VideoProcessor
-    (a channels-last view): the release's bf16 VAE encode is sensitive to it."""
-    x = torch.from_numpy(np.asarray(image, np.float32)[None] / 255.0).permute(0, 3, 1, 2)
-    return 2.0 * x - 1.0
-
-
 def release_control(frames: np.ndarray) -> torch.Tensor:
     """(F, H, W, 3) uint8 landmark frames -> (1, 3, F, H, W) float32 in [-1, 1] (frames / 255, then 2x - 1)."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 255.0
     return 2.0 * x - 1.0
-
-
-def release_uint8(video: torch.Tensor) -> np.ndarray:
-    """(1, 3, F, H, W) decoded video -> (F, H, W, 3) uint8: clamp in the VAE's dtype, then x 255 and round in
-    float32 numpy (diffusers' postprocess_video)."""
-    x = (video[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).float().cpu().numpy()
-    return (x * 255).round().astype(np.uint8)
 
 
 @torch.no_grad()
@@ -215,7 +172,7 @@ class SkyReelsA1Pipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path, **kwargs) -> "SkyReelsA1Pipeline":
         """`model/` (SkyReelsA1.save_pretrained), `vae/` (AutoencoderKLCogVideoX), `siglip/` (SiglipVisionModel):
-        our own trained layout. The official release folder is `systems.skyreels_a1.model.load_release` and
+        our own trained layout. The official release folder is `systems.skyreels_a1.release.load_release` and
         `SkyReelsA1Animator`."""
         from diffusers import AutoencoderKLCogVideoX
         from transformers import SiglipVisionModel

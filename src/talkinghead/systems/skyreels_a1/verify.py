@@ -9,14 +9,14 @@ also checked on the stored inputs of that stage; (c) the float32 replica of the 
 Sizes, frame counts, steps, guidance and seeds come from config.json and the stored tensors' shapes."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ...verify import Check, compare, fixture_folders as find_fixtures, generator_seed
-from .model import SkyReelsA1Release, load_release
-from .pipeline import release_control, release_pixels, sample_a1_release
+from ..skyreels_common import ReferenceRun, recorded_steps, release_pixels
+from .pipeline import release_control, sample_a1_release
+from .release import SkyReelsA1Release, load_release
 
 # tolerances from the fixture README (float32 on CPU, and a faithful bf16 re-implementation on CPU)
 TOL_FP32_EXACT = 1e-5  # pixels, VAE / pose-guider latents, patch embedding
@@ -41,30 +41,14 @@ def fixture_folders(root: Path) -> list[Path]:
 
 
 
-def _steps(io: dict, prefix: str) -> int:
-    n = 0
-    while f"{prefix}.step.{n}.latents_after" in io or f"{prefix}.step.{n}.transformer_out" in io:
-        n += 1
-    return n
-
-
 def check_fixture(folder: Path) -> list[Check]:
-    from safetensors.torch import load_file
-
-    config = json.loads((folder / "config.json").read_text())
-    run = config["run"]
-    io = load_file(str(folder / "io.safetensors"))
-    tag = folder.name
-    checks: list[Check] = []
+    ref = ReferenceRun(folder)
+    run, io, tag, checks, check = ref.config["run"], ref.io, ref.tag, ref.checks, ref.check
     guidance = float(run["guidance_scale"])
     steps = int(run["num_inference_steps"])
     identity = io["in.siglip_last_hidden_state"]
     ref_pixels = release_pixels(io["in.ref_image_uint8"].numpy())
     control = release_control(io["in.control_frames_uint8"].numpy())
-
-    def check(key: str, ours: torch.Tensor, tol: float) -> None:
-        if key in io:
-            checks.append(compare(f"{tag}/{key}", ours, io[key], tol))
 
     # (a) and (c): float32, with (b)'s noise draws
     release = load_release(folder, torch.float32, identity_encoder=False)
@@ -91,7 +75,7 @@ def check_fixture(folder: Path) -> list[Check]:
     check("a.guided", trace["step.0.guided"], TOL_FP32)
     check("a.scheduler_prev_sample", trace["step.0.scheduler_prev_sample"], TOL_FP32)
     check("a.scheduler_pred_original_sample", trace["step.0.scheduler_pred_original_sample"], TOL_FP32)
-    for i in range(_steps(io, "c")):
+    for i in range(recorded_steps(io, "c", "latents_after", "transformer_out")):
         for key in ("transformer_out", "guided", "latents_after"):
             check(f"c.step.{i}.{key}", trace[f"step.{i}.{key}"], TOL_FP32)
     check("c.final_latents", trace["final_latents"], TOL_FP32)
@@ -114,7 +98,7 @@ def check_fixture(folder: Path) -> list[Check]:
         check(f"b.{key}", trace[key], TOL_BF16_MODULE)
     check("b.image_latents", trace["image_latents"], TOL_BF16_MODULE)
     check("b.step.0.latent_model_input", trace["step.0.latent_model_input"], TOL_BF16_MODULE)
-    n = _steps(io, "b")
+    n = recorded_steps(io, "b", "latents_after", "transformer_out")
     for i in range(n):
         for key in ("guided", "scheduler_prev_sample", "latents_after"):
             check(f"b.step.{i}.{key}", trace[f"step.{i}.{key}"], TOL_BF16_CHAIN)

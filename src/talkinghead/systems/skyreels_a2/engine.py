@@ -2,7 +2,6 @@
 --reference images) and the prompt, sampled as the release samples (systems/skyreels_a2/pipeline.py)."""
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +11,9 @@ import torch
 from ...errors import InputError
 from ...pipelines.memory import apply_memory_options, load_device
 from ...types import Portrait, Speech
-from ...utils import resolve_precision
+from ..skyreels_common import ReleaseVideo, cached_release, release_precision
 from .pipeline import A2_CLIP_SIZE, A2_REPEAT, crop_to_aspect, pad_to_aspect, sample_a2_release
+from .release import load_release, release_root
 
 A2_STEPS, A2_GUIDANCE = 50, 5.0  # infer.py's settings
 A2_FRAMES = 81  # frames per clip (infer.py)
@@ -27,28 +27,7 @@ A2_NEGATIVE_PROMPT = (  # infer.py's negative prompt
     "poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy background, "
     "three legs, many people in the background, walking backwards")
 
-_A2_CACHE: dict[tuple, object] = {}
-_A2_LOCK = threading.Lock()
-
-
-def load_a2_release_cached(folder: str | Path, dtype: torch.dtype, device: str):
-    """`load_release` of SkyReels-A2 once per process for the same files, with a lock for its sharers."""
-    from .model import load_release, release_root
-
-    root = release_root(Path(folder))
-    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()) \
-        if root.is_dir() else ()
-    key = (str(root.resolve()), str(dtype), device, stats)
-    with _A2_LOCK:
-        if key not in _A2_CACHE:
-            _A2_CACHE.clear()
-            release = load_release(root, dtype, device)
-            release.lock = threading.Lock()
-            _A2_CACHE[key] = release
-        return _A2_CACHE[key]
-
-
-class SkyReelsA2Animator:
+class SkyReelsA2Animator(ReleaseVideo):
     """`--engine skyreels-a2`: the official SkyReels-A2 folder composes the portrait (--image) with further
     reference images (--reference, in order; the last one is the background) into a video as long as the
     speech. A2 is not driven by audio: the prompt (--prompt, default "A person is talking.") says what happens.
@@ -74,8 +53,7 @@ class SkyReelsA2Animator:
             raise InputError("is needed by engine skyreels-a2, which composes the image with one or more references",
                              "add a reference image (an object, then a background; the last one is the background)",
                              field="reference")
-        self.device, dtype = resolve_precision(d.device, d.dtype, on_cpu=("fp32", "bf16"),
-                                               cpu_hint="use bf16 (the release's precision) or fp32 on a CPU")
+        self.device, dtype = release_precision(d)
         images = [portrait.image] + [load_image(p, field="reference").image for p in d.reference]
         width = A2_SIZE[0] if r.size == RenderConfig.size else r.size
         width = max(A2_MULTIPLE, int(round(width / A2_MULTIPLE)) * A2_MULTIPLE)
@@ -94,22 +72,11 @@ class SkyReelsA2Animator:
             raise InputError(f"holds too many images: with the portrait, {len(images)} fill a whole "
                              f"{A2_FRAMES}-frame clip", f"use at most {(A2_FRAMES - 2) // A2_REPEAT} reference images",
                              field="reference")
-        self.release = release = load_a2_release_cached(d.checkpoint_dir, dtype,
-                                                        load_device(d.cpu_offload, self.device))
+        self.release = release = cached_release(load_release, release_root(Path(d.checkpoint_dir)), dtype,
+                                                load_device(d.cpu_offload, self.device))
         apply_memory_options(d, self.device, models=(release.text_encoder, release.image_encoder, release.transformer,
                                                      release.vae), vae=release.vae, frame_hw=(height, width),
                              lock=release.lock)
-
-    @property
-    def fps(self) -> float:
-        return self.config.render.fps
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return self.size
-
-    def n_frames(self, speech: Speech) -> int:
-        return max(1, int(round(len(speech.samples) / speech.sample_rate * self.fps)))
 
     def frames(self, speech: Speech) -> Iterator[np.ndarray]:
         n = self.n_frames(speech)

@@ -20,7 +20,7 @@ from ...models.checkpoints import CONFIG_FILE, WEIGHTS_FILE
 from ...nn.multi_reference import compose_subject
 from ...pipelines.memory import execution_device
 from ...sampling import classifier_free_guidance, denoise
-from ..skyreels_a1.pipeline import VAE_FILES, release_pixels, release_uint8, require_local, to_frames, to_pixels
+from ..skyreels_common import VAE_FILES, release_pixels, release_uint8, require_local, to_frames, to_pixels
 from .model import SkyReelsA2
 
 
@@ -202,7 +202,7 @@ def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Se
     rounding may differ)."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    from ..skyreels_a2.model import set_release_timesteps
+    from .release import set_release_timesteps
 
     record = trace.__setitem__ if trace is not None else (lambda k, v: None)
     transformer, vae = release.transformer, release.vae

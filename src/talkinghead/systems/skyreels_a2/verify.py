@@ -10,15 +10,15 @@ with the README's bf16 tolerances, each transformer call also on the stored inpu
 counts, steps, guidance, prompts and seeds come from config.json and the stored tensors."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...verify import Check, compare, fixture_folders as find_fixtures, generator_seed
-from .model import load_release
+from ..skyreels_common import ReferenceRun, recorded_steps
 from .pipeline import A2_CLIP_SIZE, crop_to_aspect, pad_to_aspect, sample_a2_release
+from .release import load_release
 
 # tolerances from the fixture README
 TOL_FP32_EXACT = 1e-5  # CLIP states, prompt embeddings, VAE moments, condition, preprocessed pixels
@@ -98,29 +98,14 @@ def _record_first_step(transformer, out: dict) -> list:
     return handles
 
 
-def _steps(io: dict, prefix: str) -> int:
-    n = 0
-    while f"{prefix}.step.{n}.latents_after" in io:
-        n += 1
-    return n
-
-
 def check_fixture(folder: Path) -> list[Check]:
-    from safetensors.torch import load_file
-
-    config = json.loads((folder / "config.json").read_text())
+    ref = ReferenceRun(folder)
+    config, io, tag, checks, check = ref.config, ref.io, ref.tag, ref.checks, ref.check
     run, inputs = config["run"], config.get("inputs", {})
-    io = load_file(str(folder / "io.safetensors"))
-    tag = folder.name
-    checks: list[Check] = []
     height, width, frames = int(run["height"]), int(run["width"]), int(run["num_frames"])
     steps, guidance = int(run["num_inference_steps"]), float(run["guidance_scale"])
     prompt, negative = inputs.get("prompt", ""), inputs.get("negative_prompt", "")
     vae_images, clip_images = references(io, config, height, width)
-
-    def check(key: str, ours: torch.Tensor, tol: float, name: str | None = None) -> None:
-        if key in io:
-            checks.append(compare(f"{tag}/{name or key}", ours, io[key], tol))
 
     def tol_c(key: str) -> float:
         if key.startswith("text."):  # token ids and masks
@@ -166,7 +151,7 @@ def check_fixture(folder: Path) -> list[Check]:
             check(f"b.{key}", trace[key], TOL_BF16_TEXT)
     for key in ("image_embeds", "step.0.latent_model_input"):
         check(f"b.{key}", trace[key], TOL_BF16_CALL)
-    for i in range(_steps(io, "b")):
+    for i in range(recorded_steps(io, "b", "latents_after")):
         for key in ("transformer_out_cond", "transformer_out_uncond", "guided", "x0_pred", "corrected_sample",
                     "latents_after"):
             if f"step.{i}.{key}" in trace:
@@ -188,7 +173,7 @@ def _bf16_calls(release, io: dict, tag: str, guidance: float) -> list[Check]:
     transformer = release.transformer
     dtype = next(transformer.parameters()).dtype
     checks = []
-    for i in range(_steps(io, "b")):
+    for i in range(recorded_steps(io, "b", "latents_after")):
         latents = io["init.latents"] if i == 0 else io[f"b.step.{i - 1}.latents_after"]
         x = torch.cat([latents, io["cond.condition"]], dim=1).to(dtype)
         t = io[f"b.step.{i}.timestep"]
