@@ -37,7 +37,7 @@ def _device_of(module: nn.Module) -> torch.device:
 class OneOnDevice(ModelHook):
     """An accelerate hook keeping its module on the CPU until the module runs: before its forward (or, for
     diffusers' VAEs, before encode/decode) it sends every other module of its group back to the CPU, moves its
-    own to the execution device and its inputs with it. So at most one model of the group sits on the GPU,
+    own to the execution device, and its inputs with it. So at most one model of the group sits on the GPU,
     whatever order the engine calls them in (the VAE encodes, the transformer denoises, the VAE decodes)."""
 
     def __init__(self, group: list[nn.Module], execution_device: torch.device):
@@ -55,9 +55,10 @@ class OneOnDevice(ModelHook):
                 moved = True
         if moved and self.execution_device.type == "cuda":
             torch.cuda.empty_cache()
-        if _device_of(module) == self.execution_device:
-            return args, kwargs
-        nn.Module.to(module, self.execution_device)
+        if _device_of(module) != self.execution_device:
+            nn.Module.to(module, self.execution_device)
+        # inputs follow even when the module was already there: a caller may have read the device of its weights
+        # while they still waited on the CPU (tensors already on the device are left as they are)
         return send_to_device(args, self.execution_device), send_to_device(kwargs, self.execution_device)
 
 
