@@ -101,8 +101,10 @@ class System(TrainSystem):
         if config.size not in ("official", "tiny"):
             raise InputError(f"system.size must be official or tiny, got {config.size!r}", "size: official")
         self.config = config
-        # Hallo2's text variant: a frozen T5 (not a submodule: it is neither trained nor saved with the net)
-        self.prompts = self._load_prompt_encoder(parse_options(UNetOptions, config.options, config.name).text_encoder)
+        # Hallo2's text variant: a frozen T5 (not a submodule: it is neither trained nor saved with the net); a
+        # subclass for another system (EMO2's video stage) reads system.options as its own Options instead
+        options = parse_options(UNetOptions, config.options, config.name) if config.name in SYSTEMS else UNetOptions()
+        self.prompts = self._load_prompt_encoder(options.text_encoder)
         self.vae = self._load_vae(config.vae)
         channels = 3 if self.vae is None else self.vae.config.latent_channels
         self.latent_size = config.crop_size if self.vae is None else config.crop_size // 8
