@@ -36,8 +36,9 @@ def test_systems_table_says_what_is_missing(capsys):
 @pytest.mark.parametrize("name", list(SYSTEMS))
 def test_every_path_resolves_and_every_stage_config_exists(name):
     s = SYSTEMS[name]
-    for path in (*s.models, *(p for p in (s.engine, s.verifier) if p)):
+    for path in (*s.models, *(p for p in (s.engine, s.verifier, s.release) if p)):
         assert resolve(path) is not None, path
+    assert (s.release is not None) == (s.weights == "official")  # official weights load through release.py
     for config in s.stage_configs:
         assert (REPO / "configs" / "train" / config).is_file(), config
     if s.can("render"):

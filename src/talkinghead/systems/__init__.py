@@ -9,16 +9,18 @@ HTTP API's engine field all read this table, so a system added here appears ever
 Code is named by dotted path ("package.module:attr") and imported only when used: reading the registry imports no
 model, no torch and nothing above this package.
 
-Each system's code lives in its own folder, systems/<name>/ (model.py, pipeline.py and/or engine.py, verify.py,
-train.py: what that system adds). What several systems share lives below them (models/checkpoints.py and
-unet3d.py, pipelines/reference_net.py, nn/, sampling.py, train/) or, where it builds on system code, beside them
-here: unet_adapter.py (the reference-net UNet trainer), reference_training.py, trained.py (engines over a
-`talkinghead train` checkpoint).
+Each system's code lives in its own folder, systems/<name>/ (model.py, pipeline.py and/or engine.py, release.py
+where official weights exist, verify.py, train.py: what that system adds). What several systems share lives below
+them (models/checkpoints.py and unet3d.py, pipelines/reference_net.py, nn/, sampling.py, train/) or, where it builds
+on system code, beside them here: unet_adapter.py (the reference-net UNet trainer), reference_training.py,
+trained.py (engines over a `talkinghead train` checkpoint), skyreels_common.py (what SkyReels-A1 and A2 share).
 
 Contract for the code an entry points at:
 - `engine`: a factory `make(portrait, config: AnimateConfig, warn: bool = True)` returning an animator with
   `fps`, `frame_size`, `n_frames(speech)` and `frames(speech) -> Iterator[np.ndarray]` (RGB uint8), as the warp
   `Animator` and `HalloAnimator` have; `api.render_to_file` drives any of them.
+- `release`: `load_release(folder, ...)` in systems/<name>/release.py, which holds everything about the official
+  folder (its file list, the key conversion to our names) and loads it strictly from local files.
 - `verifier`: `verify(fixture_dir: Path) -> list[verify.Check]`, reading every size, seed and setting from the
   fixture's own files.
 - `proven`: the capabilities ("render", "train", "verify") that tests/systems/test_registry.py proves by running
@@ -58,6 +60,7 @@ class System:
     trainer: str | None = None  # the `system:` name a training stage config uses
     stage_configs: tuple[str, ...] = ()  # configs/train/<file>.yaml
     weights: str = "own"  # "none" (warp) | "official" (a release folder) | "own" (a `talkinghead train` folder)
+    release: str | None = None  # "module:function" loading the official release folder
     release_files: tuple[str, ...] = ()  # what an official release folder must hold (relative paths)
     front_ends: tuple[str, ...] = ()  # "wav2vec2", "whisper", "t5", "umt5", "clip", "siglip": loaded from local folders
     controls: tuple[str, ...] = DIFFUSION  # the AnimateConfig fields (any section) its engine honours; others are refused
@@ -88,7 +91,8 @@ class System:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "title": self.title, "paper": self.paper, "family": self.family,
-                "weights": self.weights, "engine": self.engine, "verifier": self.verifier, "trainer": self.trainer,
+                "weights": self.weights, "engine": self.engine, "release": self.release, "verifier": self.verifier,
+                "trainer": self.trainer,
                 "stage_configs": list(self.stage_configs), "release_files": list(self.release_files),
                 "front_ends": list(self.front_ends), "controls": list(self.controls),
                 **{c: self.can(c) for c in CAPABILITIES}, "missing": self.missing()}
@@ -115,6 +119,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            "unet", models=(".systems.hallo.model:HalloNet",), engine=".systems.hallo.engine:HalloAnimator",
            verifier=".systems.hallo.verify:verify_hallo", fixture="hallo", trainer="hallo",
            stage_configs=("hallo_stage1.yaml", "hallo_stage2.yaml"), weights="official",
+           release=".systems.hallo.release:load_release",
            release_files=("hallo/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"), front_ends=("wav2vec2",),
            controls=DIFFUSION + ("face_embedding", "pose_weight", "face_weight", "lip_weight"),
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling (40 steps at 512 px)"),
@@ -123,7 +128,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            engine=".systems.hallo2.engine:hallo2_animator",  # the official release, or a `talkinghead train` run
            verifier=".systems.hallo2.verify:verify_hallo2", fixture="hallo2",
            trainer="hallo2", stage_configs=("hallo2_stage1.yaml", "hallo2_stage2.yaml", "hallo2_text.yaml"),
-           weights="official",
+           weights="official", release=".systems.hallo.release:load_release",
            release_files=("hallo2/net.pth", "sd-vae-ft-mse/", "wav2vec/wav2vec2-base-960h/"),
            front_ends=("wav2vec2", "t5"),  # T5: the text variant's prompt encoder
            controls=DIFFUSION + ("face_embedding", "pose_weight", "face_weight", "lip_weight", "super_resolution",
@@ -134,6 +139,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            engine=".systems.echomimic.engine:EchoMimicAnimator",
            verifier=".systems.echomimic.verify:verify_echomimic",
            trainer="echomimic", stage_configs=("echomimic_stage1.yaml", "echomimic_stage2.yaml"), weights="official",
+           release=".systems.echomimic.release:load_release",
            release_files=("denoising_unet.pth", "reference_unet.pth", "motion_module.pth", "face_locator.pth",
                           "audio_processor/whisper_tiny.pt", "sd-vae-ft-mse/"),
            front_ends=("whisper",), controls=DIFFUSION + ("pose_video", "average_windows", "window_batch"),
@@ -152,7 +158,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            "Transformer (2024)", "dit", models=(".systems.hallo3.model:Hallo3Model",),
            verifier=".systems.hallo3.verify:verify_hallo3", fixture="hallo3",
            trainer="hallo3", stage_configs=("hallo3_stage1.yaml", "hallo3_stage2.yaml"), weights="official",
-           engine=".systems.hallo3.engine:Hallo3Animator",
+           engine=".systems.hallo3.engine:Hallo3Animator", release=".systems.hallo3.release:load_release",
            release_files=("hallo3/latest", "hallo3/<latest>/mp_rank_00_model_states.pt",
                           "cogvideox-5b-i2v-sat/vae/3d-vae.pt", "t5-v1_1-xxl/", "wav2vec/wav2vec2-base-960h/"),
            front_ends=("wav2vec2", "t5"), proven=_P({"render", "train", "verify"}),
@@ -164,6 +170,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            engine=".systems.hallo4.engine:hallo4_animator",  # the official release, or a `talkinghead train` run
            verifier=".systems.hallo4.verify:verify_hallo4", fixture="hallo4",
            trainer="hallo4", stage_configs=("hallo4_sft.yaml", "hallo4_dpo.yaml"), weights="official", front_ends=("wav2vec2", "umt5"),
+           release=".systems.hallo4.release:load_release",
            release_files=("hallo4/model_weight.ckpt", "Wan2.1_Encoders/config.json", "Wan2.1_Encoders/Wan2.1_VAE.pth",
                           "Wan2.1_Encoders/models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_Encoders/google/umt5-xxl/",
                           "wav2vec/wav2vec2-base-960h/"), proven=_P({"render", "train", "verify"}),
@@ -176,7 +183,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            verifier=".systems.skyreels_a1.verify:verify_skyreels_a1",
            trainer="skyreels_a1",
            stage_configs=("skyreels_a1_stage1.yaml", "skyreels_a1_stage2.yaml", "skyreels_a1_stage3.yaml"),
-           weights="official", front_ends=("siglip",),
+           weights="official", front_ends=("siglip",), release=".systems.skyreels_a1.release:load_release",
            release_files=("SkyReels-A1-5B/transformer/", "SkyReels-A1-5B/vae/", "SkyReels-A1-5B/pose_guider/",
                           "SkyReels-A1-5B/scheduler/", "SkyReels-A1-5B/siglip-so400m-patch14-384/"),
            # one frame size (the release's), its own sampler; the motion track's controls drive the landmarks
@@ -187,7 +194,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            models=(".systems.skyreels_a2.model:SkyReelsA2",), fixture="skyreels_a2", trainer="skyreels_a2",
            stage_configs=("skyreels_a2.yaml",),
            verifier=".systems.skyreels_a2.verify:verify_skyreels_a2", weights="official", front_ends=("clip", "umt5"),
-           engine=".systems.skyreels_a2.engine:SkyReelsA2Animator",
+           engine=".systems.skyreels_a2.engine:SkyReelsA2Animator", release=".systems.skyreels_a2.release:load_release",
            release_files=("SkyReels-A2/transformer/", "SkyReels-A2/vae/", "SkyReels-A2/image_encoder/",
                           "SkyReels-A2/image_processor/", "SkyReels-A2/text_encoder/", "SkyReels-A2/tokenizer/"),
            # not audio-driven: the prompt and the references make the video; --size sets the width
