@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from . import regions as R
+from .shapes import fill, grow, moving_features  # the moving features are not searched for fingers
 
 FINGER_GROW = 0.22  # share of the palm width (index to pinky knuckle) the hull is grown by
 MIN_GROW = 2.0  # px
@@ -88,7 +89,6 @@ def _line_density(image: np.ndarray, landmarks: np.ndarray):
     """The face around `landmarks` at LINES_IOD: (box (x0, y0, x1, y1) in the image, local landmarks, valley
     pixels, their direction, the line density per direction (DIRECTIONS, h, w), where fingers are looked
     for, where the region may reach); None when the face is too small to look at."""
-    from .occlusion import _features, _grow, _poly  # the moving features are not searched
 
     h, w = image.shape[:2]
     pts = np.asarray(landmarks, np.float64)
@@ -118,10 +118,10 @@ def _line_density(image: np.ndarray, landmarks: np.ndarray):
     direction = (0.5 * np.arctan2(2 * dxy, dxx - dyy) + np.pi / 2) % np.pi  # along the line
     # where to look: inside the face (off its outline), below the eyes, off the lips, nostrils and eyes
     face = np.zeros(shape, np.uint8)
-    _poly(face, local[list(R.FACE_OVAL)])
+    fill(face, local[list(R.FACE_OVAL)])
     r = int(EDGE * LINES_IOD)
     face = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    moving = _grow(_features(shape, local, LINES_IOD, True), FEATURES_GROW * LINES_IOD)
+    moving = grow(moving_features(shape, local, LINES_IOD, True), FEATURES_GROW * LINES_IOD)
     ex = (local[R.LEFT_IRIS[0]] - local[R.RIGHT_IRIS[0]]) / LINES_IOD
     mid = (local[R.LEFT_IRIS[0]] + local[R.RIGHT_IRIS[0]]) / 2
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
@@ -154,7 +154,6 @@ def finger_score(image: np.ndarray, landmarks: np.ndarray) -> float:
 def finger_lines(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """uint8 (h, w) mask, 255 over fingers lying side by side on the lower face (see the module docstring);
     all zero when there are none."""
-    from .occlusion import _grow, _poly
 
     out = np.zeros(image.shape[:2], np.uint8)
     found = _line_density(image, landmarks)
@@ -190,11 +189,11 @@ def finger_lines(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
             depth = [cv2.pointPolygonTest(outline, (float(x), float(y)), True) for x, y in ends]
             towards = -u if depth[0] < depth[1] else u
         hull = cv2.convexHull(np.concatenate([hull, hull + PALM * LINES_IOD * towards])).reshape(-1, 2)
-        _poly(region, hull)
-    region = _grow(region | (hit.astype(np.uint8) * 255), FINGERS_GROW * LINES_IOD)
+        fill(region, hull)
+    region = grow(region | (hit.astype(np.uint8) * 255), FINGERS_GROW * LINES_IOD)
     lips = np.zeros(shape, np.uint8)
-    _poly(lips, np.concatenate([local[list(R.LIPS_OUTER_UPPER)], local[list(R.LIPS_OUTER_LOWER[::-1])]]))
-    region[_grow(lips, 0.05 * LINES_IOD) > 0] = 0  # a region found this way never holds the lips still
+    fill(lips, np.concatenate([local[list(R.LIPS_OUTER_UPPER)], local[list(R.LIPS_OUTER_LOWER[::-1])]]))
+    region[grow(lips, 0.05 * LINES_IOD) > 0] = 0  # a region found this way never holds the lips still
     out[y0:y1, x0:x1] = cv2.resize(region, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
     return out
 

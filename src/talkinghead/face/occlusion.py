@@ -33,11 +33,11 @@ import numpy as np
 
 from . import regions as R
 from .hands import hands_on_face
+from .shapes import fill, grow, moving_features
 
 # MediaPipe points on plain skin: cheeks, under the eyes, forehead, nose tip/ridge, chin
 SKIN_POINTS = (50, 280, 205, 425, 117, 346, 123, 352, 151, 108, 337, 9, 4, 195, 199, 200, 175)
 NOSE_TIP = 4
-NOSTRILS = (98, 327, 2, 326, 97, 240, 460, 79, 309, 64, 294, 102, 331)
 PATCH = 0.035  # IOD, half side of each skin patch
 CHROMA_FAR = 4.0  # chroma distance (in robust spreads) beyond which a pixel is not skin
 MIN_CHROMA_SPREAD = 3.5  # Lab units: JPEG noise and grayscale images must not make every pixel "far"
@@ -68,17 +68,6 @@ class Occlusion:
         return bool(self.mask.max() > 0.05)
 
 
-def _poly(mask: np.ndarray, pts: np.ndarray, value: int = 255) -> None:
-    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], value)
-
-
-def _grow(mask: np.ndarray, px: float) -> np.ndarray:
-    r = int(round(px))
-    if r < 1:
-        return mask
-    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-
-
 def _skin_model(lab: np.ndarray, pts: np.ndarray, iod: float) -> tuple[np.ndarray, float]:
     """(median Lab of the skin, chroma spread) from patches at SKIN_POINTS; a patch
     covered by something (a hand on one cheek) is outvoted by the others."""
@@ -97,33 +86,12 @@ def _skin_model(lab: np.ndarray, pts: np.ndarray, iod: float) -> tuple[np.ndarra
     return centre, spread_c
 
 
-def _features(shape: tuple[int, int], pts: np.ndarray, iod: float, with_eyes: bool) -> np.ndarray:
-    """uint8 mask of the parts that move and are not skin: eyes, brows, lips and mouth, nostrils."""
-    m = np.zeros(shape, np.uint8)
-    if with_eyes:
-        for up, lo in ((R.RIGHT_EYE_UPPER, R.RIGHT_EYE_LOWER), (R.LEFT_EYE_UPPER, R.LEFT_EYE_LOWER)):
-            eye = np.zeros(shape, np.uint8)
-            _poly(eye, np.concatenate([pts[list(up), :2], pts[list(lo[::-1]), :2]]))
-            m |= _grow(eye, 0.07 * iod)  # lashes and the lid margin
-    for brow in (R.RIGHT_BROW, R.LEFT_BROW):
-        b = np.zeros(shape, np.uint8)
-        _poly(b, cv2.convexHull(pts[list(brow), :2].astype(np.float32)).reshape(-1, 2))
-        m |= _grow(b, 0.03 * iod)
-    lips = np.zeros(shape, np.uint8)
-    _poly(lips, np.concatenate([pts[list(R.LIPS_OUTER_UPPER), :2], pts[list(R.LIPS_OUTER_LOWER[::-1]), :2]]))
-    m |= _grow(lips, 0.05 * iod)
-    nose = np.zeros(shape, np.uint8)
-    _poly(nose, cv2.convexHull(pts[list(NOSTRILS), :2].astype(np.float32)).reshape(-1, 2))
-    m |= _grow(nose, 0.02 * iod)
-    return m
-
-
 _EYES = ((R.RIGHT_EYE_UPPER, R.RIGHT_EYE_LOWER, R.RIGHT_IRIS), (R.LEFT_EYE_UPPER, R.LEFT_EYE_LOWER, R.LEFT_IRIS))
 
 
 def _eye_opening(shape: tuple[int, int], pts: np.ndarray, up, lo) -> np.ndarray:
     m = np.zeros(shape, np.uint8)
-    _poly(m, np.concatenate([pts[list(up), :2], pts[list(lo[::-1]), :2]]))
+    fill(m, np.concatenate([pts[list(up), :2], pts[list(lo[::-1]), :2]]))
     return m
 
 
@@ -132,7 +100,7 @@ def _around_eyes(shape: tuple[int, int], pts: np.ndarray, iod: float) -> list[np
     rings = []
     for up, lo, _ in _EYES:
         m = _eye_opening(shape, pts, up, lo)
-        rings.append((_grow(m, 0.16 * iod) > 0) & (_grow(m, 0.07 * iod) == 0))
+        rings.append((grow(m, 0.16 * iod) > 0) & (grow(m, 0.07 * iod) == 0))
     return rings
 
 
@@ -155,7 +123,7 @@ def _spectacle_zone(shape: tuple[int, int], pts: np.ndarray, iod: float, angle: 
     cv2.line(zone, tuple(np.round(centres[0]).astype(int)), tuple(np.round(centres[1]).astype(int)), 255,
              max(1, int(0.12 * iod)))
     for up, lo, _ in _EYES:
-        zone[_grow(_eye_opening(shape, pts, up, lo), 0.04 * iod) > 0] = 0
+        zone[grow(_eye_opening(shape, pts, up, lo), 0.04 * iod) > 0] = 0
     return cv2.GaussianBlur(zone.astype(np.float32) / 255.0, (0, 0), max(0.015 * iod, 0.6))
 
 
@@ -167,7 +135,7 @@ def _follow_outwards(rigid: np.ndarray, lab: np.ndarray, reach: np.ndarray, insi
     if not rigid.any():
         return rigid
     band = np.zeros(rigid.shape, np.uint8)
-    _poly(band, reach)
+    fill(band, reach)
     band = (band > 0) & ~inside & ~moving
     n, labels = cv2.connectedComponents(rigid, connectivity=8)
     out = rigid.copy()
@@ -222,8 +190,8 @@ def analyze_occlusion(image: np.ndarray, landmarks: np.ndarray, hands: bool = Tr
     v = (xx - local[NOSE_TIP, 0]) * ey[0] + (yy - local[NOSE_TIP, 1]) * ey[1]
     upper = v < 0
     region = np.zeros(shape, np.uint8)
-    _poly(region, grown - [x0, y0])
-    moving = _features(shape, local, iod, not eyes_hidden) > 0
+    fill(region, grown - [x0, y0])
+    moving = moving_features(shape, local, iod, not eyes_hidden) > 0
     rigid = (far | (dark & upper)) & (region > 0) & ~moving
     rigid = rigid.astype(np.uint8) * 255
     rigid = cv2.morphologyEx(rigid, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
@@ -234,13 +202,13 @@ def analyze_occlusion(image: np.ndarray, landmarks: np.ndarray, hands: bool = Tr
     hand = hands_on_face(image, pts)[y0:y1, x0:x1] if hands else np.zeros(shape, np.uint8)
     rigid |= hand  # whatever it covers (a cheek, the lips, an eye) stays still under it
     lips = np.zeros(shape, np.uint8)
-    _poly(lips, np.concatenate([local[list(R.LIPS_OUTER_UPPER), :2], local[list(R.LIPS_OUTER_LOWER[::-1]), :2]]))
+    fill(lips, np.concatenate([local[list(R.LIPS_OUTER_UPPER), :2], local[list(R.LIPS_OUTER_LOWER[::-1]), :2]]))
     covered = (far | (hand > 0)) & (lips > 0)
     mouth_covered = float(covered.sum() / max((lips > 0).sum(), 1))
     dist = cv2.distanceTransform((rigid == 0).astype(np.uint8), cv2.DIST_L2, 3)
     soft = np.clip(1.0 - dist / max(RAMP * iod, 1.0), 0.0, 1.0)
     angle = float(np.degrees(np.arctan2(ex[1], ex[0])))
-    openings = [_grow(_eye_opening(shape, local, up, lo), 0.07 * iod) > 0 for up, lo, _ in _EYES]
+    openings = [grow(_eye_opening(shape, local, up, lo), 0.07 * iod) > 0 for up, lo, _ in _EYES]
     lens_areas = [(m > 0) & ~o for m, o in zip(_lenses(shape, local, iod, angle), openings)]
     glasses = eyes_hidden or all(z.any() and (rigid[z] > 0).mean() > GLASSES for z in lens_areas)
     if glasses and not eyes_hidden:
