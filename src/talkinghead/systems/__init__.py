@@ -23,11 +23,12 @@ Contract for the code an entry points at:
   folder (its file list, the key conversion to our names) and loads it strictly from local files.
 - `verifier`: `verify(fixture_dir: Path) -> list[verify.Check]`, reading every size, seed and setting from the
   fixture's own files.
-- `proven`: the capabilities ("render", "train", "verify") that tests/systems/test_registry.py proves by running
-  them, so `talkinghead systems` never says more than the tests show. "render" runs the real CLI with the
-  arguments the `tiny_checkpoints` builder of tests/systems/conftest.py returns for the system (a tiny weights
-  folder written the way users get one); "verify" runs `talkinghead verify NAME` on shared/fixtures/<fixture>;
-  "train" runs `talkinghead train --config F --smoke` for each of its stage configs.
+- `proven`: the capabilities ("render", "train", "verify") that tests/systems/ proves by running them, so
+  `talkinghead systems` never says more than the tests show. "render" (test_registry.py) runs the real CLI with
+  the arguments the `tiny_checkpoints` builder of tests/systems/conftest.py returns for the system (a tiny weights
+  folder written the way users get one); "verify" (test_verify_all.py) runs `talkinghead verify NAME` on
+  shared/fixtures/<fixture> and on a copy with one release weight changed; "train" runs
+  `talkinghead train --config F --smoke` for each of its stage configs.
 """
 from __future__ import annotations
 
