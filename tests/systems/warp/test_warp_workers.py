@@ -29,3 +29,17 @@ def test_a_consumer_that_stops_early_ends_the_render_threads(grace, librivox):
     next(frames)
     frames.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("talkinghead-render")]
+
+
+def test_opencv_runs_single_threaded_while_render_threads_run_and_is_restored(grace, librivox):
+    # the render threads already keep every core busy; OpenCV's own pool would only spin beside them
+    import cv2
+
+    speech, _ = librivox
+    anim = Animator(grace, AnimateConfig(render=RenderConfig(size=128)))
+    before = cv2.getNumThreads()
+    frames = anim.stream([speech.samples[: 16000]], workers=2)
+    next(frames)
+    assert cv2.getNumThreads() == 1
+    rest = list(frames)
+    assert rest and cv2.getNumThreads() == before
