@@ -140,3 +140,27 @@ def test_training_steps_lower_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_the_autoencoder_saves_and_loads_as_a_configured_model(tmp_path: Path):
+    """save_pretrained/from_pretrained round trip (typed config, every key), and the ar stage's `system.vae` reads
+    the net of an ae stage's run folder, its step folder or the save_pretrained folder alike."""
+    from talkinghead.errors import CheckpointError
+    from talkinghead.systems.midas.train import load_autoencoder
+    from talkinghead.train.smoke import smoke_train
+    from talkinghead.train.trainer import TrainConfig
+
+    ae = _ae(cache_frames=2)
+    ae.save_pretrained(tmp_path / "ae")
+    back = DCVideoAutoencoder.from_pretrained(tmp_path / "ae")
+    assert back.config == ae.config and isinstance(back.config, DCVideoAEConfig)
+    assert torch.equal(back(_clip()), ae(_clip()))
+    run = smoke_train(TrainConfig.from_yaml(CONFIGS / "midas_ae1.yaml"), tmp_path / "stage").out
+    step = sorted((run / "checkpoints").glob("step-*"))[-1]
+    nets = [load_autoencoder(folder) for folder in (run, step, step / "model")]
+    assert all(torch.equal(n(_clip()), nets[0](_clip())) for n in nets)
+    with pytest.raises(InputError, match="holds no MIDAS autoencoder"):
+        load_autoencoder(tmp_path)
+    (step / "model" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="model/config.json"):
+        load_autoencoder(run)

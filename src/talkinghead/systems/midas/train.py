@@ -50,8 +50,8 @@ def load_autoencoder(folder: str | Path):
     if not (p / CONFIG_FILE).is_file():
         step = trained_step(p)
         if step is None:
-            raise InputError(f"{p} holds no MIDAS autoencoder", "point it at the run (or checkpoints/step-NNNNNN) "
-                             "folder of a MIDAS autoencoder stage", field="system.vae")
+            raise InputError(f"system.vae {p} holds no MIDAS autoencoder", "point it at the run (or "
+                             "checkpoints/step-NNNNNN) folder of a MIDAS autoencoder stage")
         p = step / MODEL_FOLDER
     return DCVideoAutoencoder.from_pretrained(p)
 
