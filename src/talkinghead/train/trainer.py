@@ -188,8 +188,10 @@ class Trainer:
         from ..errors import CheckpointError
         from ..models.checkpoints import MODEL_FOLDER, load_pretrained_into, require_step
 
-        steps = sorted((folder / "checkpoints").glob("step-??????"))
-        step = steps[-1] if not (folder / MODEL_FOLDER).is_dir() and steps else folder
+        step = folder
+        if not (folder / MODEL_FOLDER).is_dir():  # a run folder: its newest step
+            steps = sorted((folder / "checkpoints").glob("step-??????"))
+            step = steps[-1] if steps else folder
         try:
             load_pretrained_into(self.system.net, require_step(step) / MODEL_FOLDER, strict=False)
         except CheckpointError as e:
@@ -221,7 +223,7 @@ class Trainer:
         state = {"step": self.step, "history": self.history}
         if self.ema is not None:
             params = [p for p in self.system.parameters() if p.requires_grad]
-            self._trainable_names()
+            self._trainable_names()  # refuses trainable parameters outside the net, which model_ema/ could not hold
             self.ema.store(params)
             self.ema.copy_to(params)
             try:
