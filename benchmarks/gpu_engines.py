@@ -33,9 +33,11 @@ A second table measures the DiT engines' memory options (`--cpu-offload`, `--vae
 each DiT's release VAE (CogVideoX-5B's for Hallo3 and SkyReels-A1, Wan2.1's for Hallo4 and SkyReels-A2) in
 `--memory-dtype` (bf16, the releases'): one clip (the denoising loop, then a VAE decode) with the model and the VAE
 resident against both offloaded (time, peak GPU memory, max |diff|: offload only moves weights, so 0); the decode of
-one clip's latents whole against tiles of half the frame (time, peak memory, max |diff| and PSNR); and SkyReels-A1's
-release path with its CogVideoXDDIM against diffusers' DPMSolverMultistepScheduler at the same steps (time, max
-|diff| of the frames). `--tiny` runs the same code on the CPU, where offload hooks attach but move nothing.
+one clip's latents whole against tiles of half the frame (time, peak memory, max |diff| and PSNR). The same table
+times diffusers' DPMSolverMultistepScheduler against the official scheduler at the same steps, in fp32, where our
+path takes a scheduler: SkyReels-A1's release path (CogVideoXDDIM; max |diff| of the frames) and Hallo's and
+EchoMimic's `--scheduler dpm` against their DDIM (final latents). `--tiny` runs the same code on the CPU, where
+offload hooks attach but move nothing; `--no-memory` leaves the table out.
 """
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ class Run:
     ours: Callable[[], torch.Tensor] | None
     upstream: Callable[[], torch.Tensor] | None = None
     modules: tuple = ()  # the DiT's model(s), for the CPU-offload row (the VAE is built there)
+    pipeline: object = None  # a UNet pipeline whose `scheduler` the DPM-Solver row swaps
 
 
 @dataclass
@@ -165,7 +168,7 @@ def hallo(tiny, device, dtype, steps, frames) -> Run:
         return fn
 
     return Run(f"{spec.image_size}px {frames}f {steps}/{spec.steps} DDIM steps, CFG {spec.guidance:g}", frames,
-               clip(False), clip(True))
+               clip(False), clip(True), pipeline=pipe)
 
 
 SR_TINY = dict(img_size=64, nf=32, ch_mult=(1, 1, 1), attn_resolutions=(16,), codebook_size=8, emb_dim=32,
@@ -282,7 +285,7 @@ def echomimic(tiny, device, dtype, steps, frames) -> Run:
         return fn
 
     return Run(f"{side}px {frames}f {s.steps}/{official_steps} DDIM steps, CFG {s.guidance_scale:g}, windows "
-               f"{s.context_frames}/{s.context_overlap}", frames, clip(False), clip(True))
+               f"{s.context_frames}/{s.context_overlap}", frames, clip(False), clip(True), pipeline=pipe)
 
 
 def _reference_video(kind: str, tiny: bool, device, dtype, steps, frames) -> Run:
@@ -714,12 +717,41 @@ def measure_memory(name: str, tiny: bool, device: torch.device, args) -> MemoryR
     free(device)
     if name == "skyreels-a1":
         try:
-            dpm_a1(row, tiny, device, dtype, args, repeats, warmups)
+            dpm_a1(row, tiny, device, torch.float32, args, repeats, warmups)
         except Exception as e:  # noqa: BLE001
             row.notes["dpm"] = "could not run: " + short(e)
     else:
         row.notes["dpm"] = DPM_NOTES[name]
     del vae
+    free(device)
+    return row
+
+
+# the UNet engines whose --scheduler dpm this table measures against their official DDIM: name -> the engine's factory
+UNET_DPM = {"hallo": "talkinghead.systems.hallo.engine:_scheduler",
+            "echomimic": "talkinghead.systems.echomimic.engine:make_scheduler"}
+
+
+def measure_unet_dpm(name: str, tiny: bool, device: torch.device, args) -> MemoryRow:
+    """The engine's own `--scheduler dpm` (DPMSolverMultistepScheduler, DPM-Solver++) against its official DDIM on
+    our path at the same steps, in fp32: time per clip and max |diff| of the final latents."""
+    from talkinghead.systems import resolve
+
+    row = MemoryRow(name, "-")
+    repeats, warmups = args.repeats or (1 if tiny else 2), (1 if device.type == "cuda" else 0)
+    try:
+        run = CASES[name].build(tiny, device, torch.float32, args.steps, args.frames)
+        pipe, official = run.pipeline, run.pipeline.scheduler
+        row.seconds["official"], ddim, row.peak["official"] = repeat_timed(run.ours, device, repeats, warmups)
+        pipe.scheduler = resolve(UNET_DPM[name].replace("talkinghead.", ".", 1))("dpm")
+        try:
+            row.seconds["dpm"], dpm, row.peak["dpm"] = repeat_timed(run.ours, device, repeats, warmups)
+        finally:
+            pipe.scheduler = official
+        row.parity["dpm"] = compare(dpm, ddim)
+        row.notes["dpm steps"] = f"{run.clip}; the same steps with --scheduler dpm, final latents"
+    except Exception as e:  # noqa: BLE001
+        row.notes["dpm"] = "could not run: " + short(e)
     free(device)
     return row
 
@@ -800,7 +832,8 @@ def main(argv: list[str] | None = None) -> int:
                                                               "1 with --tiny)")
     ap.add_argument("--tiny", action="store_true", help="tiny configs on the CPU: the same code, in seconds")
     ap.add_argument("--memory-dtype", default="bf16", choices=tuple(DTYPES),
-                    help="precision of the DiT memory-option rows on a GPU (default bf16, the releases'; fp32 on a CPU)")
+                    help="precision of the DiT memory-option rows on a GPU (default bf16, the releases'; fp32 on a "
+                         "CPU)")
     ap.add_argument("--no-memory", action="store_true", help="skip the DiT memory-option and DPM-Solver rows")
     args = ap.parse_args(argv)
     known = registry_systems()
@@ -840,20 +873,27 @@ def main(argv: list[str] | None = None) -> int:
         notes = {k: v for k, v in next(r for r in rows if r.system == name).notes.items()}
         for k, v in notes.items():
             print(f"    {k}: could not run: {v}")
-    dits = [name for name in wanted if name in DIT_VAES and not args.no_memory]
-    if dits:
+    second = [name for name in wanted if (name in DIT_VAES or name in UNET_DPM) and not args.no_memory]
+    if second:
         memory_rows = []
-        for name in dits:
-            memory_rows.append(measure_memory(name, args.tiny, device, args))
-            print(f"  {name}: memory options measured ({time.perf_counter() - t_start:.1f} s so far)", flush=True)
+        for name in second:
+            if name in DIT_VAES:
+                memory_rows.append(measure_memory(name, args.tiny, device, args))
+            else:
+                memory_rows.append(measure_unet_dpm(name, args.tiny, device, args))
+            print(f"  {name}: memory options / DPM-Solver measured ({time.perf_counter() - t_start:.1f} s so far)",
+                  flush=True)
         print()
-        print(f"DiT memory options, {'fp32' if device.type == 'cpu' else args.memory_dtype}: res/offl: one clip (the "
+        print(f"DiT memory options ({'fp32' if device.type == 'cpu' else args.memory_dtype}) and DPM-Solver: "
+              "res/offl: one clip (the "
               "denoising loop above, then a VAE decode) with the model and the VAE resident on the device / with "
               "--cpu-offload (both on the CPU, each moved to the device for its own forward), s per clip, |offl-res| "
               "max |diff| of the outputs; whole/tiled: the VAE decode of one clip's latents whole / with --vae-tiling "
-              "on (tiles of half the frame), |tiled-wh| and dB against whole; ddim/dpm: SkyReels-A1's release path "
-              "with its CogVideoXDDIM / DPMSolverMultistepScheduler at the same steps, s per clip and max |diff| of "
-              "the frames (0..255); GiB: torch.cuda.max_memory_allocated")
+              "on (tiles of half the frame), |tiled-wh| and dB against whole; ddim/dpm (fp32): the official "
+              "scheduler / "
+              "DPMSolverMultistepScheduler at the same steps, s per clip and max |diff| (SkyReels-A1: its release "
+              "path with CogVideoXDDIM, frames 0..255; Hallo, EchoMimic: --scheduler ddim / dpm, final latents); "
+              "GiB: torch.cuda.max_memory_allocated")
         print_memory_table(memory_rows)
         print()
     if missing:

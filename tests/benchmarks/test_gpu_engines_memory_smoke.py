@@ -1,6 +1,6 @@
 """benchmarks/gpu_engines.py's DiT memory-option rows run end to end on tiny configs on the CPU (`--tiny`): CPU offload
-gives the same clip, tiled VAE decoding a near one, and SkyReels-A1's release path runs with DPM-Solver. It checks that
-the script works, never how fast anything is."""
+gives the same clip, tiled VAE decoding a near one, and SkyReels-A1's release path and EchoMimic's pipeline run with
+DPM-Solver. It checks that the script works, never how fast anything is."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,8 @@ from tests.support import fixture, load_benchmark
 def test_tiny_run_measures_offload_tiling_and_dpm_solver(capsys):
     fixture("skyreels_a1", "skyreels_a1_tiny")  # the release's scheduler config is read from it
     bench = load_benchmark("gpu_engines")
-    assert bench.main(["--tiny", "--steps", "1", "--frames", "5", "--systems", "skyreels-a1,hallo4"]) == 0
+    fixture("echomimic", "echomimic_tiny")  # the tiny EchoMimic sizes
+    assert bench.main(["--tiny", "--steps", "1", "--frames", "5", "--systems", "skyreels-a1,hallo4,echomimic"]) == 0
     out = capsys.readouterr().out
     table = out[out.index("DiT memory options"):]
     for name in ("skyreels-a1", "hallo4"):
@@ -31,4 +32,7 @@ def test_tiny_run_measures_offload_tiling_and_dpm_solver(capsys):
         else:
             assert (ddim, dpm, dpm_diff) == ("-", "-", "-")
             assert "hallo4 dpm: its sampler fixes the official UniPC schedule" in table
+    cells = re.search(r"^echomimic +(.*)$", table, re.M).group(1).split()  # a UNet engine: its --scheduler dpm only
+    assert cells[:13] == ["-"] * 13
+    assert float(cells[13]) > 0 and float(cells[14]) > 0 and 0 < float(cells[15]) < 1  # another solver, near
     assert "could not run" not in table
