@@ -41,7 +41,8 @@ from pathlib import Path
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from talkinghead.systems.hallo.model import HALLO_UNET_ADDITIONAL, SD15_UNET
+from talkinghead.models.unet3d import SD15_UNET
+from talkinghead.systems.hallo.model import HALLO_UNET_ADDITIONAL
 from talkinghead.nn.reference_attention import ReferenceReadProcessor
 from talkinghead.config import DTYPES
 from talkinghead.utils import torch_dtype

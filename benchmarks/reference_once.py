@@ -27,7 +27,7 @@ from talkinghead.nn.temporal import TemporalConfig
 from talkinghead.sampling import denoise
 from talkinghead.systems.emo.model import TRAIN_SCHEDULER, EMOConfig, EMONet
 from talkinghead.systems.emo2.model import EMO2Stage2Config, EMO2Stage2Net
-from talkinghead.systems.hallo.model import SD15_UNET
+from talkinghead.models.unet3d import SD15_UNET
 from talkinghead.systems.loopy.model import LoopyConfig, LoopyNet
 
 AUDIO_TOKENS, AUDIO_DIM = 2, 16

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from talkinghead.errors import CheckpointError
 from talkinghead.systems.emo.model import EMOConfig, EMONet
-from talkinghead.systems.hallo.model import SD15_UNET
+from talkinghead.models.unet3d import SD15_UNET
 from talkinghead.systems.loopy.model import LoopyConfig, LoopyNet
 from talkinghead.systems.midas.model import MidasConfig, MidasTransformer
 from talkinghead.nn.loopy import AudioToLatentsConfig

@@ -18,6 +18,16 @@ from ..nn.temporal import MotionModule, TemporalConfig
 
 N_LEVELS = 4  # mask-pyramid levels: latent size /1, /2, /4, /8
 
+# stable-diffusion-v1-5/unet/config.json: the image UNet every system of the UNet family starts from
+SD15_UNET = {
+    "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False, "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+
 
 def image_unet(config: dict) -> UNet2DConditionModel:
     """A diffusers UNet2DConditionModel from an SD-style config dict (unknown and private keys ignored)."""

@@ -23,6 +23,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from ..errors import InputError
+from ..models.unet3d import SD15_UNET
 from ..nn.loopy import AudioToLatentsConfig
 from ..nn.speed import SpeedConfig, head_speed
 from ..nn.temporal import TemporalConfig
@@ -31,7 +32,6 @@ from ..train import losses as L
 from ..train.base import SystemConfig, TrainSystem, parse_options
 from .echomimic.train import EchoMimicTrainNet
 from .emo.model import TRAIN_SCHEDULER, EMOConfig, EMONet
-from .hallo.model import SD15_UNET
 from .hallo.train import HalloTrainNet
 from .loopy.model import LoopyConfig, LoopyNet
 from .reference_training import crop_square, merge

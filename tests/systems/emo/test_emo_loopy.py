@@ -6,7 +6,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from talkinghead.systems.emo.model import TRAIN_SCHEDULER, EMOConfig, EMONet
-from talkinghead.systems.hallo.model import SD15_UNET
+from talkinghead.models.unet3d import SD15_UNET
 from talkinghead.systems.loopy.model import LoopyConfig, LoopyNet
 from talkinghead.nn.loopy import AudioToLatentsConfig
 from talkinghead.nn.speed import SpeedConfig

@@ -13,7 +13,7 @@ from talkinghead.systems.emo.model import TRAIN_SCHEDULER
 from talkinghead.systems.emo2.model import EMO2Stage1Config, EMO2Stage1Net, EMO2Stage2Config, EMO2Stage2Net
 from talkinghead.train.stages import load_stage_config
 from talkinghead.train.trainer import TrainConfig
-from talkinghead.systems.hallo.model import SD15_UNET
+from talkinghead.models.unet3d import SD15_UNET
 from talkinghead.nn.hand_motion import HandConditionConfig
 from talkinghead.nn.pose_discriminator import PoseDiscriminatorConfig
 from talkinghead.nn.temporal import TemporalConfig

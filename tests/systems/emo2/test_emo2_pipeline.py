@@ -9,7 +9,7 @@ from diffusers import AutoencoderKL
 from talkinghead.errors import InputError
 from talkinghead.face.body import BodyKeypoints
 from talkinghead.systems.emo2.model import EMO2Stage1Config, EMO2Stage1Net, EMO2Stage2Config, EMO2Stage2Net
-from talkinghead.systems.hallo.model import SD15_UNET
+from talkinghead.models.unet3d import SD15_UNET
 from talkinghead.nn.hand_motion import HandConditionConfig
 from talkinghead.nn.pose_discriminator import PoseDiscriminatorConfig
 from talkinghead.nn.temporal import TemporalConfig

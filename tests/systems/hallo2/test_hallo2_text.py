@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from talkinghead.io import probe
-from talkinghead.systems.hallo.model import SD15_UNET, HalloNet
+from talkinghead.models.unet3d import SD15_UNET
+from talkinghead.systems.hallo.model import HalloNet
 from talkinghead.systems.hallo.train import HalloTrainNet
 from talkinghead.systems.hallo2.text import PromptEncoder, write_tiny_t5
 from talkinghead.systems.reference_training import merge

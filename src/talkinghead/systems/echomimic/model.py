@@ -13,10 +13,9 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from ...models.checkpoints import ConfiguredModel
-from ...models.unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
+from ...models.unet3d import SD15_UNET, VideoUNet3D, VideoUNetConfig, reference_unet
 from ...nn.face_locator import FaceLocator
 from ...nn.temporal import TemporalConfig
-from ..hallo.model import SD15_UNET
 
 # lambdalabs/sd-image-variations-diffusers unet/config.json is structurally SD 1.5 (cross_attention_dim 768)
 SD_IMAGE_VARIATIONS_UNET = dict(SD15_UNET)

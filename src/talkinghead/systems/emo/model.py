@@ -10,14 +10,13 @@ import torch
 from diffusers import DDIMScheduler
 
 from ...models.checkpoints import ConfiguredModel
-from ...models.unet3d import VideoUNet3D, VideoUNetConfig, reference_unet
+from ...models.unet3d import SD15_UNET, VideoUNet3D, VideoUNetConfig, reference_unet
 from ...nn.audio_windows import audio_windows
 from ...nn.face_locator import FaceLocator
 from ...nn.reference_attention import ReferenceBank, attach_reference
 from ...nn.speed import SpeedConfig, SpeedEmbedding
 from ...nn.temporal import TemporalConfig
 from ...sampling import denoise
-from ..hallo.model import SD15_UNET
 
 TRAIN_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear",
                    "clip_sample": False, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,

@@ -12,11 +12,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ...models.unet3d import VideoUNetConfig
+from ...models.unet3d import SD15_UNET, VideoUNetConfig
 from ...nn.loopy import AudioToLatents, AudioToLatentsConfig, LoopyMotionModule, temporal_segment_indices
 from ...nn.temporal import TemporalConfig
 from ..emo.model import ReferenceVideoNet
-from ..hallo.model import SD15_UNET
 
 
 @dataclass
