@@ -15,9 +15,9 @@ from talkinghead.train.trainer import TrainConfig, train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 # one stage per adapter path (EMO2 and MIDAS have two nets each, Hallo4 two objectives)
-STAGES = ["emo_stage2", "loopy_stage2", "hallo_stage2", "hallo2_stage2", "echomimic_stage2", "emo2_stage1",
-          "emo2_stage2", "hallo3_stage2", "hallo4_sft", "hallo4_dpo", "skyreels_a1_stage3", "skyreels_a2",
-          "midas_ae3", "midas_ar"]
+STAGES = ["emo_stage2", "loopy_stage2", "hallo_stage2", "hallo2_stage2", "hallo2_text", "echomimic_stage2",
+          "emo2_stage1", "emo2_stage2", "hallo3_stage2", "hallo4_sft", "hallo4_dpo", "skyreels_a1_stage3",
+          "skyreels_a2", "midas_ae3", "midas_ar"]
 STEPS = 4
 
 
