@@ -46,17 +46,15 @@ import gc
 import json
 import math
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-FIXTURES = HERE.parent.parent / "shared" / "fixtures"
-sys.path.insert(0, str(HERE))  # the Hallo engine benchmark's pipeline builder and upstream reader
+# this script's folder is first on sys.path (as Python runs a script): its sibling modules import by name, the Hallo
+# engine benchmark (pipeline builder, upstream reader) among them
+from reference_data import FIXTURES
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 OFFICIAL_BENCH_STEPS = 3  # default steps per clip at the official size: enough for a per-step ratio
