@@ -13,7 +13,8 @@ import torch
 from diffusers import DDIMScheduler
 
 from ...config import AnimateConfig
-from ...errors import InputError, NoFaceError, UnreadableMediaError, UnsupportedFormatError
+from ...errors import InputError, UnreadableMediaError
+from ...face.video import video_landmarks
 from ...types import Portrait, Speech
 from .pipeline import DEFAULT_SCHEDULER, SamplingConfig
 from .release import RELEASE_URL, load_release
@@ -43,46 +44,6 @@ def face_mask(face, size: int) -> torch.Tensor:
     return mask[None, None, None]
 
 
-def _video_landmarks(path: Path, fps: float, n_frames: int) -> np.ndarray:
-    """(frames, 478, 3) landmarks of the largest face in each frame of a driving video resampled to `fps`
-    (nearest source frame); a frame without a face repeats the previous one."""
-    import av
-
-    from ...face.landmarks import detect_all
-
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as exc:
-        raise UnreadableMediaError(f"{path} cannot be read as a video ({type(exc).__name__})",
-                                   "pass a video file ffmpeg can decode (mp4, mov, mkv, webm)", field="pose_video") from None
-    with container:
-        if not container.streams.video:
-            raise UnsupportedFormatError(f"{path} has no video stream", "pass a video of a talking face",
-                                         field="pose_video")
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate or stream.guessed_rate or fps)
-        points: list[np.ndarray] = []
-        out = 0
-        for k, frame in enumerate(container.decode(stream)):
-            if out >= n_frames:
-                break
-            if int(out * rate / fps + 0.5) != k:
-                continue
-            faces = detect_all(frame.to_ndarray(format="rgb24"))
-            if faces:
-                current = faces[0]
-            elif points:
-                current = points[-1]
-            else:
-                continue
-            while out < n_frames and int(out * rate / fps + 0.5) == k:
-                points.append(current)
-                out += 1
-    if not points:
-        raise NoFaceError(f"{path}: no face found", "use a video of one clearly visible face", field="pose_video")
-    return np.stack(points).astype(np.float32)
-
-
 def driving_landmarks(path: str, fps: float, n_frames: int, face, size: int, warn: bool = True) -> np.ndarray:
     """(n_frames, points, 2|3) landmarks in output pixels from a driving video or a landmark file.
 
@@ -105,7 +66,7 @@ def driving_landmarks(path: str, fps: float, n_frames: int, face, size: int, war
                              field="pose_video")
         points = points.astype(np.float32)
     else:
-        points = _video_landmarks(p, fps, n_frames)
+        points = video_landmarks(p, fps, n_frames)
         x0, y0, x1, y1 = face.box
         first = points[0]
         bx0, by0 = first[:, 0].min(), first[:, 1].min()

@@ -142,7 +142,7 @@ class SkyReelsA1Animator(ReleaseVideo):
     def _pose_landmarks(self, n: int) -> np.ndarray:
         """A driving video's (or .npy file's) landmarks retargeted onto the portrait: each frame's displacement
         from the first driving frame, scaled by the face sizes, added to the portrait's landmarks."""
-        from ..echomimic.engine import _video_landmarks
+        from ...face.video import video_landmarks
 
         path = Path(self.pose_source)
         if path.suffix.lower() == ".npy":
@@ -158,7 +158,7 @@ class SkyReelsA1Animator(ReleaseVideo):
                                  "save FaceMesh landmarks (478 points) in pixels, one array per frame",
                                  field="pose_video")
         else:
-            points = _video_landmarks(path, self.fps, n)
+            points = video_landmarks(path, self.fps, n)
         if len(points) < n and self.warn:
             import warnings
 

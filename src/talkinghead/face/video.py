@@ -1,0 +1,49 @@
+"""Landmarks of a driving video: the face in every frame, resampled to the output frame rate (the head motion
+and expressions a pose-driven engine follows)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NoFaceError, UnreadableMediaError, UnsupportedFormatError
+
+
+def video_landmarks(path: Path, fps: float, n_frames: int) -> np.ndarray:
+    """(frames, 478, 3) landmarks of the largest face in each frame of a driving video resampled to `fps`
+    (nearest source frame); a frame without a face repeats the previous one."""
+    import av
+
+    from .landmarks import detect_all
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise UnreadableMediaError(f"{path} cannot be read as a video ({type(exc).__name__})",
+                                   "pass a video file ffmpeg can decode (mp4, mov, mkv, webm)", field="pose_video") from None
+    with container:
+        if not container.streams.video:
+            raise UnsupportedFormatError(f"{path} has no video stream", "pass a video of a talking face",
+                                         field="pose_video")
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or fps)
+        points: list[np.ndarray] = []
+        out = 0
+        for k, frame in enumerate(container.decode(stream)):
+            if out >= n_frames:
+                break
+            if int(out * rate / fps + 0.5) != k:
+                continue
+            faces = detect_all(frame.to_ndarray(format="rgb24"))
+            if faces:
+                current = faces[0]
+            elif points:
+                current = points[-1]
+            else:
+                continue
+            while out < n_frames and int(out * rate / fps + 0.5) == k:
+                points.append(current)
+                out += 1
+    if not points:
+        raise NoFaceError(f"{path}: no face found", "use a video of one clearly visible face", field="pose_video")
+    return np.stack(points).astype(np.float32)
