@@ -22,6 +22,10 @@ ORT_PIN = "onnxruntime==1.31.1"
 
 SAVE_HINT = ("save the 512 numbers of the face embedding with numpy, e.g. `numpy.save('face.npy', emb)` "
              "(InsightFace: emb = face['embedding']), or pass an ArcFace .onnx model instead")
+# what to do when an engine that needs the face's identity is given no embedding
+EMBEDDING_HINT = ("give the face-embedding file: a 512-value identity embedding (.npy/.npz/.txt/.safetensors) "
+                  "or an ArcFace-style .onnx model that computes it (e.g. InsightFace's glintr100.onnx, which "
+                  "official Hallo uses; its licence is non-commercial). See README, 'Face embedding'.")
 
 
 class FaceEmbedder(Protocol):

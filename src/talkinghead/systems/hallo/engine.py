@@ -21,9 +21,6 @@ from .pipeline import DEFAULT_SCHEDULER, SamplingConfig
 from .release import RELEASE_URL, load_release
 
 SIZE_MULTIPLE = 64  # latents are 1/8 of the image and the mask pyramid halves 3 more times
-EMBEDDING_HINT = ("give the face-embedding file: a 512-value identity embedding (.npy/.npz/.txt/.safetensors) "
-                  "or an ArcFace-style .onnx model that computes it (e.g. InsightFace's glintr100.onnx, which "
-                  "official Hallo uses; its licence is non-commercial). See README, 'Face embedding'.")
 
 
 def _scheduler(name: str):
@@ -41,7 +38,7 @@ class HalloAnimator:
     variant = "hallo"
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
-        from ...face.embedding import make_embedder
+        from ...face.embedding import EMBEDDING_HINT, make_embedder
         from ...face.landmarks import prepare
         from ...face.masks import hallo_masks
 

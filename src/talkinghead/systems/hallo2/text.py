@@ -1,5 +1,5 @@
 """Hallo2's textual prompt control, its front end: a T5 encoder (the folder layout and loader Hallo3 uses,
-systems/hallo3/engine.py) turns an expression prompt into one pooled embedding, the mean of the encoder's last
+models/text_encoders.py) turns an expression prompt into one pooled embedding, the mean of the encoder's last
 hidden states over the prompt's tokens, which the text AdaLNs of a Hallo2 text variant read."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class PromptEncoder:
 
     def __init__(self, folder: str | Path):
         from ...models.checkpoints import require_files
-        from ..hallo3.release import load_t5
+        from ...models.text_encoders import load_t5
 
         self.folder = Path(folder).expanduser()
         require_files(self.folder, FILES, "T5 encoder (e.g. google/t5-v1_1-base or the t5-v1_1-xxl of a Hallo3 "
@@ -40,7 +40,7 @@ class PromptEncoder:
     @torch.no_grad()
     def embed(self, prompt: str) -> torch.Tensor:
         """(1, dim) float32 on the CPU: the mean of T5's last hidden states over the prompt's tokens."""
-        from ..hallo3.engine import t5_token_ids
+        from ...models.text_encoders import t5_token_ids
 
         prompt = " ".join((prompt or "").split())
         if prompt not in self._cache:

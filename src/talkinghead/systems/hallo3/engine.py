@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
+from ...models.text_encoders import t5_token_ids
 from ...types import Portrait, Speech
 from .pipeline import DiTClipPipeline
 from .release import RELEASE_URL, load_release
@@ -15,14 +16,6 @@ from .release import RELEASE_URL, load_release
 MOTION_FRAMES = 2  # frames of a clip's end that start the next one (and are dropped from its output)
 MOTION_MASK_RATE = 0.1  # share of the motion frames' pixels blanked (per pixel, no face exception)
 OFFICIAL_PROMPT = "A person is talking."  # used when --prompt is not given
-
-
-def t5_token_ids(sp, text: str, length: int) -> torch.Tensor:
-    """(1, length) T5 input ids as the official text conditioner makes them (T5's sentencepiece pieces, truncated,
-    then end-of-sequence, then padding to `length`), read with sentencepiece itself."""
-    eos, pad = sp.eos_id(), max(sp.pad_id(), 0)
-    ids = list(sp.encode(text))[: length - 1] + [eos]
-    return torch.tensor([ids + [pad] * (length - len(ids))], dtype=torch.long)
 
 
 def face_crop(image: np.ndarray, landmarks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,12 +55,11 @@ class Hallo3Animator:
 
     def __init__(self, portrait: Portrait, config=None, warn: bool = True):
         from ...config import AnimateConfig
-        from ...face.embedding import make_embedder
+        from ...face.embedding import EMBEDDING_HINT, make_embedder
         from ...face.landmarks import analyze
         from ...pipelines.memory import apply_memory_options, load_device
         from ...types import Portrait as P
         from ...utils import resolve_precision
-        from ..hallo.engine import EMBEDDING_HINT
 
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion

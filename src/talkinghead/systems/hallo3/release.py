@@ -16,6 +16,7 @@ from diffusers import AutoencoderKLCogVideoX
 
 from ...errors import CheckpointError
 from ...models.checkpoints import load_strict, require_files
+from ...models.text_encoders import load_t5
 from .model import COGVIDEOX_5B_VAE, Hallo3Model
 from .pipeline import Hallo3Sampler
 
@@ -368,17 +369,6 @@ def load_release(folder: str | Path, device: str = "cpu", dtype: torch.dtype = t
                                 model.transformer.config.max_text_seq_length, threading.Lock())
         _CACHE[key] = release
         return release
-
-
-def load_t5(folder: Path):
-    """(sentencepiece tokenizer, transformers T5EncoderModel in eval mode) of a T5 folder laid out as the release's
-    `t5-v1_1-xxl/`: transformers' config.json and weights, and T5's own sentencepiece model `spiece.model`. Local
-    files only; the caller checks the files are there."""
-    import sentencepiece
-    from transformers import T5EncoderModel
-
-    tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(Path(folder) / "spiece.model"))
-    return tokenizer, T5EncoderModel.from_pretrained(str(folder), local_files_only=True).eval()
 
 
 _CACHE: dict[tuple, Hallo3Release] = {}  # loaded once per process (a server renders many videos)

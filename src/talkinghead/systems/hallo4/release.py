@@ -229,9 +229,8 @@ class Hallo4Release:
     """The loaded parts of an official Hallo4 `pretrained_models/` folder."""
 
     def __init__(self, folder, device: str = "cpu", dtype: torch.dtype = torch.float32):
-        from transformers import AutoTokenizer
-
         from ...audio.wav2vec import load_wav2vec
+        from ...models.text_encoders import load_tokenizer
 
         root = release_root(Path(folder))
         files = require_files(root, {"Hallo4 DiT": [CHECKPOINT], "DiT config": [CONFIG], "Wan2.1 VAE": [VAE_FILE],
@@ -244,7 +243,7 @@ class Hallo4Release:
         self.dit = load_dit(root, audio=settings.get("audio_proj"))
         self.latents = WanLatents(load_wan_vae(files["Wan2.1 VAE"], settings.get("vae_dim", 96)))
         self.text_encoder = load_wan_t5(files["umt5-xxl encoder"])
-        self.tokenizer = AutoTokenizer.from_pretrained(str(files["umt5-xxl tokenizer"].parent), local_files_only=True)
+        self.tokenizer = load_tokenizer(files["umt5-xxl tokenizer"].parent)
         self.audio_model, self.extractor = load_wav2vec(files["wav2vec2"].parent, device=device)
         if (device, dtype) != ("cpu", torch.float32):
             for part in (self.dit, self.latents.vae, self.text_encoder):

@@ -84,11 +84,12 @@ def load_release(folder: str | os.PathLike, dtype: torch.dtype = torch.bfloat16,
     may carry only what their classes ignore (CLIP's projection, UMT5's tied embedding). One CheckpointError
     lists every missing file, then every key problem. The transformer and text encoder run in `dtype`."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
+    from transformers import CLIPVisionModel, UMT5EncoderModel
     from transformers.utils import logging as hf_logging
 
     from ...errors import CheckpointError
     from ...models.checkpoints import key_report
+    from ...models.text_encoders import load_tokenizer
 
     root = release_root(Path(folder))
     if not root.is_dir():
@@ -152,7 +153,7 @@ def load_release(folder: str | os.PathLike, dtype: torch.dtype = torch.bfloat16,
         for key, module in text.named_modules():  # as the release's transformers loads it
             if key.split(".")[-1] == name:
                 module.float()
-    tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizer"), local_files_only=True)
+    tokenizer = load_tokenizer(root / "tokenizer")
     processor = clip_image_processor().from_pretrained(str(root / "image_processor"), local_files_only=True)
     return SkyReelsA2Release(transformer, vae, clip.to(device).eval(), text.to(device).eval(), tokenizer, processor)
 
