@@ -252,3 +252,20 @@ def test_release_loads_key_for_key_and_every_problem_is_named_at_once(a1_fixture
     for text in ("patch_embed.pose_proj.2.bias", "patch_embed.extra.weight", "decoder.conv_out.conv.weight",
                  "pose_guider/", "transformer/"):
         assert text in str(err.value)
+
+
+def test_training_guidance_is_the_contours_the_pipeline_renders(tmp_path: Path):
+    """The landmark guider trains on the frames a trained run renders with: the clip's landmarks drawn by
+    render_landmarks (depth-shaded contours), in the VAE's [-1, 1] range."""
+    from talkinghead.nn.landmark_guider import guidance_tensor, render_landmarks
+    from talkinghead.train.smoke import smoke_config
+    from talkinghead.train.trainer import TrainConfig, Trainer
+
+    t = Trainer(smoke_config(TrainConfig.from_yaml(CONFIGS / "skyreels_a1_stage3.yaml"), tmp_path))
+    batch = t.batch([0, 1])
+    guidance = t.system.model_batch(batch)["guidance"]
+    h, w = batch["frames"].shape[3:5]
+    for i in range(2):
+        expected = guidance_tensor(render_landmarks(batch["landmarks"][i].numpy(), (w, h)))
+        assert torch.equal(guidance[i:i + 1], expected.to(guidance))
+    assert guidance.shape[1] == 3 and len(guidance.unique()) > 3  # shaded colours, not 0/1 dots

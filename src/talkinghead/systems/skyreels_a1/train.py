@@ -17,7 +17,8 @@ class SkyReelsA1Options:
 
 class SkyReelsA1System(DiTSystem):
     """SkyReels-A1 stages 1-3: v-prediction with the face-aware, flow-masked loss; the landmark guider reads
-    the clip's landmarks drawn as dots; identity tokens from the portrait (SigLIP stand-in, see module)."""
+    the clip's landmarks drawn as the engine draws them (nn.landmark_guider.render_landmarks); identity tokens
+    from the portrait (SigLIP stand-in, see module)."""
 
     Options = SkyReelsA1Options
 
@@ -42,14 +43,16 @@ class SkyReelsA1System(DiTSystem):
         return {**TINY.vae, **self.train_config.system.model.get("vae", {})}
 
     def model_batch(self, batch: dict) -> dict:
-        from ..echomimic.train import EchoMimicTrainNet
+        from ...nn.landmark_guider import guidance_tensor, render_landmarks
 
         frames = batch["frames"]
         b, n, _, s = frames.shape[:4]
         latents = self.encode(frames)
-        boxes = [(0, 0, s)] * b
-        dots = EchoMimicTrainNet.landmark_images(batch["landmarks"], boxes, s)  # (b, 1, F, S, S) in {0, 1}
-        guidance = (dots * 2 - 1).expand(-1, 3, -1, -1, -1)
+        # the guider learns from the frames it is given at render time: depth-shaded landmark contours
+        landmarks = batch["landmarks"].cpu().numpy()
+        size = (frames.shape[4], frames.shape[3])  # (width, height)
+        guidance = torch.cat([guidance_tensor(render_landmarks(landmarks[i], size)) for i in range(b)]
+                             ).to(latents)  # (b, 3, F, S, S) in [-1, 1]
         cfg = self.net.config
         n_tokens = max(1, cfg.transformer.get("max_text_seq_length", 4))
         identity = pooled_tokens(batch["reference"], n_tokens, cfg.identity_dim)
