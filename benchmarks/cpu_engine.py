@@ -201,9 +201,10 @@ def bench_encode_only(frames: list[np.ndarray], fps: float, speech, tmp: Path, r
 
 # ------------------------------------------------------------------------ per-stage breakdown
 def breakdown(animator, speech, frames: list[np.ndarray], repeats: int) -> dict:
-    """ms/frame of each stage, one frame at a time in this process. The renderer's own calls are
-    timed by wrapping its methods on the instance (rig.displace, field, backward_map, mouth.draw),
-    so this follows WarpRenderer.render as it is; remap = render minus the wrapped parts."""
+    """ms/frame of each stage, one frame at a time in this process (OpenCV single-threaded, as in the
+    engine's file rendering). The renderer's own calls are timed by wrapping its methods on the
+    instance (rig.displace, field, backward_map, mouth.draw), so this follows WarpRenderer.render as
+    it is; remap = render minus the wrapped parts."""
     import cv2
 
     from talkinghead.types import SAMPLE_RATE
@@ -244,6 +245,10 @@ def breakdown(animator, speech, frames: list[np.ndarray], repeats: int) -> dict:
     wrap(r, "field", "field")
     wrap(r, "backward_map", "backward")
     wrap(getattr(r, "mouth", None), "draw", "mouth")
+    # OpenCV single-threaded, as while the engine renders a file (Animator.frames): its thread pool
+    # would split these small calls and spin between them
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     try:
         total = 0.0
         for _ in range(repeats):
@@ -252,6 +257,7 @@ def breakdown(animator, speech, frames: list[np.ndarray], repeats: int) -> dict:
                 r.render(m)
                 total += time.perf_counter() - t0
     finally:
+        cv2.setNumThreads(threads)
         for obj, attr in wrapped:
             delattr(obj, attr)  # back to the class's method
     per = {k: 1000 * v / (n * repeats) for k, v in acc.items()}
@@ -605,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         animator = make_animator(args.size)
     w, h = animator.frame_size
     n = animator.n_frames(speech)
-    print(f"  portrait: astronaut (bundled), face crop {w}x{h}, {animator.fps:g} fps")
+    sx, sy = animator.renderer.stride
+    print(f"  portrait: astronaut (bundled), face crop {w}x{h}, {animator.fps:g} fps; warp grid cells {sx} x {sy} px")
     print(f"  speech: {speech.duration:.2f} s = {n} frames ({' + '.join(CLIPS)}"
           f"{', tiled' if args.seconds > len(base) / SR else ''}; no transcript: acoustic mouth, as `animate` without --text)")
     print(f"  setup, once per portrait (face analysis + mesh): {c.wall:.2f} s, not in the timings below")
