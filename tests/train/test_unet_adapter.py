@@ -25,10 +25,10 @@ TINY_MODEL = {
 SYSTEMS = tuple(TINY_MODEL)
 
 
-def _config(system: str, dataset_dir: Path, out: Path, **kw) -> TrainConfig:
+def _config(name: str, dataset_dir: Path, out: Path, **kw) -> TrainConfig:
     base = dict(dataset=str(dataset_dir), output_dir=str(out),
-                system={"name": system, "crop": "face", "crop_size": 16, "motion_heads": 2, "unet": TINY_UNET,
-                        "model": TINY_MODEL[system]},
+                system={"name": name, "crop": "face", "crop_size": 16, "motion_heads": 2, "unet": TINY_UNET,
+                        "model": TINY_MODEL[name]},
                 clip_frames=2, motion_frames=1, audio_context=1, batch_size=2, learning_rate=2e-3, max_steps=4,
                 ema_decay=None, log_every=1, sample_every=1000, sample_steps=2, checkpoint_every=1000,
                 progress=False, dropout={"audio": 0.0, "reference": 0.0, "motion": 0.0, "all_": 0.0})
@@ -162,3 +162,107 @@ def test_unknown_system_names_the_choices():
         System(SystemConfig(name="halo", unet=TINY_UNET))
     with pytest.raises(InputError, match="system.model"):
         System(SystemConfig(name="emo", unet=TINY_UNET, model={"audio_dim": 12}))
+
+
+def _woken(net: torch.nn.Module) -> torch.nn.Module:
+    """Random weights in the zero-initialised layers (reference attention, audio and temporal outputs, a text
+    variant's AdaLNs), so every path, the reference features included, changes the output."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return net.eval()
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_the_reference_net_runs_once_per_clip_with_the_same_latents(system: str, dataset_dir: Path, tmp_path: Path):
+    """Sampling fills the reference bank once and reuses it at every step: the same latents, bit for bit, as
+    running the reference net at each step (a training forward), and the reference net runs once."""
+    from diffusers import DDIMScheduler
+
+    from talkinghead.sampling import denoise
+    from talkinghead.systems.emo.model import TRAIN_SCHEDULER
+
+    t = Trainer(_config(system, dataset_dir, tmp_path))
+    net = _woken(t.system.net)
+    batch = t.batch([0, 1])
+    calls = []
+    net.reference_unet.register_forward_hook(lambda *_: calls.append(1))
+
+    def run(once: bool, mb: dict) -> torch.Tensor:
+        scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
+        scheduler.set_timesteps(3)
+        x = torch.randn(mb["target"].shape, generator=torch.Generator().manual_seed(5))
+        return denoise(net.predictor(mb) if once else (lambda z, s: net.predict(z, s, mb)), scheduler, x)
+
+    with torch.no_grad():
+        mb = t.system.model_batch(batch)
+        expected = run(False, mb)
+        assert len(calls) == 3
+        calls.clear()
+        got = run(True, mb)
+        assert len(calls) == 1
+        assert (got - expected).abs().max().item() == 0
+        other = run(True, {**mb, "ref": mb["ref"].flip(-1)})
+        assert not torch.allclose(other, got)  # the recorded features do steer the result
+        calls.clear()
+        t.system.sample(batch, torch.Generator().manual_seed(3), steps=3)  # the trainer's and engines' sampler
+        assert len(calls) == 1
+        calls.clear()
+        t.system.sample(batch, torch.Generator().manual_seed(3), steps=3, guidance_scale=2.0)
+        assert len(calls) == 1  # both guidance branches read the one bank
+
+
+def test_guidance_strengthens_the_prompt_against_the_empty_prompt(dataset_dir: Path, tmp_path: Path):
+    """Hallo2's text variant: the unconditional branch of guidance reads the empty prompt's embedding (what a
+    clip without a prompt, or with its audio dropped, trains with), so guidance moves the output further in the
+    prompt's direction: guided - unguided = (scale - 1) (out(prompt) - out(empty prompt))."""
+    from talkinghead.systems.hallo2.text import write_tiny_t5
+
+    t5 = write_tiny_t5(tmp_path / "t5")
+    system = {"name": "hallo2", "crop": "face", "crop_size": 16, "motion_heads": 2, "unet": TINY_UNET,
+              "model": TINY_MODEL["hallo"], "options": {"text_encoder": str(t5)}}
+    t = Trainer(_config("hallo", dataset_dir, tmp_path / "run", system=system))
+    net = _woken(t.system.net)
+    assert any(".text_adaln." in n for n, _ in net.named_parameters())
+    batch = t.batch([0, 1])
+    batch["prompt"] = ["a smiling person", "an angry person"]
+    batch["drop_audio"] = torch.tensor([True, True])  # silent clips: the prompt is then the only condition
+    prompts = t.system.prompts
+    with torch.no_grad():
+        mb = t.system.model_batch({**batch, "drop_audio": torch.tensor([False, False])})
+        assert torch.equal(mb["text_embedding"], prompts.embed_batch(batch["prompt"], mb["text_embedding"]))
+        # training drops the prompt with the audio: the net learns the branch guidance subtracts
+        dropped = t.system.model_batch(batch)
+        empty = prompts.embed_batch(["", ""], mb["text_embedding"])
+        assert torch.equal(dropped["text_embedding"], empty)
+        mb = {**dropped, "text_embedding": mb["text_embedding"]}  # the prompts kept, the audio dropped
+        uncond = t.system.unconditional(mb)
+        assert torch.equal(uncond["text_embedding"], empty) and bool(uncond["drop_audio"].all())
+
+        from talkinghead.sampling import split_guidance
+
+        x = torch.randn(mb["target"].shape, generator=torch.Generator().manual_seed(5))
+        step = torch.tensor(500)
+        both = net.predictor(mb, uncond)(x, step)  # [uncond; cond]
+        plain = net.predict(x, step, mb)  # guidance 1: the conditional branch alone
+        toward = plain - net.predict(x, step, uncond)  # the prompt's direction
+        assert torch.equal(both[len(x):], plain)
+        assert toward.abs().max() > 1e-3
+        guided = split_guidance(both, 3.0)
+        assert torch.allclose(guided - plain, 2.0 * toward, atol=1e-5)
+        # through the sampler (audio and prompt kept): guidance changes the frames, reproducibly
+        batch["drop_audio"] = torch.tensor([False, False])
+        g1 = t.system.sample(batch, torch.Generator().manual_seed(3), steps=2)
+        g3 = t.system.sample(batch, torch.Generator().manual_seed(3), steps=2, guidance_scale=3.0)
+        assert (g1 - g3).abs().max() > 1e-3
+        assert torch.equal(g3, t.system.sample(batch, torch.Generator().manual_seed(3), steps=2, guidance_scale=3.0))
+
+
+def test_guidance_is_refused_for_a_system_sampled_without_it(dataset_dir: Path, tmp_path: Path):
+    system = {"name": "emo", "crop": "face", "crop_size": 16, "motion_heads": 2, "unet": TINY_UNET}
+    t = Trainer(_config("hallo", dataset_dir, tmp_path, system=system))
+    with pytest.raises(InputError, match="must be 1") as e:
+        t.system.sample(t.batch([0]), torch.Generator().manual_seed(0), steps=1, guidance_scale=2.0)
+    assert e.value.field == "guidance_scale"

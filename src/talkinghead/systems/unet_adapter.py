@@ -259,8 +259,11 @@ class System(TrainSystem):
             out["drop_audio"] = batch["drop_audio"]
             out.update(self.net.conditions(batch, boxes, self.latent_size, target.dtype))
             if self.prompts is not None:  # each clip's prompt, "" for a video without one: (b, text_dim)
-                out["text_embedding"] = self.prompts.embed_batch(list(batch.get("prompt") or [""] * len(target)),
-                                                                 target)
+                # a clip whose audio is dropped drops its prompt too, so the net learns the unconditional
+                # branch that guidance subtracts (no audio, the empty prompt)
+                prompts = [p if not drop else "" for p, drop in
+                           zip(batch.get("prompt") or [""] * len(target), batch["drop_audio"].tolist())]
+                out["text_embedding"] = self.prompts.embed_batch(prompts, target)
         else:
             out["ref"] = torch.cat([ref, motion], dim=1)
             locator = getattr(self.net, "face_locator", None)
@@ -298,18 +301,36 @@ class System(TrainSystem):
         loss = L.diffusion_loss(pred, target, weight)
         return loss, {"loss": loss.detach().item(), "t_mean": t.float().mean().item()}
 
+    def unconditional(self, mb: dict) -> dict:
+        """The unconditional branch of classifier-free guidance for a Hallo, Hallo2 or EchoMimic model batch: the
+        same clip with its audio dropped and, for Hallo2's text variant, the empty prompt: what training feeds a
+        clip whose audio (and with it its prompt) is dropped. The reference images stay."""
+        out = {**mb, "drop_audio": torch.ones_like(mb["drop_audio"])}
+        if self.prompts is not None:
+            out["text_embedding"] = self.prompts.embed_batch([""] * len(mb["drop_audio"]), mb["text_embedding"])
+        return out
+
     @torch.no_grad()
-    def sample(self, batch: dict, generator: torch.Generator, steps: int = 20) -> torch.Tensor:
-        """Generate the clip's (crops of) frames from its conditions: (b, f, 3, s, s) in [-1, 1]."""
+    def sample(self, batch: dict, generator: torch.Generator, steps: int = 20,
+               guidance_scale: float = 1.0) -> torch.Tensor:
+        """Generate the clip's (crops of) frames from its conditions: (b, f, 3, s, s) in [-1, 1].
+
+        The net's step-independent work (its reference net above all) runs once per call (`net.predictor`).
+        `guidance_scale` > 1 (Hallo, Hallo2 and EchoMimic) guides away from `unconditional`: the audio and,
+        for a text variant, the prompt are strengthened."""
+        if guidance_scale != 1.0 and self.config.name not in ("hallo", "hallo2", "echomimic"):
+            raise InputError(f"must be 1 for a {self.config.name} run (it is sampled without guidance), "
+                             f"got {guidance_scale}", "leave it out", field="guidance_scale")
         mb = self.model_batch(batch)
         if self.config.name == "loopy":
             mb["generator"] = generator
         scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
         scheduler.set_timesteps(steps)
         x = torch.randn(mb["target"].shape, generator=generator).to(mb["target"])
-        # nets with a `predictor` (EMO, Loopy) run their reference net once per clip rather than once per step
-        predict = self.net.predictor(mb) if hasattr(self.net, "predictor") else lambda z, t: self.net.predict(z, t, mb)
-        x = denoise(predict, scheduler, x)
+        if guidance_scale != 1.0:
+            x = denoise(self.net.predictor(mb, self.unconditional(mb)), scheduler, x, guidance_scale)
+        else:
+            x = denoise(self.net.predictor(mb), scheduler, x)
         return self.decode(rearrange(x, "b c f h w -> b f c h w"))
 
     def target_crops(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

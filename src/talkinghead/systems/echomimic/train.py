@@ -19,7 +19,8 @@ from .model import EchoMimicConfig, EchoMimicNet
 
 
 class EchoMimicTrainNet(EchoMimicNet, ReferenceTraining):
-    """EchoMimicNet + a reference bank + `mel_proj`, with `predict(noisy, t, batch)`.
+    """EchoMimicNet + a reference bank + `mel_proj`, with `predict(noisy, t, batch)` and `predictor(batch)`
+    (ReferenceTraining).
 
     The video UNet repeats one set of cross-attention tokens over the frames; EchoMimic needs each frame's
     own audio tokens there, so forward pre-hooks on the denoising UNet's spatial transformers swap in the
@@ -82,16 +83,23 @@ class EchoMimicTrainNet(EchoMimicNet, ReferenceTraining):
             return rearrange(feats, "b f w l d -> b f (w l) d")
         return rearrange(self.mel_proj(batch["audio"]), "b f w m d -> b f (w m) d")
 
-    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
-        """noisy (b, c, f, h, w) -> model output; batch from System.model_batch (ref = the portrait only)."""
-        b, _, f = noisy.shape[:3]
-        audio = batch["audio_tokens"] * (~batch["drop_audio"]).to(noisy.dtype).view(-1, 1, 1, 1)
-        dummy = audio.new_zeros(b, 1, self.config.unet["cross_attention_dim"])  # the reference net has no attn2
-        self.fill_bank(batch["ref"], dummy)
+    def prepare_clip(self, batch: dict, record: bool = True) -> dict:
+        """Audio tokens (zero where the clip's audio is dropped) and landmark-encoder features of a batch from
+        System.model_batch (ref = the portrait only); `record`: the reference net reads `ref` into the bank."""
+        audio = batch["audio_tokens"] * (~batch["drop_audio"]).to(batch["audio_tokens"].dtype).view(-1, 1, 1, 1)
+        if record:
+            b = batch["ref"].shape[0]
+            dummy = audio.new_zeros(b, 1, self.config.unet["cross_attention_dim"])  # the reference net has no attn2
+            self.fill_bank(batch["ref"], dummy)
+        return {"audio": audio, "location": self.face_locator(batch["location"])}
+
+    def denoise_prepared(self, noisy: torch.Tensor, t: torch.Tensor, prepared: dict) -> torch.Tensor:
+        """noisy (b, c, f, h, w) -> model output at step `t`; each frame cross-attends to its own audio tokens."""
+        b = noisy.shape[0]
+        audio = prepared["audio"]  # (b, f, n, d)
         t = torch.as_tensor(t, device=noisy.device).reshape(-1).expand(b)
         self._frame_tokens = rearrange(audio, "b f n d -> (b f) n d")
         try:
-            return self.denoising_unet(noisy, t, audio[:, 0], location=self.face_locator(batch["location"]),
-                                       reference=self.bank)
+            return self.denoising_unet(noisy, t, audio[:, 0], location=prepared["location"], reference=self.bank)
         finally:
             self._frame_tokens = None

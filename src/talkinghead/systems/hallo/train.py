@@ -32,7 +32,8 @@ BRANCHES = ("lip", "face", "full")  # channel order of the dataset's `hallo_mask
 
 
 class HalloTrainNet(HalloNet, ReferenceTraining):
-    """HalloNet + a reference bank + `mel_proj`, with `predict(noisy, t, batch)` for the trainer's System."""
+    """HalloNet + a reference bank + `mel_proj`, with `predict(noisy, t, batch)` for the trainer's System and
+    `predictor(batch)` for its sampler (ReferenceTraining)."""
 
     def __init__(self, config: HalloConfig | None = None, **fields):
         super().__init__(config, **fields)
@@ -104,13 +105,22 @@ class HalloTrainNet(HalloNet, ReferenceTraining):
         pooled = F.adaptive_avg_pool1d(tokens, ap["seq_len"])  # (b f, c, seq_len)
         return repeat(pooled, "(b f) c s -> b f s l c", b=b, l=ap["blocks"])
 
-    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
-        """noisy (b, c, f, h, w) -> model output; batch from System.model_batch (ref = [portrait, motion])."""
-        b = noisy.shape[0]
+    def prepare_clip(self, batch: dict, record: bool = True) -> dict:
+        """Image tokens, audio tokens (zero where the clip's audio is dropped), face-locator features, masks and
+        prompt embedding of a batch from System.model_batch (ref = [portrait, motion]); `record`: the reference
+        net reads `ref` with the image tokens into the bank."""
         tokens = self.imageproj(batch["face_embedding"])  # (b, n, d)
         audio = self.audioproj(batch["audio_windows"])  # (b, f, n, d)
         audio = audio * (~batch["drop_audio"]).to(audio.dtype).view(-1, 1, 1, 1)  # dropped: zero tokens
-        self.fill_bank(batch["ref"], tokens)
+        if record:
+            self.fill_bank(batch["ref"], tokens)
+        return {"tokens": tokens, "audio": audio, "location": self.face_locator(batch["location"]),
+                "masks": batch["masks"], "text_embedding": batch.get("text_embedding")}
+
+    def denoise_prepared(self, noisy: torch.Tensor, t: torch.Tensor, prepared: dict) -> torch.Tensor:
+        """noisy (b, c, f, h, w) -> model output at step `t`."""
+        b = noisy.shape[0]
         t = torch.as_tensor(t, device=noisy.device).reshape(-1).expand(b)
-        return self.denoising_unet(noisy, t, tokens, audio, self.face_locator(batch["location"]), batch["masks"],
-                                   (1.0, 1.0, 1.0), self.bank, text_embedding=batch.get("text_embedding"))
+        return self.denoising_unet(noisy, t, prepared["tokens"], prepared["audio"], prepared["location"],
+                                   prepared["masks"], (1.0, 1.0, 1.0), self.bank,
+                                   text_embedding=prepared["text_embedding"])
