@@ -672,7 +672,7 @@ def measure_memory(name: str, tiny: bool, device: torch.device, args) -> MemoryR
     device against `--cpu-offload` (the model and the VAE on the CPU, each moved to the device for its own
     forward); the decode whole against `--vae-tiling on`; and, where our path takes a scheduler, the official
     sampler against diffusers' DPMSolverMultistepScheduler at the same steps."""
-    from talkinghead.pipelines.memory import onload, set_cpu_offload, set_vae_tiling
+    from talkinghead.pipelines.memory import set_vae_tiling
 
     family = DIT_VAES[name]
     dtype = torch.float32 if device.type == "cpu" else DTYPES[args.memory_dtype]
@@ -692,24 +692,9 @@ def measure_memory(name: str, tiny: bool, device: torch.device, args) -> MemoryR
     finally:
         set_vae_tiling(vae, "off", hw)
         free(device)
-    try:  # offload: the clip's denoising loop, then a decode, with the models resident or offloaded
-        run = CASES[name].build(tiny, device, dtype, args.steps, args.frames)
-        models = [*run.modules, vae]
-
-        def clip():
-            for m in run.modules:  # our own DiT paths enter through sample(), not forward: onload first
-                onload(m)
-            out = run.ours()
-            return torch.cat([out.float().flatten(), decode().float().flatten()])
-
-        row.seconds["resident"], resident, row.peak["resident"] = repeat_timed(clip, device, repeats, warmups)
-        set_cpu_offload(models, device, True)
-        try:
-            row.seconds["offload"], offloaded, row.peak["offload"] = repeat_timed(clip, device, repeats, warmups)
-        finally:
-            set_cpu_offload(models, device, False)
-        row.parity["offload"] = compare(offloaded, resident)
-        del run, models
+    try:
+        offload_cells(row, CASES[name].build(tiny, device, dtype, args.steps, args.frames), vae, decode, device,
+                      repeats, warmups)  # the DiT lives only in that call
     except Exception as e:  # noqa: BLE001
         row.notes["offload"] = "could not run: " + short(e)
     free(device)
@@ -720,9 +705,31 @@ def measure_memory(name: str, tiny: bool, device: torch.device, args) -> MemoryR
             row.notes["dpm"] = "could not run: " + short(e)
     else:
         row.notes["dpm"] = DPM_NOTES[name]
-    del vae
     free(device)
     return row
+
+
+def offload_cells(row: MemoryRow, run: Run, vae, decode: Callable[[], torch.Tensor], device, repeats: int,
+                  warmups: int) -> None:
+    """One clip (the run's denoising loop, then `decode`) with the DiT and the VAE resident on the device, then
+    with both offloaded (`set_cpu_offload`); their times, peaks and max |diff| into `row`."""
+    from talkinghead.pipelines.memory import onload, set_cpu_offload
+
+    models = [*run.modules, vae]
+
+    def clip():
+        for m in run.modules:  # our own DiT paths enter through sample(), not forward: onload first
+            onload(m)
+        out = run.ours()
+        return torch.cat([out.float().flatten(), decode().float().flatten()])
+
+    row.seconds["resident"], resident, row.peak["resident"] = repeat_timed(clip, device, repeats, warmups)
+    set_cpu_offload(models, device, True)
+    try:
+        row.seconds["offload"], offloaded, row.peak["offload"] = repeat_timed(clip, device, repeats, warmups)
+    finally:
+        set_cpu_offload(models, device, False)
+    row.parity["offload"] = compare(offloaded, resident)
 
 
 # the UNet engines whose --scheduler dpm this table measures against their official DDIM: name -> the engine's factory
