@@ -58,6 +58,14 @@ def fixture_folders(root: Path, is_fixture: Callable[[Path], bool], system: str,
     return found
 
 
+def verify_fixtures(root: Path, is_fixture: Callable[[Path], bool], check_fixture: Callable[[Path], list[Check]],
+                    system: str, expected: str) -> list[Check]:
+    """Every check of every folder under `root` (itself included) that holds `system`'s reference data, in name
+    order; an InputError when there is none (see fixture_folders)."""
+    return [check for folder in fixture_folders(Path(root), is_fixture, system, expected)
+            for check in check_fixture(folder)]
+
+
 def generator_seed(run: dict) -> int:
     """The seed of the recorded `torch.Generator(...).manual_seed(N)` in a fixture's run settings."""
     found = re.search(r"manual_seed\((\d+)\)", str(run.get("generator", "")))

@@ -14,7 +14,7 @@ from diffusers import DDIMScheduler
 from einops import rearrange
 
 from ...models.checkpoints import require_files
-from ...verify import Check, compare, fixture_folders as find_fixtures
+from ...verify import Check, compare, verify_fixtures
 
 TOL_EXACT = 1e-5  # log-mel, whisper features and windows, face locator, VAE latents, scheduler tables
 TOL_BANK = 1e-4  # reference-bank features
@@ -24,12 +24,6 @@ TOL_BLOCK = 1e-3  # internal block outputs
 
 def is_fixture(folder: Path) -> bool:
     return (folder / "io.safetensors").is_file() and (folder / "denoising_unet.pth").is_file()
-
-
-def fixture_folders(root: Path) -> list[Path]:
-    """The folders under `root` (itself included) that hold EchoMimic reference data."""
-    return find_fixtures(root, is_fixture, "EchoMimic",
-                         "io.safetensors next to the release files (denoising_unet.pth, ...)")
 
 
 def landmark_images(points: torch.Tensor, colours: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -171,7 +165,6 @@ def check_fixture(folder: Path, record: dict | None = None) -> list[Check]:
 
 
 def verify_echomimic(root: Path) -> list[Check]:
-    checks: list[Check] = []
-    for folder in fixture_folders(Path(root)):
-        checks += check_fixture(folder)
-    return checks
+    """Every check of every EchoMimic reference-data folder under `root` (itself included)."""
+    return verify_fixtures(root, is_fixture, check_fixture, "EchoMimic",
+                           "io.safetensors next to the release files (denoising_unet.pth, ...)")

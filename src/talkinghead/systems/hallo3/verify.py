@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ...models.checkpoints import require_files
-from ...verify import Check, compare, fixture_folders as find_fixtures
+from ...verify import Check, compare, verify_fixtures
 from .model import Hallo3Model
 from .release import config_from_sat, find_sat_checkpoint, load_sat_checkpoint
 from .pipeline import Hallo3Sampler
@@ -22,12 +22,6 @@ TOL = 1e-4  # fp32, every tensor (the fixture README: reordering and attention k
 
 def is_fixture(folder: Path) -> bool:
     return (folder / "latest").is_file() and (folder / "io.safetensors").is_file() and (folder / "config.json").is_file()
-
-
-def fixture_folders(root: Path) -> list[Path]:
-    """The folders under `root` (itself included) that hold Hallo3 reference data."""
-    return find_fixtures(root, is_fixture, "Hallo3",
-                         "latest, <n>/mp_rank_00_model_states.pt, config.json and io.safetensors")
 
 
 def load_fixture_model(folder: Path) -> tuple[Hallo3Model, dict]:
@@ -142,7 +136,6 @@ def check_fixture(folder: Path) -> list[Check]:
 
 
 def verify_hallo3(root: Path) -> list[Check]:
-    checks: list[Check] = []
-    for folder in fixture_folders(Path(root)):
-        checks += check_fixture(folder)
-    return checks
+    """Every check of every Hallo3 reference-data folder under `root` (itself included)."""
+    return verify_fixtures(root, is_fixture, check_fixture, "Hallo3",
+                           "latest, <n>/mp_rank_00_model_states.pt, config.json and io.safetensors")

@@ -15,7 +15,7 @@ import torch
 
 from ...errors import InputError
 from ...models.checkpoints import require_files
-from ...verify import Check, compare, fixture_folders as find_fixtures
+from ...verify import Check, compare, verify_fixtures
 from .release import CHECKPOINT, CONFIG, VAE_FILE, load_dit, load_wan_vae
 from .pipeline import (WanLatents, center_crop_width, random_mask_patches,
                        resize_for_rectangle_crop, sample_clip, vace_context)
@@ -29,12 +29,6 @@ DIT_KEYS = ("noise_pred_cond", "noise_pred_uncond")
 
 def is_fixture(folder: Path) -> bool:
     return (folder / CHECKPOINT).is_file() and (folder / "io.safetensors").is_file()
-
-
-def fixture_folders(root: Path) -> list[Path]:
-    """The folders under `root` (itself included) that hold Hallo4 reference data."""
-    return find_fixtures(root, is_fixture, "Hallo4",
-                         f"{CHECKPOINT}, {CONFIG}, {VAE_FILE}, {WAV2VEC}/, config.json and io.safetensors")
 
 
 def tolerance(key: str) -> float:
@@ -174,10 +168,9 @@ def check_fixture(folder: Path) -> list[Check]:
 
 
 def verify_hallo4(root: Path) -> list[Check]:
-    checks: list[Check] = []
-    for folder in fixture_folders(Path(root)):
-        checks += check_fixture(folder)
-    return checks
+    """Every check of every Hallo4 reference-data folder under `root` (itself included)."""
+    return verify_fixtures(root, is_fixture, check_fixture, "Hallo4",
+                           f"{CHECKPOINT}, {CONFIG}, {VAE_FILE}, {WAV2VEC}/, config.json and io.safetensors")
 
 
 __all__ = ["verify_hallo4", "run_release"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ...verify import Check, compare, fixture_folders as find_fixtures, generator_seed
+from ...verify import Check, compare, generator_seed, verify_fixtures
 from ..skyreels_common import ReferenceRun, recorded_steps, release_pixels
 from .pipeline import release_control, sample_a1_release
 from .release import SkyReelsA1Release, load_release
@@ -31,14 +31,6 @@ TOL_SCHEDULE = 1e-12
 
 def is_fixture(folder: Path) -> bool:
     return (folder / "io.safetensors").is_file() and (folder / "pose_guider").is_dir()
-
-
-def fixture_folders(root: Path) -> list[Path]:
-    """The folders under `root` (itself included) that hold SkyReels-A1 reference data."""
-    return find_fixtures(root, is_fixture, "SkyReels-A1",
-                         "io.safetensors beside transformer/, vae/, pose_guider/ and scheduler/")
-
-
 
 
 def check_fixture(folder: Path) -> list[Check]:
@@ -154,7 +146,6 @@ def _bf16_stages(release: SkyReelsA1Release, io: dict, tag: str, guidance: float
 
 
 def verify_skyreels_a1(root: Path) -> list[Check]:
-    checks: list[Check] = []
-    for folder in fixture_folders(Path(root)):
-        checks += check_fixture(folder)
-    return checks
+    """Every check of every SkyReels-A1 reference-data folder under `root` (itself included)."""
+    return verify_fixtures(root, is_fixture, check_fixture, "SkyReels-A1",
+                           "io.safetensors beside transformer/, vae/, pose_guider/ and scheduler/")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...verify import Check, compare, fixture_folders as find_fixtures, generator_seed
+from ...verify import Check, compare, generator_seed, verify_fixtures
 from ..skyreels_common import ReferenceRun, recorded_steps
 from .pipeline import A2_CLIP_SIZE, crop_to_aspect, pad_to_aspect, sample_a2_release
 from .release import load_release
@@ -38,15 +38,6 @@ TOL_BF16_FRAMES_MEAN = 2.0  # uint8 levels, mean
 
 def is_fixture(folder: Path) -> bool:
     return (folder / "io.safetensors").is_file() and (folder / "image_encoder").is_dir()
-
-
-def fixture_folders(root: Path) -> list[Path]:
-    """The folders under `root` (itself included) that hold SkyReels-A2 reference data."""
-    return find_fixtures(root, is_fixture, "SkyReels-A2",
-                         "io.safetensors beside transformer/, vae/, image_encoder/, text_encoder/, tokenizer/ "
-                         "and image_processor/")
-
-
 
 
 def references(io: dict, config: dict, height: int, width: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -188,7 +179,7 @@ def _bf16_calls(release, io: dict, tag: str, guidance: float) -> list[Check]:
 
 
 def verify_skyreels_a2(root: Path) -> list[Check]:
-    checks: list[Check] = []
-    for folder in fixture_folders(Path(root)):
-        checks += check_fixture(folder)
-    return checks
+    """Every check of every SkyReels-A2 reference-data folder under `root` (itself included)."""
+    return verify_fixtures(root, is_fixture, check_fixture, "SkyReels-A2",
+                           "io.safetensors beside transformer/, vae/, image_encoder/, text_encoder/, tokenizer/ "
+                           "and image_processor/")
