@@ -108,6 +108,7 @@ class CheckpointAnimator(PortraitClock):
     """Engine interface (`fps`, `frame_size`, `n_frames`, `frames`) over a trained reference-video model."""
 
     engine = "emo"
+    guidance_scale = 1.0  # classifier-free guidance of the sampler (1: none, as the trainer's sample grids)
 
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
         from ..face.landmarks import prepare
@@ -173,7 +174,8 @@ class CheckpointAnimator(PortraitClock):
         for start in range(0, n, f):
             rows = torch.arange(start, start + f).clamp(max=n - 1)  # the last chunk repeats its final frame
             generator = torch.Generator().manual_seed(self.config.motion.seed)
-            crops = self.system.sample(self._item(audio[rows], history), generator, self.steps)[0]  # (f, 3, c, c)
+            crops = self.system.sample(self._item(audio[rows], history), generator, self.steps,
+                                       self.guidance_scale)[0]  # (f, 3, c, c)
             crops = torch.nn.functional.interpolate(crops, size=(side, side), mode="bicubic", align_corners=False)
             crops = crops - crops.mean((0, 2, 3), keepdim=True) + region.mean((1, 2), keepdim=True)[None]
             for j in range(min(f, n - start)):

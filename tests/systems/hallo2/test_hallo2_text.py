@@ -127,6 +127,11 @@ def test_a_trained_text_variant_renders_the_prompt_through_the_cli(text_run, sho
     assert info["audio_duration"] == pytest.approx(0.9, abs=0.05)
     assert np.array_equal(_frames(a), _frames(again))
     assert not np.array_equal(_frames(a), _frames(other))
+    # guidance against the clip without its audio and with the empty prompt (the default, 1, renders unguided)
+    guided = tmp_path / "guided.mp4"
+    assert cli_exit_code(_argv(text_run, short_wav, guided, "--seed", "3", "--prompt", "a smiling person",
+                               "--guidance-scale", "3")) == 0
+    assert probe(guided)["n_frames"] == 23 and not np.array_equal(_frames(guided), _frames(a))
 
 
 def _refused(argv: list[str], out: Path, capsys) -> str:

@@ -162,7 +162,8 @@ class TrainedHallo2Animator(CheckpointAnimator):
     """A Hallo2 run of `talkinghead train`, rendered as the trainer's sample grids are (its log-mel audio path,
     the net's masks and face locator, zero face embedding); a text variant's prompt is encoded once per video by
     the run's T5 (the folder its stage config names) and modulates every clip. Without a prompt, a text variant
-    renders with the empty prompt, as videos without one were trained."""
+    renders with the empty prompt, as videos without one were trained. `guidance_scale` (default 1: none, as the
+    sample grids) guides against the clip with its audio dropped and the empty prompt, strengthening both."""
 
     engine = "hallo2"
 
@@ -180,6 +181,9 @@ class TrainedHallo2Animator(CheckpointAnimator):
         self.hallo_masks = torch.from_numpy(hallo.astype(np.float32) / 255.0)  # (3, 64, 64) lip, face, full
         if self.system.prompts is not None:
             self.system.prompts.embed(self.prompt)  # encoded here, once; every clip reuses it
+            self.system.prompts.embed("")  # the unconditional branch of guidance reads the empty prompt
+        if config.diffusion.guidance_scale is not None:
+            self.guidance_scale = config.diffusion.guidance_scale
 
     def extra(self, frames: int) -> dict:
         return {"hallo_masks": self.hallo_masks[None], "prompt": [self.prompt]}
@@ -194,7 +198,7 @@ def _refuse_release_controls(config: AnimateConfig) -> None:
     defaults = AnimateConfig()
     for section in ("motion", "render", "diffusion"):
         for f in fields(getattr(defaults, section)):
-            if f.name in TRAINED or f.name in ENCODING or f.name == "prompt":
+            if f.name in TRAINED or f.name in ENCODING or f.name in ("prompt", "guidance_scale"):
                 continue
             if getattr(getattr(config, section), f.name) != getattr(getattr(defaults, section), f.name):
                 raise InputError("is not used by a Hallo2 run of `talkinghead train` (it renders as it was trained)",
