@@ -290,8 +290,8 @@ def _reference_video(kind: str, tiny: bool, device, dtype, steps, frames) -> Run
     """EMO, Loopy and EMO2 (stage 2): the trained engines' sampler, DDIM over `net.predict` without guidance."""
     from diffusers import DDIMScheduler
 
-    from talkinghead.systems.emo.model import TRAIN_SCHEDULER
-    from talkinghead.systems.hallo.model import SD15_UNET
+    from talkinghead.models.reference_video import TRAIN_SCHEDULER
+    from talkinghead.models.unet3d import SD15_UNET
     from talkinghead.nn.temporal import TemporalConfig
     from talkinghead.sampling import denoise
 

@@ -25,7 +25,8 @@ from talkinghead.nn.loopy import AudioToLatentsConfig
 from talkinghead.nn.speed import SpeedConfig
 from talkinghead.nn.temporal import TemporalConfig
 from talkinghead.sampling import denoise
-from talkinghead.systems.emo.model import TRAIN_SCHEDULER, EMOConfig, EMONet
+from talkinghead.models.reference_video import TRAIN_SCHEDULER
+from talkinghead.systems.emo.model import EMOConfig, EMONet
 from talkinghead.systems.emo2.model import EMO2Stage2Config, EMO2Stage2Net
 from talkinghead.models.unet3d import SD15_UNET
 from talkinghead.systems.loopy.model import LoopyConfig, LoopyNet
@@ -96,11 +97,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--nets", default="emo,loopy,emo2")
+    ap.add_argument("--nets", default="emo,loopy,emo2,hallo,echomimic")
     args = ap.parse_args()
     print(f"device {args.device}, {args.frames} frames, {args.motion_frames} motion frames, {args.latent}^2 latents, "
           f"{args.steps} DDIM steps, median of {args.repeats}")
-    print(f"{'net':6} {'per step s':>11} {'once s':>9} {'per step / once':>16} {'max |diff|':>11}")
+    print(f"{'net':9} {'per step s':>11} {'once s':>9} {'per step / once':>16} {'max |diff|':>11}")
     for kind in args.nets.split(","):
         torch.manual_seed(0)
         net = build(kind, args.latent).to(args.device)
@@ -115,7 +116,7 @@ def main() -> None:
                 times[once].append(seconds)
         slow, fast = statistics.median(times[False]), statistics.median(times[True])
         diff = (outs[False] - outs[True]).abs().max().item()
-        print(f"{kind:6} {slow:11.3f} {fast:9.3f} {slow / fast:16.2f} {diff:11.3g}")
+        print(f"{kind:9} {slow:11.3f} {fast:9.3f} {slow / fast:16.2f} {diff:11.3g}")
 
 
 if __name__ == "__main__":

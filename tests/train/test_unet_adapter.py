@@ -182,7 +182,7 @@ def test_the_reference_net_runs_once_per_clip_with_the_same_latents(system: str,
     from diffusers import DDIMScheduler
 
     from talkinghead.sampling import denoise
-    from talkinghead.systems.emo.model import TRAIN_SCHEDULER
+    from talkinghead.models.reference_video import TRAIN_SCHEDULER
 
     t = Trainer(_config(system, dataset_dir, tmp_path))
     net = _woken(t.system.net)

@@ -23,6 +23,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from ..errors import InputError
+from ..models.reference_video import TRAIN_SCHEDULER
 from ..models.unet3d import SD15_UNET
 from ..nn.loopy import AudioToLatentsConfig
 from ..nn.speed import SpeedConfig, head_speed
@@ -31,7 +32,7 @@ from ..sampling import denoise
 from ..train import losses as L
 from ..train.base import SystemConfig, TrainSystem, parse_options
 from .echomimic.train import EchoMimicTrainNet
-from .emo.model import TRAIN_SCHEDULER, EMOConfig, EMONet
+from .emo.model import EMOConfig, EMONet
 from .hallo.train import HalloTrainNet
 from .loopy.model import LoopyConfig, LoopyNet
 from .reference_training import crop_square, merge

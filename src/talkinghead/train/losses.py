@@ -139,8 +139,8 @@ def timestep_aware_spatial_loss(
 
 
 def reference_video_loss(net, batch: dict, scheduler, generator: torch.Generator) -> torch.Tensor:
-    """EMO/Loopy reference video net (`systems.emo.model.ReferenceVideoNet`): v-prediction MSE of `net.predict` at a
-    random timestep. batch["target"] (b, c, f, h, w) clean latents; noise and t from `generator`."""
+    """EMO/Loopy reference video net (`models.reference_video.ReferenceVideoNet`): v-prediction MSE of
+    `net.predict` at a random timestep. batch["target"] (b, c, f, h, w) clean latents; noise and t from `generator`."""
     target = batch["target"]
     noise = torch.randn(target.shape, generator=generator)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (target.shape[0],), generator=generator)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from talkinghead.systems.emo.model import TRAIN_SCHEDULER, EMOConfig, EMONet
+from talkinghead.models.reference_video import TRAIN_SCHEDULER
+from talkinghead.systems.emo.model import EMOConfig, EMONet
 from talkinghead.models.unet3d import SD15_UNET
 from talkinghead.systems.loopy.model import LoopyConfig, LoopyNet
 from talkinghead.nn.loopy import AudioToLatentsConfig

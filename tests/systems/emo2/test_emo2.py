@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from talkinghead.errors import InputError
-from talkinghead.systems.emo.model import TRAIN_SCHEDULER
+from talkinghead.models.reference_video import TRAIN_SCHEDULER
 from talkinghead.systems.emo2.model import EMO2Stage1Config, EMO2Stage1Net, EMO2Stage2Config, EMO2Stage2Net
 from talkinghead.train.stages import load_stage_config
 from talkinghead.train.trainer import TrainConfig

@@ -14,6 +14,7 @@ from diffusers.models.embeddings import SinusoidalPositionalEmbedding, TimestepE
 from torch import nn
 
 from ...models.checkpoints import ConfiguredModel
+from ...models.reference_video import ReferenceVideoNet
 from ...models.unet3d import SD15_UNET, VideoUNetConfig
 from ...nn.audio_windows import audio_windows
 from ...nn.hand_motion import (N_PARTS, AdaLNBlock, HandConditionConfig, HandConditionEmbedding, MotionLayout,
@@ -22,7 +23,6 @@ from ...nn.pose_discriminator import PoseDiscriminator, PoseDiscriminatorConfig
 from ...nn.pose_guider import HandConfidenceEmbedding, PoseGuider, render_guidance
 from ...nn.temporal import TemporalConfig
 from ...sampling import denoise
-from ..emo.model import ReferenceVideoNet
 
 # x0 ("sample") prediction is the usual choice for motion diffusion: the loss is on the motion itself, so the
 # mask of missing hands applies directly

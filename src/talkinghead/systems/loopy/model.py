@@ -12,10 +12,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ...models.reference_video import ReferenceVideoNet
 from ...models.unet3d import SD15_UNET, VideoUNetConfig
 from ...nn.loopy import AudioToLatents, AudioToLatentsConfig, LoopyMotionModule, temporal_segment_indices
 from ...nn.temporal import TemporalConfig
-from ..emo.model import ReferenceVideoNet
 
 
 @dataclass
