@@ -1,10 +1,12 @@
-"""Reference work once per clip (EMO, Loopy, EMO2 stage 2): sampling time and final latents with the reference net
-and the guidance encoder (EMO's face locator, EMO2's pose guider) run at every denoising step (as a training
-forward runs them) against once per clip (`ReferenceVideoNet.predictor`, what `sample` and the engines use),
-measured in one run.
+"""Reference work once per clip (EMO, Loopy, EMO2 stage 2, and the training nets of Hallo/Hallo2 and EchoMimic):
+sampling time and final latents with the reference net and the step-independent encoders (EMO's face locator,
+EMO2's pose guider, Hallo's face locator and image and audio projections, EchoMimic's landmark encoder) run at
+every denoising step (as a training forward runs them) against once per clip (`predictor`, what `sample`, the
+trained-run engines and the trainer's sample grids use), measured in one run.
 
     .venv/bin/python benchmarks/reference_once.py                    # tiny nets, 32x32 latents, 8 frames, 10 steps
     .venv/bin/python benchmarks/reference_once.py --device cuda --steps 25
+    .venv/bin/python benchmarks/reference_once.py --nets hallo,echomimic
 
 The nets have random (seeded) weights, their zero-initialised layers included, so the reference features steer
 every step; the numbers say nothing about image quality. For each net the script prints the median seconds per
@@ -27,11 +29,18 @@ from talkinghead.nn.temporal import TemporalConfig
 from talkinghead.sampling import denoise
 from talkinghead.models.reference_video import TRAIN_SCHEDULER
 from talkinghead.systems.emo.model import EMOConfig, EMONet
+from talkinghead.systems.echomimic.train import EchoMimicTrainNet
 from talkinghead.systems.emo2.model import EMO2Stage2Config, EMO2Stage2Net
+from talkinghead.systems.hallo.train import HalloTrainNet
 from talkinghead.models.unet3d import SD15_UNET
 from talkinghead.systems.loopy.model import LoopyConfig, LoopyNet
 
 AUDIO_TOKENS, AUDIO_DIM = 2, 16
+# Hallo's and EchoMimic's non-UNet parts at small sizes: a 2-stage face locator (its input twice the latent side)
+HALLO_MODEL = {"face_locator": {"block_out_channels": [16, 32]}, "image_proj": {"clip_extra_context_tokens": 4},
+               "audio_proj": {"seq_len": 5, "blocks": 2, "channels": AUDIO_DIM, "intermediate_dim": 64,
+                              "context_tokens": 8}}
+ECHOMIMIC_MODEL = {"face_locator": {"block_out_channels": [16, 32]}, "audio_dim": AUDIO_DIM}
 
 
 def build(kind: str, latent: int) -> torch.nn.Module:
@@ -42,6 +51,10 @@ def build(kind: str, latent: int) -> torch.nn.Module:
     if kind == "emo":
         net = EMONet(EMOConfig(unet=unet, audio_dim=AUDIO_DIM, motion=motion, speed=SpeedConfig(dim=time_dim),
                                face_locator=(16, 32, 64, 128)))
+    elif kind == "hallo":
+        net = HalloTrainNet.for_system(unet, 2, HALLO_MODEL)
+    elif kind == "echomimic":
+        net = EchoMimicTrainNet.for_system(unet, 2, ECHOMIMIC_MODEL)
     elif kind == "loopy":
         net = LoopyNet(LoopyConfig(unet=unet, audio_dim=AUDIO_DIM, motion=motion, audio_to_latents=AudioToLatentsConfig(
             audio_dim=AUDIO_TOKENS * AUDIO_DIM, dim=32, heads=2, num_latents=8, time_embed_dim=time_dim)))
@@ -57,6 +70,21 @@ def build(kind: str, latent: int) -> torch.nn.Module:
 
 def batch(kind: str, frames: int, motion_frames: int, latent: int, net: torch.nn.Module) -> dict:
     g = torch.Generator().manual_seed(0)
+    if kind in ("hallo", "echomimic"):  # a System.model_batch of one clip
+        side = latent * 2 ** (len(net.config.face_locator["block_out_channels"]) - 1)  # the locator's input
+        out = {"ref": torch.randn(1, 1 + (motion_frames if kind == "hallo" else 0), 4, latent, latent, generator=g),
+               "drop_audio": torch.tensor([False])}
+        if kind == "echomimic":
+            out["audio_tokens"] = torch.randn(1, frames, AUDIO_TOKENS * 5, AUDIO_DIM, generator=g)
+            out["location"] = (torch.rand(1, 1, frames, side, side, generator=g) > 0.9).float()
+            return out
+        ap = net.config.audio_proj
+        out["face_embedding"] = torch.zeros(1, 512)
+        out["audio_windows"] = torch.randn(1, frames, ap["seq_len"], ap["blocks"], ap["channels"], generator=g)
+        out["location"] = torch.rand(1, 3, 1, side, side, generator=g).expand(-1, -1, frames, -1, -1)
+        out["masks"] = {b: [torch.rand(frames, (latent // 2 ** i) ** 2, generator=g) for i in range(4)]
+                        for b in ("lip", "face", "full")}
+        return out
     out = {"ref": torch.randn(1, 1 + (motion_frames if kind != "loopy" else 0), 4, latent, latent, generator=g),
            "audio": torch.randn(1, frames, AUDIO_TOKENS, AUDIO_DIM, generator=g)}
     if kind == "emo":
@@ -73,7 +101,8 @@ def batch(kind: str, frames: int, motion_frames: int, latent: int, net: torch.nn
 
 @torch.inference_mode()
 def run(net, kind: str, data: dict, frames: int, steps: int, once: bool, device: str) -> tuple[float, torch.Tensor]:
-    data = {k: v.to(device) for k, v in data.items()}
+    data = {k: (v.to(device) if isinstance(v, torch.Tensor) else  # Hallo's masks: {branch: [per level]}
+                {b: [m.to(device) for m in ms] for b, ms in v.items()}) for k, v in data.items()}
     if kind == "loopy":
         data["generator"] = torch.Generator(device).manual_seed(3)
     scheduler = DDIMScheduler(**TRAIN_SCHEDULER)
