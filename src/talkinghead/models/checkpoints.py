@@ -44,7 +44,8 @@ def require_files(folder: Path, needed: dict[str, list[str]], release: str) -> d
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file, or of a .pth/.ckpt/.bin pickle loaded with weights_only=True."""
+    """Tensors of a .safetensors file, or of a .pth/.ckpt/.bin/.pt pickle loaded with weights_only=True (a dict that
+    wraps them under `state_dict`, or under `module` as DeepSpeed/SAT checkpoints do, is unwrapped)."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -53,8 +54,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - any failure here is a bad file for the user
         raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}. Only safetensors and "
                               "weights-only torch pickles are loaded; re-download the file if it is truncated.") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for wrapper in ("state_dict", "module"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a flat state dict of tensors")
     return state

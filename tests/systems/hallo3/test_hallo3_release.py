@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from talkinghead.errors import CheckpointError
+from talkinghead.models.checkpoints import load_state_dict
 from talkinghead.systems.hallo3.model import Hallo3Model
 from talkinghead.systems.hallo3.release import (SAT_UNUSED_PREFIXES, SAT_UNUSED_SUFFIXES, config_from_sat,
-                                                find_sat_checkpoint, load_sat_checkpoint, read_sat_state, sat_from_ours,
-                                                sat_to_ours)
+                                                find_sat_checkpoint, load_sat_checkpoint, sat_from_ours, sat_to_ours)
 from tests.support import FIXTURES, fixture, manifest
 
 HALLO3 = FIXTURES / "hallo3"
@@ -79,8 +79,8 @@ def test_tiny_checkpoint_loads_and_round_trips(fixtures):
     assert path == TINY / "1" / "mp_rank_00_model_states.pt"
     assert find_sat_checkpoint(TINY.parent / "hallo3_tiny") == path
     unused = load_sat_checkpoint(model, path)
-    assert sorted(unused) == sorted(k for k in read_sat_state(path) if k.endswith(SAT_UNUSED_SUFFIXES))
-    sat = read_sat_state(path)
+    assert sorted(unused) == sorted(k for k in load_state_dict(path) if k.endswith(SAT_UNUSED_SUFFIXES))
+    sat = load_state_dict(path)
     back = sat_from_ours(model.state_dict())
     assert set(back) == {k for k in sat if not k.endswith(SAT_UNUSED_SUFFIXES)}
     assert all(torch.equal(back[k], sat[k]) for k in back)
@@ -98,7 +98,7 @@ def test_missing_files_and_keys_are_named(fixtures, tmp_path):
     with pytest.raises(CheckpointError, match="7/mp_rank_00_model_states.pt"):
         find_sat_checkpoint(tmp_path)
     (tmp_path / "7").mkdir()
-    sat = read_sat_state(TINY / "1" / "mp_rank_00_model_states.pt")
+    sat = load_state_dict(TINY / "1" / "mp_rank_00_model_states.pt")
     dropped = ["model.diffusion_model.transformer.layers.1.audio_attn.key_value.weight",
                "ref_model.diffusion_model.time_embed.0.bias"]
     torch.save({"module": {k: v for k, v in sat.items() if k not in dropped}}, tmp_path / "7" / "mp_rank_00_model_states.pt")
@@ -124,7 +124,7 @@ def test_a_pickle_with_code_is_refused(fixtures, tmp_path):
     (tmp_path / "1").mkdir()
     torch.save({"module": {"x": torch.zeros(1)}, "hook": shutil.rmtree}, tmp_path / "1" / "mp_rank_00_model_states.pt")
     with pytest.raises(CheckpointError, match="cannot read"):
-        read_sat_state(find_sat_checkpoint(tmp_path))
+        load_state_dict(find_sat_checkpoint(tmp_path))
 
 
 def test_full_size_sat_vae_maps_onto_diffusers_cogvideox_vae_on_meta(fixtures):

@@ -15,7 +15,7 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 
 from ...errors import CheckpointError
-from ...models.checkpoints import load_strict, require_files
+from ...models.checkpoints import load_state_dict, load_strict, require_files
 from ...models.text_encoders import load_t5
 from .model import COGVIDEOX_5B_VAE, Hallo3Model
 from .pipeline import Hallo3Sampler
@@ -154,24 +154,11 @@ def find_sat_checkpoint(folder: str | Path) -> Path:
                           f"  <iteration>/{SAT_CHECKPOINT}\n(pass the release's pretrained_models/hallo3 folder)")
 
 
-def read_sat_state(path: Path) -> dict[str, torch.Tensor]:
-    """The `module` state dict of a SAT checkpoint, read with weights_only=True."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file for the user
-        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}. Only weights-only torch pickles "
-                              "are loaded; re-download the file if it is truncated.") from exc
-    state = state.get("module", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a SAT state dict ({{'module': {{name: tensor}}}})")
-    return state
-
-
 def load_sat_checkpoint(model: Hallo3Model, path: str | Path) -> list[str]:
     """Load an official SAT checkpoint into `model` strictly (every parameter from the file, every denoiser and
     reference-network key used); T5/VAE entries, if the file carries them, are ignored. Returns the unused keys."""
     path = Path(path)
-    ours, unused = sat_to_ours(read_sat_state(path))
+    ours, unused = sat_to_ours(load_state_dict(path))
     load_strict(model, {k: v.to(model.state_dict()[k].dtype) if k in model.state_dict() else v
                         for k, v in ours.items()}, path)
     return unused
@@ -294,14 +281,7 @@ def load_sat_vae(path: str | Path, config: dict | None = None):
     """An `AutoencoderKLCogVideoX` (the official CogVideoX-5B-I2V sizes unless `config` overrides) with the SAT
     VAE file loaded strictly (weights_only; a `state_dict`/`module` wrapper is accepted)."""
     path = Path(path)
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file for the user
-        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}. Only weights-only torch pickles "
-                              "are loaded; re-download the file if it is truncated.") from exc
-    for wrapper in ("state_dict", "module"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
+    state = load_state_dict(path)
     vc = {**COGVIDEOX_5B_VAE, **(config or {})}
     vae = AutoencoderKLCogVideoX(**{k: tuple(v) if isinstance(v, list) else v for k, v in vc.items()})
     load_strict(vae, sat_vae_to_diffusers(state, len(vc["block_out_channels"])), path)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ...errors import CheckpointError
-from ...models.checkpoints import load_strict, require_files
+from ...models.checkpoints import load_state_dict, load_strict, require_files
 from ...types import Speech
 from .model import WAN_VACE_1_3B, Hallo4WanModel
 from .pipeline import OFFICIAL, WanLatents
@@ -96,21 +95,6 @@ def ours_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The DiT state dict of `model_weight.ckpt` (weights_only; a `state_dict` wrapper is accepted)."""
-    path = Path(path)
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file for the user
-        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}. Only weights-only torch pickles "
-                              "are loaded; re-download the file if it is truncated.") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return state
-
-
 def load_dit(root: str | Path, audio: dict | None = None, **overrides) -> Hallo4WanModel:
     """The Hallo4 DiT alone from an official `pretrained_models/` folder: `Wan2.1_Encoders/config.json` (the VACE config
     the official loader reads) and `hallo4/model_weight.ckpt`, loaded strictly. `audio` gives the audio projection
@@ -119,7 +103,7 @@ def load_dit(root: str | Path, audio: dict | None = None, **overrides) -> Hallo4
     files = require_files(root, {"DiT config": [CONFIG], "Hallo4 DiT": [CHECKPOINT]}, "Hallo4")
     config = {**WAN_VACE_1_3B, **json.loads(files["DiT config"].read_text()), **overrides}
     model = Hallo4WanModel(**config, audio=audio)
-    load_strict(model, official_to_ours(read_checkpoint(files["Hallo4 DiT"])), files["Hallo4 DiT"])
+    load_strict(model, official_to_ours(load_state_dict(files["Hallo4 DiT"])), files["Hallo4 DiT"])
     return model.eval()
 
 
@@ -167,7 +151,7 @@ def load_wan_vae(path: str | Path, base_dim: int = 96):
     from diffusers import AutoencoderKLWan
 
     path = Path(path)
-    state = read_checkpoint(path)
+    state = load_state_dict(path)
     vae = AutoencoderKLWan(base_dim=base_dim)
     load_strict(vae, wan_vae_to_diffusers(state), path)
     return vae.eval()
@@ -219,7 +203,7 @@ def load_wan_t5(path: str | Path):
     from transformers import UMT5EncoderModel
 
     path = Path(path)
-    state = read_checkpoint(path)
+    state = load_state_dict(path)
     model = UMT5EncoderModel(wan_t5_config(state))
     load_strict(model, {k: v.to(torch.float32) for k, v in wan_t5_to_transformers(state).items()}, path)
     return model.eval()
