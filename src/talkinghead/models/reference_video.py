@@ -16,7 +16,45 @@ TRAIN_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end
                    "timestep_spacing": "trailing"}
 
 
-class ReferenceVideoNet(ConfiguredModel):
+class OncePerClip:
+    """The split of a reference-net forward that lets sampling run the reference net once per clip (mixed into
+    ReferenceVideoNet here and into Hallo's and EchoMimic's training nets by systems/reference_training.py).
+
+    `prepare_clip(batch)` does the work that does not depend on the denoising step (the reference net over the
+    batch's reference images into the bank, the condition encoders), `denoise_prepared(noisy, t, prepared)` the
+    denoising UNet at one step. `predict` (a training forward) does both at every call; `predictor(batch)`
+    prepares once per sampling call and every step reuses it: the same numbers as `predict` at each step."""
+
+    def prepare_clip(self, batch: dict, record: bool = True) -> dict:
+        """The step-independent inputs of the denoising UNet for `batch`; with `record`, the reference net's
+        features of the batch's reference images are written to the bank too."""
+        raise NotImplementedError
+
+    def denoise_prepared(self, noisy: torch.Tensor, t: torch.Tensor, prepared: dict) -> torch.Tensor:
+        """The denoising UNet's output for `noisy` (b, c, f, h, w) at step `t`, reading the bank."""
+        raise NotImplementedError
+
+    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
+        """One full forward (reference net, condition encoders, denoising UNet): what a training step
+        differentiates."""
+        return self.denoise_prepared(noisy, t, self.prepare_clip(batch))
+
+    def predictor(self, batch: dict, uncond: dict | None = None):
+        """`predict(noisy, t)` for one sampling call over `batch`, its step-independent work done once, here.
+
+        With `uncond` (the same clip with its conditions dropped but the same reference images) it returns the
+        unconditional and conditional outputs stacked along the batch ([uncond; cond]), what `denoise` guides;
+        both branches read the one bank, so the reference net still runs once. Valid until the net records
+        another batch."""
+        cond = self.prepare_clip(batch)
+        if uncond is None:
+            return lambda noisy, t: self.denoise_prepared(noisy, t, cond)
+        free = self.prepare_clip(uncond, record=False)
+        return lambda noisy, t: torch.cat([self.denoise_prepared(noisy, t, free),
+                                           self.denoise_prepared(noisy, t, cond)])
+
+
+class ReferenceVideoNet(ConfiguredModel, OncePerClip):
     """Shared by EMO, Loopy and EMO2: reference net + video UNet and a DDIM sampler (training: `train.losses`).
 
     Batches: `ref` (b, 1+m, 4, h, w) latents of the portrait then m motion frames; `audio` (b, f, t, d)
@@ -72,18 +110,15 @@ class ReferenceVideoNet(ConfiguredModel):
         return self.denoising_unet(noisy, t, self.null_tokens.expand(b, -1, -1), self.audio_tokens(batch["audio"]),
                                    location=location, reference=self.bank, added_embedding=extra)
 
-    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
-        """One full forward (reference net, then denoising UNet): what a training step differentiates."""
-        self.record_reference(batch)
-        return self.denoise_recorded(noisy, t, batch)
+    def prepare_clip(self, batch: dict, record: bool = True) -> dict:
+        """The reference net's features (recorded in the bank) and the guidance encoder's (face locator, pose
+        guider): neither depends on the step."""
+        if record:
+            self.record_reference(batch)
+        return {"batch": batch, "location": self.location(batch)}
 
-    def predictor(self, batch: dict):
-        """`predict(noisy, t)` for one sampling call over `batch`: the reference net and the guidance encoder
-        (face locator, pose guider) run once, here, and every step reuses their features, which do not depend
-        on the step (the same numbers as `predict` at each step). Valid until the net records another batch."""
-        self.record_reference(batch)
-        location = self.location(batch)
-        return lambda noisy, t: self.denoise_recorded(noisy, t, batch, location)
+    def denoise_prepared(self, noisy: torch.Tensor, t: torch.Tensor, prepared: dict) -> torch.Tensor:
+        return self.denoise_recorded(noisy, t, prepared["batch"], prepared["location"])
 
     @torch.no_grad()
     def sample(self, batch: dict, frames: int, steps: int, generator: torch.Generator) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.reference_video import OncePerClip
 from ..nn.reference_attention import ReferenceBank
 
 
@@ -46,15 +47,10 @@ class MelProjection(nn.Module):
         return self.proj(mel)
 
 
-class ReferenceTraining:
-    """Mixin of the reference-net training nets (Hallo, EchoMimic).
-
-    A forward splits in two: `prepare_clip(batch)` does the work that does not depend on the denoising step
-    (the reference net over `ref` into the bank, the condition encoders and projections), and
-    `denoise_prepared(noisy, t, prepared)` runs the denoising UNet at one step. `predict` (a training forward)
-    does both; `predictor(batch)` prepares once per sampling call and every step reuses it: the same numbers
-    as `predict` at each step, with the reference net run once instead of once per step (the protocol of
-    ReferenceVideoNet.predictor, which EMO, Loopy and EMO2 sample through)."""
+class ReferenceTraining(OncePerClip):
+    """Mixin of the reference-net training nets (Hallo, EchoMimic): the reference bank filled from `ref`, and
+    `predict`/`predictor` from their `prepare_clip` and `denoise_prepared` (OncePerClip, as EMO, Loopy and EMO2
+    sample), so sampling runs the reference net once per clip."""
 
     bank: ReferenceBank
     reference_unet: nn.Module
@@ -70,31 +66,3 @@ class ReferenceTraining:
                                 return_dict=False)
         finally:
             self.bank.recording = False
-
-    def prepare_clip(self, batch: dict, record: bool = True) -> dict:
-        """The step-independent inputs of the denoising UNet for `batch`; with `record`, the reference net's
-        features of `batch["ref"]` are written to the bank too."""
-        raise NotImplementedError
-
-    def denoise_prepared(self, noisy: torch.Tensor, t: torch.Tensor, prepared: dict) -> torch.Tensor:
-        """The denoising UNet's output for `noisy` (b, c, f, h, w) at step `t`, reading the bank."""
-        raise NotImplementedError
-
-    def predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
-        """One full forward (reference net, condition encoders, denoising UNet): what a training step
-        differentiates. `batch` comes from System.model_batch."""
-        return self.denoise_prepared(noisy, t, self.prepare_clip(batch))
-
-    def predictor(self, batch: dict, uncond: dict | None = None):
-        """`predict(noisy, t)` for one sampling call over `batch`, its step-independent work done once, here.
-
-        With `uncond` (the same clip with its conditions dropped, System.unconditional) it returns the
-        unconditional and conditional outputs stacked along the batch ([uncond; cond]), what `denoise` guides.
-        Both branches read one bank: dropping a condition keeps the reference images, so the reference net
-        runs once for both. Valid until the net records another batch."""
-        cond = self.prepare_clip(batch)
-        if uncond is None:
-            return lambda noisy, t: self.denoise_prepared(noisy, t, cond)
-        free = self.prepare_clip(uncond, record=False)
-        return lambda noisy, t: torch.cat([self.denoise_prepared(noisy, t, free),
-                                           self.denoise_prepared(noisy, t, cond)])
