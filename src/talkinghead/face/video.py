@@ -1,12 +1,12 @@
 """Landmarks of a driving video: the face in every frame, resampled to the output frame rate (the head motion
-and expressions a pose-driven engine follows)."""
+and expressions a pose-driven engine follows), or read from a `.npy` landmark file."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import NoFaceError, UnreadableMediaError, UnsupportedFormatError
+from ..errors import InputError, NoFaceError, UnreadableMediaError, UnsupportedFormatError
 
 
 def video_landmarks(path: Path, fps: float, n_frames: int) -> np.ndarray:
@@ -47,3 +47,21 @@ def video_landmarks(path: Path, fps: float, n_frames: int) -> np.ndarray:
     if not points:
         raise NoFaceError(f"{path}: no face found", "use a video of one clearly visible face", field="pose_video")
     return np.stack(points).astype(np.float32)
+
+
+def landmark_file(path: Path, points: int | None = None) -> np.ndarray:
+    """(frames, points, 2 or 3) landmarks of a `.npy` file, as stored; `points` pins how many points a frame has
+    (478 for FaceMesh). A file numpy cannot read, or an array of another shape or with non-finite values, is an
+    input error of the pose video."""
+    shape = f"(frames, {points or 'points'}, 2 or 3)"
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UnreadableMediaError(f"{path} cannot be read as a landmark file ({exc})",
+                                   f"save a float array of shape {shape} with numpy.save", field="pose_video") from None
+    if array.ndim != 3 or (points is not None and array.shape[1] != points) or array.shape[2] not in (2, 3) \
+            or not len(array) or not np.isfinite(array).all():
+        raise InputError(f"{path} holds an array of shape {array.shape}, not {shape}",
+                         "save landmark coordinates in pixels, one (points, 2 or 3) array per frame",
+                         field="pose_video")
+    return array

@@ -13,8 +13,8 @@ import torch
 from diffusers import DDIMScheduler
 
 from ...config import AnimateConfig
-from ...errors import InputError, UnreadableMediaError
-from ...face.video import video_landmarks
+from ...errors import InputError
+from ...face.video import landmark_file, video_landmarks
 from ...types import Portrait, Speech
 from .pipeline import DEFAULT_SCHEDULER, SamplingConfig
 from .release import RELEASE_URL, load_release
@@ -54,17 +54,7 @@ def driving_landmarks(path: str, fps: float, n_frames: int, face, size: int, war
     if not p.is_file():
         raise InputError(f"{path} does not exist", "pass a driving video or a .npy landmark file", field="pose_video")
     if p.suffix.lower() in LANDMARK_FILE_TYPES:
-        try:
-            points = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise UnreadableMediaError(f"{p} cannot be read as a landmark file ({exc})",
-                                       "save a float array of shape (frames, points, 2 or 3) with numpy.save",
-                                       field="pose_video") from None
-        if points.ndim != 3 or points.shape[-1] not in (2, 3) or not len(points) or not np.isfinite(points).all():
-            raise InputError(f"{p} holds an array of shape {points.shape}, not (frames, points, 2 or 3)",
-                             "save landmark coordinates in output pixels, one (points, 2|3) array per frame",
-                             field="pose_video")
-        points = points.astype(np.float32)
+        points = landmark_file(p).astype(np.float32)  # already in output pixels
     else:
         points = video_landmarks(p, fps, n_frames)
         x0, y0, x1, y1 = face.box

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import InputError, UnreadableMediaError
+from ...errors import InputError
 from ...nn.landmark_guider import motion_landmarks, release_control_frames
 from ...pipelines.memory import apply_memory_options, load_device
 from ...types import Portrait, Speech
@@ -142,21 +142,11 @@ class SkyReelsA1Animator(ReleaseVideo):
     def _pose_landmarks(self, n: int) -> np.ndarray:
         """A driving video's (or .npy file's) landmarks retargeted onto the portrait: each frame's displacement
         from the first driving frame, scaled by the face sizes, added to the portrait's landmarks."""
-        from ...face.video import video_landmarks
+        from ...face.video import landmark_file, video_landmarks
 
         path = Path(self.pose_source)
         if path.suffix.lower() == ".npy":
-            try:
-                points = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                raise UnreadableMediaError(f"{path} cannot be read as a landmark file ({exc})",
-                                           "save a float array of shape (frames, 478, 2 or 3) with numpy.save",
-                                           field="pose_video") from None
-            if points.ndim != 3 or points.shape[1] != len(self.ref_points) or points.shape[2] not in (2, 3) \
-                    or not len(points) or not np.isfinite(points).all():
-                raise InputError(f"{path} holds an array of shape {points.shape}, not (frames, 478, 2 or 3)",
-                                 "save FaceMesh landmarks (478 points) in pixels, one array per frame",
-                                 field="pose_video")
+            points = landmark_file(path, len(self.ref_points))  # FaceMesh points
         else:
             points = video_landmarks(path, self.fps, n)
         if len(points) < n and self.warn:
