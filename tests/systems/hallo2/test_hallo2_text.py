@@ -17,7 +17,6 @@ from talkinghead.models.unet3d import SD15_UNET
 from talkinghead.systems.hallo.model import HalloNet
 from talkinghead.systems.hallo.train import HalloTrainNet
 from talkinghead.systems.hallo2.text import PromptEncoder, write_tiny_t5
-from talkinghead.systems.reference_training import merge
 from talkinghead.systems.unet_adapter import TINY_MODEL, TINY_UNET
 from tests.support import REPO, cli_exit_code
 

@@ -116,7 +116,7 @@ def run_release(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.
         ours.update({f"{p}skeleton_frames": skel, f"{p}audio_tensor": audio, f"{p}ref_latent": ref_latent})
         skeleton_latents = latents.encode_frames(skel)
         z = vace_context(latents, frames, mask, ref_latent, ours, p)
-        c, f_lat, h, w_ = z.shape[0], z.shape[1], ref_latent.shape[2], ref_latent.shape[3]
+        f_lat, h, w_ = z.shape[1], ref_latent.shape[2], ref_latent.shape[3]
         noise = torch.randn((ref_latent.shape[0], f_lat, h, w_), generator=torch.Generator().manual_seed(run["base_seed"]))
         ours.update({f"{p}skeleton_latents": skeleton_latents, f"{p}vace_context": z, f"{p}noise": noise,
                      f"{p}seq_len": torch.tensor(f_lat * h * w_ // 4)})
