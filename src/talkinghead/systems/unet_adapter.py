@@ -10,7 +10,8 @@ patterns in the stage's YAML config.
 
 Hallo2's text variant: `system.options.text_encoder` names a local T5 folder; the net then gets a text AdaLN in
 every audio-attention block (its `text_dim` is the encoder's width), and each clip's prompt (the dataset's
-`prompt`, empty when its video has none) is encoded once, pooled, and passed to the net with the clip.
+`prompt`, empty when its video has none) is encoded once, pooled, and passed to the net with the clip; a clip
+whose audio is dropped gets the empty prompt, the unconditional branch that `sample` guides against.
 """
 from __future__ import annotations
 
