@@ -13,7 +13,9 @@ import pytest
 from benchmarks.reference_data import FIXTURES, REPO
 from talkinghead.interfaces.cli import main
 
-__all__ = ["FIXTURES", "REPO", "cli_exit_code", "fixture", "load_benchmark", "manifest"]
+CONFIGS = REPO / "configs" / "train"  # the shipped training-stage YAML files
+
+__all__ = ["CONFIGS", "FIXTURES", "REPO", "cli_exit_code", "fixture", "load_benchmark", "manifest"]
 
 
 def cli_exit_code(argv) -> int:

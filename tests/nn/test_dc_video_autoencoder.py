@@ -11,8 +11,8 @@ from talkinghead.nn.causal_conv import CausalConv3d, CausalTemporalAttention, St
 from talkinghead.nn.dc_video_autoencoder import DCVideoAEConfig, stage_parameters
 from talkinghead.systems.midas.model import DCVideoAutoencoder
 from talkinghead.systems.midas.train import reconstruction_loss
+from tests.support import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 FRAMES = 7
 
 

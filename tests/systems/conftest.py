@@ -6,7 +6,7 @@ from typing import Callable
 
 import pytest
 
-from tests.support import REPO, fixture
+from tests.support import CONFIGS, fixture
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def tiny_checkpoints(tmp_path_factory, request) -> dict[str, Callable[[], list[s
             from talkinghead.train.trainer import TrainConfig
 
             folder = tmp_path_factory.mktemp(Path(config).stem)
-            trainer = smoke_train(TrainConfig.from_yaml(REPO / "configs" / "train" / config), folder)
+            trainer = smoke_train(TrainConfig.from_yaml(CONFIGS / config), folder)
             return ["--checkpoint-dir", str(trainer.out), "--size", "128", "--steps", "2"]
         return build
 
@@ -36,8 +36,8 @@ def tiny_checkpoints(tmp_path_factory, request) -> dict[str, Callable[[], list[s
         from talkinghead.train.trainer import TrainConfig, train
 
         folder = tmp_path_factory.mktemp("midas")
-        ae = smoke_train(TrainConfig.from_yaml(REPO / "configs" / "train" / "midas_ae3.yaml"), folder / "ae")
-        config = smoke_config(TrainConfig.from_yaml(REPO / "configs" / "train" / "midas_ar.yaml"), folder / "ar")
+        ae = smoke_train(TrainConfig.from_yaml(CONFIGS / "midas_ae3.yaml"), folder / "ae")
+        config = smoke_config(TrainConfig.from_yaml(CONFIGS / "midas_ar.yaml"), folder / "ar")
         config = replace(config, system=replace(config.system, vae=str(ae.latest_checkpoint())))
         return ["--checkpoint-dir", str(train(config, resume=False).out), "--size", "128", "--steps", "2"]
 

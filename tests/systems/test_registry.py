@@ -11,7 +11,7 @@ import pytest
 
 from talkinghead.io import probe
 from talkinghead.systems import CAPABILITIES, SYSTEMS, engine_names, resolve, verifier_names
-from tests.support import REPO, cli_exit_code
+from tests.support import CONFIGS, REPO, cli_exit_code
 
 SEED_SYSTEMS = {"emo", "hallo", "hallo2", "echomimic", "emo2", "loopy", "hallo3", "hallo4", "skyreels-a1",
                 "skyreels-a2", "midas"}
@@ -40,7 +40,7 @@ def test_every_path_resolves_and_every_stage_config_exists(name):
         assert resolve(path) is not None, path
     assert (s.release is not None) == (s.weights == "official")  # official weights load through release.py
     for config in s.stage_configs:
-        assert (REPO / "configs" / "train" / config).is_file(), config
+        assert (CONFIGS / config).is_file(), config
     if s.can("render"):
         assert s.engine is not None
     if s.can("verify"):
@@ -164,7 +164,7 @@ def test_train_claim(name):
     s = SYSTEMS[name]
     assert s.trainer in ADAPTERS
     for config in s.stage_configs:
-        system = yaml.safe_load((REPO / "configs" / "train" / config).read_text())["system"]
+        system = yaml.safe_load((CONFIGS / config).read_text())["system"]
         assert (system if isinstance(system, str) else system["name"]) == s.trainer, config
 
 

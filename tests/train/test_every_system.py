@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from talkinghead.train.smoke import smoke_config
 from talkinghead.train.trainer import TrainConfig, train
+from tests.support import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 # one stage per adapter path (EMO2 and MIDAS have two nets each, Hallo4 two objectives)
 STAGES = ["emo_stage2", "loopy_stage2", "hallo_stage2", "hallo2_stage2", "hallo2_text", "echomimic_stage2",
           "emo2_stage1", "emo2_stage2", "hallo3_stage2", "hallo4_sft", "hallo4_dpo", "skyreels_a1_stage3",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from talkinghead.train.datasets import TalkingClips
 from talkinghead.train.preprocess import preprocess
+from tests.support import CONFIGS
 
 
 def test_sidecar_prompts_reach_the_dataset_and_a_text_variant_trains_on_them(synth_dir: Path, dataset_dir: Path,
@@ -39,8 +40,7 @@ def test_sidecar_prompts_reach_the_dataset_and_a_text_variant_trains_on_them(syn
     from talkinghead.train.smoke import smoke_config
     from talkinghead.train.trainer import TrainConfig, train
 
-    repo = Path(__file__).resolve().parents[2]
-    config = smoke_config(TrainConfig.from_yaml(repo / "configs" / "train" / "hallo2_text.yaml"), tmp_path / "run")
+    config = smoke_config(TrainConfig.from_yaml(CONFIGS / "hallo2_text.yaml"), tmp_path / "run")
     t5 = write_tiny_t5(tmp_path / "t5")
     config = replace(config, dataset=str(dataset), frame_size=None,
                      system=replace(config.system, options={"text_encoder": str(t5)}))
@@ -56,7 +56,6 @@ def test_a_text_encoder_is_refused_for_a_system_without_text_layers(tmp_path: Pa
     from talkinghead.errors import InputError
     from talkinghead.train.trainer import TrainConfig
 
-    repo = Path(__file__).resolve().parents[2]
-    config = TrainConfig.from_yaml(repo / "configs" / "train" / "hallo_stage2.yaml")
+    config = TrainConfig.from_yaml(CONFIGS / "hallo_stage2.yaml")
     with pytest.raises(InputError, match="text_encoder is for hallo2"):
         replace(config, system=replace(config.system, options={"text_encoder": str(tmp_path)})).validate()

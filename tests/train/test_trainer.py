@@ -10,17 +10,10 @@ import yaml
 from safetensors.torch import load_file
 
 from talkinghead.errors import InputError
-from talkinghead.interfaces.cli import main
 from talkinghead.train.trainer import TrainConfig, Trainer, batch_indices, train
-
-def run(argv: list[str]) -> int:
-    """The CLI's exit code (main() turns user mistakes into code 2 with one message)."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    return e.value.code
+from tests.support import CONFIGS, cli_exit_code
 
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 TINY_UNET = {"block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
              "cross_attention_dim": 16}
 
@@ -154,13 +147,13 @@ def test_bad_configs_are_clear_errors(dataset_dir: Path, tmp_path: Path, capsys)
         _config(dataset_dir, tmp_path, mixed_precision="fp8").validate()
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: [unclosed\n", encoding="utf-8")
-    assert run(["train", "--config", str(bad)]) == 2
+    assert cli_exit_code(["train", "--config", str(bad)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
-    assert run(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert cli_exit_code(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     ok = tmp_path / "ok.yaml"
     ok.write_text(yaml.safe_dump({"dataset": str(tmp_path / "nowhere"), "output_dir": str(tmp_path / "o")}),
                   encoding="utf-8")
-    assert run(["train", "--config", str(ok)]) == 2
+    assert cli_exit_code(["train", "--config", str(ok)]) == 2
     err = capsys.readouterr().err
     assert "preprocess" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # no half-made run folder
@@ -171,9 +164,9 @@ def test_cli_trains_and_resumes(dataset_dir: Path, tmp_path: Path, capsys):
     path = tmp_path / "cfg.yaml"
     d = cfg.to_dict()
     path.write_text(yaml.safe_dump(d), encoding="utf-8")
-    assert run(["train", "--config", str(path)]) == 0
+    assert cli_exit_code(["train", "--config", str(path)]) == 0
     assert "trained to step 2" in capsys.readouterr().err
-    assert run(["train", "--config", str(path), "--max-steps", "3"]) == 0  # resumes at 2
+    assert cli_exit_code(["train", "--config", str(path), "--max-steps", "3"]) == 0  # resumes at 2
     assert "trained to step 3" in capsys.readouterr().err
     ckpts = sorted(p.name for p in (tmp_path / "cli" / "checkpoints").iterdir())
     assert ckpts == ["step-000002", "step-000003"]  # keep_checkpoints = 2

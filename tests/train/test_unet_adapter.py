@@ -11,8 +11,8 @@ import yaml
 from talkinghead.errors import InputError
 from talkinghead.systems.unet_adapter import System, SystemConfig
 from talkinghead.train.trainer import TrainConfig, Trainer, step_generator
+from tests.support import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 TINY_UNET = {"block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
              "cross_attention_dim": 16}
 # the non-UNet parts at tiny sizes (the shipped YAMLs keep the official ones)

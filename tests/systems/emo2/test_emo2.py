@@ -2,7 +2,6 @@
 deterministically, round-trip through safetensors; the hand mask removes frames; stage configs load."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,9 @@ from talkinghead.nn.hand_motion import HandConditionConfig
 from talkinghead.nn.pose_discriminator import PoseDiscriminatorConfig
 from talkinghead.nn.temporal import TemporalConfig
 from talkinghead.systems.emo2.train import hand_motion_loss, video_losses
+from tests.support import CONFIGS
 
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "train"
 TINY_UNET = {**SD15_UNET, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "attention_head_dim": 2,
              "cross_attention_dim": 32, "sample_size": 8}
 FRAMES, PREV = 8, 2

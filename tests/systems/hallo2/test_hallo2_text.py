@@ -18,7 +18,7 @@ from talkinghead.systems.hallo.model import HalloNet
 from talkinghead.systems.hallo.train import HalloTrainNet
 from talkinghead.systems.hallo2.text import PromptEncoder, write_tiny_t5
 from talkinghead.systems.unet_adapter import TINY_MODEL, TINY_UNET
-from tests.support import REPO, cli_exit_code
+from tests.support import CONFIGS, cli_exit_code
 
 FRAMES, SIDE = 2, 8  # latent clip of the tiny net
 
@@ -83,7 +83,7 @@ def smoke_run(config: str, folder: Path) -> Path:
     from talkinghead.train.smoke import smoke_train
     from talkinghead.train.trainer import TrainConfig
 
-    return smoke_train(TrainConfig.from_yaml(REPO / "configs" / "train" / config), folder).out
+    return smoke_train(TrainConfig.from_yaml(CONFIGS / config), folder).out
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ the stage YAMLs under configs/train are real and validated."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +14,8 @@ from talkinghead.systems.hallo3.model import COGVIDEOX_SCHEDULER, HALLO3_TINY, H
 from talkinghead.train.stages import apply_stage, load_stage_config
 from talkinghead.utils import select_trainable
 from talkinghead.systems.hallo3.train import hallo3_loss
+from tests.support import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "train"
 
 
 def _model(seed: int = 0) -> Hallo3Model:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from talkinghead.io import probe
-from tests.support import cli_exit_code
+from tests.support import CONFIGS, cli_exit_code
 
 
 def test_cli_renders_the_release(hallo4_release, skeleton_video, short_wav, tmp_path):
@@ -65,12 +65,10 @@ def test_the_skeleton_video_is_required(hallo4_release, short_wav, tmp_path, cap
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A Hallo4 SFT run of `talkinghead train --smoke`: the tiny Hallo4WanModel at 32 px, 5-frame clips."""
-    from pathlib import Path
-
     from talkinghead.train.smoke import smoke_train
     from talkinghead.train.trainer import TrainConfig
 
-    config = Path(__file__).resolve().parents[3] / "configs" / "train" / "hallo4_sft.yaml"
+    config = CONFIGS / "hallo4_sft.yaml"
     return smoke_train(TrainConfig.from_yaml(config), tmp_path_factory.mktemp("hallo4_sft")).out
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +20,8 @@ from talkinghead.train.smoke import smoke_train
 from talkinghead.systems.hallo4.train import draw_skeleton, hallo4_dpo_loss, hallo4_flow_loss, keypoint_indices
 from talkinghead.train.trainer import TrainConfig
 from talkinghead.utils import select_trainable
+from tests.support import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "train"
 FRAMES = 5  # video frames: 1 + 2 latent frames after the reference latent
 
 

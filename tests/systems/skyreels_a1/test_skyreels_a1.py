@@ -13,9 +13,8 @@ from talkinghead.systems.skyreels_a1.model import OFFICIAL, TINY, TRAIN_SCHEDULE
 from talkinghead.systems.skyreels_a1.release import OFFICIAL_KEY_MAP, load_official_state
 from talkinghead.train.stages import apply_stage, load_stage_config
 from talkinghead.systems.skyreels_a1.train import loss_masks, skyreels_a1_loss
-from tests.support import fixture, manifest
+from tests.support import CONFIGS, fixture, manifest
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "train"
 F, C, H, W = 3, 4, 4, 4  # latent frames, channels, height, width (guidance: 9 frames of 16 x 16 px)
 
 

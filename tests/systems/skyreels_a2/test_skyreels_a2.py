@@ -1,7 +1,6 @@
 """SkyReels-A2 on a tiny Wan DiT: builds, trains only what the paper trains, samples (CFG batched = serial)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ from talkinghead.train.stages import apply_stage, load_stage_config
 from talkinghead.systems.skyreels_a2.model import OFFICIAL, TINY, SkyReelsA2
 from talkinghead.sampling import guided_prediction as cfg_velocity
 from talkinghead.systems.skyreels_a2.train import skyreels_a2_loss
+from tests.support import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "train"
 
 
 def _model(seed: int = 0) -> SkyReelsA2:
