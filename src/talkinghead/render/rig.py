@@ -64,6 +64,7 @@ class FaceRig:
         self.ex, self.ey = ex, np.array([-ex[1], ex[0]])
         height = float(np.linalg.norm(P[R.CHIN, :2] - P[R.FOREHEAD, :2]))
         self.unit = np.array([self.iod, max(self.iod, FACE_HEIGHT_IOD * height)])  # px per face unit: u, v
+        self._face_axes = self.unit[:, None] * np.stack([self.ex, self.ey])  # (2, 2): face units -> image px
         uv = (P[:, :2] - self.origin) @ np.stack([self.ex, self.ey], 1) / self.unit  # (478, 2)
         self.uv = uv
         self._mouth_weights(uv)
@@ -168,6 +169,11 @@ class FaceRig:
         self.face_width = float(fw)
         # pivot: between the ears at chin height, behind the face (the neck)
         self.pivot = np.array([c[0], P[R.CHIN, 1], np.median(P[:, 2]) + 0.6 * fw])
+        # for displace_parts: landmarks and hair ring relative to the pivot, and back to displacements
+        self._lm_rel = P - self.pivot
+        self._lm_back = self.pivot[:2] - P[:, :2]
+        self._hair_rel = np.concatenate([hair, self.hair_z[:, None]], 1) - self.pivot
+        self._hair_back = self.pivot[:2] - hair
 
     @property
     def points(self) -> np.ndarray:
@@ -230,21 +236,20 @@ class FaceRig:
         """(total, expression) (V, 2) pixel displacements: everything, and the share that comes from
         the expression (mouth, brows, blinks, gaze) as the head carries it; total - expression is
         the rigid head motion alone, which is all that rigid things in front of the face follow."""
-        d_face = self.expression(m) * self.unit
-        d_img = d_face[:, :1] * self.ex + d_face[:, 1:] * self.ey  # face frame -> image axes
         rot = _rotation(m.yaw, m.pitch, m.roll)
+        turn = rot[:2].T  # (3, 2): a point relative to the pivot -> its turned image position
         t = np.array([m.tx, m.ty]) * self.face_width
-        head = (self.P - self.pivot) @ rot.T + self.pivot
-        d_expr = d_img @ rot[:2, :2].T  # the expression offsets, turned with the head
-        d_lm = head[:, :2] + d_expr + t - self.P[:, :2]
-        H = np.concatenate([self.hair, self.hair_z[:, None]], 1)
-        moved_h = (H - self.pivot) @ rot.T + self.pivot
-        d_hair = (moved_h[:, :2] + t - self.hair) * self.hair_follow[:, None]
+        # face units -> image pixels (the face's axes and size), turned with the head: one 2 x 2 matrix
+        d_expr = self.expression(m) @ (self._face_axes @ rot[:2, :2].T)
+        n, k = len(d_expr), len(self.hair)
+        total = np.empty((n + k + len(self.fixed), 2))
+        total[:n] = self._lm_rel @ turn + self._lm_back + t + d_expr
         d_hair_expr = RING_EXPRESSION * d_expr[self.hair_source]
-        total = np.concatenate([d_lm, d_hair + d_hair_expr, np.zeros_like(self.fixed)])
+        total[n:n + k] = (self._hair_rel @ turn + self._hair_back + t) * self.hair_follow[:, None] + d_hair_expr
+        total[n + k:] = 0.0
         expr = np.zeros_like(total)
-        expr[: len(d_expr)] = d_expr
-        expr[len(d_expr): len(d_expr) + len(d_hair_expr)] = d_hair_expr
+        expr[:n] = d_expr
+        expr[n:n + k] = d_hair_expr
         return total, expr
 
 
