@@ -102,10 +102,32 @@ def test_an_open_mouth_is_closed_for_the_neutral_face(astronaut_image):
     assert _aperture(r.render(MotionFrame(jaw=1.0))) > 0.8 * rest
 
 
-def test_a_wide_open_mouth_is_refused_with_a_clear_message(astronaut_image):
+@pytest.mark.parametrize("size", [192, 256, 384, 512])
+def test_a_wide_open_mouth_is_refused_with_a_clear_message_at_every_size(astronaut_image, size):
+    from talkinghead.config import AnimateConfig, RenderConfig
+    from talkinghead.systems.warp.engine import Animator
+
     with pytest.raises(InputError) as e:
-        _renderer(C.warped(astronaut_image, jaw=2.4))
-    assert "wide open" in e.value.message and e.value.hint
+        Animator(Portrait(C.warped(astronaut_image, jaw=2.4), "wide"), AnimateConfig(render=RenderConfig(size=size)))
+    assert e.value.field == "image" and "wide open" in e.value.message and e.value.hint
+
+
+def test_the_rig_judges_the_mouth_opening_on_the_source_photo(astronaut_image):
+    """Lips drawn apart further than the rig can close are refused whatever the crop's landmarks show: the
+    opening is measured on the source photo's landmarks, found once, not on the crop's, found again per size."""
+    from dataclasses import replace
+
+    from talkinghead.render.rig import MAX_REST_GAP, FaceRig, face_frame
+
+    _, face = prepare(Portrait(astronaut_image, "test"), SIZE)
+    FaceRig(face)  # a closed mouth passes
+    source = face.source_landmarks.astype(np.float64)
+    _, _, down, unit = face_frame(source)  # the face's downward axis and its pixels per face unit
+    lower = list(R.LIPS_INNER_LOWER[1:-1])
+    source[lower, :2] += (MAX_REST_GAP + 0.1) * unit[1] * down
+    with pytest.raises(InputError) as e:
+        FaceRig(replace(face, source_landmarks=source))
+    assert e.value.field == "image" and "wide open" in e.value.message
 
 
 @pytest.mark.parametrize("motion", [dict(yaw=6, pitch=5, jaw=0.8), dict(yaw=-6, jaw=1.0), dict(yaw=25, pitch=12)])

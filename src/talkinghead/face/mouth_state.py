@@ -95,7 +95,7 @@ def refuse_tongue_out(image: np.ndarray, landmarks: np.ndarray) -> MouthState:
     state = analyze_mouth(image, landmarks)
     if state.tongue_out:
         raise InputError(
-            f"shows a tongue sticking out of the mouth (lip or tongue colour reaches {state.lower:.2f} eye "
-            f"distances below the lips); the lips cannot be closed over it to animate them",
-            "use a photo with the tongue inside the mouth (lips closed or slightly open)", field="image")
+            f"shows a tongue sticking out or a mouth wide open (lip or tongue colour reaches {state.lower:.2f} eye "
+            f"distances below the lower lip line); the lips cannot be closed over it to animate them",
+            "use a photo with the mouth closed or slightly open and the tongue inside", field="image")
     return state

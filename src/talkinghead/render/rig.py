@@ -45,6 +45,23 @@ FACE_HEIGHT_IOD = 0.4  # IOD / (forehead-chin distance) of a face looking at the
 FACE_CLEARANCE = 1.08  # ring and anchor points inside the landmarks' hull grown by this are dropped
 
 
+def face_frame(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(origin, ex, ey, unit) of landmarks P (478, >=2): the eyes' midpoint, the eye line and its normal, and the
+    pixels per face unit along them (u: the eye distance; v: at least FACE_HEIGHT_IOD of the face's height, so a
+    face turned sideways, whose eyes look closer, keeps its vertical scale)."""
+    el, er = R.eye_centres(P)
+    iod = float(np.linalg.norm(er - el))
+    ex = (er - el) / iod
+    height = float(np.linalg.norm(P[R.CHIN, :2] - P[R.FOREHEAD, :2]))
+    return (el + er) / 2, ex, np.array([-ex[1], ex[0]]), np.array([iod, max(iod, FACE_HEIGHT_IOD * height)])
+
+
+def face_uv(P: np.ndarray) -> np.ndarray:
+    """Landmarks P in face units (478, 2): u along the eye line, v down the face (see `face_frame`)."""
+    origin, ex, ey, unit = face_frame(P)
+    return (P[:, :2] - origin) @ np.stack([ex, ey], 1) / unit
+
+
 def _smoothstep(x):
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
@@ -57,16 +74,15 @@ class FaceRig:
         P = face.landmarks.astype(np.float64)
         self.P = P
         w, h = face.image_size
-        el, er = R.eye_centres(P)
-        self.iod = float(np.linalg.norm(er - el))
-        self.origin = (el + er) / 2
-        ex = (er - el) / self.iod
-        self.ex, self.ey = ex, np.array([-ex[1], ex[0]])
-        height = float(np.linalg.norm(P[R.CHIN, :2] - P[R.FOREHEAD, :2]))
-        self.unit = np.array([self.iod, max(self.iod, FACE_HEIGHT_IOD * height)])  # px per face unit: u, v
+        self.origin, self.ex, self.ey, self.unit = face_frame(P)  # px per face unit: u, v
+        self.iod = float(self.unit[0])
         self._face_axes = self.unit[:, None] * np.stack([self.ex, self.ey])  # (2, 2): face units -> image px
         uv = (P[:, :2] - self.origin) @ np.stack([self.ex, self.ey], 1) / self.unit  # (478, 2)
         self.uv = uv
+        # how open the portrait's mouth is, judged on the source photo where there is one: the crop's own
+        # landmarks (found again at each output size) put the lips a little differently at every size
+        source = face.source_landmarks
+        self._source_uv = face_uv(source.astype(np.float64)) if source is not None else uv
         self._mouth_weights(uv)
         self._eye_setup(uv)
         self._brow_weights(uv)
@@ -105,7 +121,8 @@ class FaceRig:
         self.inner_up, self.inner_lo = inner_up[1:-1], inner_lo[1:-1]
         # a portrait with parted lips or an open mouth is brought to closed lips as the neutral mouth
         self.rest_gap = np.clip(uv[self.inner_lo, 1] - uv[self.inner_up, 1], 0.0, None)
-        gap = float(self.rest_gap[3:6].mean())
+        src = self._source_uv
+        gap = float(np.clip(src[self.inner_lo, 1] - src[self.inner_up, 1], 0.0, None)[3:6].mean())
         self.rest_gap = self.rest_gap + OVERCLOSE * np.maximum(self.rest_gap - PARTED, 0)
         if gap > MAX_REST_GAP:
             raise InputError(
