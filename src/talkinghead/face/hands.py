@@ -89,7 +89,6 @@ def _line_density(image: np.ndarray, landmarks: np.ndarray):
     """The face around `landmarks` at LINES_IOD: (box (x0, y0, x1, y1) in the image, local landmarks, valley
     pixels, their direction, the line density per direction (DIRECTIONS, h, w), where fingers are looked
     for, where the region may reach); None when the face is too small to look at."""
-
     h, w = image.shape[:2]
     pts = np.asarray(landmarks, np.float64)
     el, er = R.eye_centres(pts)
@@ -154,7 +153,6 @@ def finger_score(image: np.ndarray, landmarks: np.ndarray) -> float:
 def finger_lines(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """uint8 (h, w) mask, 255 over fingers lying side by side on the lower face (see the module docstring);
     all zero when there are none."""
-
     out = np.zeros(image.shape[:2], np.uint8)
     found = _line_density(image, landmarks)
     if found is None:
