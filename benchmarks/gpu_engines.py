@@ -35,8 +35,9 @@ each DiT's release VAE (CogVideoX-5B's for Hallo3 and SkyReels-A1, Wan2.1's for 
 resident against both offloaded (time, peak GPU memory, max |diff|: offload only moves weights, so 0); the decode of
 one clip's latents whole against tiles of half the frame (time, peak memory, max |diff| and PSNR). The same table
 times diffusers' DPMSolverMultistepScheduler against the official scheduler at the same steps, in fp32, where our
-path takes a scheduler: SkyReels-A1's release path (CogVideoXDDIM; max |diff| of the frames) and Hallo's and
-EchoMimic's `--scheduler dpm` against their DDIM (final latents). `--tiny` runs the same code on the CPU, where
+path takes a scheduler: SkyReels-A1's release path (CogVideoXDDIM; max |diff| of the frames), Hallo's and
+EchoMimic's `--scheduler dpm` against their DDIM (final latents), and Hallo4's and SkyReels-A2's `--scheduler dpm`
+against their release UniPC on their tiny release fixtures (final latents; the frames' difference in the notes). `--tiny` runs the same code on the CPU, where
 offload hooks attach but move nothing; `--no-memory` leaves the table out.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -698,9 +700,12 @@ def measure_memory(name: str, tiny: bool, device: torch.device, args) -> MemoryR
     except Exception as e:  # noqa: BLE001
         row.notes["offload"] = "could not run: " + short(e)
     free(device)
-    if name == "skyreels-a1":
+    if name in ("skyreels-a1", *DPM_FLOW):
         try:
-            dpm_a1(row, tiny, device, torch.float32, args, repeats, warmups)
+            if name == "skyreels-a1":
+                dpm_a1(row, tiny, device, torch.float32, args, repeats, warmups)
+            else:
+                dpm_flow(row, name, device, args, repeats, warmups)
         except Exception as e:  # noqa: BLE001
             row.notes["dpm"] = "could not run: " + short(e)
     else:
@@ -761,9 +766,87 @@ def measure_unet_dpm(name: str, tiny: bool, device: torch.device, args) -> Memor
     return row
 
 
-DPM_NOTES = {"hallo3": "its official sampler already is DPM++ (VPSDE DPM++ 2M SDE)",
-             "hallo4": "its sampler fixes the official UniPC schedule (systems/hallo4/pipeline.py sample_clip)",
-             "skyreels-a2": "its release sampler sets UniPC's own flow sigmas (set_release_timesteps)"}
+DPM_NOTES = {"hallo3": "its official sampler already is DPM++ (VPSDE DPM++ 2M SDE)"}
+# the flow DiTs whose --scheduler dpm is measured on their tiny release fixture: name -> the fixture's folder
+DPM_FLOW = {"hallo4": ("hallo4", "hallo4_tiny"), "skyreels-a2": ("skyreels_a2", "skyreels_a2_tiny")}
+
+
+def flow_clip(name: str, folder: Path, device, steps: int | None) -> tuple[Callable[[str], Callable], int, dict]:
+    """(sampler name -> a function running one clip of the release fixture `folder` with it and returning its final
+    latents and uint8 frames flattened into one tensor, the step count, a dict whose "latents" each run sets to
+    how many of those values are latents): Hallo4's first recorded clip (its
+    stored inputs: noise, reference latent, contexts, VACE context, skeleton latents, audio windows), decoded by
+    the fixture's Wan VAE; SkyReels-A2's whole release path from the stored references, prompts and seed."""
+    config, seen = json.loads((folder / "config.json").read_text()), {}
+    if name == "hallo4":
+        from safetensors.torch import load_file
+
+        from talkinghead.systems.hallo4.pipeline import WanLatents, sample_clip
+        from talkinghead.systems.hallo4.release import VAE_FILE, load_dit, load_wan_vae
+
+        run, io, a = config["run"], load_file(str(folder / "io.safetensors")), config.get("audio_proj_ctor", {})
+        dit = load_dit(folder, audio={k: a[k] for k in ("seq_len", "blocks", "channels", "intermediate_dim",
+                                                        "context_tokens") if k in a}).to(device)
+        vae = load_wan_vae(folder / VAE_FILE, config.get("vae_cfg", {}).get("dim", 96)).to(device)
+        latents = WanLatents(vae)
+        inputs = [io[k].to(device) for k in ("b.noise", "b.ref_latent", "in.context_cond", "in.context_null",
+                                              "b.vace_context", "b.skeleton_latents", "b.audio_tensor")]
+        inputs[2:4] = [x.float() for x in inputs[2:4]]
+        steps = steps or run["sample_steps"]
+
+        def clip(sampler: str):
+            def go():
+                final = sample_clip(dit, *inputs, steps, run["sample_shift"], run["guide_scale"],
+                                    run.get("context_scale", 1.0), sampler=sampler)
+                frames = ((latents.decode(final[:, 1:]) + 1) / 2 * 255).to(torch.uint8)
+                seen["latents"] = final[:, 1:].numel()
+                return torch.cat([final[:, 1:].flatten().float().cpu(), frames.flatten().float().cpu()])
+            return go
+        return clip, steps, seen
+    from talkinghead.systems.skyreels_a2.pipeline import sample_a2_release
+    from talkinghead.systems.skyreels_a2.release import load_release
+    from talkinghead.systems.skyreels_a2.verify import references
+    from talkinghead.systems.skyreels_common import ReferenceRun
+    from talkinghead.verify import generator_seed
+
+    ref = ReferenceRun(folder)
+    run, prompts = ref.config["run"], ref.config.get("inputs", {})
+    height, width = int(run["height"]), int(run["width"])
+    vae_images, clip_images = references(ref.io, ref.config, height, width)
+    release = load_release(folder, torch.float32, device)
+    steps = steps or int(run["num_inference_steps"])
+
+    def clip(sampler: str):
+        def go():
+            trace = {}
+            frames = sample_a2_release(release, vae_images, clip_images, prompts.get("prompt", ""),
+                                       prompts.get("negative_prompt", ""), int(run["num_frames"]), steps,
+                                       float(run["guidance_scale"]), sampler=sampler, trace=trace,
+                                       generator=torch.Generator(device).manual_seed(generator_seed(run)))
+            seen["latents"] = trace["final_latents"].numel()
+            return torch.cat([trace["final_latents"].flatten().float().cpu(),
+                              torch.from_numpy(frames).flatten().float()])
+        return go
+    return clip, steps, seen
+
+
+def dpm_flow(row: MemoryRow, name: str, device, args, repeats: int, warmups: int) -> None:
+    """`--scheduler dpm` of a flow DiT (DPM-Solver++ on the release's sigmas) against its release UniPC, at the same
+    steps, on its tiny release fixture in fp32 (no official-size weights here): time per clip, max |diff| of the
+    final latents (the table's cell) and of the uint8 frames (in the notes)."""
+    folder = FIXTURES.joinpath(*DPM_FLOW[name])
+    if not (folder / "config.json").is_file():
+        row.notes["dpm"] = f"no release fixture at {folder}"
+        return
+    clip, steps, seen = flow_clip(name, folder, device, args.steps)
+    row.seconds["official"], unipc, row.peak["official"] = repeat_timed(clip("unipc"), device, repeats, warmups)
+    row.seconds["dpm"], dpm, row.peak["dpm"] = repeat_timed(clip("dpm"), device, repeats, warmups)
+    latents = seen["latents"]  # the outputs hold the final latents, then the frames
+    row.parity["dpm"] = compare(dpm[:latents], unipc[:latents])
+    row.notes["dpm steps"] = (f"tiny release fixture {folder.name}, {steps} steps of the release's UniPC and of "
+                              f"DPM-Solver++ (2M) on the same sigmas, fp32: final latents max |diff| "
+                              f"{row.parity['dpm'][0]:.3g}, uint8 frames max |diff| "
+                              f"{float((dpm[latents:] - unipc[latents:]).abs().max()):.0f}")
 
 
 def dpm_a1(row: MemoryRow, tiny: bool, device, dtype, args, repeats: int, warmups: int) -> None:
@@ -806,7 +889,7 @@ def dpm_a1(row: MemoryRow, tiny: bool, device, dtype, args, repeats: int, warmup
 def print_memory_table(rows: list[MemoryRow]) -> None:
     head = (f"{'system':<12} {'vae':<9} {'res s':>7} {'offl s':>7} {'offl/res':>8} {'|offl-res|':>10} "
             f"{'res GiB':>7} {'offl GiB':>8} {'whole s':>7} {'tiled s':>7} {'|tiled-wh|':>10} {'tiled dB':>8} "
-            f"{'wh GiB':>6} {'tile GiB':>8} {'ddim s':>7} {'dpm s':>7} {'|dpm-ddim|':>10}")
+            f"{'wh GiB':>6} {'tile GiB':>8} {'offic s':>7} {'dpm s':>7} {'|dpm-offic|':>11}")
     print(head)
     print("-" * len(head))
     gib = lambda b: fmt(b / 2 ** 30, ".2f") if b else "-"  # noqa: E731
@@ -818,7 +901,7 @@ def print_memory_table(rows: list[MemoryRow]) -> None:
                  fmt(sec.get("whole")), fmt(sec.get("tiled")), fmt(par.get("tiled", (None,))[0], ".2e"),
                  fmt(par.get("tiled", (None, None))[1], ".1f"), gib(r.peak.get("whole")), gib(r.peak.get("tiled")),
                  fmt(sec.get("official")), fmt(sec.get("dpm")), fmt(par.get("dpm", (None,))[0], ".3g")]
-        widths = (7, 7, 8, 10, 7, 8, 7, 7, 10, 8, 6, 8, 7, 7, 10)
+        widths = (7, 7, 8, 10, 7, 8, 7, 7, 10, 8, 6, 8, 7, 7, 11)
         print(f"{r.system:<12} {r.vae:<9} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     for r in rows:
         for k, v in r.notes.items():
@@ -894,10 +977,12 @@ def main(argv: list[str] | None = None) -> int:
               "denoising loop above, then a VAE decode) with the model and the VAE resident on the device / with "
               "--cpu-offload (both on the CPU, each moved to the device for its own forward), s per clip, |offl-res| "
               "max |diff| of the outputs; whole/tiled: the VAE decode of one clip's latents whole / with --vae-tiling "
-              "on (tiles of half the frame), |tiled-wh| and dB against whole; ddim/dpm (fp32): the official "
+              "on (tiles of half the frame), |tiled-wh| and dB against whole; offic/dpm (fp32): the official "
               "scheduler / "
               "DPMSolverMultistepScheduler at the same steps, s per clip and max |diff| (SkyReels-A1: its release "
-              "path with CogVideoXDDIM, frames 0..255; Hallo, EchoMimic: --scheduler ddim / dpm, final latents); "
+              "path with CogVideoXDDIM, frames 0..255; Hallo, EchoMimic: --scheduler ddim / dpm, final latents; "
+              "Hallo4, SkyReels-A2: their release UniPC / --scheduler dpm on the tiny release fixture, final "
+              "latents); "
               "GiB: torch.cuda.max_memory_allocated")
         print_memory_table(memory_rows)
         print()

@@ -161,8 +161,10 @@ class DiffusionConfig(_Section):
                                 range=(1, 1000), integer=True)
     guidance_scale: float | None = control(None, help="classifier-free guidance (default: the system's official "
                                                       "scale)", range=(0.0, 30.0))
-    scheduler: str = control("ddim", help="ddim reproduces the official results; dpm (DPM-Solver++) needs fewer "
-                                          "steps", choices=SCHEDULERS)
+    scheduler: str = control("ddim", help="ddim: the official sampler, which reproduces the official results "
+                                          "(hallo4, skyreels-a2: their release's flow UniPC); dpm (DPM-Solver++, "
+                                          "on the same sigmas for the flow DiTs) needs fewer steps",
+                             choices=SCHEDULERS)
     dtype: str = control("fp32", help="weights and activations; fp16/bf16 need a GPU", choices=DTYPES)
     device: str = control("auto", help="auto, cpu, cuda or cuda:N", client=False)
     cpu_offload: bool = control(

@@ -175,8 +175,8 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            release_files=("hallo4/model_weight.ckpt", "Wan2.1_Encoders/config.json", "Wan2.1_Encoders/Wan2.1_VAE.pth",
                           "Wan2.1_Encoders/models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_Encoders/google/umt5-xxl/",
                           "wav2vec/wav2vec2-base-960h/"), proven=_P({"render", "train", "verify"}),
-           controls=("max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "dtype", "device",
-                     "pose_video", "prompt") + DIT_MEMORY,
+           controls=("max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "scheduler", "dtype",
+                     "device", "pose_video", "prompt") + DIT_MEMORY,
            needs_gpu_for="official-size sampling (Wan2.1-VACE 1.3B, 81 frames at 480x832)"),
     System("skyreels-a1", "SkyReels-A1", "SkyReels-A1: Expressive Portrait Animation in Video Diffusion Transformers "
            "(2025)", "dit", models=(".systems.skyreels_a1.model:SkyReelsA1",), fixture="skyreels_a1",
@@ -199,8 +199,8 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            release_files=("SkyReels-A2/transformer/", "SkyReels-A2/vae/", "SkyReels-A2/image_encoder/",
                           "SkyReels-A2/image_processor/", "SkyReels-A2/text_encoder/", "SkyReels-A2/tokenizer/"),
            # not audio-driven: the prompt and the references make the video; --size sets the width
-           controls=("fps", "size", "max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "dtype",
-                     "device", "prompt", "reference", "exact_reference_frames") + DIT_MEMORY,
+           controls=("fps", "size", "max_seconds", "seed", "checkpoint_dir", "steps", "guidance_scale", "scheduler",
+                     "dtype", "device", "prompt", "reference", "exact_reference_frames") + DIT_MEMORY,
            proven=_P({"render", "train", "verify"}), needs_gpu_for="official-size sampling (Wan2.1 14B)"),
     System("midas", "MIDAS", "MIDAS: Multimodal Interactive Digital-human Synthesis via Real-time Autoregressive "
            "Video Generation (2025)", "autoregressive",

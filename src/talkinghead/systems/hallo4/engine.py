@@ -23,8 +23,8 @@ class Hallo4Animator:
     rendering, as the official `--src_video`), clip by clip as the official script: clips of `frame_num` frames
     overlapping by one, the portrait as latent frame 0 and as the VACE reference, each later clip starting from
     the previous clip's last frame with 10 % of its 2x2 patches blanked, the same starting noise in every clip,
-    UniPC with guidance 6 on the shifted sigmas, output cropped back to the portrait's aspect and truncated to
-    uint8 at 25 fps."""
+    UniPC with guidance 6 on the shifted sigmas (`--scheduler dpm`: DPM-Solver++ on the same sigmas), output
+    cropped back to the portrait's aspect and truncated to uint8 at 25 fps."""
 
     def __init__(self, portrait: Portrait, config=None, warn: bool = True, load=None):
         """`load(folder, device, dtype)` gives the weights (default: an official release folder, `Hallo4Release`);
@@ -61,6 +61,7 @@ class Hallo4Animator:
         self.guidance = s["guide_scale"] if d.guidance_scale is None else d.guidance_scale
         self.prompt = d.prompt or s["prompt"]
         self.seed = config.motion.seed
+        self.sampler = "dpm" if d.scheduler == "dpm" else "unipc"  # ddim, the default, means the official sampler
 
     @staticmethod
     def _read_skeleton(path: str) -> torch.Tensor:
@@ -120,7 +121,7 @@ class Hallo4Animator:
                                     generator=torch.Generator().manual_seed(self.seed))
                 final = sample_clip(r.dit, noise, ref_latent, context, negative, z, skeleton_latents,
                                     windows[idx][None], self.steps, s["sample_shift"], self.guidance,
-                                    s["context_scale"])
+                                    s["context_scale"], sampler=self.sampler)
                 video = r.latents.decode(final[:, 1:])  # (3, F, H, W)
             last = video[:, -1:]
             video = center_crop_width(video if i == 0 else video[:, 1:], self.ref_hw, self.height)

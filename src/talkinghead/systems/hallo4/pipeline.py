@@ -5,6 +5,8 @@
   model gets the truncated integer σ′·1000 (diffusers' own flow sigmas start at 1.0 instead, so they are set here);
 - latent frame 0 is overwritten with the reference latent before *every* model call (and is what the scheduler
   receives), and dropped before decoding;
+- `sampler="dpm"` (`--scheduler dpm`): diffusers' DPM-Solver++ (2M) for flow matching on the same shifted sigmas
+  and timesteps (its own flow schedule equals the official one), the same model calls; not the official numbers;
 - classifier-free guidance as two model calls: the prompt with the audio, and the negative prompt with the audio
   windows zeroed *before* the projection; skeleton, VACE context and reference are the same in both.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import UniPCMultistepScheduler
+from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from ...pipelines.memory import execution_device
 from ...sampling import classifier_free_guidance, denoise
@@ -38,30 +40,53 @@ def official_scheduler(steps: int, shift: float, num_train_timesteps: int = 1000
     return s
 
 
+def flow_dpm_scheduler(steps: int, shift: float, num_train_timesteps: int = 1000) -> DPMSolverMultistepScheduler:
+    """diffusers' DPM-Solver++ (2M, first order at the last step) for flow prediction at `shift`, set for `steps`:
+    its flow sigmas 1 - linspace(1, 1/n, N + 1), shifted, the last dropped, 0 appended, are the official
+    schedule's, and its timesteps the same truncated integers (tests/systems/hallo4 checks both)."""
+    s = DPMSolverMultistepScheduler(num_train_timesteps=num_train_timesteps, prediction_type="flow_prediction",
+                                    use_flow_sigmas=True, flow_shift=shift, solver_order=2,
+                                    algorithm_type="dpmsolver++", lower_order_final=True, final_sigmas_type="zero")
+    s.set_timesteps(steps)
+    return s
+
+
+SAMPLERS = ("unipc", "dpm")  # the official UniPC, or DPM-Solver++ on the same schedule
+
+
+def make_sampler(name: str, steps: int, shift: float):
+    """The scheduler `name` ("unipc": the official one; "dpm") set for `steps` at `shift`."""
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, not {name!r}")
+    return official_scheduler(steps, shift) if name == "unipc" else flow_dpm_scheduler(steps, shift)
+
+
 @torch.no_grad()
 def sample_clip(model: Hallo4WanModel, noise: torch.Tensor, ref_latent: torch.Tensor, context: torch.Tensor,
                 negative_context: torch.Tensor, vace_context: torch.Tensor, skeleton_latents: torch.Tensor,
                 audio_windows: torch.Tensor, steps: int, shift: float = 8.0, guide_scale: float = 6.0,
                 context_scale: float = 1.0, trace: dict | None = None, prefix: str = "",
-                batched_cfg: bool = False) -> torch.Tensor:
+                batched_cfg: bool = False, sampler: str = "unipc") -> torch.Tensor:
     """Denoise one clip. `noise` (16, 1 + F', h, w) (frame 0 is replaced by `ref_latent` (16, 1, h, w));
     contexts (L, 4096); `vace_context` (96, 1 + F', h, w); `skeleton_latents` (1, 16, F, h, w);
     `audio_windows` (1, F, 5, layers, channels). Returns the final latents (16, 1 + F', h, w), frame 0 included.
     `batched_cfg`: both guidance rows in one model call (the contexts zero-padded to `text_len` first, as the model
-    pads each anyway); the official code makes two calls, and the rows then differ from it by float reordering."""
-    scheduler = official_scheduler(steps, shift)
+    pads each anyway); the official code makes two calls, and the rows then differ from it by float reordering.
+    `sampler`: "unipc" (official) or "dpm" (DPM-Solver++ on the same sigmas; see `flow_dpm_scheduler`)."""
+    scheduler = make_sampler(sampler, steps, shift)
     latents = noise.to(ref_latent.device, torch.float32).clone()
     if trace is not None:
         trace[f"{prefix}timesteps"], trace[f"{prefix}sigmas"] = scheduler.timesteps, scheduler.sigmas
     corrected = {}
-    original = scheduler.multistep_uni_c_bh_update
+    original = getattr(scheduler, "multistep_uni_c_bh_update", None)  # UniPC's corrector (traced); DPM has none
 
     def keep_corrected(*args, **kwargs):
         out = original(*args, **kwargs)
         corrected["x"] = out
         return out
 
-    scheduler.multistep_uni_c_bh_update = keep_corrected
+    if original is not None:
+        scheduler.multistep_uni_c_bh_update = keep_corrected
     silent = torch.zeros_like(audio_windows)
     position = {int(t): i for i, t in enumerate(scheduler.timesteps)}
 

@@ -33,8 +33,8 @@ class SkyReelsA2Animator(ReleaseVideo):
     speech. A2 is not driven by audio: the prompt (--prompt, default "A person is talking.") says what happens.
 
     As infer.py: subjects are padded with white to the frame's aspect and the background centre-cropped; each
-    is padded to a white square for CLIP; clips of 81 frames with 50 UniPC steps (flow shift 8) at guidance
-    5.0 against infer.py's negative prompt; the first 12 frames of each clip are dropped (69 new frames;
+    is padded to a white square for CLIP; clips of 81 frames with 50 UniPC steps (flow shift 8; `--scheduler dpm`:
+    DPM-Solver++ on the same sigmas) at guidance 5.0 against infer.py's negative prompt; the first 12 frames of each clip are dropped (69 new frames;
     --exact-reference-frames drops only the reference slots' 1 + 4 (n - 1), fixing that bug). Clips
     follow one another from one generator, each composed afresh from the references. Frames are 832 x 480
     unless --size sets another width (the height keeps 480 : 832, both multiples of 16)."""
@@ -66,6 +66,7 @@ class SkyReelsA2Animator(ReleaseVideo):
         self.guidance = d.guidance_scale if d.guidance_scale is not None else A2_GUIDANCE
         self.prompt = d.prompt or A2_PROMPT
         self.seed = config.motion.seed
+        self.sampler = "dpm" if d.scheduler == "dpm" else "unipc"  # ddim, the default, means the release's sampler
         # infer.py drops 12 frames whatever the count; the option drops exactly the reference slots' frames
         self.dropped = 1 + A2_REPEAT * (len(images) - 1) if d.exact_reference_frames else A2_DROPPED
         if self.dropped >= A2_FRAMES:
@@ -86,5 +87,6 @@ class SkyReelsA2Animator(ReleaseVideo):
         for start in range(0, n, per_clip):
             with release.lock:
                 video = sample_a2_release(release, self.vae_images, self.clip_images, self.prompt, A2_NEGATIVE_PROMPT,
-                                          A2_FRAMES, self.steps, self.guidance, generator=generator)
+                                          A2_FRAMES, self.steps, self.guidance, generator=generator,
+                                          sampler=self.sampler)
             yield from video[self.dropped:self.dropped + min(per_clip, n - start)]

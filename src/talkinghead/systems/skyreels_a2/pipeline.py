@@ -182,12 +182,37 @@ def a2_condition_video(images: Sequence[torch.Tensor], frames: int) -> torch.Ten
     return torch.cat(parts, dim=2)
 
 
+SAMPLERS = ("unipc", "dpm")  # the release's UniPC, or DPM-Solver++ on the same schedule
+
+
+def release_sampler(release, name: str, steps: int, device=None):
+    """The release's UniPC with its sigmas for `steps` ("unipc", `set_release_timesteps`), or diffusers'
+    DPM-Solver++ (2M, first order at the last step) for flow prediction at the release's shift ("dpm"), whose own
+    flow schedule for `steps` has the same sigmas and timesteps (tests/systems/skyreels_a2 checks it)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from .release import set_release_timesteps
+
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, not {name!r}")
+    official = release.scheduler()
+    if name == "unipc":
+        set_release_timesteps(official, steps, device)
+        return official
+    c = official.config
+    dpm = DPMSolverMultistepScheduler(num_train_timesteps=c.num_train_timesteps, prediction_type="flow_prediction",
+                                      use_flow_sigmas=True, flow_shift=c.flow_shift, solver_order=2,
+                                      algorithm_type="dpmsolver++", lower_order_final=True, final_sigmas_type="zero")
+    dpm.set_timesteps(steps, device=device)
+    return dpm
+
+
 @torch.no_grad()
 def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Sequence[np.ndarray], prompt: str,
                       negative_prompt: str, num_frames: int, steps: int, guidance_scale: float,
                       generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
                       posterior_noise: torch.Tensor | None = None, trace: dict | None = None,
-                      cfg_batch: bool = False) -> np.ndarray:
+                      cfg_batch: bool = False, sampler: str = "unipc") -> np.ndarray:
     """One clip the way the release's A2Pipeline makes it: `vae_images` (H, W, 3) uint8 references already at the
     video size (subjects padded, the background cropped), `clip_images` the same references padded to a white
     square -> (num_frames, H, W, 3) uint8.
@@ -199,10 +224,9 @@ def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Se
     each step two transformer calls (prompt, then negative prompt; same references), guidance in the
     transformer dtype, UniPC (flow, shift 8) on float32 latents; the decode divides by 1 / std. `cfg_batch`
     runs both guidance branches as one batch of 2 (the release's multi-GPU pipeline does; same math, float
-    rounding may differ)."""
+    rounding may differ). `sampler` "dpm" (`--scheduler dpm`) replaces UniPC with DPM-Solver++ (2M) for flow
+    matching on the same sigmas and timesteps (`release_sampler`); not the release's numbers."""
     from diffusers.utils.torch_utils import randn_tensor
-
-    from .release import set_release_timesteps
 
     record = trace.__setitem__ if trace is not None else (lambda k, v: None)
     transformer, vae = release.transformer, release.vae
@@ -213,8 +237,7 @@ def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Se
     image_embeds = a2_image_embeds(release, clip_images, dtype, trace)
     record("image_embeds", image_embeds)
 
-    scheduler = release.scheduler()
-    set_release_timesteps(scheduler, steps, device)
+    scheduler = release_sampler(release, sampler, steps, device)
     record("sched.timesteps", scheduler.timesteps), record("sched.sigmas", scheduler.sigmas)
 
     height, width = vae_images[0].shape[:2]
@@ -273,7 +296,7 @@ def sample_a2_release(release, vae_images: Sequence[np.ndarray], clip_images: Se
 
     def after(i: int, t: torch.Tensor, stepped: tuple) -> torch.Tensor:
         record(f"step.{i}.x0_pred", scheduler.model_outputs[-1])
-        if i:
+        if i and hasattr(scheduler, "last_sample"):  # UniPC's corrected sample (DPM-Solver has no corrector)
             record(f"step.{i}.corrected_sample", scheduler.last_sample)
         record(f"step.{i}.latents_after", stepped[0])
         return stepped[0]
