@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import regions as R
-from .occlusion import _skin_model
+from .occlusion import _skin_model, to_lab
 
 UPPER_INNER, LOWER_INNER = 13, 14  # MediaPipe: centre of the upper / lower inner lip
 RED = 1.6  # chroma distance from skin (robust spreads) beyond which a pixel is lip or tongue coloured
@@ -71,7 +71,7 @@ def analyze_mouth(image: np.ndarray, landmarks: np.ndarray) -> MouthState:
     scale = WORK_IOD / iod
     box = cv2.resize(image[y0:y1, x0:x1], None, fx=scale, fy=scale,
                      interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
-    lab_full = cv2.cvtColor(box.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    lab_full = to_lab(box)
     local = (pts[:, :2] - [x0, y0]) * scale
     iod *= scale
     skin, spread = _skin_model(lab_full, local, iod)

@@ -26,6 +26,7 @@ which keeps its displacement below d, so no moving pixel ever samples the rim (n
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -66,6 +67,35 @@ class Occlusion:
     @property
     def any(self) -> bool:
         return bool(self.mask.max() > 0.05)
+
+
+_lab_warmup: threading.Thread | None = None
+_lab_lock = threading.Lock()
+
+
+def warm_lab_tables() -> None:
+    """Start building OpenCV's RGB -> Lab tables in a background thread. The first Lab conversion in a
+    process builds them (~0.09 s of one core, whatever the image size); started before the face analysis,
+    which keeps one core busy, the build runs on the other and is done by the time `to_lab` needs it."""
+    global _lab_warmup
+    with _lab_lock:
+        if _lab_warmup is None:
+            _lab_warmup = threading.Thread(target=_build_lab_tables, name="talkinghead-lab-tables", daemon=True)
+            _lab_warmup.start()
+
+
+def _build_lab_tables() -> None:
+    cv2.cvtColor(np.zeros((1, 1, 3), np.float32), cv2.COLOR_RGB2LAB)
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIE Lab (L 0..100, a and b about -128..127) of an RGB uint8 image, float32, as OpenCV converts
+    float RGB in 0..1. Waits for a table build `warm_lab_tables` started: OpenCV builds its tables
+    without a lock, so no conversion may run while another thread builds them."""
+    warmup = _lab_warmup
+    if warmup is not None:
+        warmup.join()
+    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
 
 def _skin_model(lab: np.ndarray, pts: np.ndarray, iod: float) -> tuple[np.ndarray, float]:
@@ -176,7 +206,7 @@ def analyze_occlusion(image: np.ndarray, landmarks: np.ndarray, hands: bool = Tr
     local[:, 0] -= x0
     local[:, 1] -= y0
     shape = crop.shape[:2]
-    lab = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    lab = to_lab(crop)
     skin, spread_c = _skin_model(lab, local, iod)
     chroma_d = np.hypot(lab[..., 1] - skin[1], lab[..., 2] - skin[2]) / spread_c
     far = chroma_d > CHROMA_FAR

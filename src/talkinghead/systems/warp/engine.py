@@ -18,6 +18,7 @@ from ...audio.features import n_frames
 from ...config import AnimateConfig
 from ...face import prepare
 from ...face.mouth_state import refuse_tongue_out
+from ...face.occlusion import warm_lab_tables
 from ...motion import MotionGenerator
 from ...render import WarpRenderer
 from ...types import SAMPLE_RATE, MotionFrame, PhoneSegment, Portrait, Speech
@@ -34,6 +35,7 @@ class Animator:
     def __init__(self, portrait: Portrait, config: AnimateConfig | None = None, warn: bool = True):
         self.config = (config or AnimateConfig()).validate()
         r = self.config.render
+        warm_lab_tables()  # on the idle core while the face analysis below keeps this one busy
         self.portrait, self.face = prepare(portrait, r.size, r.crop, r.face_index, warn=warn)
         self.renderer = WarpRenderer(self.portrait, self.face, own_teeth=r.teeth)
         # a tongue out over the lower lip cannot be closed behind the lips like an open mouth can; judged on
