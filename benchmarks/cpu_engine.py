@@ -114,6 +114,24 @@ def _machine_busy() -> float | None:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+_PROBE_DATA = np.random.default_rng(0).random((512, 512)).astype(np.float32)
+
+
+def host_probe() -> float:
+    """CPU ms of one fixed single-threaded workload (interpreted Python and a numpy sort). On a
+    virtual machine the host's own load changes how fast a core runs: the same work takes
+    different CPU time from one second to the next although this machine is otherwise idle, which
+    no setting inside the process can fix. Measured next to each end-to-end run, it tells a slow run
+    on a slow host from a slow program."""
+    t0 = time.thread_time()
+    x = 0
+    for i in range(200_000):
+        x += i * i
+    for _ in range(30):
+        np.sort(_PROBE_DATA, axis=1)
+    return 1000 * (time.thread_time() - t0)
+
+
 OTHERS: list[float] = []  # cores used by other processes during each timed block
 
 
@@ -418,11 +436,13 @@ def run_e2e(image: Path, wav: Path, out: Path, size: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--e2e-child", str(report), "--",
            "animate", "--image", str(image), "--audio", str(wav), "-o", str(out), "--size", str(size),
            "--fps", f"{FPS:g}"]
+    probe0 = host_probe()
     m0 = _machine_busy()
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
     wall = time.time() - t0
     m1 = _machine_busy()
+    probe1 = host_probe()
     r = json.loads(report.read_text()) if report.exists() else {}
     if p.returncode != 0 or not out.exists() or r.get("first_frame") is None:
         sys.stderr.write(p.stdout[-3000:] + p.stderr[-3000:])
@@ -430,7 +450,7 @@ def run_e2e(image: Path, wav: Path, out: Path, size: int) -> dict:
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
     report.unlink()
     return dict(wall=wall, first=r["first_frame"] - t0, first_cpu=r["first_cpu"], busy=None if m0 is None or m1 is None else (m1 - m0) / wall,
-                children_cpu=child.ru_utime + child.ru_stime)
+                children_cpu=child.ru_utime + child.ru_stime, probe=(probe0 + probe1) / 2)
 
 
 def run_help() -> float:
@@ -466,10 +486,17 @@ def bench_e2e(base: np.ndarray, seconds: float, size: int, repeats: int, tmp: Pa
         runs.append(r)
         busy = "" if r["busy"] is None else f", machine {r['busy']:.2f} cores busy"
         print(f"  run {i + 1}: {r['wall']:6.3f} s = {seconds / r['wall']:5.2f}x real-time, first frame at "
-              f"{r['first']:.3f} s (process cpu then {r['first_cpu']:.3f} s; in all {cpu:.2f} s{busy})", flush=True)
+              f"{r['first']:.3f} s (process cpu then {r['first_cpu']:.3f} s; in all {cpu:.2f} s{busy}; host probe "
+              f"{r['probe']:.0f} ms)", flush=True)
         out.unlink()
     wall = statistics.median(r["wall"] for r in runs)
+    probes = [host_probe() for _ in range(5)]
+    print(f"  host probe (the same single-threaded work each time; more ms = a slower core): {min(probes):.0f} ms "
+          f"at best now, {', '.join(format(r['probe'], '.0f') for r in runs)} ms around the runs above")
     return dict(wall=wall, xrt=seconds / wall, first=statistics.median(r["first"] for r in runs),
+                wall_min=min(r["wall"] for r in runs), wall_max=max(r["wall"] for r in runs),
+                cpu_min=min(r["cpu"] for r in runs), cpu_max=max(r["cpu"] for r in runs),
+                probe_best=min(probes), probe_runs=[r["probe"] for r in runs],
                 first_cpu=statistics.median(r["first_cpu"] for r in runs),
                 cpu=statistics.median(r["cpu"] for r in runs),
                 first_min=min(r["first"] for r in runs), help=statistics.median(helps), wav=wav)
@@ -690,8 +717,12 @@ def main(argv: list[str] | None = None) -> int:
     line(f"encode-only ceiling, {args.e2e_seconds:g} s", f"{ceiling['wall']:.2f} s = {ceiling['xrt']:.2f}x real-time")
     line("end to end / encode-only ceiling", f"{ceiling['wall'] / e2e['wall']:.2f} "
          f"({100 * ceiling['wall'] / e2e['wall']:.0f}%)")
+    line(f"end to end, range of {args.repeats}", f"{e2e['wall_min']:.2f}-{e2e['wall_max']:.2f} s = "
+         f"{args.e2e_seconds / e2e['wall_max']:.1f}-{args.e2e_seconds / e2e['wall_min']:.1f}x real-time")
     line(f"end to end CPU, {args.e2e_seconds:g} s", f"{e2e['cpu']:.2f} core-s = {e2e['cpu'] / args.e2e_seconds:.3f} "
          f"core-s per s of speech (wall on {os.cpu_count()} idle cores >= {e2e['cpu'] / (os.cpu_count() or 1):.2f} s)")
+    line("end to end CPU, range", f"{e2e['cpu_min']:.2f}-{e2e['cpu_max']:.2f} core-s (host probe "
+         f"{min(e2e['probe_runs']):.0f}-{max(e2e['probe_runs']):.0f} ms around the runs, best {e2e['probe_best']:.0f} ms)")
     line("talkinghead --help", f"{e2e['help']:.3f} s")
     line("engine fps (motion+render+encode)", f"{eng['fps']:.1f} fps = {eng['xrt']:.2f}x real-time",
          f">= {TARGET_XRT:g}x real-time", eng["xrt"] >= TARGET_XRT)
