@@ -95,7 +95,7 @@ class ControlSpec:
 
 
 DTYPES = ("fp32", "fp16", "bf16")
-SCHEDULERS = ("ddim", "dpm")
+SCHEDULERS = ("official", "dpm")
 
 
 class _Section:
@@ -161,9 +161,10 @@ class DiffusionConfig(_Section):
                                 range=(1, 1000), integer=True)
     guidance_scale: float | None = control(None, help="classifier-free guidance (default: the system's official "
                                                       "scale)", range=(0.0, 30.0))
-    scheduler: str = control("ddim", help="ddim: the official sampler, which reproduces the official results "
-                                          "(hallo4, skyreels-a2: their release's flow UniPC); dpm (DPM-Solver++, "
-                                          "on the same sigmas for the flow DiTs) needs fewer steps",
+    scheduler: str = control("official", help="official: the system's own sampler, which reproduces the official "
+                                              "results (DDIM for hallo, hallo2 and echomimic; the release's flow UniPC "
+                                              "for hallo4 and skyreels-a2); dpm: DPM-Solver++ (on the same sigmas for "
+                                              "the flow DiTs), which needs fewer steps",
                              choices=SCHEDULERS)
     dtype: str = control("fp32", help="weights and activations; fp16/bf16 need a GPU", choices=DTYPES)
     device: str = control("auto", help="auto, cpu, cuda or cuda:N", client=False)

@@ -56,7 +56,7 @@ def test_cli_renders_the_release_with_dpm_solver(hallo4_release, skeleton_video,
 def test_same_seed_same_frames_near_the_official_sampler(hallo4_release, skeleton_video, short_wav):
     dpm = _render(hallo4_release, skeleton_video, short_wav, 3, "dpm")
     np.testing.assert_array_equal(dpm, _render(hallo4_release, skeleton_video, short_wav, 3, "dpm"))
-    official = _render(hallo4_release, skeleton_video, short_wav, 3, "ddim")
+    official = _render(hallo4_release, skeleton_video, short_wav, 3, "official")
     assert dpm.shape == official.shape
     diff = np.abs(dpm.astype(int) - official.astype(int))
     print(f"hallo4 dpm vs unipc: max {diff.max()}, mean {diff.mean():.3f} grey levels")

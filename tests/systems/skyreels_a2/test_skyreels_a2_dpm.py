@@ -67,7 +67,7 @@ def test_same_seed_same_frames_near_the_release_sampler(skyreels_a2_release, ref
     x0 prediction, which UniPC's correction of the sample does not reach)."""
     dpm = _render(skyreels_a2_release, reference_images, short_wav, "dpm")
     np.testing.assert_array_equal(dpm, _render(skyreels_a2_release, reference_images, short_wav, "dpm"))
-    official = _render(skyreels_a2_release, reference_images, short_wav, "ddim")
+    official = _render(skyreels_a2_release, reference_images, short_wav, "official")
     assert dpm.shape == official.shape == (22, 48, 80, 3)
     diff = np.abs(dpm.astype(int) - official.astype(int))
     print(f"skyreels-a2 dpm vs unipc: max {diff.max()}, mean {diff.mean():.3f} grey levels")

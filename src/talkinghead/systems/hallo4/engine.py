@@ -61,7 +61,7 @@ class Hallo4Animator:
         self.guidance = s["guide_scale"] if d.guidance_scale is None else d.guidance_scale
         self.prompt = d.prompt or s["prompt"]
         self.seed = config.motion.seed
-        self.sampler = "dpm" if d.scheduler == "dpm" else "unipc"  # ddim, the default, means the official sampler
+        self.sampler = "dpm" if d.scheduler == "dpm" else "unipc"  # "official": the release UniPC
 
     @staticmethod
     def _read_skeleton(path: str) -> torch.Tensor:

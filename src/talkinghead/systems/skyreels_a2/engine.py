@@ -66,7 +66,7 @@ class SkyReelsA2Animator(ReleaseVideo):
         self.guidance = d.guidance_scale if d.guidance_scale is not None else A2_GUIDANCE
         self.prompt = d.prompt or A2_PROMPT
         self.seed = config.motion.seed
-        self.sampler = "dpm" if d.scheduler == "dpm" else "unipc"  # ddim, the default, means the release's sampler
+        self.sampler = "dpm" if d.scheduler == "dpm" else "unipc"  # "official": the release UniPC
         # infer.py drops 12 frames whatever the count; the option drops exactly the reference slots' frames
         self.dropped = 1 + A2_REPEAT * (len(images) - 1) if d.exact_reference_frames else A2_DROPPED
         if self.dropped >= A2_FRAMES:
