@@ -605,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # [4] first, while this process is small (its peak RSS would leak into the children's ru_maxrss)
     print(f"\n[4] peak RSS: the `animate` path (wav -> load_audio -> Animator -> render_to_file) in a fresh "
-          f"process each, run first")
+          "process each, run first")
     print(f"  (this process: {mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss):.0f} MiB peak so far)")
     rss = {}
     for label, secs in (("short", args.seconds), ("long", args.long_seconds)):
