@@ -604,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  load average at start: {load()}")
 
     # [4] first, while this process is small (its peak RSS would leak into the children's ru_maxrss)
-    print(f"\n[4] peak RSS: the `animate` path (wav -> load_audio -> Animator -> render_to_file) in a fresh "
+    print("\n[4] peak RSS: the `animate` path (wav -> load_audio -> Animator -> render_to_file) in a fresh "
           "process each, run first")
     print(f"  (this process: {mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss):.0f} MiB peak so far)")
     rss = {}
