@@ -254,6 +254,15 @@ def make_animator(name: str, portrait, config=None, warn: bool = True):
     return factory(portrait, config, warn)
 
 
+def require_release_dir(folder: str | None, engine: str, how: str) -> None:
+    """Refuse an empty checkpoint_dir for an engine that runs from an official release: an InputError saying that
+    `engine` needs its release folder and, in `how`, where to get one."""
+    if not folder:
+        from ..errors import InputError
+
+        raise InputError(f"is needed by engine {engine} (its release folder)", how, field="checkpoint_dir")
+
+
 def check_controls(system: System, config) -> None:
     """Refuse a control set away from its default that `system`'s engine cannot honour, naming the engines
     that do (a silently ignored setting is worse than an error)."""
@@ -274,4 +283,4 @@ def check_controls(system: System, config) -> None:
                              field=f.name)
 
 
-__all__ = ["System", "SYSTEMS", "CAPABILITIES", "get", "engine_names", "verifier_names", "make_animator", "check_controls", "markdown_table", "resolve"]
+__all__ = ["System", "SYSTEMS", "CAPABILITIES", "get", "engine_names", "verifier_names", "make_animator", "check_controls", "require_release_dir", "markdown_table", "resolve"]

@@ -16,6 +16,7 @@ from ...config import AnimateConfig
 from ...errors import InputError
 from ...face.video import landmark_file, video_landmarks
 from ...types import Portrait, Speech
+from .. import require_release_dir
 from .pipeline import DEFAULT_SCHEDULER, SamplingConfig
 from .release import RELEASE_URL, load_release
 
@@ -104,10 +105,8 @@ class EchoMimicAnimator:
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
         self.warn = warn
-        if not d.checkpoint_dir:
-            raise InputError("is needed by engine echomimic (its release folder)",
-                             f"download the official release ({RELEASE_URL}) and pass its pretrained_weights folder",
-                             field="checkpoint_dir")
+        require_release_dir(d.checkpoint_dir, "echomimic", f"download the official release ({RELEASE_URL}) "
+                            "and pass its pretrained_weights folder")
         if r.crop != "face":
             raise InputError(f"must be face for engine echomimic (it renders square face crops), got {r.crop!r}",
                              "use crop face", field="crop")

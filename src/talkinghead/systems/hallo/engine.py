@@ -17,6 +17,7 @@ from ...config import AnimateConfig
 from ...errors import InputError
 from ...types import Portrait, Speech
 from ...utils import resolve_precision
+from .. import require_release_dir
 from .pipeline import DEFAULT_SCHEDULER, SamplingConfig
 from .release import RELEASE_URL, load_release
 
@@ -44,10 +45,8 @@ class HalloAnimator:
 
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
-        if not d.checkpoint_dir:
-            raise InputError(f"is needed by engine {self.variant} (its release folder)",
-                             f"download the official release ({RELEASE_URL.format(variant=self.variant)}) "
-                             "and pass its pretrained_models folder", field="checkpoint_dir")
+        require_release_dir(d.checkpoint_dir, self.variant, f"download the official release "
+                            f"({RELEASE_URL.format(variant=self.variant)}) and pass its pretrained_models folder")
         if not d.face_embedding:
             raise InputError(f"is needed by engine {self.variant} (the face's identity)", EMBEDDING_HINT,
                              field="face_embedding")

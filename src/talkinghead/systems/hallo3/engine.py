@@ -10,6 +10,7 @@ import torch
 from ...errors import InputError
 from ...models.text_encoders import t5_token_ids
 from ...types import Portrait, Speech
+from .. import require_release_dir
 from .pipeline import DiTClipPipeline
 from .release import RELEASE_URL, load_release
 
@@ -63,10 +64,8 @@ class Hallo3Animator:
 
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
-        if not d.checkpoint_dir:
-            raise InputError("is needed by engine hallo3 (its release folder)",
-                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder",
-                             field="checkpoint_dir")
+        require_release_dir(d.checkpoint_dir, "hallo3", f"download the official release ({RELEASE_URL}) and "
+                            "pass its pretrained_models folder")
         if not d.face_embedding:
             raise InputError("is needed by engine hallo3 (the face's identity)", EMBEDDING_HINT, field="face_embedding")
         device, dtype = resolve_precision(d.device, d.dtype)

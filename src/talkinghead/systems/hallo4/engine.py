@@ -12,6 +12,7 @@ import torch
 from ...errors import InputError
 from ...train.dit import resample_mel
 from ...types import Portrait, Speech
+from .. import require_release_dir
 from .pipeline import (NEGATIVE_PROMPT, OFFICIAL, center_crop_width, random_mask_patches, resize_for_rectangle_crop,
                        sample_clip, vace_context)
 from .release import RELEASE_URL, Hallo4Release, load_release
@@ -33,13 +34,11 @@ class Hallo4Animator:
         from ...errors import InputError
         from ...pipelines.memory import apply_memory_options, load_device
         from ...utils import resolve_precision
-        
+
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
-        if not d.checkpoint_dir:
-            raise InputError("is needed by engine hallo4 (its release folder)",
-                             f"download the official release ({RELEASE_URL}) and pass its pretrained_models folder",
-                             field="checkpoint_dir")
+        require_release_dir(d.checkpoint_dir, "hallo4", f"download the official release ({RELEASE_URL}) and "
+                            "pass its pretrained_models folder")
         if not d.pose_video:
             raise InputError("is needed by engine hallo4: the driving skeleton video (a DWPose rendering, what the "
                              "official release calls src_video)", "render the skeleton of a driving video with DWPose",

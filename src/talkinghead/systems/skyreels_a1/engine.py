@@ -12,6 +12,7 @@ from ...errors import InputError
 from ...nn.landmark_guider import motion_landmarks, release_control_frames
 from ...pipelines.memory import apply_memory_options, load_device
 from ...types import Portrait, Speech
+from .. import require_release_dir
 from ..skyreels_common import ReleaseVideo, cached_release, release_pixels, release_precision
 from .pipeline import face_crop, release_control, sample_a1_release
 from .release import IDENTITY_TOKENS, load_release, release_root
@@ -82,10 +83,8 @@ class SkyReelsA1Animator(ReleaseVideo):
 
         self.config = config = (config or AnimateConfig()).validate()
         d = config.diffusion
-        if not d.checkpoint_dir:
-            raise InputError("is needed by engine skyreels-a1 (its release folder)",
-                             "download the SkyReels-A1-5B release (huggingface.co/Skywork/SkyReels-A1) and pass "
-                             "its folder (pretrained_models/SkyReels-A1-5B)", field="checkpoint_dir")
+        require_release_dir(d.checkpoint_dir, "skyreels-a1", "download the SkyReels-A1-5B release "
+                            "(huggingface.co/Skywork/SkyReels-A1) and pass its folder (pretrained_models/SkyReels-A1-5B)")
         self.device, dtype = release_precision(d)
         self.pose_source = d.pose_video
         if self.pose_source and not Path(self.pose_source).is_file():

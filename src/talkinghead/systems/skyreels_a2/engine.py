@@ -11,6 +11,7 @@ import torch
 from ...errors import InputError
 from ...pipelines.memory import apply_memory_options, load_device
 from ...types import Portrait, Speech
+from .. import require_release_dir
 from ..skyreels_common import ReleaseVideo, cached_release, release_precision
 from .pipeline import A2_CLIP_SIZE, A2_REPEAT, crop_to_aspect, pad_to_aspect, sample_a2_release
 from .release import load_release, release_root
@@ -45,10 +46,8 @@ class SkyReelsA2Animator(ReleaseVideo):
 
         self.config = config = (config or AnimateConfig()).validate()
         d, r = config.diffusion, config.render
-        if not d.checkpoint_dir:
-            raise InputError("is needed by engine skyreels-a2 (its release folder)",
-                             "download the SkyReels-A2 release (huggingface.co/Skywork/SkyReels-A2) and pass its folder",
-                             field="checkpoint_dir")
+        require_release_dir(d.checkpoint_dir, "skyreels-a2", "download the SkyReels-A2 release "
+                            "(huggingface.co/Skywork/SkyReels-A2) and pass its folder")
         if not d.reference:
             raise InputError("is needed by engine skyreels-a2, which composes the image with one or more references",
                              "add a reference image (an object, then a background; the last one is the background)",
