@@ -36,7 +36,7 @@ def silence() -> Speech:
 
 @pytest.fixture(scope="session")
 def hallo_dir() -> Path:
-    """../shared/fixtures/hallo: reference data made by the official Hallo code (CI has shared/ beside us)."""
+    """FIXTURES/hallo: reference data made by the official Hallo code."""
     return fixture("hallo")
 
 

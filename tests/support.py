@@ -29,7 +29,7 @@ def cli_exit_code(argv) -> int:
 def fixture(*parts: str) -> Path:
     """FIXTURES/PARTS (e.g. fixture("hallo3", "hallo3_tiny")). When it is not there the calling test fails under
     CI (which always has the shared reference data beside the clone: a missing folder is a broken set-up, not a
-    reason to pass) and is skipped elsewhere (a checkout without ../shared)."""
+    reason to pass) and is skipped elsewhere (a checkout without the shared reference data)."""
     path = FIXTURES.joinpath(*parts)
     if not path.exists():
         if os.environ.get("CI"):
