@@ -10,20 +10,25 @@ from talkinghead.io import probe
 from tests.support import CONFIGS, cli_exit_code
 
 
-def test_cli_renders_the_release(hallo4_release, skeleton_video, short_wav, tmp_path):
+def _cli_frames(checkpoint, skeleton_video, short_wav, out, *more) -> np.ndarray:
+    """`talkinghead animate --engine hallo4` on the astronaut and the 0.9 s speech: exit 0, an mp4 whose video
+    lasts as long as its audio (within a frame); its decoded frames."""
     import av
 
     from talkinghead.assets import portrait_path
 
-    out = tmp_path / "h4.mp4"
-    assert cli_exit_code(["animate", "--engine", "hallo4", "--checkpoint-dir", str(hallo4_release), "--pose-video",
-                 str(skeleton_video), "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
-                 "--seed", "3", "-o", str(out), "--quiet"]) == 0
+    assert cli_exit_code(["animate", "--engine", "hallo4", "--checkpoint-dir", str(checkpoint), "--pose-video",
+                          str(skeleton_video), "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
+                          *more, "-o", str(out), "--quiet"]) == 0
     info = probe(out)
     assert info["audio_duration"] == pytest.approx(0.9, abs=0.05)
     assert abs(info["n_frames"] / info["fps"] - info["audio_duration"]) <= 1.0 / info["fps"] + 1e-6
     with av.open(str(out)) as c:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_cli_renders_the_release(hallo4_release, skeleton_video, short_wav, tmp_path):
+    frames = _cli_frames(hallo4_release, skeleton_video, short_wav, tmp_path / "h4.mp4", "--seed", "3")
     assert frames.shape[1:3] == (32, 32)  # 48 wide clips cropped back to the square portrait's aspect
     assert frames.std() > 1.0
 
@@ -55,7 +60,7 @@ def test_the_skeleton_video_is_required(hallo4_release, short_wav, tmp_path, cap
 
     out = tmp_path / "x.mp4"
     assert cli_exit_code(["animate", "--engine", "hallo4", "--checkpoint-dir", str(hallo4_release), "--image",
-                 str(portrait_path("astronaut")), "--audio", str(short_wav), "-o", str(out), "--quiet"]) == 2
+                          str(portrait_path("astronaut")), "--audio", str(short_wav), "-o", str(out), "--quiet"]) == 2
     assert "--pose-video" in capsys.readouterr().err and not out.exists()
 
 
@@ -73,19 +78,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_cli_renders_a_trained_run(trained_run, skeleton_video, short_wav, tmp_path):
-    import av
-
-    from talkinghead.assets import portrait_path
-
-    out = tmp_path / "trained.mp4"
-    assert cli_exit_code(["animate", "--engine", "hallo4", "--checkpoint-dir", str(trained_run), "--pose-video",
-                 str(skeleton_video), "--image", str(portrait_path("astronaut")), "--audio", str(short_wav),
-                 "--steps", "1", "-o", str(out), "--quiet"]) == 0
-    info = probe(out)
-    assert info["audio_duration"] == pytest.approx(0.9, abs=0.05)
-    assert abs(info["n_frames"] / info["fps"] - info["audio_duration"]) <= 1.0 / info["fps"] + 1e-6
-    with av.open(str(out)) as c:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    frames = _cli_frames(trained_run, skeleton_video, short_wav, tmp_path / "trained.mp4", "--steps", "1")
     assert frames.shape[1:3] == (32, 32)  # the run's frame size
     assert frames.std() > 1.0
 
